@@ -1,0 +1,1 @@
+"""Manual curation of the isolated sample (decisions sidecar, export)."""

@@ -1,0 +1,1 @@
+"""Step 4 of the pipeline: deblenders (networks, SEP) behind one interface."""

@@ -1,0 +1,1 @@
+"""Keras 3 networks of the paper (loaded lazily: importing this package does not import Keras)."""

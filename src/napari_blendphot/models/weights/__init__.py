@@ -1,0 +1,1 @@
+"""Shipped trained weights (``*.keras``) with one JSON manifest per model."""

@@ -1,0 +1,1 @@
+"""Step 7 of the pipeline: results tables, reports and figures."""

@@ -1,0 +1,107 @@
+"""Reading and writing astropy tables as CSV or FITS, with provenance kept.
+
+CSV files carry their metadata in ``#`` comment lines at the top (one line of
+canonical JSON per key), so they stay readable by any CSV reader that skips
+comments (``pandas.read_csv(path, comment="#")``, TOPCAT, astropy).  FITS files
+carry it in the table header, with the provenance as a JSON string.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from napari_blendphot.errors import InputError, check_output_path
+from napari_blendphot.provenance import dumps
+
+_META_PREFIX = "blendphot-meta "
+
+
+def write_table(table, path, overwrite: bool = False) -> Path:
+    """Write *table* to ``.csv`` or ``.fits`` (by extension), atomically.
+
+    Table ``meta`` entries (including a ``provenance`` dict) are kept.  An
+    existing file is replaced only with ``overwrite=True``.
+    """
+    from astropy.table import Table
+
+    path = Path(path)
+    check_output_path(path, overwrite)
+    table = Table(table, copy=False)
+    tmp = path.with_name(f".{path.name}.tmp")
+    suffix = "".join(path.suffixes[-2:]) if path.suffix == ".gz" else path.suffix
+    if suffix == ".csv":
+        out = table.copy(copy_data=False)
+        out.meta = {}
+        comments = [f"{_META_PREFIX}{dumps({key: value})}" for key, value in sorted(table.meta.items())]
+        out.meta["comments"] = comments
+        out.write(tmp, format="ascii.csv", comment="# ", overwrite=True)
+    elif suffix in (".fits", ".fit", ".fits.gz"):
+        out = table.copy(copy_data=False)
+        out.meta = {}
+        for key, value in table.meta.items():
+            out.meta[_fits_key(key)] = value if isinstance(value, (int, float, str, bool)) else dumps(value)
+        out.write(tmp, format="fits", overwrite=True)
+    else:
+        raise InputError(path, f"unknown table extension {path.suffix!r}", "use .csv or .fits")
+    os.replace(tmp, path)
+    return path
+
+
+def read_table(path):
+    """Read a table written by :func:`write_table` (or any CSV/FITS table)."""
+    from astropy.table import Table
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "file not found")
+    try:
+        if path.suffix == ".csv":
+            table = Table.read(path, format="ascii.csv", comment="#", fast_reader=False)
+            _restore_csv_meta(path, table)
+        else:
+            table = Table.read(path)
+            for key in list(table.meta):
+                value = table.meta[key]
+                if isinstance(value, str) and value[:1] in "{[":
+                    try:
+                        table.meta[key.lower()] = json.loads(value)
+                        if key != key.lower():
+                            del table.meta[key]
+                    except json.JSONDecodeError:
+                        pass
+    except InputError:
+        raise
+    except Exception as exc:  # astropy raises many types for unreadable files
+        raise InputError(path, f"cannot read as a table: {exc}") from None
+    return table
+
+
+def _restore_csv_meta(path: Path, table) -> None:
+    table.meta.pop("comments", None)
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            if not line.startswith("#"):
+                break
+            text = line[1:].strip()
+            if text.startswith(_META_PREFIX):
+                try:
+                    table.meta.update(json.loads(text[len(_META_PREFIX):]))
+                except json.JSONDecodeError:
+                    continue
+
+
+def _fits_key(key: str) -> str:
+    key = str(key)
+    return key if len(key) <= 8 else f"HIERARCH {key}"
+
+
+def as_native(array: np.ndarray) -> np.ndarray:
+    """Return *array* in native byte order (FITS data is big-endian; sep needs native)."""
+    array = np.asarray(array)
+    if not array.dtype.isnative:
+        return array.astype(array.dtype.newbyteorder("="))
+    return array

@@ -1,0 +1,1 @@
+"""napari widgets: thin Qt views over the library (imported by napari only)."""

@@ -215,3 +215,274 @@ def test_native_reader_missing_catalogue_column(toy_sample, tmp_path):
     with pytest.raises(InputError, match="radius") as info:
         read_native(_rewrite(path, tmp_path / "b.fits", drop_radius))
     assert "b.fits" in str(info.value)
+
+
+# -- CANDELS Zenodo folder ---------------------------------------------------------------
+
+from napari_blendphot.sample import io_candels  # noqa: E402
+from napari_blendphot.sample.io_candels import decode_bytes_literal, read_candels, write_candels_layout  # noqa: E402
+
+
+@pytest.fixture()
+def candels_folder(toy_sample, tmp_path):
+    sample = toy_sample[:12]
+    catalog = sample.catalog.copy()
+    catalog["field"] = ["COSMOS", "UDS", "EGS", "GOODS-N"] * 3
+    catalog["ra"] = np.linspace(150, 151, 12)
+    catalog["dec"] = np.linspace(2, 3, 12)
+    sample = GalaxySample(sample.images, sample.segmaps, catalog)
+    return write_candels_layout(sample, tmp_path / "candels"), sample
+
+
+def test_decode_bytes_literal():
+    assert decode_bytes_literal("b'COSMOS    '") == "COSMOS"
+    assert decode_bytes_literal('b"GOODS-S"') == "GOODS-S"
+    assert decode_bytes_literal("UDS") == "UDS"
+    assert decode_bytes_literal("b'broken") == "b'broken"
+
+
+def test_candels_reader_quirks(candels_folder):
+    folder, original = candels_folder
+    text = (folder / "candels_cat.csv").read_text()
+    assert "b'COSMOS    '" in text  # the layout really has the quirk
+    sample = read_candels(folder)
+    assert sample.source == str(folder)
+    assert list(sample.catalog["field"]) == ["COSMOS", "UDS", "EGS", "GOODS-N"] * 3
+    assert "mag_err" not in sample.catalog.colnames  # it repeated mag
+    assert {"ra", "dec", "segval"} <= set(sample.catalog.colnames)
+    assert sample.images.tobytes() == original.images.tobytes()
+    assert sample.segmaps.dtype == np.int32 and np.array_equal(sample.segmaps, original.segmaps)
+    np.testing.assert_allclose(sample.catalog["flux"], 10 ** (-0.4 * (np.asarray(original.catalog["mag"]) - 25.96)),
+                               rtol=1e-12)
+    assert list(sample.catalog["galtype"]) == list(original.catalog["galtype"])
+
+
+def test_candels_reader_keeps_real_mag_err(candels_folder):
+    folder, _ = candels_folder
+    from astropy.table import Table
+
+    table = Table.read(folder / "candels_cat.csv", format="ascii.csv")
+    table["mag_err"] = 0.05
+    table.write(folder / "candels_cat.csv", format="ascii.csv", overwrite=True)
+    assert np.all(read_candels(folder).catalog["mag_err"] == 0.05)
+
+
+def test_candels_reader_segmaps_above_255_from_uint16(candels_folder):
+    folder, original = candels_folder
+    np.save(folder / "candels_seg.npy", original.segmaps.astype(np.uint16))
+    sample = read_candels(folder)
+    assert sample.segmaps.dtype == np.int32 and sample.segmaps.max() > 255
+
+
+@pytest.mark.parametrize("missing", ["candels_img.npy", "candels_seg.npy", "candels_cat.csv"])
+def test_candels_reader_missing_file(candels_folder, missing):
+    folder, _ = candels_folder
+    (folder / missing).unlink()
+    if missing == "candels_img.npy":
+        from napari_blendphot.sample.io import load_sample
+
+        with pytest.raises(InputError, match="neither"):
+            load_sample(folder)
+    with pytest.raises(InputError, match=f"missing {missing}") as info:
+        read_candels(folder)
+    assert str(folder) in str(info.value)
+
+
+def test_candels_reader_bad_arrays(candels_folder):
+    folder, original = candels_folder
+    img = folder / "candels_img.npy"
+    np.save(img, original.images[:, :64])
+    with pytest.raises(InputError, match=r"shape \(12, 64, 128\)") as info:
+        read_candels(folder)
+    assert "candels_img.npy" in str(info.value)
+    np.save(img, original.images[:10])
+    with pytest.raises(InputError, match="candels_seg.npy: has shape"):
+        read_candels(folder)
+    np.save(img, np.array([{"a": 1}] * 3, dtype=object), allow_pickle=True)
+    with pytest.raises(InputError, match="object arrays are refused"):
+        read_candels(folder)
+    img.write_bytes(b"\x93NUMPY garbage")
+    with pytest.raises(InputError, match="candels_img.npy: cannot read"):
+        read_candels(folder)
+
+
+def test_candels_reader_count_mismatch(candels_folder):
+    folder, original = candels_folder
+    np.save(folder / "candels_img.npy", original.images[:10])
+    np.save(folder / "candels_seg.npy", original.segmaps[:10])
+    with pytest.raises(InputError, match="candels_cat.csv: has 12 rows but candels_img.npy holds 10"):
+        read_candels(folder)
+
+
+def test_candels_reader_bad_catalogue(candels_folder):
+    folder, _ = candels_folder
+    from astropy.table import Table
+
+    csv = folder / "candels_cat.csv"
+    table = Table.read(csv, format="ascii.csv")
+    table.remove_column("radius")
+    table.write(csv, format="ascii.csv", overwrite=True)
+    with pytest.raises(InputError, match="candels_cat.csv: lacks column.*radius"):
+        read_candels(folder)
+    table = Table.read(csv, format="ascii.csv")
+    table["radius"] = 3.0
+    table["galtype"] = ["spiral"] + list(table["galtype"][1:])
+    table.write(csv, format="ascii.csv", overwrite=True)
+    with pytest.raises(InputError, match=r"candels_cat.csv: unknown galtype value\(s\) \['spiral'\]"):
+        read_candels(folder)
+
+
+def test_candels_reader_missing_folder(tmp_path):
+    with pytest.raises(InputError, match="folder not found"):
+        read_candels(tmp_path / "nope")
+
+
+def test_candels_round_trip_through_native(candels_folder, tmp_path):
+    folder, _ = candels_folder
+    sample = read_candels(folder)
+    back = read_native(write_native(sample, tmp_path / "c.fits"))
+    _assert_same_sample(sample, back)
+    assert back.provenance == sample.provenance
+
+
+# -- FITS cutouts ---------------------------------------------------------------------------
+
+from napari_blendphot.sample.io_cutouts import read_cutouts  # noqa: E402
+
+
+def _write_cutouts(folder, sample, with_seg=True, use_flux=False):
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, galaxy in enumerate(sample):
+        header = fits.Header()
+        header["ID"] = int(galaxy.row["id"])
+        if use_flux:
+            header["FLUX"] = float(galaxy.row["flux"])
+        else:
+            header["MAG"] = float(galaxy.row["mag"])
+        header["RADIUS"] = float(galaxy.row["radius"])
+        header["Z"] = float(galaxy.row["z"])
+        header["GALTYPE"] = str(galaxy.row["galtype"])
+        hdus = [fits.PrimaryHDU(galaxy.image.astype(">f4"), header=header)]
+        if with_seg:
+            hdus.append(fits.ImageHDU(galaxy.segmap, name="SEGMAP" if i % 2 else "SEG"))
+        # Names chosen so that sorted order differs from creation order.
+        fits.HDUList(hdus).writeto(folder / f"gal_{len(sample) - i:03d}.fits")
+    return folder
+
+
+def test_cutouts_reader(toy_sample, tmp_path):
+    sample = toy_sample[:6]
+    folder = _write_cutouts(tmp_path / "cut", sample)
+    (folder / "notes.txt").write_text("ignored")
+    back = read_cutouts(folder)
+    order = np.argsort([f"gal_{len(sample) - i:03d}.fits" for i in range(len(sample))])
+    assert list(back.catalog["file"]) == sorted(p.name for p in folder.glob("*.fits"))
+    assert back.images.tobytes() == sample.images[order].tobytes()
+    assert np.array_equal(back.segmaps, sample.segmaps[order])
+    assert np.array_equal(back.ids, sample.ids[order])
+    np.testing.assert_allclose(back.catalog["flux"], np.asarray(sample.catalog["flux"])[order], rtol=1e-12)
+    assert not np.any(back.catalog["seg_made"])
+    assert back.images.dtype.isnative
+
+
+def test_cutouts_reader_makes_segmentation_when_absent(toy_sample, tmp_path):
+    sample = toy_sample[:4]
+    folder = _write_cutouts(tmp_path / "cut", sample, with_seg=False, use_flux=True)
+    back = read_cutouts(folder)
+    assert np.all(back.catalog["seg_made"])
+    np.testing.assert_allclose(back.catalog["mag"], np.asarray(sample.catalog["mag"])[::-1], atol=1e-9)
+    # The detection finds each central galaxy.
+    assert np.all(back.segmaps[:, 64, 64] > 0)
+    assert back.central_masks().sum(axis=(1, 2)).min() >= 5
+    again = read_cutouts(folder)
+    assert again.segmaps.tobytes() == back.segmaps.tobytes()
+
+
+def test_cutouts_reader_errors(toy_sample, tmp_path):
+    with pytest.raises(InputError, match="no FITS cutouts"):
+        empty = tmp_path / "empty"
+        empty.mkdir()
+        read_cutouts(empty)
+    folder = _write_cutouts(tmp_path / "cut", toy_sample[:2])
+    bad = folder / "gal_001.fits"
+    with fits.open(bad) as hdul:
+        header = hdul[0].header.copy()
+        data = hdul[0].data.copy()
+    del header["RADIUS"]
+    fits.PrimaryHDU(data, header=header).writeto(bad, overwrite=True)
+    with pytest.raises(InputError, match="gal_001.fits: header lacks keyword RADIUS"):
+        read_cutouts(folder)
+    header["RADIUS"] = 3.0
+    del header["MAG"]
+    fits.PrimaryHDU(data, header=header).writeto(bad, overwrite=True)
+    with pytest.raises(InputError, match="gal_001.fits: header has neither MAG nor FLUX"):
+        read_cutouts(folder)
+    header["MAG"] = 21.0
+    fits.PrimaryHDU(data[:100], header=header).writeto(bad, overwrite=True)
+    with pytest.raises(InputError, match=r"gal_001.fits: image has shape \(100, 128\)"):
+        read_cutouts(folder)
+    header["GALTYPE"] = "blob"
+    fits.PrimaryHDU(data, header=header).writeto(bad, overwrite=True)
+    with pytest.raises(InputError, match="unknown galtype"):
+        read_cutouts(folder)
+    bad.write_text("not fits at all" * 100)
+    with pytest.raises(InputError, match="gal_001.fits: cannot read as FITS"):
+        read_cutouts(folder)
+
+
+# -- dispatch and the embedded sample ------------------------------------------------------
+
+from napari_blendphot.sample import embedded  # noqa: E402
+from napari_blendphot.sample.io import load_sample  # noqa: E402
+
+
+def test_load_sample_dispatches(toy_sample, tmp_path, candels_folder):
+    native = write_native(toy_sample[:5], tmp_path / "n.fits")
+    assert load_sample(native).images.tobytes() == toy_sample[:5].images.tobytes()
+    assert load_sample(str(native)).source == str(native)
+    folder, original = candels_folder
+    assert load_sample(folder).provenance["step"] == "read-candels"
+    cut = _write_cutouts(tmp_path / "cut", toy_sample[:3])
+    assert load_sample(cut).provenance["step"] == "read-cutouts"
+
+
+def test_load_sample_errors(tmp_path):
+    with pytest.raises(InputError, match="not found"):
+        load_sample(tmp_path / "missing.fits")
+    (tmp_path / "x.txt").write_text("x")
+    with pytest.raises(InputError, match="neither"):
+        load_sample(tmp_path)
+    with pytest.raises(InputError, match="not a FITS file"):
+        load_sample(tmp_path / "x.txt")
+
+
+def test_embedded_sample_path_and_loading(toy_sample, tmp_path, monkeypatch):
+    path = embedded.embedded_sample_path(must_exist=False)
+    assert path.name == "candels_mock_sample.fits"
+    assert path.parent.name == "sample_data"
+    # Point the package resource at a temporary folder to test both states
+    # without depending on whether the real file has been generated yet.
+    monkeypatch.setattr(embedded, "embedded_sample_path",
+                        lambda must_exist=True: _fake_embedded(tmp_path, must_exist))
+    with pytest.raises(InputError, match="embedded mock sample is missing"):
+        load_sample("embedded")
+    write_native(toy_sample[:4], tmp_path / "candels_mock_sample.fits")
+    assert len(load_sample("embedded")) == 4
+    assert len(load_sample("mock")) == 4
+
+
+def _fake_embedded(folder, must_exist):
+    path = folder / "candels_mock_sample.fits"
+    if must_exist and not path.is_file():
+        raise InputError(path, "the embedded mock sample is missing")
+    return path
+
+
+def test_real_embedded_sample_if_present():
+    path = embedded.embedded_sample_path(must_exist=False)
+    if not path.is_file():
+        with pytest.raises(InputError, match="missing"):
+            embedded.load_embedded_sample()
+    else:
+        sample = embedded.load_embedded_sample()
+        assert len(sample) > 0 and sample.source == str(path)

@@ -1,0 +1,296 @@
+"""The results table: one row per blend, the truth and every method's predictions.
+
+Schema (``docs/results_format.md``, ``docs/architecture.md``):
+
+- the blend catalogue columns (``id, distance, dy, dx, g1_*, g2_*``...);
+- per method ``m``: ``g1_flux_<m>``, ``g2_flux_<m>`` (NaN = not detected);
+  ``g1_iou_<m>``, ``g2_iou_<m>`` where the method makes masks and true masks
+  were given; ``<key>_<m>`` for each per-blend extra array (``detection_sep``);
+- ``meta``: ``methods`` (list of names), ``zero_points`` ({method: zp}),
+  ``provenance``.
+
+Streaming: :func:`build_results_table` works on any slice of blends, so a
+long ``predict`` can build one table per chunk and join them with
+:func:`concatenate_results` (``astropy.table.vstack`` that also checks that the
+chunks agree on methods and zero points).
+
+:func:`read_results` also reads the paper's published catalogue
+(``output_catalog.csv``) and maps it onto this schema.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from napari_blendphot.constants import PAPER_SEXTRACTOR_ZERO_POINT, ZERO_POINT
+from napari_blendphot.errors import InputError
+
+__all__ = [
+    "PAPER_METHODS",
+    "build_results_table",
+    "concatenate_results",
+    "is_paper_catalog",
+    "method_label",
+    "methods_in",
+    "read_results",
+    "results_from_paper_catalog",
+    "write_results",
+]
+
+#: Short names of the paper's catalogue -> our method names.
+PAPER_METHODS = {"b2f": "blend2flux", "b2m2f": "blend2mask2flux", "sex": "sextractor"}
+#: Human-readable names of known methods (others are shown by name).
+_LABELS = {"blend2flux": "blend2flux", "blend2mask2flux": "blend2mask2flux", "sextractor": "SExtractor",
+           "sep": "SEP"}
+_TRUTH_COLUMNS = ("g1_flux", "g2_flux")
+
+
+def method_label(table, method: str) -> str:
+    """Label of *method* for figures: ``meta["labels"]``, a known name, or the name itself."""
+    labels = (getattr(table, "meta", None) or {}).get("labels") or {}
+    return str(labels.get(method) or _LABELS.get(method, method))
+
+
+def _check_method_name(name) -> str:
+    if not isinstance(name, str) or not name or not name.replace("_", "").replace("-", "").isalnum():
+        raise InputError("deblend outputs", f"invalid method name {name!r}",
+                         "method names are column suffixes: letters, digits, '_' and '-'")
+    return name
+
+
+def _as_named_outputs(outputs) -> list[tuple[str, object]]:
+    if isinstance(outputs, dict):
+        items = list(outputs.items())
+    else:
+        items = [(getattr(out, "method", None), out) for out in outputs]
+    names = [_check_method_name(name) for name, _ in items]
+    if len(set(names)) != len(names):
+        raise InputError("deblend outputs", f"method names repeat: {names}")
+    return list(zip(names, (out for _, out in items)))
+
+
+def build_results_table(catalog, outputs, true_masks=None, zero_points=None, provenance=None,
+                        iou_threshold: float = 0.5):
+    """Join a blend catalogue and the outputs of deblending methods into a results table.
+
+    Parameters
+    ----------
+    catalog : astropy.table.Table
+        The blend catalogue rows of these blends (``id, distance, g1_flux``...),
+        in the order of the blends.
+    outputs : list of DeblendOutput, or dict {method name: DeblendOutput}
+        One per method, each for the same N blends.  A list takes the names
+        from ``DeblendOutput.method``.
+    true_masks : (N, 2, H, W) array, optional
+        True [central, companion] masks; with it, every output carrying masks
+        gets ``g1_iou_<m>``, ``g2_iou_<m>``.
+    zero_points : dict, optional
+        ``{method: zero point}`` of each method's fluxes; 25.96 otherwise.
+    provenance : dict, optional
+        Stored as ``meta["provenance"]``.
+    iou_threshold : float
+        Threshold applied to predicted and true masks before the IoU.
+
+    Returns
+    -------
+    astropy.table.Table
+    """
+    from astropy.table import Table
+
+    from napari_blendphot.metrics.masks import iou
+
+    if not isinstance(catalog, Table):
+        try:
+            catalog = Table(catalog)
+        except Exception as exc:
+            raise InputError("blend catalogue", f"cannot be used as a table: {exc}") from None
+    n = len(catalog)
+    named = _as_named_outputs(outputs)
+    if true_masks is not None:
+        true_masks = np.asarray(true_masks)
+        if true_masks.ndim != 4 or true_masks.shape[:2] != (n, 2):
+            raise InputError("true masks", f"shape {true_masks.shape}, expected ({n}, 2, H, W)")
+    zero_points = dict(zero_points or {})
+    unknown = sorted(set(zero_points) - {name for name, _ in named})
+    if unknown:
+        raise InputError("argument zero_points", f"zero points given for unknown method(s) {unknown}")
+
+    table = Table(catalog, copy=True)
+    table.meta = {}
+    labels = {}
+    for name, output in named:
+        fluxes = np.asarray(output.fluxes, dtype=np.float64)
+        if fluxes.shape != (n, 2):
+            raise InputError(f"{name} output", f"fluxes of shape {fluxes.shape} for {n} blends, expected ({n}, 2)")
+        for column in (f"g1_flux_{name}", f"g2_flux_{name}"):
+            if column in table.colnames:
+                raise InputError("blend catalogue", f"already has a column {column!r}")
+        table[f"g1_flux_{name}"] = fluxes[:, 0]
+        table[f"g2_flux_{name}"] = fluxes[:, 1]
+        masks = getattr(output, "masks", None)
+        if masks is not None and true_masks is not None:
+            masks = np.asarray(masks)
+            if masks.shape != true_masks.shape:
+                raise InputError(f"{name} output", f"masks of shape {masks.shape}, true masks {true_masks.shape}")
+            values = iou(masks, true_masks, iou_threshold, source=f"{name} masks")
+            table[f"g1_iou_{name}"] = values[:, 0]
+            table[f"g2_iou_{name}"] = values[:, 1]
+        for key, values in sorted((getattr(output, "extra", None) or {}).items()):
+            values = np.asarray(values)
+            if values.shape != (n,):
+                raise InputError(f"{name} output", f"extra array {key!r} has shape {values.shape}, expected ({n},)")
+            table[f"{key}_{name}"] = values
+        label = (getattr(output, "metadata", None) or {}).get("label")
+        if label:
+            labels[name] = str(label)
+    table.meta["methods"] = [name for name, _ in named]
+    table.meta["zero_points"] = {name: float(zero_points.get(name, ZERO_POINT)) for name, _ in named}
+    if labels:
+        table.meta["labels"] = labels
+    table.meta["provenance"] = dict(provenance or {})
+    return table
+
+
+def concatenate_results(tables):
+    """Stack results tables of consecutive chunks (same methods and zero points) into one."""
+    from astropy.table import vstack
+
+    tables = list(tables)
+    if not tables:
+        raise InputError("results chunks", "nothing to concatenate")
+    first = tables[0]
+    for index, table in enumerate(tables[1:], start=1):
+        for key in ("methods", "zero_points"):
+            if table.meta.get(key) != first.meta.get(key):
+                raise InputError("results chunks", f"chunk {index} has {key} {table.meta.get(key)!r}, "
+                                 f"chunk 0 has {first.meta.get(key)!r}")
+        if table.colnames != first.colnames:
+            raise InputError("results chunks", f"chunk {index} has different columns")
+    out = vstack(tables, join_type="exact", metadata_conflicts="silent")
+    out.meta = dict(first.meta)
+    return out
+
+
+def methods_in(table) -> list[str]:
+    """Method names of a results table (``meta["methods"]``, else found from ``g1_flux_<m>`` columns)."""
+    methods = (getattr(table, "meta", None) or {}).get("methods")
+    if methods:
+        return [str(m) for m in methods]
+    found = [name[len("g1_flux_"):] for name in table.colnames if name.startswith("g1_flux_")]
+    return [m for m in found if f"g2_flux_{m}" in table.colnames]
+
+
+def write_results(table, stem_or_path, overwrite: bool = False) -> list[Path]:
+    """Write a results table as CSV and FITS.
+
+    *stem_or_path* is either a stem (``out/results`` -> ``out/results.csv`` and
+    ``out/results.fits``) or a path ending in ``.csv``/``.fits`` (the other
+    format is written beside it).  Nothing is written if either file exists
+    and *overwrite* is false.
+    """
+    from napari_blendphot.errors import check_output_path
+    from napari_blendphot.tables import write_table
+
+    _validate(table, "results table", require_truth=False)
+    path = Path(os.fspath(stem_or_path))
+    stem = path.with_suffix("") if path.suffix in (".csv", ".fits") else path
+    targets = [stem.with_name(stem.name + ".csv"), stem.with_name(stem.name + ".fits")]
+    for target in targets:
+        check_output_path(target, overwrite)
+    if not stem.parent.exists():
+        raise InputError(stem.parent, "output folder does not exist")
+    return [write_table(table, target, overwrite=overwrite) for target in targets]
+
+
+def is_paper_catalog(table) -> bool:
+    """Whether *table* has the columns of the paper's published ``output_catalog.csv``."""
+    return all(f"{g}_flux_{short}" in table.colnames for g in ("g1", "g2") for short in PAPER_METHODS)
+
+
+def results_from_paper_catalog(table, source: str = "paper catalogue"):
+    """Map the paper's published catalogue onto the results-table schema.
+
+    ``*_b2f`` -> ``*_blend2flux``, ``*_b2m2f`` -> ``*_blend2mask2flux``,
+    ``*_sex`` -> ``*_sextractor`` (zero point 25.67, the paper's), ``detection``
+    -> ``detection_sextractor``; empty SExtractor fluxes become NaN; the
+    ``g*_sex_mag`` columns are dropped (they are ``25.67 - 2.5 log10(flux)``).
+    """
+    from astropy.table import Table
+
+    out = Table()
+    for name in table.colnames:
+        if name in ("g1_sex_mag", "g2_sex_mag"):
+            continue
+        column = table[name]
+        values = column.filled(np.nan) if (hasattr(column, "filled") and column.dtype.kind == "f") else column
+        new_name = name
+        for short, method in PAPER_METHODS.items():
+            if name.endswith(f"_flux_{short}"):
+                new_name = name[: -len(short)] + method
+        if name == "detection":
+            new_name = "detection_sextractor"
+        out[new_name] = np.asarray(values)
+    out.meta["methods"] = list(PAPER_METHODS.values())
+    out.meta["zero_points"] = {"blend2flux": ZERO_POINT, "blend2mask2flux": ZERO_POINT,
+                               "sextractor": PAPER_SEXTRACTOR_ZERO_POINT}
+    out.meta["labels"] = {"blend2flux": "blend2flux", "blend2mask2flux": "blend2mask2flux",
+                          "sextractor": "SExtractor"}
+    out.meta["provenance"] = {"step": "paper-catalogue", "source": source,
+                              "reference": "Boucaud et al. 2020, MNRAS 491, 2481 (arXiv:1905.01324)"}
+    return out
+
+
+def read_results(path, require_truth: bool = True):
+    """Read a results table (our CSV/FITS, or the paper's ``output_catalog.csv``).
+
+    Checks the schema: every method has both flux columns, and with
+    *require_truth* the true fluxes ``g1_flux``/``g2_flux`` exist and are
+    finite and positive.  Predicted NaN (or empty) fluxes are kept as NaN.
+    """
+    from napari_blendphot.provenance import sha256_file
+    from napari_blendphot.tables import read_table
+
+    path = Path(os.fspath(path))
+    table = read_table(path)
+    if is_paper_catalog(table):
+        table = results_from_paper_catalog(table, source=path.name)
+        table.meta["provenance"]["sha256"] = sha256_file(path)
+    else:
+        for name in table.colnames:
+            column = table[name]
+            if hasattr(column, "filled") and column.dtype.kind == "f":
+                table[name] = np.asarray(column.filled(np.nan))
+        table.meta.setdefault("methods", methods_in(table))
+        table.meta.setdefault("zero_points", {})
+        table.meta.setdefault("provenance", {})
+    _validate(table, path, require_truth)
+    return table
+
+
+def _validate(table, source, require_truth: bool = True) -> None:
+    from napari_blendphot.metrics.photometry import check_true_flux
+
+    methods = methods_in(table)
+    if not methods:
+        raise InputError(source, "no method columns (g1_flux_<method>, g2_flux_<method>) found",
+                         "is this a results table written by 'blendphot predict'?")
+    for method in methods:
+        for galaxy in ("g1", "g2"):
+            if f"{galaxy}_flux_{method}" not in table.colnames:
+                raise InputError(source, f"method {method!r} is listed but column {galaxy}_flux_{method!r} is missing")
+    zero_points = table.meta.get("zero_points") or {}
+    for method, value in zero_points.items():
+        if not isinstance(value, (int, float)) or not np.isfinite(value):
+            raise InputError(source, f"zero point of {method!r} is {value!r}, not a number")
+    if require_truth:
+        missing = [name for name in _TRUTH_COLUMNS if name not in table.colnames]
+        if missing:
+            raise InputError(source, f"missing true-flux column(s) {missing}",
+                             "evaluation needs the blend catalogue's g1_flux and g2_flux")
+        for name in _TRUTH_COLUMNS:
+            column = table[name]
+            values = column.filled(np.nan) if hasattr(column, "filled") else column
+            check_true_flux(np.asarray(values, dtype=np.float64), f"{source}: column {name}")

@@ -1,0 +1,442 @@
+"""Blend datasets on disk: writing them in chunks and reading them memory-mapped.
+
+Folder layout (docs/architecture.md)::
+
+    DIR/
+      blends.npy      float32 (N, 128, 128)     central + shifted companion
+      galaxy1.npy     float32 (N, 128, 128)     central stamp alone
+      galaxy2.npy     float32 (N, 128, 128)     companion stamp alone, shifted
+      masks.npy       uint8   (N, 2, 128, 128)  [central, companion] true masks
+      catalog.csv     one row per blend; also catalog.fits
+      provenance.json how it was made
+
+Train blends come first, then test blends; the ``split`` column says which.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from napari_blendphot.blend.assemble import CATALOG_COLUMNS, BlendBatch, _blend_from_arrays, assemble_pairs, pair_catalog
+from napari_blendphot.blend.pairing import MAX_DMAG, SHIFT_TRIES, check_rule, draw_pairs
+from napari_blendphot.constants import STAMP_SIZE
+from napari_blendphot.errors import InputError, OutputExistsError
+
+#: Array files of a dataset: name -> (dtype, shape after N).
+ARRAY_FILES = {
+    "blends": (np.float32, (STAMP_SIZE, STAMP_SIZE)),
+    "galaxy1": (np.float32, (STAMP_SIZE, STAMP_SIZE)),
+    "galaxy2": (np.float32, (STAMP_SIZE, STAMP_SIZE)),
+    "masks": (np.uint8, (2, STAMP_SIZE, STAMP_SIZE)),
+}
+CATALOG_FILES = ("catalog.csv", "catalog.fits")
+PROVENANCE_FILE = "provenance.json"
+
+
+def split_counts(n: int, test_fraction: float) -> tuple[int, int]:
+    """(train, test) numbers of blends: ``round(n * f)`` test blends, the rest train."""
+    n_test = int(round(n * float(test_fraction)))
+    return n - n_test, n_test
+
+
+def _sample_digest(sample, sample_path) -> dict | str:
+    from napari_blendphot.provenance import sha256_array, sha256_file
+
+    if sample_path is not None and os.path.isfile(sample_path):
+        return {"path": os.path.basename(os.fspath(sample_path)), "sha256": sha256_file(sample_path)}
+    return {"images_sha256": sha256_array(sample.images), "segmaps_sha256": sha256_array(sample.segmaps),
+            "n_galaxies": len(sample)}
+
+
+def write_blend_dataset(sample, out_dir, n: int = 30000, test_fraction: float = 0.2, seed=0,
+                        rule: str = "published", chunk_size: int = 1000, overwrite: bool = False,
+                        progress=None, sample_path=None, max_dmag: float = MAX_DMAG) -> Path:
+    """Make *n* blends of *sample* and write them as a blend dataset folder.
+
+    The sample is split by galaxy first (:func:`~napari_blendphot.blend.split.split_sample`);
+    ``n * (1 - test_fraction)`` train blends are drawn from the train galaxies
+    and ``n * test_fraction`` test blends from the test galaxies, so no galaxy
+    appears on both sides.  Arrays are streamed to ``.npy`` files chunk by
+    chunk; everything is written into a hidden temporary folder beside
+    *out_dir* that is renamed into place only when complete.
+
+    Parameters
+    ----------
+    sample : GalaxySample
+        Cleaned isolated galaxies (neighbour cleaning is the caller's step).
+    out_dir : path-like
+        Dataset folder to create.  An existing non-empty folder is refused
+        unless *overwrite*.
+    n : int
+        Total number of blends (paper: 30,000).
+    test_fraction : float
+        Share of galaxies, and of blends, on the test side (paper: 0.2);
+        0 makes a train-only dataset from all galaxies.
+    seed : int
+        Seed of the split and of the pairs; same seed, same bytes.
+    rule : {"published", "paper-text"}
+        Shift rule (:mod:`napari_blendphot.blend.pairing`).
+    chunk_size : int
+        Blends assembled and written per step (bounds the memory used).
+    overwrite : bool
+        Replace an existing dataset folder.
+    progress : callable, optional
+        ``progress(done, total)`` after each chunk.
+    sample_path : path-like, optional
+        File the sample was read from, hashed into the provenance (otherwise
+        the sample's arrays are hashed).
+    max_dmag : float
+        Largest |mag_c - mag_k| of a pair.
+
+    Returns
+    -------
+    pathlib.Path
+        The dataset folder.
+    """
+    from napari_blendphot.blend.split import split_indices
+    from napari_blendphot.provenance import make_provenance
+    from napari_blendphot.sample.galaxy_sample import central_segment
+    from napari_blendphot.tables import write_table
+
+    out_dir = Path(out_dir)
+    check_rule(rule)
+    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise InputError("n", f"number of blends must be a positive integer, got {n!r}")
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise InputError("seed", f"a dataset needs a non-negative integer seed (it is recorded), got {seed!r}")
+    if not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
+        raise InputError("chunk_size", f"must be a positive integer, got {chunk_size!r}")
+    if not 0.0 <= float(test_fraction) < 1.0:
+        raise InputError("test_fraction", f"must be in [0, 1), got {test_fraction!r}")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(out_dir, "exists and is not a folder", "choose another output path")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
+        raise OutputExistsError(out_dir)
+
+    # Independent streams for the split and each side's pairs, all from one seed.
+    split_seed, train_seed, test_seed = np.random.SeedSequence(int(seed)).spawn(3)
+    n_train, n_test = split_counts(n, test_fraction)
+    if test_fraction > 0:
+        train_rows, test_rows = split_indices(len(sample), test_fraction, np.random.default_rng(split_seed))
+    else:
+        train_rows, test_rows = np.arange(len(sample)), np.arange(0)
+    if n_test > 0 and test_rows.size < 2:
+        raise InputError("test_fraction", "the test side has fewer than 2 galaxies")
+    mags = np.asarray(sample.catalog["mag"], np.float64)
+    radii = np.asarray(sample.catalog["radius"], np.float64)
+    sides = []
+    for name, rows, count, side_seed in (("train", train_rows, n_train, train_seed),
+                                         ("test", test_rows, n_test, test_seed)):
+        if count == 0:
+            continue
+        pairs = draw_pairs(mags[rows], radii[rows], count, np.random.default_rng(side_seed), rule, max_dmag)
+        sides.append((name, pairs.remap(rows)))
+    train_ids = set(np.asarray(sample.catalog["id"])[train_rows].tolist())
+    test_ids = set(np.asarray(sample.catalog["id"])[test_rows].tolist())
+    # The point of splitting before pairing; cheap to verify.
+    assert not train_ids & test_ids, "a galaxy is on both sides of the split"
+
+    catalogs = []
+    first = 0
+    for name, pairs in sides:
+        catalogs.append(pair_catalog(sample.catalog, pairs, first, name))
+        first += len(pairs)
+    from astropy.table import vstack
+
+    catalog = vstack(catalogs, metadata_conflicts="silent") if len(catalogs) > 1 else catalogs[0]
+    catalog["split"] = catalog["split"].astype("U5")
+    provenance = make_provenance(
+        "blend", int(seed), inputs={"sample": _sample_digest(sample, sample_path)},
+        rule=rule, n_blends=int(n), n_train=int(n_train), n_test=int(n_test),
+        test_fraction=float(test_fraction), max_dmag=float(max_dmag), shift_tries=SHIFT_TRIES,
+        n_galaxies=len(sample), n_train_galaxies=int(train_rows.size), n_test_galaxies=int(test_rows.size),
+        sample_source=str(getattr(sample, "source", "")), sample_provenance=getattr(sample, "provenance", {}),
+    )
+    catalog.meta["provenance"] = provenance
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    try:
+        central_masks = central_segment(sample.segmaps).view(np.uint8)
+        all_pairs = [(p.central, p.companion, p.dy, p.dx) for _, p in sides]
+        central = np.concatenate([p[0] for p in all_pairs])
+        companion = np.concatenate([p[1] for p in all_pairs])
+        dy = np.concatenate([p[2] for p in all_pairs])
+        dx = np.concatenate([p[3] for p in all_pairs])
+        _write_arrays(staging, sample.images, central_masks, central, companion, dy, dx, chunk_size, progress)
+        write_table(catalog, staging / "catalog.csv")
+        write_table(catalog, staging / "catalog.fits")
+        from napari_blendphot.provenance import dumps
+
+        with open(staging / PROVENANCE_FILE, "w", encoding="utf-8") as handle:
+            json.dump(json.loads(dumps(provenance)), handle, indent=2, sort_keys=True)
+            handle.write("\n")
+        _move_into_place(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def _write_arrays(folder: Path, images, central_masks, central, companion, dy, dx, chunk_size, progress) -> None:
+    from numpy.lib.format import open_memmap
+
+    total = len(central)
+    paths = {name: folder / f"{name}.npy" for name in ARRAY_FILES}
+    for name, (dtype, shape) in ARRAY_FILES.items():
+        created = open_memmap(paths[name], mode="w+", dtype=dtype, shape=(total, *shape))
+        del created
+    for start in range(0, total, chunk_size):
+        stop = min(start + chunk_size, total)
+        # Map the files afresh per chunk and drop the maps afterwards, so the
+        # written pages leave this process's memory instead of piling up.
+        outputs = {name: np.load(paths[name], mmap_mode="r+") for name in ARRAY_FILES}
+        assemble_pairs(images, central_masks, central[start:stop], companion[start:stop], dy[start:stop],
+                       dx[start:stop], blends=outputs["blends"][start:stop], galaxy1=outputs["galaxy1"][start:stop],
+                       galaxy2=outputs["galaxy2"][start:stop], masks=outputs["masks"][start:stop])
+        for array in outputs.values():
+            array.flush()
+        del outputs
+        if progress is not None:
+            progress(stop, total)
+
+
+def _move_into_place(staging: Path, out_dir: Path) -> None:
+    if out_dir.exists():
+        # Only reached with overwrite=True or an empty folder: swap, then delete the old one.
+        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+        os.replace(out_dir, old / "dataset")
+        os.replace(staging, out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(staging, out_dir)
+    os.chmod(out_dir, 0o777 & ~_umask())
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# -- reading ---------------------------------------------------------------------------------
+
+class BlendDataset:
+    """A blend dataset folder, read memory-mapped.
+
+    Parameters
+    ----------
+    path : path-like
+        Folder written by :func:`write_blend_dataset`.
+
+    Attributes
+    ----------
+    blends, galaxy1, galaxy2 : (N, 128, 128) float32 memmaps
+    masks : (N, 2, 128, 128) uint8 memmap
+    catalog : astropy.table.Table
+    provenance : dict
+
+    ``len(ds)`` is the number of blends, ``ds[i]`` a :class:`~napari_blendphot.blend.assemble.Blend`,
+    ``ds.select(split="test")`` a view of some blends, ``ds.iter_chunks(size)``
+    yields :class:`~napari_blendphot.blend.assemble.BlendBatch` chunks.
+    """
+
+    def __init__(self, path):
+        self.path = Path(path)
+        if not self.path.is_dir():
+            raise InputError(self.path, "blend dataset folder not found",
+                             "make one with 'blendphot blend' or write_blend_dataset()")
+        arrays = {}
+        for name, (dtype, shape) in ARRAY_FILES.items():
+            file = self.path / f"{name}.npy"
+            if not file.is_file():
+                raise InputError(file, "missing from the blend dataset")
+            try:
+                array = np.load(file, mmap_mode="r")
+            except Exception as exc:  # corrupt header, truncated file...
+                raise InputError(file, f"cannot read as a .npy array: {exc}") from None
+            if array.dtype != np.dtype(dtype) or array.ndim != 1 + len(shape) or array.shape[1:] != shape:
+                raise InputError(file, f"holds {array.dtype} {array.shape}, expected {np.dtype(dtype)} (N, "
+                                       f"{', '.join(map(str, shape))})")
+            arrays[name] = array
+        counts = {name: len(a) for name, a in arrays.items()}
+        if len(set(counts.values())) != 1:
+            raise InputError(self.path, f"array files disagree on the number of blends: {counts}")
+        self.catalog = _read_catalog(self.path)
+        if len(self.catalog) != counts["blends"]:
+            raise InputError(self.path, f"catalogue has {len(self.catalog)} rows but the arrays hold "
+                                        f"{counts['blends']} blends")
+        missing = [c for c in CATALOG_COLUMNS if c not in self.catalog.colnames]
+        if missing:
+            raise InputError(self.path, f"catalogue lacks column(s) {', '.join(missing)}")
+        self.blends = arrays["blends"]
+        self.galaxy1 = arrays["galaxy1"]
+        self.galaxy2 = arrays["galaxy2"]
+        self.masks = arrays["masks"]
+        provenance_file = self.path / PROVENANCE_FILE
+        self.provenance = {}
+        if provenance_file.is_file():
+            try:
+                self.provenance = json.loads(provenance_file.read_text(encoding="utf-8"))
+            except json.JSONDecodeError as exc:
+                raise InputError(provenance_file, f"not valid JSON: {exc}") from None
+
+    def __len__(self) -> int:
+        return len(self.blends)
+
+    def __repr__(self) -> str:
+        splits = np.asarray(self.catalog["split"]).astype(str)
+        counts = ", ".join(f"{s} {int(np.sum(splits == s))}" for s in np.unique(splits))
+        return f"<BlendDataset {len(self)} blends ({counts}) at {str(self.path)!r}>"
+
+    def __getitem__(self, i):
+        return _blend_from_arrays(self.blends, self.galaxy1, self.galaxy2, self.masks, self.catalog, i)
+
+    @property
+    def fluxes(self) -> np.ndarray:
+        """(N, 2) true fluxes [central, companion]."""
+        return np.column_stack([np.asarray(self.catalog["g1_flux"], np.float64),
+                                np.asarray(self.catalog["g2_flux"], np.float64)])
+
+    def indices(self, split: str | None = None) -> np.ndarray:
+        """Row indices of the blends of *split* (all blends for ``None``)."""
+        if split is None:
+            return np.arange(len(self))
+        splits = np.char.strip(np.asarray(self.catalog["split"]).astype(str))
+        if split not in set(splits.tolist()):
+            raise InputError(self.path, f"no blends with split {split!r}",
+                             f"present: {', '.join(sorted(set(splits.tolist())))}")
+        return np.flatnonzero(splits == split)
+
+    def select(self, split: str | None = None, index=None) -> "BlendDatasetView":
+        """A view of the blends of *split* and/or at *index* (positions in the dataset)."""
+        rows = self.indices(split)
+        if index is not None:
+            index = np.asarray(index)
+            if index.dtype == bool:
+                if index.shape != (len(self),):
+                    raise InputError("select(index)", f"boolean index of shape {index.shape} for {len(self)} blends")
+                index = np.flatnonzero(index)
+            rows = np.intersect1d(rows, index) if split is not None else np.asarray(index, np.int64)
+        return BlendDatasetView(self, rows)
+
+    def iter_chunks(self, size: int = 1000):
+        """Yield :class:`BlendBatch` chunks of at most *size* blends, in order."""
+        return self.select().iter_chunks(size)
+
+    def context(self):
+        """The :class:`~napari_blendphot.deblend.base.BlendContext` of all blends."""
+        return self.select().context()
+
+
+class BlendDatasetView:
+    """Some blends of a :class:`BlendDataset` (by row index); arrays read on demand."""
+
+    def __init__(self, dataset: BlendDataset, rows):
+        rows = np.asarray(rows, dtype=np.int64)
+        if rows.size and (rows.min() < -len(dataset) or rows.max() >= len(dataset)):
+            raise IndexError(f"blend index out of range for {len(dataset)} blends")
+        self.dataset = dataset
+        self.rows = rows % max(len(dataset), 1)
+        self.catalog = dataset.catalog[self.rows]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i):
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"blend index {i} out of range for a selection of {len(self)}")
+        return self.dataset[int(self.rows[i])]
+
+    def _take(self, name: str, rows) -> np.ndarray:
+        array = getattr(self.dataset, name)
+        if rows.size and np.all(np.diff(rows) == 1):
+            return np.array(array[rows[0]:rows[-1] + 1])  # contiguous: one read
+        return array[rows]
+
+    @property
+    def blends(self) -> np.ndarray:
+        return self._take("blends", self.rows)
+
+    @property
+    def masks(self) -> np.ndarray:
+        return self._take("masks", self.rows)
+
+    @property
+    def fluxes(self) -> np.ndarray:
+        return np.column_stack([np.asarray(self.catalog["g1_flux"], np.float64),
+                                np.asarray(self.catalog["g2_flux"], np.float64)])
+
+    def iter_chunks(self, size: int = 1000):
+        if not isinstance(size, (int, np.integer)) or size < 1:
+            raise InputError("iter_chunks(size)", f"must be a positive integer, got {size!r}")
+        for start in range(0, len(self.rows), size):
+            rows = self.rows[start:start + size]
+            yield BlendBatch(self._take("blends", rows), self._take("galaxy1", rows),
+                             self._take("galaxy2", rows), self._take("masks", rows), self.dataset.catalog[rows])
+
+    def context(self):
+        from napari_blendphot.deblend.base import BlendContext
+
+        shift = np.column_stack([np.asarray(self.catalog["dy"], np.int64), np.asarray(self.catalog["dx"], np.int64)])
+        return BlendContext(companion_shift=shift, central_radius=np.asarray(self.catalog["g1_rad"], np.float64))
+
+
+def _read_catalog(path: Path):
+    from napari_blendphot.tables import read_table
+
+    for name in ("catalog.fits", "catalog.csv"):  # FITS first: faster and typed
+        file = path / name
+        if file.is_file():
+            catalog = read_table(file)
+            if "split" in catalog.colnames:
+                catalog["split"] = np.char.strip(np.asarray(catalog["split"]).astype(str))
+            for prefix in ("g1", "g2"):
+                column = f"{prefix}_type"
+                if column in catalog.colnames:
+                    catalog[column] = np.char.strip(np.asarray(catalog[column]).astype(str))
+            return catalog
+    raise InputError(path, "blend dataset has no catalog.fits or catalog.csv")
+
+
+# -- summary ---------------------------------------------------------------------------------
+
+def summarize_blends(catalog) -> str:
+    """A few lines describing a blend catalogue: counts, separations, pair dmag, type pairs."""
+    if len(catalog) == 0:
+        return "0 blends"
+    distance = np.asarray(catalog["distance"], np.float64)
+    dmag = np.asarray(catalog["g2_mag"], np.float64) - np.asarray(catalog["g1_mag"], np.float64)
+    lines = []
+    if "split" in catalog.colnames:
+        splits = np.char.strip(np.asarray(catalog["split"]).astype(str))
+        order = [s for s in ("train", "test") if s in splits] + sorted(set(splits.tolist()) - {"train", "test"})
+        per_split = ", ".join(f"{s} {int(np.sum(splits == s))}" for s in order)
+        lines.append(f"{len(catalog)} blends ({per_split})")
+        for s in order:
+            ids1 = np.asarray(catalog["g1_id"])[splits == s]
+            ids2 = np.asarray(catalog["g2_id"])[splits == s]
+            lines.append(f"  {s}: {np.unique(np.concatenate([ids1, ids2])).size} distinct galaxies")
+    else:
+        lines.append(f"{len(catalog)} blends")
+    lines.append(f"distance px: median {np.median(distance):.1f}, min {distance.min():.1f}, "
+                 f"max {distance.max():.1f}")
+    lines.append(f"pair dmag (companion - central): median {np.median(dmag):+.2f}, |dmag| median "
+                 f"{np.median(np.abs(dmag)):.2f}, max {np.abs(dmag).max():.2f}")
+    if "g1_rad" in catalog.colnames:
+        ratio = distance / np.asarray(catalog["g1_rad"], np.float64)
+        lines.append(f"distance / central radius: median {np.median(ratio):.2f}")
+    t1 = np.char.strip(np.asarray(catalog["g1_type"]).astype(str))
+    t2 = np.char.strip(np.asarray(catalog["g2_type"]).astype(str))
+    pairs, counts = np.unique(np.char.add(np.char.add(t1, "+"), t2), return_counts=True)
+    order = np.argsort(-counts, kind="stable")
+    shown = ", ".join(f"{pairs[i]} {counts[i]}" for i in order[:8])
+    more = f" (+{len(pairs) - 8} more)" if len(pairs) > 8 else ""
+    lines.append(f"type pairs (central+companion): {shown}{more}")
+    return "\n".join(lines)

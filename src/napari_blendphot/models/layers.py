@@ -1,0 +1,161 @@
+"""Custom Keras 3 layers that put the physical units inside the models.
+
+A saved model takes raw stamps in the data's units (e-/s for CANDELS F160W)
+and returns fluxes in the same units, so no caller has to remember a scaling
+convention.  Two layers do this, with their constants in ``get_config`` (not
+as weights, so the parameter counts are the paper's):
+
+* :class:`StampNormalization` divides each stamp by a scale ``s`` and adds the
+  channel axis.  ``mode="rms"`` (the default) uses the stamp's own root mean
+  square, ``mode="fixed"`` a constant ``input_scale``.
+* :class:`FluxOutput` turns the network's two linear outputs ``z`` into
+  positive fluxes ``s * flux_scale * exp(z)``, with the *same* ``s``.
+
+With ``mode="rms"`` the model is exactly flux-equivariant: multiplying a stamp
+by ``a > 0`` multiplies ``s`` by ``a``, leaves the normalised image unchanged
+and multiplies both predicted fluxes by ``a``.  Nothing is lost: the map from
+a stamp to (normalised stamp, s) is invertible, and the noise level remains
+visible to the network in the normalised image.
+
+The layers use ``keras.ops`` only, so they run under the TensorFlow, JAX and
+PyTorch backends, and they are registered under the package name
+``"blendphot"`` so that :func:`napari_blendphot.models.io.load_model` can load
+them in safe mode.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+NORMALIZATION_MODES = ("rms", "fixed")
+
+
+@keras.saving.register_keras_serializable(package="blendphot")
+class StampNormalization(keras.layers.Layer):
+    """Divide stamps by a per-stamp or fixed scale; return (normalised, scale).
+
+    Parameters
+    ----------
+    mode : {"rms", "fixed"}
+        ``"rms"``: ``s = sqrt(mean(stamp**2) + epsilon)`` per stamp (makes the
+        model flux-equivariant).  ``"fixed"``: ``s = input_scale`` for all.
+    input_scale : float
+        The constant of ``mode="fixed"`` (data units, e.g. e-/s).
+    epsilon : float
+        Added under the square root so that an all-zero stamp gives a finite,
+        tiny scale (then a flux of ~0) instead of NaN.  It is far below any
+        real stamp's mean square (~1e-4 (e-/s)^2 for CANDELS noise alone).
+
+    Call
+    ----
+    stamps : (N, H, W) or (N, H, W, 1) tensor
+        Returns ``(stamps / s)`` with shape (N, H, W, 1) and ``s`` with shape (N, 1).
+    """
+
+    def __init__(self, mode: str = "rms", input_scale: float = 1.0, epsilon: float = 1e-30, **kwargs):
+        super().__init__(**kwargs)
+        if mode not in NORMALIZATION_MODES:
+            raise ValueError(f"StampNormalization mode must be one of {NORMALIZATION_MODES}, got {mode!r}")
+        if not float(input_scale) > 0:
+            raise ValueError(f"StampNormalization input_scale must be > 0, got {input_scale!r}")
+        self.mode = mode
+        self.input_scale = float(input_scale)
+        self.epsilon = float(epsilon)
+
+    def call(self, stamps):
+        if len(stamps.shape) == 3:
+            stamps = ops.expand_dims(stamps, axis=-1)
+        if self.mode == "rms":
+            mean_square = ops.mean(ops.square(stamps), axis=(1, 2, 3))
+            scale = ops.sqrt(mean_square + self.epsilon)
+            scale = ops.expand_dims(scale, axis=-1)
+        else:
+            batch = ops.shape(stamps)[0]
+            scale = ops.full((batch, 1), self.input_scale, dtype=stamps.dtype)
+        normalised = stamps / ops.reshape(scale, (-1, 1, 1, 1))
+        return normalised, scale
+
+    def compute_output_shape(self, input_shape):
+        shape = tuple(input_shape)
+        if len(shape) == 3:
+            shape = (*shape, 1)
+        return shape, (shape[0], 1)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(mode=self.mode, input_scale=self.input_scale, epsilon=self.epsilon)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="blendphot")
+class FluxOutput(keras.layers.Layer):
+    """Positive fluxes in the stamp's units: ``scale * flux_scale * exp(z)``.
+
+    Parameters
+    ----------
+    flux_scale : float
+        Typical flux in units of the input scale ``s`` (so that ``z ~ 0`` at
+        initialisation gives fluxes of the right order).  For ``mode="rms"``
+        the ratio flux / rms of a CANDELS-like 128x128 stamp is ~500-2500
+        (median ~1000); for ``mode="fixed"`` it is the typical flux divided
+        by ``input_scale``.
+    max_log : float
+        ``z`` is clipped to [-max_log, max_log] before the exponential, so a
+        wild prediction cannot overflow float32.
+
+    Call
+    ----
+    [z, scale] : (N, k) and (N, 1) tensors; returns (N, k).
+    """
+
+    def __init__(self, flux_scale: float = 1000.0, max_log: float = 20.0, **kwargs):
+        super().__init__(**kwargs)
+        if not float(flux_scale) > 0:
+            raise ValueError(f"FluxOutput flux_scale must be > 0, got {flux_scale!r}")
+        self.flux_scale = float(flux_scale)
+        self.max_log = float(max_log)
+
+    def call(self, inputs):
+        log_ratio, scale = inputs
+        log_ratio = ops.clip(log_ratio, -self.max_log, self.max_log)
+        return scale * self.flux_scale * ops.exp(log_ratio)
+
+    def compute_output_shape(self, input_shapes):
+        return tuple(input_shapes[0])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(flux_scale=self.flux_scale, max_log=self.max_log)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="blendphot")
+class SelectChannels(keras.layers.Layer):
+    """Keep the listed channels of a channels-last tensor (no weights).
+
+    Used by blend2mask2flux to pass the central and companion masks of the
+    U-Net to the flux head whatever the mask encoding.
+    """
+
+    def __init__(self, channels, **kwargs):
+        super().__init__(**kwargs)
+        self.channels = [int(c) for c in channels]
+
+    def call(self, inputs):
+        return ops.take(inputs, self.channels, axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (*tuple(input_shape)[:-1], len(self.channels))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(channels=list(self.channels))
+        return config
+
+
+CUSTOM_OBJECTS = {
+    "blendphot>StampNormalization": StampNormalization,
+    "blendphot>FluxOutput": FluxOutput,
+    "blendphot>SelectChannels": SelectChannels,
+}

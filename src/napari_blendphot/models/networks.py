@@ -1,0 +1,311 @@
+"""The paper's three networks as Keras 3 functional models (any backend).
+
+* :func:`build_blend2flux` -- a CNN regressing the two fluxes from the blend.
+* :func:`build_unet` -- a U-Net predicting the segmentation masks.
+* :func:`build_blend2mask2flux` -- the U-Net followed by a smaller flux CNN
+  reading [blend, central mask, companion mask].
+
+Every model takes raw stamps, shape (N, 128, 128) in the data's units, and
+scales them inside (:class:`~napari_blendphot.models.layers.StampNormalization`);
+the flux models return fluxes (N, 2) [central, companion] in the same units
+(:class:`~napari_blendphot.models.layers.FluxOutput`).  Masks are
+channels-last probabilities (N, 128, 128, n_masks).  Only ``keras.ops`` and
+``keras.layers`` are used, so the same code runs under TensorFlow, JAX and
+PyTorch, and ``.keras`` files move between them.
+
+Layer names are fixed (``unet_enc0_conv1``...) because
+:func:`load_unet_weights` copies a trained U-Net into blend2mask2flux by name.
+"""
+
+from __future__ import annotations
+
+import keras
+
+from napari_blendphot.constants import STAMP_SIZE
+from napari_blendphot.models.layers import FluxOutput, SelectChannels, StampNormalization
+
+#: Mask encodings of the paper (SPEC §4.7): channel order of the U-Net output.
+MASK_ENCODINGS = {
+    "two": ("central", "companion"),
+    "ogg": ("overlap", "central", "companion"),
+}
+
+#: Head of blend2mask2flux in the paper's configuration (see docs/models.md):
+#: blend2flux's own rule (two dense layers as wide as the first level) at 128
+#: filters and depth 3; with the depth-5, 32-filter U-Net it gives 18,467,140
+#: parameters in all, the paper's "about 18.5 M".
+DEFAULT_HEAD = {"head_filters": 128, "head_depth": 3, "head_dense": (128, 128)}
+
+
+def _check_positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or int(value) != value or int(value) < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _flux_cnn(x, filters: int, depth: int, dense_widths, prefix: str):
+    """Convolution stack + dense layers shared by blend2flux and the b2m2f head.
+
+    Returns the (N, 2) linear output ``z`` (log flux ratios).
+    """
+    for level in range(depth):
+        width = filters * 2**level
+        x = keras.layers.Conv2D(width, 3, padding="same", activation="relu", name=f"{prefix}_conv{level}a")(x)
+        x = keras.layers.MaxPooling2D(2, name=f"{prefix}_pool{level}a")(x)
+        x = keras.layers.Conv2D(width, 3, padding="same", activation="relu", name=f"{prefix}_conv{level}b")(x)
+        x = keras.layers.MaxPooling2D(2, name=f"{prefix}_pool{level}b")(x)
+    x = keras.layers.Conv2D(
+        filters * 2**depth, 3, padding="same", activation="relu", name=f"{prefix}_conv_top"
+    )(x)
+    x = keras.layers.Flatten(name=f"{prefix}_flatten")(x)
+    for index, width in enumerate(dense_widths):
+        # SELU wants LeCun-normal initialisation to be self-normalising.
+        x = keras.layers.Dense(
+            int(width), activation="selu", kernel_initializer="lecun_normal", name=f"{prefix}_dense{index}"
+        )(x)
+    return keras.layers.Dense(2, activation=None, name=f"{prefix}_log_flux")(x)
+
+
+def _check_flux_cnn(stamp_size: int, depth: int) -> None:
+    reduction = 2 ** (2 * depth)
+    if stamp_size % reduction or stamp_size // reduction < 1:
+        raise ValueError(
+            f"a flux CNN of depth {depth} pools {2 * depth} times: stamp size {stamp_size} "
+            f"must be a multiple of {reduction}"
+        )
+
+
+def build_blend2flux(
+    filters: int = 256,
+    depth: int = 2,
+    dense_widths=None,
+    normalization: str = "rms",
+    input_scale: float = 1.0,
+    flux_scale: float = 1000.0,
+    stamp_size: int = STAMP_SIZE,
+    name: str = "blend2flux",
+):
+    """The blend2flux CNN (paper §3.2, Table 2).
+
+    For each level ``d < depth``: conv3x3 (``filters * 2**d``, ReLU) -> max-pool 2
+    -> conv3x3 (same) -> max-pool 2; then conv3x3 (``filters * 2**depth``,
+    ReLU); flatten; dense layers (SELU); dense(2) linear; then
+    ``FluxOutput``.  ``filters`` = 64 / 256 / 512 with ``depth=2`` give the
+    paper's 1,607,106 / 25,696,002 / 102,772,226 parameters.
+
+    Parameters
+    ----------
+    filters, depth : int
+        Width of the first level and number of levels.
+    dense_widths : sequence of int, optional
+        Widths of the SELU dense layers; default two layers of ``filters``.
+    normalization, input_scale : see :class:`StampNormalization`.
+    flux_scale : see :class:`FluxOutput`.
+    stamp_size : int
+        Side of the square input stamps.
+    name : str
+        Model name.
+
+    Returns
+    -------
+    keras.Model
+        Input (N, stamp_size, stamp_size) raw stamps; output (N, 2) fluxes
+        [central, companion] in the stamps' units, from a layer named ``"fluxes"``.
+    """
+    filters = _check_positive_int("filters", filters)
+    depth = _check_positive_int("depth", depth)
+    _check_flux_cnn(stamp_size, depth)
+    dense_widths = (filters, filters) if dense_widths is None else tuple(int(w) for w in dense_widths)
+    stamps = keras.Input(shape=(stamp_size, stamp_size), name="stamps")
+    normalised, scale = StampNormalization(normalization, input_scale, name="normalization")(stamps)
+    log_flux = _flux_cnn(normalised, filters, depth, dense_widths, prefix="b2f")
+    fluxes = FluxOutput(flux_scale, name="fluxes")([log_flux, scale])
+    return keras.Model(stamps, fluxes, name=name)
+
+
+def _unet_masks(normalised, depth: int, filters: int, n_masks: int, up_kernel_size: int):
+    """U-Net layers on a normalised (N, H, W, 1) tensor; returns the sigmoid masks."""
+    skips = []
+    x = normalised
+    for level in range(depth):
+        width = filters * 2**level
+        x = keras.layers.Conv2D(width, 3, padding="same", activation="relu", name=f"unet_enc{level}_conv1")(x)
+        x = keras.layers.Conv2D(width, 3, padding="same", activation="relu", name=f"unet_enc{level}_conv2")(x)
+        if level < depth - 1:
+            skips.append(x)
+            x = keras.layers.MaxPooling2D(2, name=f"unet_enc{level}_pool")(x)
+    for level in reversed(range(depth - 1)):
+        width = filters * 2**level
+        x = keras.layers.Conv2DTranspose(
+            width, up_kernel_size, strides=2, padding="same", name=f"unet_dec{level}_up"
+        )(x)
+        x = keras.layers.Concatenate(axis=-1, name=f"unet_dec{level}_concat")([x, skips[level]])
+        x = keras.layers.Conv2D(width, 3, padding="same", activation="relu", name=f"unet_dec{level}_conv1")(x)
+        x = keras.layers.Conv2D(width, 3, padding="same", activation="relu", name=f"unet_dec{level}_conv2")(x)
+    return keras.layers.Conv2D(n_masks, 1, activation="sigmoid", name="masks")(x)
+
+
+def _check_unet(stamp_size: int, depth: int, encoding: str, n_masks) -> int:
+    if encoding not in MASK_ENCODINGS:
+        raise ValueError(f"mask encoding must be one of {sorted(MASK_ENCODINGS)}, got {encoding!r}")
+    expected = len(MASK_ENCODINGS[encoding])
+    if n_masks is not None and int(n_masks) != expected:
+        raise ValueError(f"encoding {encoding!r} has {expected} mask channels, not n_masks={n_masks}")
+    if stamp_size % 2 ** (depth - 1):
+        raise ValueError(
+            f"a U-Net of depth {depth} pools {depth - 1} times: stamp size {stamp_size} "
+            f"must be a multiple of {2 ** (depth - 1)}"
+        )
+    return expected
+
+
+def build_unet(
+    depth: int = 5,
+    filters: int = 32,
+    n_masks: int | None = None,
+    encoding: str = "two",
+    up_kernel_size: int = 3,
+    normalization: str = "rms",
+    input_scale: float = 1.0,
+    stamp_size: int = STAMP_SIZE,
+    name: str = "unet",
+):
+    """The segmentation U-Net (paper §3.3).
+
+    ``depth`` counts resolution levels: ``depth`` blocks of two conv3x3 (ReLU)
+    with ``filters * 2**level`` filters on the way down, ``depth - 1``
+    max-poolings, ``depth - 1`` transposed convolutions (stride 2) each
+    followed by concatenation with the skip of the same level and a block of
+    two conv3x3; then a 1x1 convolution with a sigmoid.  The paper's fiducial
+    (depth 5, 32 filters, 3x3 transposed convolutions) has 8,629,954
+    parameters, the paper's "about 8.6 M"; ``up_kernel_size=2`` gives 7,759,554.
+
+    Parameters
+    ----------
+    depth, filters : int
+        Resolution levels and filters of the first level.
+    n_masks : int, optional
+        Number of output channels; implied by ``encoding`` (checked if given).
+    encoding : {"two", "ogg"}
+        ``"two"``: channels [central, companion]; ``"ogg"``: [overlap, central, companion].
+    up_kernel_size : int
+        Kernel of the transposed convolutions.
+    normalization, input_scale : see :class:`StampNormalization`.
+
+    Returns
+    -------
+    keras.Model
+        Input (N, H, W) raw stamps; output (N, H, W, n_masks) probabilities
+        from a layer named ``"masks"``.
+    """
+    depth = _check_positive_int("depth", depth)
+    filters = _check_positive_int("filters", filters)
+    n_masks = _check_unet(stamp_size, depth, encoding, n_masks)
+    stamps = keras.Input(shape=(stamp_size, stamp_size), name="stamps")
+    normalised, _ = StampNormalization(normalization, input_scale, name="normalization")(stamps)
+    masks = _unet_masks(normalised, depth, filters, n_masks, _check_positive_int("up_kernel_size", up_kernel_size))
+    return keras.Model(stamps, masks, name=name)
+
+
+def build_blend2mask2flux(
+    unet_depth: int = 5,
+    unet_filters: int = 32,
+    head_filters: int = DEFAULT_HEAD["head_filters"],
+    head_depth: int = DEFAULT_HEAD["head_depth"],
+    head_dense=DEFAULT_HEAD["head_dense"],
+    encoding: str = "two",
+    up_kernel_size: int = 3,
+    normalization: str = "rms",
+    input_scale: float = 1.0,
+    flux_scale: float = 1000.0,
+    stamp_size: int = STAMP_SIZE,
+    name: str = "blend2mask2flux",
+):
+    """blend2mask2flux: U-Net masks, then a flux CNN on [blend, masks] (paper §3.3).
+
+    The U-Net is :func:`build_unet`'s, with the same layer names (so
+    :func:`load_unet_weights` can copy a trained one in).  The head is the
+    blend2flux CNN (``head_filters``, ``head_depth``, ``head_dense``) reading
+    the normalised blend concatenated with the central and companion mask
+    probabilities (3 channels; with ``encoding="ogg"`` the overlap channel
+    is not passed on).  The default head (128 filters, depth 3, two dense
+    layers of 128) gives 18,467,140 parameters in all with the paper's U-Net,
+    the paper's "about 18.5 M".
+
+    Returns
+    -------
+    keras.Model
+        Input (N, H, W) raw stamps; outputs a dict ``{"masks": (N, H, W,
+        n_masks), "fluxes": (N, 2)}`` (fluxes in the stamps' units).
+    """
+    unet_depth = _check_positive_int("unet_depth", unet_depth)
+    unet_filters = _check_positive_int("unet_filters", unet_filters)
+    head_filters = _check_positive_int("head_filters", head_filters)
+    head_depth = _check_positive_int("head_depth", head_depth)
+    n_masks = _check_unet(stamp_size, unet_depth, encoding, None)
+    _check_flux_cnn(stamp_size, head_depth)
+    channels = MASK_ENCODINGS[encoding]
+    stamps = keras.Input(shape=(stamp_size, stamp_size), name="stamps")
+    normalised, scale = StampNormalization(normalization, input_scale, name="normalization")(stamps)
+    masks = _unet_masks(normalised, unet_depth, unet_filters, n_masks, _check_positive_int("up_kernel_size", up_kernel_size))
+    pair = SelectChannels([channels.index("central"), channels.index("companion")], name="head_masks")(masks)
+    head_input = keras.layers.Concatenate(axis=-1, name="head_input")([normalised, pair])
+    log_flux = _flux_cnn(head_input, head_filters, head_depth, tuple(int(w) for w in head_dense), prefix="head")
+    fluxes = FluxOutput(flux_scale, name="fluxes")([log_flux, scale])
+    return keras.Model(stamps, {"masks": masks, "fluxes": fluxes}, name=name)
+
+
+def load_unet_weights(b2m2f_model, unet_model) -> list[str]:
+    """Copy a trained U-Net's weights into a blend2mask2flux model, layer by layer.
+
+    Layers are matched by name (``unet_*`` and ``masks``); every weighted
+    layer of ``unet_model`` must exist in ``b2m2f_model`` with the same
+    shapes, so an incompatible U-Net fails loudly instead of half-loading.
+
+    Returns
+    -------
+    list of str
+        Names of the layers copied.
+    """
+    from napari_blendphot.errors import InputError
+
+    target_layers = {layer.name: layer for layer in b2m2f_model.layers}
+    copied = []
+    for layer in unet_model.layers:
+        weights = layer.get_weights()
+        if not weights:
+            continue
+        target = target_layers.get(layer.name)
+        if target is None:
+            raise InputError(
+                f"U-Net model '{unet_model.name}'",
+                f"layer {layer.name!r} has no counterpart in '{b2m2f_model.name}'",
+                "build blend2mask2flux with the U-Net's depth, filters, encoding and up_kernel_size",
+            )
+        target_shapes = [tuple(w.shape) for w in target.get_weights()]
+        source_shapes = [tuple(w.shape) for w in weights]
+        if target_shapes != source_shapes:
+            raise InputError(
+                f"U-Net model '{unet_model.name}'",
+                f"layer {layer.name!r} has weights {source_shapes}, '{b2m2f_model.name}' expects {target_shapes}",
+                "build blend2mask2flux with the U-Net's depth, filters, encoding and up_kernel_size",
+            )
+        target.set_weights(weights)
+        copied.append(layer.name)
+    if not copied:
+        raise InputError(f"U-Net model '{unet_model.name}'", "has no weighted layers to copy")
+    return copied
+
+
+BUILDERS = {
+    "blend2flux": build_blend2flux,
+    "unet": build_unet,
+    "blend2mask2flux": build_blend2mask2flux,
+}
+
+
+def build_model(method: str, **config):
+    """Build one of :data:`BUILDERS` by name with the given builder arguments."""
+    if method not in BUILDERS:
+        raise ValueError(f"unknown network {method!r}; choose one of {sorted(BUILDERS)}")
+    return BUILDERS[method](**config)

@@ -1,0 +1,291 @@
+"""The evaluation report: summary statistics, paper-style figures, Markdown and HTML.
+
+``evaluate(results, out_dir)`` writes into *out_dir*:
+
+- ``summary.csv``: one row per method x galaxy x selection (N, detected,
+  undetected, mean/median dmag, sigma, NMAD, outliers %, flux MAPE %, mag
+  MAPE %, mean IoU);
+- ``fig_magnitudes_central.png``, ``fig_magnitudes_companion.png`` (paper
+  Figs 5-6), ``fig_dmag_vs_pair_dmag.png`` (Fig 7), ``fig_binned_summary.png``
+  (Fig 8), ``fig_by_morphology.png`` (Fig 9, when types are known),
+  ``fig_iou.png`` (Fig 12, when IoU columns exist), ``fig_dmag_histograms.png``;
+- ``report.md`` and ``report.html`` (figures linked by relative path).
+
+The output is deterministic: the same results table gives the same bytes
+(no dates; PNGs saved without a software/date stamp).
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from napari_blendphot.errors import InputError, check_output_path
+from napari_blendphot.metrics import binned
+from napari_blendphot.metrics.masks import mean_iou
+from napari_blendphot.metrics.photometry import photometry_stats
+from napari_blendphot.metrics.selection import (
+    DETECTION_CASES,
+    GALAXIES,
+    available_selections,
+    detection_counts,
+    reference_detection_column,
+)
+
+__all__ = ["EvaluationReport", "SUMMARY_COLUMNS", "evaluate", "summary_table"]
+
+#: Columns of ``summary.csv``.
+SUMMARY_COLUMNS = ("method", "label", "galaxy", "selection", "n", "n_detected", "n_undetected", "mean_dmag",
+                   "median_dmag", "sigma", "nmad", "outliers_percent", "flux_mape_percent", "mag_mape_percent",
+                   "mean_iou")
+_GALAXY_ROWS = (*GALAXIES, "both")
+
+
+@dataclass
+class EvaluationReport:
+    """What :func:`evaluate` wrote."""
+
+    out_dir: Path
+    summary: object  # astropy.table.Table
+    summary_path: Path
+    markdown_path: Path
+    html_path: Path
+    figures: dict = field(default_factory=dict)  # {name: Path}
+
+    @property
+    def paths(self) -> list[Path]:
+        return [self.summary_path, self.markdown_path, self.html_path, *self.figures.values()]
+
+
+def summary_table(table):
+    """Statistics per method x galaxy (central, companion, both) x selection, as an astropy Table."""
+    from astropy.table import Table
+
+    from napari_blendphot.report.results import method_label, methods_in
+
+    rows = []
+    for method in methods_in(table):
+        for selection in available_selections(table):
+            for galaxy in _GALAXY_ROWS:
+                data = binned.galaxy_measurements(table, method, galaxy, selection)
+                stats = photometry_stats(data["true_flux"], data["pred_flux"],
+                                         zp_pred=binned.zero_point_of(table, method),
+                                         source=f"method {method}, {galaxy}, {selection}")
+                iou = mean_iou(data["iou"]) if "iou" in data.colnames else float("nan")
+                rows.append((method, method_label(table, method), galaxy, selection, stats.n, stats.n_detected,
+                             stats.n_undetected, stats.mean_dmag, stats.median_dmag, stats.sigma, stats.nmad,
+                             stats.outlier_percent, stats.flux_mape, stats.mag_mape, iou))
+    if not rows:
+        raise InputError("results table", "no methods to evaluate")
+    return Table(rows=rows, names=SUMMARY_COLUMNS)
+
+
+def _figure_jobs(table):
+    from napari_blendphot.report import figures
+
+    jobs = [("fig_magnitudes_central", "Predicted vs true magnitude, central galaxy (paper Fig. 5)",
+             lambda: figures.figure_magnitudes(table, "central")),
+            ("fig_magnitudes_companion", "Predicted vs true magnitude, companion galaxy (paper Fig. 6)",
+             lambda: figures.figure_magnitudes(table, "companion")),
+            ("fig_dmag_histograms", "dmag distributions of all methods, both galaxies",
+             lambda: _histogram_figure(table)),
+            ("fig_dmag_vs_pair_dmag", "dmag vs pair magnitude difference (paper Fig. 7)",
+             lambda: figures.figure_dmag_vs_pair_dmag(table)),
+            ("fig_binned_summary", "Bias and scatter vs pair magnitude difference (paper Fig. 8)",
+             lambda: figures.figure_binned_summary(table))]
+    if "g1_type" in table.colnames and "g2_type" in table.colnames:
+        jobs.append(("fig_by_morphology", "Bias and scatter per morphology (paper Fig. 9)",
+                     lambda: figures.figure_by_morphology(table)))
+    if figures.iou_methods(table):
+        jobs.append(("fig_iou", "Segmentation IoU (paper Fig. 12)", lambda: figures.figure_iou(table)))
+    return jobs
+
+
+def _histogram_figure(table):
+    from matplotlib.figure import Figure
+
+    from napari_blendphot.report.figures import plot_dmag_histograms
+
+    figure = Figure(figsize=(6.0, 3.8), dpi=110, layout="constrained")
+    plot_dmag_histograms(figure, table)
+    return figure
+
+
+def evaluate(results, out_dir, overwrite: bool = False) -> EvaluationReport:
+    """Write the evaluation report of a results table.
+
+    Parameters
+    ----------
+    results : astropy.table.Table or path
+        A results table (or a file :func:`~napari_blendphot.report.results.read_results`
+        reads, including the paper's ``output_catalog.csv``).
+    out_dir : path
+        Output folder (created if missing).
+    overwrite : bool
+        Replace report files already in *out_dir*; without it, nothing is
+        written when any of them exists.
+    """
+    from napari_blendphot.provenance import make_provenance, sha256_file
+    from napari_blendphot.report.figures import save_figure
+    from napari_blendphot.report.results import _validate, read_results
+    from napari_blendphot.tables import write_table
+
+    if isinstance(results, (str, os.PathLike)):
+        source = Path(results)
+        table = read_results(source)
+        inputs = {"results": {"path": source.name, "sha256": sha256_file(source)}}
+    else:
+        table = results
+        _validate(table, "results table")
+        source = None
+        inputs = {}
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(out_dir, "exists and is not a folder")
+    jobs = _figure_jobs(table)
+    targets = [out_dir / "summary.csv", out_dir / "report.md", out_dir / "report.html",
+               *(out_dir / f"{name}.png" for name, _, _ in jobs)]
+    for target in targets:
+        check_output_path(target, overwrite)
+
+    summary = summary_table(table)
+    provenance = make_provenance("evaluate", inputs=inputs)
+    summary.meta["provenance"] = provenance
+    summary.meta["results_provenance"] = table.meta.get("provenance", {})
+    summary.meta["zero_points"] = {m: binned.zero_point_of(table, m) for m in summary["method"]}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary_path = write_table(_rounded(summary), out_dir / "summary.csv", overwrite=overwrite)
+
+    figure_paths, captions = {}, {}
+    for name, caption, build in jobs:
+        path = out_dir / f"{name}.png"
+        save_figure(build(), path)
+        figure_paths[name], captions[name] = path, caption
+
+    context = _ReportContext(table, summary, figure_paths, captions, provenance,
+                             source.name if source else "in-memory table")
+    markdown_path = out_dir / "report.md"
+    _write_text(markdown_path, context.markdown())
+    html_path = out_dir / "report.html"
+    _write_text(html_path, context.html())
+    return EvaluationReport(out_dir, summary, summary_path, markdown_path, html_path, figure_paths)
+
+
+def _rounded(summary):
+    """Round statistics to 6 decimals: enough for any figure, and stable against summation-order noise."""
+    out = summary.copy()
+    for name in out.colnames:
+        if out[name].dtype.kind == "f":
+            out[name] = np.round(np.asarray(out[name], dtype=float), 6)
+    return out
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8", newline="\n")
+    os.replace(tmp, path)
+
+
+def _fmt(value, spec: str) -> str:
+    return "-" if value is None or (isinstance(value, float) and not np.isfinite(value)) else format(value, spec)
+
+
+class _ReportContext:
+    """Everything the Markdown and HTML views show, formatted once."""
+
+    HEADER = ("method", "galaxy", "N", "undetected", "mean dmag", "median dmag", "sigma", "NMAD", "outliers",
+              "flux MAPE", "mag MAPE", "mean IoU")
+
+    def __init__(self, table, summary, figure_paths, captions, provenance, source_name):
+        self.table, self.summary = table, summary
+        self.figure_paths, self.captions = figure_paths, captions
+        self.provenance, self.source_name = provenance, source_name
+        self.selections = list(dict.fromkeys(str(s) for s in summary["selection"]))
+        self.detection_column = reference_detection_column(table)
+        self.counts = detection_counts(table)
+
+    def rows(self, selection):
+        for row in self.summary[np.asarray(self.summary["selection"]) == selection]:
+            yield (str(row["label"]), str(row["galaxy"]), str(row["n"]), str(row["n_undetected"]),
+                   _fmt(row["mean_dmag"], "+.3f"), _fmt(row["median_dmag"], "+.3f"), _fmt(row["sigma"], ".3f"),
+                   _fmt(row["nmad"], ".3f"), _fmt(row["outliers_percent"], ".2f") + "%",
+                   _fmt(row["flux_mape_percent"], ".2f") + "%", _fmt(row["mag_mape_percent"], ".2f") + "%",
+                   _fmt(row["mean_iou"], ".3f"))
+
+    def selection_text(self, selection):
+        if selection == "detected":
+            return (f"Selection **detected** (the paper's Figure 5): central galaxies of blends whose "
+                    f"`{self.detection_column}` case is 0 or 2, companions of cases 1 or 2.")
+        return "Selection **all**: every blend; galaxies a method did not detect are counted as undetected."
+
+    def method_lines(self):
+        from napari_blendphot.report.results import method_label, methods_in
+
+        zero_points = {m: binned.zero_point_of(self.table, m) for m in methods_in(self.table)}
+        return [f"{method_label(self.table, m)} (`{m}`): zero point {zero_points[m]:.2f}" for m in zero_points]
+
+    def provenance_text(self):
+        from napari_blendphot.provenance import dumps
+
+        return dumps({"evaluate": self.provenance, "results": self.table.meta.get("provenance", {})})
+
+    def markdown(self) -> str:
+        lines = ["# Photometry evaluation", "",
+                 f"Results: `{self.source_name}`, {len(self.table)} blends.", "",
+                 "dmag = mag_predicted - mag_true; sigma is the standard deviation, NMAD = 1.4826 median|dmag - "
+                 "median|, outliers have |dmag| > 0.75, flux MAPE = 100 mean(|pred - true| / true) on the stored "
+                 "fluxes, mag MAPE the same on magnitudes. Undetected galaxies (no predicted flux) are counted "
+                 "and left out of the statistics.", "", "Methods and zero points:", ""]
+        lines += [f"- {line}" for line in self.method_lines()]
+        if self.counts:
+            lines += ["", f"Detection cases (`{self.detection_column}`):", "",
+                      "| case | meaning | blends |", "| --- | --- | --- |"]
+            lines += [f"| {case} | {DETECTION_CASES[case]} | {n} |" for case, n in self.counts.items()]
+        for selection in self.selections:
+            lines += ["", f"## Statistics, selection '{selection}'", "", self.selection_text(selection), "",
+                      "| " + " | ".join(self.HEADER) + " |", "|" + " --- |" * len(self.HEADER)]
+            lines += ["| " + " | ".join(row) + " |" for row in self.rows(selection)]
+        lines += ["", "## Figures", ""]
+        for name, path in self.figure_paths.items():
+            lines += [f"### {self.captions[name]}", "", f"![{self.captions[name]}]({path.name})", ""]
+        lines += ["## Provenance", "", "```json", self.provenance_text(), "```", ""]
+        return "\n".join(lines)
+
+    def html(self) -> str:
+        esc = html.escape
+        parts = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
+                 "<title>Photometry evaluation</title>",
+                 "<style>body{font-family:sans-serif;max-width:1300px;margin:1em auto;padding:0 1em;color:#222}"
+                 "table{border-collapse:collapse;margin:0.5em 0}td,th{border:1px solid #ccc;padding:2px 8px;"
+                 "text-align:right}th{background:#f0f0f0}td:first-child,td:nth-child(2){text-align:left}"
+                 "img{max-width:100%}pre{white-space:pre-wrap;word-break:break-all;background:#f6f6f6;"
+                 "padding:0.5em;font-size:0.8em}</style>", "</head>", "<body>", "<h1>Photometry evaluation</h1>",
+                 f"<p>Results: <code>{esc(self.source_name)}</code>, {len(self.table)} blends.</p>",
+                 "<p>dmag = mag<sub>pred</sub> &minus; mag<sub>true</sub>; sigma is the standard deviation, "
+                 "NMAD = 1.4826 median|dmag &minus; median|, outliers have |dmag| &gt; 0.75, flux MAPE = "
+                 "100 mean(|pred &minus; true| / true) on the stored fluxes, mag MAPE the same on magnitudes. "
+                 "Undetected galaxies are counted and left out of the statistics.</p>", "<ul>"]
+        parts += [f"<li>{esc(line).replace('`', '')}</li>" for line in self.method_lines()]
+        parts.append("</ul>")
+        if self.counts:
+            parts += [f"<p>Detection cases (<code>{esc(self.detection_column)}</code>):</p>",
+                      "<table><tr><th>case</th><th>meaning</th><th>blends</th></tr>"]
+            parts += [f"<tr><td>{case}</td><td>{esc(DETECTION_CASES[case])}</td><td>{n}</td></tr>"
+                      for case, n in self.counts.items()]
+            parts.append("</table>")
+        for selection in self.selections:
+            text = esc(self.selection_text(selection)).replace("**", "")
+            parts += [f"<h2>Statistics, selection '{esc(selection)}'</h2>", f"<p>{text.replace('`', '')}</p>",
+                      "<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in self.HEADER) + "</tr>"]
+            parts += ["<tr>" + "".join(f"<td>{esc(cell)}</td>" for cell in row) + "</tr>" for row in self.rows(selection)]
+            parts.append("</table>")
+        parts.append("<h2>Figures</h2>")
+        for name, path in self.figure_paths.items():
+            caption = esc(self.captions[name])
+            parts += [f"<h3>{caption}</h3>", f'<p><img src="{esc(path.name)}" alt="{caption}"></p>']
+        parts += ["<h2>Provenance</h2>", f"<pre>{esc(self.provenance_text())}</pre>", "</body>", "</html>", ""]
+        return "\n".join(parts)

@@ -16,7 +16,8 @@ pixel [64, 64], in e-/s at the F160W AB zero point 25.96:
   0.15-0.85); ``irr`` exponential disk + ``galsim.RandomKnots`` star-forming
   knots, displaced from the disk to make it lopsided.
 - **Population**: type mix of the paper's cleaned sample (Table 1: 352 sph,
-  433 disk, 702 sphd, 432 irr).  Per type, magnitude, half-light radius and
+  433 disk, 702 sphd, 432 irr), spread evenly along the sample by a
+  low-discrepancy sequence.  Per type, magnitude, half-light radius and
   redshift follow smooth (monotone-cubic) quantile functions through the
   percentiles of the 1,050 distinct galaxies of the paper's published test
   catalogue, tied together by a Gaussian copula with the rank correlations of
@@ -114,7 +115,7 @@ DEFAULT_EXPOSURE_TIME = 3000.0
 DETECT_THRESHOLD_SIGMA = 1.5
 DETECT_MIN_AREA = 5
 DEBLEND_NTHRESH = 32
-DEBLEND_CONT = 0.01
+DEBLEND_CONT = 0.02
 #: FWHM (px) of the Gaussian detection filter (SExtractor's gauss_4.0_7x7.conv, as in CANDELS):
 #: it keeps the knots of irregulars from being deblended into separate sources.
 DETECT_FILTER_FWHM = 4.0
@@ -265,14 +266,14 @@ def build_galaxy(galtype: str, flux: float, radius_px: float, rng: np.random.Gen
         profile = galsim.Add([bulge, disk]).rotate(beta * galsim.radians)
         params.update(bulge_fraction=bulge_fraction, axis_ratio=cos_i, sersic_n=np.nan)
     elif galtype == "irr":
-        knot_fraction = rng.uniform(0.2, 0.5)
+        knot_fraction = rng.uniform(0.15, 0.4)
         q = rng.uniform(0.35, 0.9)
         disk = _elliptical(galsim.Exponential, hlr, q, 0.0, flux=(1.0 - knot_fraction) * flux)
         n_knots = int(rng.integers(10, 50))
-        knots = galsim.RandomKnots(n_knots, half_light_radius=hlr, flux=knot_fraction * flux,
+        knots = galsim.RandomKnots(n_knots, half_light_radius=0.8 * hlr, flux=knot_fraction * flux,
                                    rng=galsim.BaseDeviate(int(rng.integers(1, 2**31 - 1))))
         # Knots are star-forming complexes of ~1 kpc (0.1" at z ~ 1), not points.
-        knot_size = rng.uniform(0.8, 2.0) * PIXEL_SCALE
+        knot_size = rng.uniform(1.0, 2.0) * PIXEL_SCALE
         knots = galsim.Convolve(knots, galsim.Gaussian(sigma=knot_size))
         knots = knots.shear(q=rng.uniform(0.5, 1.0), beta=rng.uniform(0, math.pi) * galsim.radians)
         # Lopsidedness: displace knots and disk oppositely, keeping the light centroid put.
@@ -295,8 +296,13 @@ _NEIGHBOUR_MAG_RANGE = (22.5, 26.5)
 _COUNTS_SLOPE = 0.3
 
 
-def _draw_neighbours(rng: np.random.Generator, central_mag: float, central_radius: float):
-    """Parameters (mag, radius px, type, dy, dx) of 1-3 fainter galaxies away from the centre."""
+def _draw_neighbours(rng: np.random.Generator, central_mag: float, distance_to_central: np.ndarray):
+    """Parameters (mag, radius px, type, dy, dx) of 1-3 fainter galaxies clear of the central one.
+
+    *distance_to_central* gives, per pixel, the distance (px) to the central
+    galaxy's footprint; a neighbour is placed where it is at least 2.5 of its
+    radii + 3 px, so that it sits beside the central galaxy, not on top of it.
+    """
     count = int(rng.choice([1, 2, 3], p=[0.6, 0.3, 0.1]))
     lo = max(_NEIGHBOUR_MAG_RANGE[0], central_mag + 0.75)  # fainter than the central galaxy
     hi = max(_NEIGHBOUR_MAG_RANGE[1], lo + 0.5)
@@ -308,15 +314,24 @@ def _draw_neighbours(rng: np.random.Generator, central_mag: float, central_radiu
         # Fainter galaxies are smaller: median 3 px at 23 AB, 0.2 dex scatter.
         radius = float(np.clip(3.0 * 10 ** (-0.12 * (mag - 23.0) + rng.normal(0.0, 0.2)), 0.8, 12.0))
         galtype = str(rng.choice(["sph", "disk", "irr"], p=[0.3, 0.5, 0.2]))
-        min_distance = max(12.0, 3.0 * (central_radius + radius))
         for _attempt in range(50):
             dy, dx = rng.uniform(-(CENTER - 6), CENTER - 7, size=2)
-            if math.hypot(dy, dx) >= min_distance:
+            row, col = int(round(CENTER + dy)), int(round(CENTER + dx))
+            if distance_to_central[row, col] >= 2.5 * radius + 3.0:
                 break
         else:
             continue  # the central galaxy fills the stamp: no room for this neighbour
         neighbours.append((mag, radius, galtype, float(dy), float(dx)))
     return neighbours
+
+
+def _distance_to_footprint(central: np.ndarray, level: float) -> np.ndarray:
+    """Distance (px) of every pixel to the pixels where *central* exceeds *level*."""
+    from scipy import ndimage
+
+    footprint = central > level
+    footprint[CENTER, CENTER] = True
+    return ndimage.distance_transform_edt(~footprint)
 
 
 # --- segmentation ----------------------------------------------------------------------------------
@@ -359,6 +374,25 @@ def _attach_centre(segmap: np.ndarray) -> np.ndarray:
 
 
 # --- the generator -------------------------------------------------------------------------------------
+#: Golden-ratio conjugate: the additive recurrence frac(u0 + i g) spreads any n galaxies evenly.
+_GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
+
+
+def galaxy_types(seed: int, indices) -> list[str]:
+    """Morphological types of galaxies *indices* of a mock made with *seed*.
+
+    The types follow :data:`TYPE_MIX` through a low-discrepancy sequence with a
+    seeded phase, so every sample (even a small one) has the mix within a
+    galaxy or two per type, and galaxy ``i``'s type does not depend on ``n``.
+    """
+    names = list(TYPE_MIX)
+    cumulative = np.cumsum([TYPE_MIX[t] for t in names], dtype=float)
+    cumulative /= cumulative[-1]
+    phase = np.random.default_rng(np.random.SeedSequence(int(seed))).random()
+    u = np.mod(phase + _GOLDEN * np.asarray(indices, dtype=np.float64), 1.0)
+    return [names[k] for k in np.minimum(np.searchsorted(cumulative, u, side="right"), len(names) - 1)]
+
+
 def galaxy_generator(seed: int, index: int) -> np.random.Generator:
     """The random generator of galaxy *index* of a mock sample made with *seed*."""
     return np.random.default_rng(np.random.SeedSequence(entropy=int(seed), spawn_key=(int(index),)))
@@ -423,9 +457,7 @@ def make_mock_sample(n: int, seed: int, progress=None, neighbour_fraction: float
     n, seed = int(n), int(seed)
     rms = float(noise_rms) if noise_rms is not None else candels_pixel_rms()
     psf = make_psf()
-    type_names = list(TYPE_MIX)
-    type_probabilities = np.array([TYPE_MIX[t] for t in type_names], float)
-    type_probabilities /= type_probabilities.sum()
+    types = galaxy_types(seed, range(n))
 
     images = np.empty((n, STAMP_SIZE, STAMP_SIZE), np.float32)
     segmaps = np.empty((n, STAMP_SIZE, STAMP_SIZE), np.int32)
@@ -434,7 +466,7 @@ def make_mock_sample(n: int, seed: int, progress=None, neighbour_fraction: float
                                      "n_neighbours", "bulge_fraction", "axis_ratio", "sersic_n")}
     for i in range(n):
         rng = galaxy_generator(seed, i)
-        galtype = type_names[int(rng.choice(len(type_names), p=type_probabilities))]
+        galtype = types[i]
         mag, radius, z = draw_population(rng, galtype)
         flux = float(mag_to_flux(mag))
         profile, shape = build_galaxy(galtype, flux, radius, rng)
@@ -445,7 +477,11 @@ def make_mock_sample(n: int, seed: int, progress=None, neighbour_fraction: float
         galsim.Convolve(profile, psf).drawImage(image, offset=(0.5, 0.5))
         stamp_flux = float(image.array.sum(dtype=np.float64))
 
-        neighbours = _draw_neighbours(rng, mag, radius) if rng.uniform() < neighbour_fraction else []
+        neighbours = []
+        if rng.uniform() < neighbour_fraction:
+            # Footprint: where the central galaxy is above half the detection threshold.
+            distance = _distance_to_footprint(image.array, 0.5 * DETECT_THRESHOLD_SIGMA * rms)
+            neighbours = _draw_neighbours(rng, mag, distance)
         for nb_mag, nb_radius, nb_type, dy, dx in neighbours:
             nb_profile, _ = build_galaxy(nb_type, float(mag_to_flux(nb_mag)), nb_radius, rng)
             galsim.Convolve(nb_profile, psf).drawImage(image, offset=(0.5 + dx, 0.5 + dy), add_to_image=True)

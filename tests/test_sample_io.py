@@ -486,3 +486,38 @@ def test_real_embedded_sample_if_present():
     else:
         sample = embedded.load_embedded_sample()
         assert len(sample) > 0 and sample.source == str(path)
+
+
+# -- blendphot info -------------------------------------------------------------------------
+
+from napari_blendphot.cli import main  # noqa: E402
+
+
+def test_info_cli_on_samples(toy_sample, tmp_path, capsys, candels_folder):
+    path = write_native(toy_sample, tmp_path / "s.fits")
+    assert main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert f"{len(toy_sample)} isolated galaxies from {path}" in out
+    assert "made by: toy-sample (seed 1234)" in out
+    folder, _ = candels_folder
+    assert main(["info", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert "12 isolated galaxies" in out and "extra columns: ra, dec, field, segval" in out
+
+
+def test_info_cli_errors(tmp_path, capsys):
+    assert main(["info", str(tmp_path / "nothing.fits")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("blendphot info: error:") and "nothing.fits: not found" in err
+    bad = tmp_path / "bad.fits"
+    bad.write_bytes(b"SIMPLE  =                    T" + b" " * 100)
+    assert main(["info", str(bad)]) == 2
+    assert "bad.fits" in capsys.readouterr().err
+
+
+def test_info_cli_on_blend_dataset(toy_sample, tmp_path, capsys):
+    from napari_blendphot.blend import dataset
+    folder = dataset.write_blend_dataset(toy_sample, tmp_path / "blends", n=40, test_fraction=0.25, seed=3)
+    assert main(["info", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert "40 blends" in out and "train" in out and "test" in out

@@ -1,0 +1,319 @@
+"""Registry of trained network weights: shipped models and the user's own files.
+
+A model is a ``<name>.keras`` file with a ``<name>.json`` manifest beside it.
+Shipped models live in ``napari_blendphot/models/weights/``.  The manifest
+says what the file is and how it was made::
+
+    {
+      "format": "blendphot-model-manifest", "format_version": 1,
+      "name": "blend2flux_mock_f64",
+      "method": "blend2flux",                  # or "unet", "blend2mask2flux"
+      "architecture": {"filters": 64, ...},    # the builder's keyword arguments
+      "trained_on": {"description": ..., "sample_sha256": ..., "seed": ...},
+      "test_metrics": {"flux_mape_percent": ..., ...},
+      "file": "blend2flux_mock_f64.keras",
+      "sha256": "<sha256 of the .keras file>",
+      "keras_version": "3.15.1", "backend": "jax",
+      "default": false, "notes": ""
+    }
+
+The sha256 is checked before a model is loaded (:func:`verify`), so a
+truncated download or an edited file is reported, not silently used.
+
+Importing this module does not import Keras; only :func:`load_registered_model`
+does, when it loads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+from napari_blendphot.errors import InputError, check_output_path
+from napari_blendphot.provenance import sha256_file
+
+#: Folder of the shipped models.
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+#: Networks a manifest can describe.
+METHODS = ("blend2flux", "unet", "blend2mask2flux")
+MANIFEST_FORMAT = "blendphot-model-manifest"
+MANIFEST_VERSION = 1
+
+_REQUIRED = ("name", "method", "architecture", "trained_on", "test_metrics", "file", "sha256", "keras_version", "backend")
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What a ``.keras`` file holds and how it was made (one JSON file beside it).
+
+    ``path`` (the ``.keras`` file) and ``manifest_path`` are not stored in the
+    JSON; they are set when the manifest is read.
+    """
+
+    name: str
+    method: str
+    architecture: dict
+    trained_on: dict
+    test_metrics: dict
+    file: str
+    sha256: str
+    keras_version: str
+    backend: str
+    default: bool = False
+    notes: str = ""
+    manifest_path: Path | None = field(default=None, compare=False)
+
+    @property
+    def path(self) -> Path:
+        """The ``.keras`` file (beside the manifest)."""
+        folder = self.manifest_path.parent if self.manifest_path is not None else Path.cwd()
+        return folder / self.file
+
+    def to_json(self) -> str:
+        """Canonical JSON (sorted keys): the same manifest gives the same bytes."""
+        record = asdict(self)
+        record.pop("manifest_path")
+        record = {"format": MANIFEST_FORMAT, "format_version": MANIFEST_VERSION, **record}
+        return json.dumps(record, sort_keys=True, indent=2) + "\n"
+
+    @classmethod
+    def read(cls, manifest_path) -> "Manifest":
+        """Read and validate a manifest; :class:`InputError` naming the file if it is bad."""
+        manifest_path = Path(manifest_path)
+        try:
+            record = json.loads(manifest_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise InputError(manifest_path, "model manifest not found") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise InputError(manifest_path, f"is not a readable JSON manifest ({error})") from error
+        if not isinstance(record, dict) or record.get("format") != MANIFEST_FORMAT:
+            raise InputError(manifest_path, f"is not a napari-blendphot model manifest (format != {MANIFEST_FORMAT!r})")
+        if record.get("format_version") != MANIFEST_VERSION:
+            raise InputError(
+                manifest_path, f"manifest format_version {record.get('format_version')!r} is not supported",
+                f"this version reads format_version {MANIFEST_VERSION}",
+            )
+        missing = [key for key in _REQUIRED if key not in record]
+        if missing:
+            raise InputError(manifest_path, f"manifest lacks {', '.join(missing)}")
+        if record["method"] not in METHODS:
+            raise InputError(manifest_path, f"unknown method {record['method']!r}", f"one of {', '.join(METHODS)}")
+        for key in ("architecture", "trained_on", "test_metrics"):
+            if not isinstance(record[key], dict):
+                raise InputError(manifest_path, f"manifest field {key!r} must be an object")
+        if Path(record["file"]).name != record["file"]:
+            raise InputError(manifest_path, f"manifest 'file' must be a bare file name, got {record['file']!r}")
+        known = {name for name in cls.__dataclass_fields__ if name != "manifest_path"}
+        values = {key: value for key, value in record.items() if key in known}
+        return cls(**values, manifest_path=manifest_path)
+
+
+def _manifest_paths(weights_dir: Path) -> list[Path]:
+    if not weights_dir.is_dir():
+        return []
+    return sorted(weights_dir.glob("*.json"))
+
+
+def list_shipped_models(weights_dir=None) -> list[Manifest]:
+    """Manifests of the models in ``weights_dir`` (default: the shipped ones), sorted by name.
+
+    A malformed manifest raises :class:`InputError` naming it: a shipped
+    model that cannot be described is a packaging bug, not something to hide.
+    """
+    weights_dir = WEIGHTS_DIR if weights_dir is None else Path(weights_dir)
+    manifests = [Manifest.read(path) for path in _manifest_paths(weights_dir)]
+    return sorted(manifests, key=lambda manifest: manifest.name)
+
+
+def default_model(method: str, weights_dir=None) -> Manifest | None:
+    """The shipped model to use for ``method``: the one flagged ``default``, else the first by name; None if none."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    candidates = [manifest for manifest in list_shipped_models(weights_dir) if manifest.method == method]
+    if not candidates:
+        return None
+    flagged = [manifest for manifest in candidates if manifest.default]
+    return (flagged or candidates)[0]
+
+
+def verify(manifest: Manifest) -> Path:
+    """Check that the manifest's ``.keras`` file exists and has the recorded sha256.
+
+    Returns the file's path; raises :class:`InputError` naming the file otherwise.
+    """
+    path = manifest.path
+    if not path.is_file():
+        raise InputError(path, f"model file of manifest {manifest.name!r} is missing",
+                         "reinstall napari-blendphot or fetch the model again")
+    digest = sha256_file(path)
+    if digest != manifest.sha256:
+        raise InputError(
+            path, f"sha256 {digest[:12]}... does not match the manifest's {manifest.sha256[:12]}... (file corrupted or changed)",
+            "reinstall napari-blendphot or fetch the model again",
+        )
+    return path
+
+
+def resolve_weights(name_or_path, expect: str | None = None, weights_dir=None, check_hash: bool = True):
+    """Find a model file from a shipped model's name or a path to a ``.keras`` file.
+
+    Parameters
+    ----------
+    name_or_path : str or path-like
+        The name of a shipped model (``list_shipped_models()``), the path of a
+        manifest (``.json``), or the path of a ``.keras`` file (the user's own;
+        a manifest ``<stem>.json`` beside it is used when present).
+    expect : {"blend2flux", "unet", "blend2mask2flux"}, optional
+        Required method; checked against the manifest when there is one (a
+        bare ``.keras`` file is checked when loaded, by ``io.load_model(expect=...)``).
+    check_hash : bool
+        Verify the sha256 of files that have a manifest.
+
+    Returns
+    -------
+    (pathlib.Path, Manifest or None)
+    """
+    if expect is not None and expect not in METHODS:
+        raise ValueError(f"expect must be one of {METHODS}, got {expect!r}")
+    text = os.fspath(name_or_path)
+    weights_dir = WEIGHTS_DIR if weights_dir is None else Path(weights_dir)
+    manifest = None
+    candidate = Path(text)
+    looks_like_path = candidate.suffix in (".keras", ".json") or os.sep in text or (os.altsep and os.altsep in text)
+    if not looks_like_path:
+        shipped = {m.name: m for m in list_shipped_models(weights_dir)}
+        if text not in shipped:
+            names = ", ".join(sorted(shipped)) or "none installed"
+            raise InputError(f"model {text!r}", "is neither a shipped model nor a '.keras' file",
+                             f"shipped models: {names}")
+        manifest = shipped[text]
+    elif candidate.suffix == ".json":
+        manifest = Manifest.read(candidate)
+    else:
+        if not candidate.is_file():
+            raise InputError(candidate, "model file not found")
+        beside = candidate.with_suffix(".json")
+        if beside.is_file():
+            manifest = Manifest.read(beside)
+            if manifest.file != candidate.name:
+                manifest = None  # a JSON of the same stem that describes another file: ignore it
+    if manifest is not None:
+        if expect is not None and manifest.method != expect:
+            raise InputError(manifest.path, f"holds a {manifest.method} network, not {expect}",
+                             f"choose a {expect} model")
+        path = verify(manifest) if check_hash else manifest.path
+        return path, manifest
+    return candidate, None
+
+
+def load_registered_model(name_or_path, expect: str | None = None, weights_dir=None, compile: bool = False):
+    """Resolve, verify and load a model in safe mode (imports Keras).
+
+    Returns
+    -------
+    (keras.Model, Manifest or None)
+    """
+    from napari_blendphot.models.io import load_model
+
+    path, manifest = resolve_weights(name_or_path, expect=expect, weights_dir=weights_dir)
+    role = expect or (manifest.method if manifest is not None else None)
+    return load_model(path, safe_mode=True, compile=compile, expect=role), manifest
+
+
+def _current_backend() -> str | None:
+    keras = sys.modules.get("keras")
+    if keras is not None:
+        return keras.backend.backend()
+    return os.environ.get("KERAS_BACKEND")
+
+
+def _jsonable(value, where: str):
+    """Tuples -> lists; refuse anything JSON cannot hold (say where)."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v, where) for v in value]
+    if hasattr(value, "item") and callable(value.item):  # numpy scalars
+        return value.item()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError(f"{where}: {type(value).__name__} is not JSON serialisable")
+
+
+def write_manifest(
+    model_path,
+    method: str,
+    architecture: dict,
+    trained_on: dict,
+    test_metrics: dict,
+    name: str | None = None,
+    backend: str | None = None,
+    keras_version: str | None = None,
+    default: bool = False,
+    notes: str = "",
+    overwrite: bool = False,
+) -> Manifest:
+    """Write ``<model>.json`` beside a saved ``.keras`` file (used by training).
+
+    Parameters
+    ----------
+    model_path : path-like
+        The saved model; its sha256 goes into the manifest.
+    method : {"blend2flux", "unet", "blend2mask2flux"}
+    architecture : dict
+        The builder's keyword arguments (``networks.BUILDERS[method](**architecture)``
+        rebuilds the network).
+    trained_on : dict
+        Data description, sample/dataset sha256, seed(s), split sizes...
+    test_metrics : dict
+        Metrics on the held-out test blends.
+    name : str, optional
+        Defaults to the file's stem.
+    backend, keras_version : str, optional
+        Default: the backend of the Keras loaded in this process (else
+        ``$KERAS_BACKEND``) and the installed Keras version.
+    default : bool
+        Flag this as the default model of its method.
+    overwrite : bool
+        Replace an existing manifest.
+
+    Returns
+    -------
+    Manifest
+    """
+    model_path = Path(model_path)
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if model_path.suffix != ".keras" or not model_path.is_file():
+        raise InputError(model_path, "is not an existing '.keras' model file")
+    name = name or model_path.stem
+    backend = backend or _current_backend()
+    if not backend:
+        raise ValueError("backend unknown: pass backend= (Keras is not imported and $KERAS_BACKEND is unset)")
+    if keras_version is None:
+        try:
+            keras_version = metadata.version("keras")
+        except metadata.PackageNotFoundError:
+            raise ValueError("keras is not installed: pass keras_version=") from None
+    manifest_path = model_path.with_suffix(".json")
+    check_output_path(manifest_path, overwrite)
+    manifest = Manifest(
+        name=name,
+        method=method,
+        architecture=_jsonable(dict(architecture), "architecture"),
+        trained_on=_jsonable(dict(trained_on), "trained_on"),
+        test_metrics=_jsonable(dict(test_metrics), "test_metrics"),
+        file=model_path.name,
+        sha256=sha256_file(model_path),
+        keras_version=str(keras_version),
+        backend=str(backend),
+        default=bool(default),
+        notes=str(notes),
+        manifest_path=manifest_path,
+    )
+    manifest_path.write_text(manifest.to_json(), encoding="utf-8")
+    return manifest

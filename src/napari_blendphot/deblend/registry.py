@@ -1,0 +1,252 @@
+"""Deblending methods by name.
+
+Every method the CLI, the GUI and the inference engine can run is registered
+here under a short name (the results-table column suffix, ``g1_flux_<name>``)
+with what the callers need to know *before* creating it: a label, whether it
+makes masks, and whether it needs the inference worker process (anything that
+imports Keras/TensorFlow does; SPEC §8).
+
+Built-in methods
+----------------
+``sep``
+    Two-pass SEP (SExtractor) baseline, :class:`~napari_blendphot.deblend.sep_baseline.SepTwoPass`.
+``blend2flux``
+    CNN regressing both fluxes from the blend.
+``unet``
+    U-Net masks; fluxes are the blend summed inside each mask (threshold 0.5).
+``blend2mask2flux``
+    U-Net masks followed by a CNN on [blend, masks] for the fluxes.
+
+The Keras methods take ``weights=`` (a shipped model name or a ``.keras``
+path; default :func:`napari_blendphot.models.registry.default_model`).
+
+Third-party methods
+-------------------
+A package adds a method without touching this one by declaring an entry point
+in the group ``napari_blendphot.methods``::
+
+    [project.entry-points."napari_blendphot.methods"]
+    mymethod = "my_package.deblend:MyDeblender"
+
+The entry point's name is the method name; the object it points to is a
+factory (usually the class) called as ``factory(**options)`` that returns a
+:class:`~napari_blendphot.deblend.base.Deblender`.  The factory may carry the
+attributes ``label``, ``makes_masks`` and ``needs_worker`` (class attributes of
+a Deblender class do); missing ones default to the name, ``False`` and
+``True`` (running in the worker process is always safe).  Entry points are
+only loaded when a method's details are asked for, so listing methods never
+imports third-party code.  Methods registered at run time with
+:func:`register_method` take precedence over entry points of the same name.
+
+This module imports no Keras: factories of built-in methods are given as
+``"module:attribute"`` strings and resolved only when a method is created
+(inside the worker process for Keras methods).
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from dataclasses import dataclass
+from typing import Callable, Union
+
+from napari_blendphot.errors import InputError
+
+#: Entry-point group through which other packages register methods.
+ENTRY_POINT_GROUP = "napari_blendphot.methods"
+
+Factory = Union[Callable[..., object], str]
+
+_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9]*$")
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    """What is known about a registered method without creating it.
+
+    Attributes
+    ----------
+    name : str
+        Registry key and results-table column suffix.
+    label : str
+        Human-readable name.
+    makes_masks : bool
+        Whether the method returns the two galaxy masks.
+    needs_worker : bool
+        Whether the method must run in the inference worker process.
+    factory : callable or str
+        ``factory(**options) -> Deblender``, or ``"module:attribute"`` naming it.
+    description : str
+        One line for ``--help`` texts and tooltips.
+    origin : str
+        ``"builtin"``, ``"runtime"`` (register_method) or ``"entry point <value>"``.
+    """
+
+    name: str
+    label: str
+    makes_masks: bool
+    needs_worker: bool
+    factory: Factory
+    description: str = ""
+    origin: str = "runtime"
+
+    def resolve_factory(self) -> Callable[..., object]:
+        """The factory callable (imports its module if given as a string)."""
+        return _resolve(self.factory, self.name)
+
+
+_BUILTINS = (
+    MethodInfo("sep", "SEP two-pass (SExtractor)", True, False,
+               "napari_blendphot.deblend.sep_baseline:SepTwoPass",
+               "classical baseline: sep detection in a cold then a hot pass, FLUX_AUTO photometry", "builtin"),
+    MethodInfo("blend2flux", "blend2flux (CNN)", False, True,
+               "napari_blendphot.deblend.networks:Blend2FluxDeblender",
+               "CNN regressing the fluxes of both galaxies from the blend (Boucaud et al. 2020)", "builtin"),
+    MethodInfo("unet", "U-Net masks + flux in mask", True, True,
+               "napari_blendphot.deblend.networks:UNetDeblender",
+               "U-Net segmentation; each flux is the blend summed inside its mask (> 0.5)", "builtin"),
+    MethodInfo("blend2mask2flux", "blend2mask2flux (U-Net + CNN)", True, True,
+               "napari_blendphot.deblend.networks:Blend2Mask2FluxDeblender",
+               "U-Net masks then a CNN on blend + masks for the fluxes (Boucaud et al. 2020)", "builtin"),
+)
+
+_registry: dict[str, MethodInfo] = {info.name: info for info in _BUILTINS}
+
+
+def register_method(name: str, factory: Factory, *, label: str | None = None, makes_masks: bool = False,
+                    needs_worker: bool = True, description: str = "", replace: bool = False) -> MethodInfo:
+    """Register a deblending method under *name*.
+
+    Parameters
+    ----------
+    name : str
+        Lower-case letters and digits, starting with a letter (it becomes a
+        column suffix, so no underscores).
+    factory : callable or str
+        ``factory(**options)`` returns a Deblender; a ``"module:attribute"``
+        string is imported only when the method is created.  To run in the
+        inference worker the factory must be importable there (a module-level
+        class or function, not a lambda or a class defined in ``__main__`` of
+        an interactive session).
+    label, makes_masks, needs_worker, description
+        See :class:`MethodInfo`.  ``needs_worker`` defaults to True.
+    replace : bool
+        Allow replacing an existing registration (built-ins included).
+
+    Returns
+    -------
+    MethodInfo
+    """
+    if not isinstance(name, str) or not _NAME_PATTERN.match(name):
+        raise InputError(f"method name {name!r}", "must be lower-case letters and digits, starting with a letter")
+    if name in _registry and not replace:
+        raise InputError(f"method {name!r}", "is already registered", "pass replace=True to override it")
+    if not (callable(factory) or (isinstance(factory, str) and ":" in factory)):
+        raise InputError(f"factory of method {name!r}", "must be a callable or a 'module:attribute' string")
+    info = MethodInfo(name, label or name, bool(makes_masks), bool(needs_worker), factory, description, "runtime")
+    _registry[name] = info
+    return info
+
+
+def unregister_method(name: str) -> None:
+    """Remove a method registered at run time (built-ins are restored, not removed)."""
+    builtin = {info.name: info for info in _BUILTINS}
+    if name in builtin:
+        _registry[name] = builtin[name]
+    else:
+        _registry.pop(name, None)
+
+
+def _entry_points() -> dict:
+    """Entry points of :data:`ENTRY_POINT_GROUP` by name (not loaded)."""
+    from importlib.metadata import entry_points
+
+    try:
+        found = entry_points(group=ENTRY_POINT_GROUP)
+    except TypeError:  # pragma: no cover - Python < 3.10 API
+        found = entry_points().get(ENTRY_POINT_GROUP, ())
+    return {ep.name: ep for ep in found if _NAME_PATTERN.match(ep.name)}
+
+
+def available_methods() -> tuple[str, ...]:
+    """Names of all methods: built-ins first, then run-time and entry-point ones, sorted."""
+    builtin = [info.name for info in _BUILTINS]
+    others = sorted((set(_registry) | set(_entry_points())) - set(builtin))
+    return (*builtin, *others)
+
+
+def method_info(name: str) -> MethodInfo:
+    """The :class:`MethodInfo` of *name* (loads its entry point if it comes from one).
+
+    Raises
+    ------
+    InputError
+        If no method of that name exists; the message lists the known ones.
+    """
+    if name in _registry:
+        return _registry[name]
+    entry_point = _entry_points().get(name)
+    if entry_point is None:
+        raise InputError(f"method {name!r}", "is not a known deblending method",
+                         f"available: {', '.join(available_methods())}")
+    try:
+        factory = entry_point.load()
+    except Exception as exc:
+        raise InputError(f"method {name!r}", f"its entry point {entry_point.value!r} failed to load: {exc}") from exc
+    info = MethodInfo(name, str(getattr(factory, "label", name)), bool(getattr(factory, "makes_masks", False)),
+                      bool(getattr(factory, "needs_worker", True)), entry_point.value,
+                      str(getattr(factory, "description", "") or ""), f"entry point {entry_point.value}")
+    _registry[name] = info
+    return info
+
+
+def create_method(name: str, **options):
+    """Create the method *name* with *options* (passed to its factory).
+
+    Keras methods import Keras here: call this only in the inference worker
+    process (the engine does), never in a process that runs napari.
+
+    Raises
+    ------
+    InputError
+        Unknown method, or options the factory does not accept.
+    """
+    info = method_info(name)
+    factory = info.resolve_factory()
+    try:
+        method = factory(**options)
+    except TypeError as exc:
+        if "argument" in str(exc):
+            raise InputError(f"options of method {name!r}", f"{sorted(options)} not accepted: {exc}") from exc
+        raise
+    for attribute in ("name", "deblend"):
+        if not hasattr(method, attribute):
+            raise InputError(f"method {name!r}", f"its factory returned {type(method).__name__}, "
+                             f"which has no {attribute!r} (not a Deblender)")
+    return method
+
+
+def parse_method_list(text: str) -> list[str]:
+    """``"sep,unet"`` -> ``["sep", "unet"]``, checking every name and refusing duplicates."""
+    names = [part.strip() for part in str(text).split(",") if part.strip()]
+    if not names:
+        raise InputError("methods", "no method given", f"choose from {', '.join(available_methods())}")
+    for name in names:
+        method_info(name)
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise InputError("methods", f"listed more than once: {', '.join(duplicates)}")
+    return names
+
+
+def _resolve(factory: Factory, name: str) -> Callable[..., object]:
+    if callable(factory):
+        return factory
+    module_name, _, attribute = factory.partition(":")
+    try:
+        target = importlib.import_module(module_name)
+        for part in attribute.split("."):
+            target = getattr(target, part)
+    except (ImportError, AttributeError) as exc:
+        raise InputError(f"method {name!r}", f"cannot import its implementation {factory!r}: {exc}") from exc
+    return target

@@ -24,6 +24,7 @@ detection lists.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,11 +64,15 @@ class Assignment:
     used_truth: bool
 
 
-def _has_truth(companion_shift) -> bool:
+def _truth_shift(companion_shift):
+    """``(dy, dx)`` as floats, or None when the shift is missing or not finite."""
     if companion_shift is None:
-        return False
+        return None
     shift = np.asarray(companion_shift, dtype=np.float64)
-    return shift.shape == (2,) and bool(np.isfinite(shift).all())
+    if shift.shape != (2,):
+        return None
+    dy, dx = shift.tolist()
+    return (dy, dx) if math.isfinite(dy) and math.isfinite(dx) else None
 
 
 def assign_detections(x, y, flux, companion_shift=None, central_radius=None,
@@ -93,59 +98,71 @@ def assign_detections(x, y, flux, companion_shift=None, central_radius=None,
     -------
     Assignment
     """
-    x = np.atleast_1d(np.asarray(x, dtype=np.float64))
-    y = np.atleast_1d(np.asarray(y, dtype=np.float64))
-    flux = np.atleast_1d(np.asarray(flux, dtype=np.float64))
-    if not (x.shape == y.shape == flux.shape) or x.ndim != 1:
-        raise ValueError(f"x, y and flux must be 1-D of one length, got {x.shape}, {y.shape}, {flux.shape}")
+    x, y, flux = _as_list(x), _as_list(y), _as_list(flux)
+    if not len(x) == len(y) == len(flux):
+        raise ValueError(f"x, y and flux must be 1-D of one length, got {len(x)}, {len(y)}, {len(flux)}")
+    # Plain Python floats: SEP calls this once per blend on a handful of sources, where
+    # numpy's per-call overhead would cost more than the arithmetic.
     n_found = len(x)
-    truth = _has_truth(companion_shift)
+    shift = _truth_shift(companion_shift)
     if n_found == 0:
-        return Assignment(-1, -1, DETECTION_NONE, truth)
-    if not truth:
+        return Assignment(-1, -1, DETECTION_NONE, shift is not None)
+    if shift is None:
         return _assign_heuristic(x, y, flux, center)
 
     cy, cx = float(center[0]), float(center[1])
-    dy, dx = (float(v) for v in np.asarray(companion_shift, dtype=np.float64))
-    true_y = np.array([cy, cy + dy])
-    true_x = np.array([cx, cx + dx])
+    dy, dx = shift
+    companion_y, companion_x = cy + dy, cx + dx
 
     if n_found == 1:
-        distance_to_centre = np.hypot(x[0] - cx, y[0] - cy)
-        radius = np.nan if central_radius is None else float(central_radius)
-        if np.isfinite(radius) and radius > 0:
+        distance_to_centre = math.hypot(x[0] - cx, y[0] - cy)
+        radius = math.nan if central_radius is None else float(central_radius)
+        if math.isfinite(radius) and radius > 0:
             is_central = distance_to_centre <= SINGLE_SOURCE_RADIUS_FRACTION * radius
         else:
             # No radius: the nearer true position decides (ties go to the central).
-            is_central = distance_to_centre <= np.hypot(x[0] - true_x[1], y[0] - true_y[1])
+            is_central = distance_to_centre <= math.hypot(x[0] - companion_x, y[0] - companion_y)
         if is_central:
             return Assignment(0, -1, DETECTION_CENTRAL_ONLY, True)
         return Assignment(-1, 0, DETECTION_COMPANION_ONLY, True)
 
     if n_found == 2:
-        kept = np.array([0, 1])
+        first, second = 0, 1
         flag = DETECTION_BOTH
     else:
-        # Two brightest; a stable sort keeps ties in detection order (reproducible).
-        kept = np.argsort(-flux, kind="stable")[:2]
+        # Two brightest; sorted() is stable, so ties keep detection order (reproducible).
+        # NaN fluxes rank last.
+        ranked = sorted(range(n_found), key=lambda i: -flux[i] if flux[i] == flux[i] else math.inf)
+        first, second = ranked[0], ranked[1]
         flag = DETECTION_MORE_THAN_TWO
-    # distance[i, j]: kept source i to true galaxy j (0 central, 1 companion).
-    distance = np.hypot(x[kept, None] - true_x[None, :], y[kept, None] - true_y[None, :])
-    if distance[0, 0] + distance[1, 1] <= distance[0, 1] + distance[1, 0]:
-        central, companion = kept[0], kept[1]
-    else:
-        central, companion = kept[1], kept[0]
-    return Assignment(int(central), int(companion), flag, True)
+
+    def to_central(i):
+        return math.hypot(x[i] - cx, y[i] - cy)
+
+    def to_companion(i):
+        return math.hypot(x[i] - companion_x, y[i] - companion_y)
+
+    # The 2x2 assignment problem: keep the pairing with the smaller summed distance.
+    if to_central(first) + to_companion(second) <= to_central(second) + to_companion(first):
+        return Assignment(first, second, flag, True)
+    return Assignment(second, first, flag, True)
+
+
+def _as_list(values) -> list:
+    array = np.asarray(values, dtype=np.float64)
+    if array.ndim > 1:
+        raise ValueError(f"detections must be 1-D, got shape {array.shape}")
+    return array.reshape(-1).tolist()
 
 
 def _assign_heuristic(x, y, flux, center) -> Assignment:
     """Central = closest to the centre; companion = brightest of the others."""
     n_found = len(x)
-    distance = np.hypot(x - float(center[1]), y - float(center[0]))
-    central = int(np.argmin(distance))
+    cy, cx = float(center[0]), float(center[1])
+    central = min(range(n_found), key=lambda i: math.hypot(x[i] - cx, y[i] - cy))
     if n_found == 1:
         return Assignment(central, -1, DETECTION_CENTRAL_ONLY, False)
-    others = np.delete(np.arange(n_found), central)
-    companion = int(others[np.argmax(flux[others])])
+    others = [i for i in range(n_found) if i != central]
+    companion = max(others, key=lambda i: flux[i] if flux[i] == flux[i] else -math.inf)
     flag = DETECTION_BOTH if n_found == 2 else DETECTION_MORE_THAN_TWO
     return Assignment(central, companion, flag, False)

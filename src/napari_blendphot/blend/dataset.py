@@ -151,11 +151,15 @@ def write_blend_dataset(sample, out_dir, n: int = 30000, test_fraction: float = 
 
     catalog = vstack(catalogs, metadata_conflicts="silent") if len(catalogs) > 1 else catalogs[0]
     catalog["split"] = catalog["split"].astype("U5")
+    central_masks = central_segment(sample.segmaps).view(np.uint8)
+    # Stamps whose centre pixel is background have an empty true mask; say how many.
+    empty_masks = int(np.count_nonzero(~central_masks.reshape(len(sample), -1).any(axis=1)))
     provenance = make_provenance(
         "blend", int(seed), inputs={"sample": _sample_digest(sample, sample_path)},
         rule=rule, n_blends=int(n), n_train=int(n_train), n_test=int(n_test),
         test_fraction=float(test_fraction), max_dmag=float(max_dmag), shift_tries=SHIFT_TRIES,
         n_galaxies=len(sample), n_train_galaxies=int(train_rows.size), n_test_galaxies=int(test_rows.size),
+        galaxies_without_central_segment=empty_masks,
         sample_source=str(getattr(sample, "source", "")), sample_provenance=getattr(sample, "provenance", {}),
     )
     catalog.meta["provenance"] = provenance
@@ -163,7 +167,6 @@ def write_blend_dataset(sample, out_dir, n: int = 30000, test_fraction: float = 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
     try:
-        central_masks = central_segment(sample.segmaps).view(np.uint8)
         all_pairs = [(p.central, p.companion, p.dy, p.dx) for _, p in sides]
         central = np.concatenate([p[0] for p in all_pairs])
         companion = np.concatenate([p[1] for p in all_pairs])
@@ -428,7 +431,7 @@ def summarize_blends(catalog) -> str:
     lines.append(f"distance px: median {np.median(distance):.1f}, min {distance.min():.1f}, "
                  f"max {distance.max():.1f}")
     lines.append(f"pair dmag (companion - central): median {np.median(dmag):+.2f}, |dmag| median "
-                 f"{np.median(np.abs(dmag)):.2f}, max {np.abs(dmag).max():.2f}")
+                 f"{np.median(np.abs(dmag)):.2f}, max {np.abs(dmag).max():.3f}")
     if "g1_rad" in catalog.colnames:
         ratio = distance / np.asarray(catalog["g1_rad"], np.float64)
         lines.append(f"distance / central radius: median {np.median(ratio):.2f}")

@@ -10,8 +10,8 @@ HDU    name      content
                  provenance as canonical JSON, a long string on CONTINUE cards)
 1      IMAGES    float32 (N, 128, 128) cube; with ``quantize`` a tile-compressed
                  (RICE_1, one tile per stamp) image with subtractive dithering
-2      SEGMAPS   int32 (N, 128, 128) cube (RICE_1 compressed, lossless, when
-                 ``quantize`` is given)
+2      SEGMAPS   int32 (N, 128, 128) cube (GZIP_1 tile-compressed, lossless,
+                 when ``quantize`` is given)
 3      CATALOG   binary table: ``id, mag, flux, radius, z, galtype`` + extras
 =====  ========  ===========================================================
 
@@ -60,7 +60,7 @@ def write_native(sample: GalaxySample, path, overwrite: bool = False, quantize: 
         the images tile-compressed (RICE_1, one tile per stamp) after
         quantisation with a step of (noise rms of the stamp) / ``q``, with
         SUBTRACTIVE_DITHER_2 dithering from a fixed seed (zeros stay exactly
-        zero), and the segmentation maps RICE_1 compressed (lossless).  The
+        zero), and the segmentation maps GZIP_1 tile-compressed (lossless).  The
         error per pixel is then at most half a step, i.e. ``rms / (2 q)``.
 
     Returns
@@ -82,6 +82,7 @@ def write_native(sample: GalaxySample, path, overwrite: bool = False, quantize: 
         # Lossy storage changes the pixels: say so where the numbers' history lives.
         provenance["storage"] = {
             "images": "RICE_1 tile-compressed, one tile per stamp",
+            "segmaps": "GZIP_1 tile-compressed, lossless",
             "quantize_level": quantize,
             "quantize_method": "SUBTRACTIVE_DITHER_2",
             "dither_seed": DITHER_SEED,
@@ -107,7 +108,8 @@ def write_native(sample: GalaxySample, path, overwrite: bool = False, quantize: 
             images, name="IMAGES", compression_type="RICE_1", tile_shape=tile,
             quantize_level=quantize, quantize_method=2, dither_seed=DITHER_SEED,
         )
-        segmap_hdu = fits.CompImageHDU(segmaps, name="SEGMAPS", compression_type="RICE_1", tile_shape=tile)
+        # Segmentation maps are a few flat regions: GZIP_1 is ~15x smaller than RICE_1 here.
+        segmap_hdu = fits.CompImageHDU(segmaps, name="SEGMAPS", compression_type="GZIP_1", tile_shape=tile)
 
     catalog_hdu = _catalog_hdu(sample.catalog, path)
     hdul = fits.HDUList([primary, image_hdu, segmap_hdu, catalog_hdu])

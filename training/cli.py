@@ -1,0 +1,222 @@
+"""``python -m training``: build the blend dataset, train, resume, evaluate.
+
+Examples (the paper's protocol; docs/training.md has every model)::
+
+    python -m training build-dataset scratch/mock2000.fits -o runs/blends --seed 2020
+    python -m training train blend2flux_f64 --blends runs/blends --run-dir runs/b2f64
+    python -m training resume runs/b2f64
+    python -m training evaluate runs/b2f64 --blends runs/blends --split test
+    python -m training sep --blends runs/blends -o runs/sep_test
+    python -m training merge runs/sep_test.csv runs/b2f64/evaluation/results.csv -o runs/all
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from napari_blendphot.errors import BlendphotError, InputError
+
+BACKENDS = ("tensorflow", "jax", "torch")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m training",
+                                     description="Train and evaluate the networks of Boucaud et al. 2020.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("build-dataset", help="clean, split by galaxy and blend a sample into a dataset folder "
+                                             "(paper: 30,000 blends, 25,000 train/val + 5,000 test)")
+    p.add_argument("sample", help="isolated-galaxy sample (native FITS, CANDELS folder, 'embedded')")
+    p.add_argument("-o", "--output", required=True, help="dataset folder to create")
+    p.add_argument("-n", "--n-blends", type=_positive_int, default=30000)
+    p.add_argument("--test-fraction", type=float, default=1 / 6,
+                   help="share of galaxies and blends in the test split (default 1/6: 5,000 of 30,000)")
+    p.add_argument("--seed", type=int, default=2020)
+    p.add_argument("--no-clean", action="store_true", help="the sample's neighbours are cleaned already")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_build_dataset)
+
+    p = sub.add_parser("train", help="start a training run")
+    p.add_argument("config", help="configuration file or name of one in training/configs")
+    p.add_argument("--run-dir", required=True, help="run folder to create")
+    p.add_argument("--blends", help="blend dataset folder (fixed-data mode)")
+    p.add_argument("--sample", help="isolated sample (stream mode)")
+    p.add_argument("--epochs", type=_positive_int, help="override training.max_epochs")
+    p.add_argument("--batch-size", type=_positive_int, help="override training.batch_size (named deviation)")
+    p.add_argument("--precision", choices=("float32", "mixed_bfloat16", "mixed_float16"),
+                   help="override training.precision")
+    p.add_argument("--max-train-blends", type=_positive_int, help="use at most this many training blends")
+    p.add_argument("--max-wall-time", type=float, help="pause (resumable) after this many seconds")
+    p.add_argument("--seed", type=int, help="override training.seed")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=JSON",
+                   help="override any configuration key, e.g. --set training.flips=false")
+    p.add_argument("--backend", choices=BACKENDS, help="Keras backend (default: $KERAS_BACKEND or tensorflow)")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("resume", help="continue a run from its last checkpoint")
+    p.add_argument("run_dir")
+    p.add_argument("--epochs", type=_positive_int, help="new max_epochs (also restarts an early-stopped run)")
+    p.add_argument("--max-wall-time", type=float)
+    p.add_argument("--backend", choices=BACKENDS)
+    p.set_defaults(func=_resume)
+
+    p = sub.add_parser("evaluate", help="predict a dataset split with a run's model; write results and report")
+    p.add_argument("run_dir")
+    p.add_argument("--blends", required=True, help="blend dataset folder")
+    p.add_argument("--split", default="test", choices=("test", "train", "all"))
+    p.add_argument("--method", help="method name in the results table (default: the run's name)")
+    p.add_argument("--batch-size", type=_positive_int, default=256)
+    p.add_argument("--no-report", action="store_true", help="results table only")
+    p.add_argument("--backend", choices=BACKENDS)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("sep", help="run the SEP two-pass baseline on a dataset split; write its results table")
+    p.add_argument("--blends", required=True)
+    p.add_argument("--split", default="test", choices=("test", "train", "all"))
+    p.add_argument("-o", "--output", required=True, help="results table stem (.csv and .fits)")
+    p.add_argument("--jobs", type=int, help="worker processes (default: all cores)")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_sep)
+
+    p = sub.add_parser("merge", help="join results tables of the same blends (one per method) into one")
+    p.add_argument("tables", nargs="+")
+    p.add_argument("-o", "--output", required=True, help="results table stem")
+    p.add_argument("--report", help="also write the evaluation report into this folder")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_merge)
+    return parser
+
+
+def _build_dataset(args) -> int:
+    import os
+    import time
+
+    from napari_blendphot.blend.dataset import write_blend_dataset
+    from napari_blendphot.cli._common import progress_printer
+    from napari_blendphot.provenance import sha256_file
+    from napari_blendphot.sample.io import load_sample
+
+    tic = time.perf_counter()
+    sample = load_sample(args.sample)
+    if not args.no_clean:
+        from napari_blendphot.clean.neighbours import clean_sample
+
+        sample = clean_sample(sample, args.seed)
+    path = write_blend_dataset(sample, args.output, n=args.n_blends, test_fraction=args.test_fraction,
+                               seed=args.seed, overwrite=args.overwrite, progress=progress_printer("blend"),
+                               sample_path=args.sample if os.path.isfile(args.sample) else None)
+    print(f"wrote {path} in {time.perf_counter() - tic:.1f} s; blends.npy sha256 "
+          f"{sha256_file(Path(path) / 'blends.npy')}")
+    return 0
+
+
+def _overrides(args) -> dict:
+    overrides = {}
+    for dotted, value in (("training.max_epochs", args.epochs), ("training.batch_size", args.batch_size),
+                          ("training.precision", args.precision), ("training.max_wall_time_s", args.max_wall_time),
+                          ("training.seed", args.seed), ("data.max_train_blends", args.max_train_blends)):
+        if value is not None:
+            overrides[dotted] = value
+    if args.sample and not args.blends:
+        overrides["data.mode"] = "stream"
+    for item in args.set:
+        key, sep, text = item.partition("=")
+        if not sep or "." not in key:
+            raise InputError(f"--set {item}", "expected SECTION.KEY=JSON_VALUE")
+        try:
+            overrides[key] = json.loads(text)
+        except json.JSONDecodeError:
+            overrides[key] = text
+    return overrides
+
+
+def _train(args) -> int:
+    from training.config import load_config
+    from training.train import _Paused, train
+
+    config = load_config(args.config, _overrides(args))
+    try:
+        record = train(config, args.run_dir, blends_dir=args.blends, sample_path=args.sample,
+                       backend=args.backend, overwrite=args.overwrite)
+    except _Paused as exc:
+        print(f"{args.run_dir}: paused: {exc}")
+        return 0
+    return 0 if record["status"] in ("finished", "paused") else 1
+
+
+def _resume(args) -> int:
+    from training.train import _Paused, resume
+
+    try:
+        resume(args.run_dir, backend=args.backend, max_epochs=args.epochs, max_wall_time_s=args.max_wall_time)
+    except _Paused as exc:
+        print(f"{args.run_dir}: paused: {exc}")
+    return 0
+
+
+def _evaluate(args) -> int:
+    from training.evaluate import evaluate_run
+
+    summary = evaluate_run(args.run_dir, args.blends, split=args.split, method=args.method,
+                           batch_size=args.batch_size, backend=args.backend, overwrite=args.overwrite,
+                           report=not args.no_report)
+    print(json.dumps(summary, indent=2, sort_keys=True))
+    return 0
+
+
+def _sep(args) -> int:
+    from napari_blendphot.cli._common import progress_printer
+    from training.evaluate import evaluate_sep, summarise
+
+    table = evaluate_sep(args.blends, args.output, split=args.split, n_jobs=args.jobs, overwrite=args.overwrite,
+                         progress=progress_printer("sep"))
+    print(json.dumps(summarise(table, "sep"), indent=2, sort_keys=True))
+    return 0
+
+
+def _merge(args) -> int:
+    from napari_blendphot.provenance import make_provenance
+    from napari_blendphot.report.results import read_results, write_results
+    from training.evaluate import merge_results, summarise, write_report
+
+    tables = [read_results(path) for path in args.tables]
+    merged = merge_results(tables, make_provenance("training-merge", None,
+                                                   inputs={f"table{i}": p for i, p in enumerate(args.tables)}))
+    write_results(merged, args.output, overwrite=args.overwrite)
+    for method in merged.meta["methods"]:
+        print(method, json.dumps(summarise(merged, method), sort_keys=True))
+    if args.report:
+        write_report(merged, args.report, overwrite=args.overwrite)
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except BlendphotError as exc:
+        print(f"python -m training {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"python -m training {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -137,3 +137,21 @@ def test_make_blends_is_deterministic(toy_sample):
     b = make_blends(toy_sample, 40, seed=2)
     np.testing.assert_array_equal(a.blends, b.blends)
     np.testing.assert_array_equal(np.asarray(a.catalog["dx"]), np.asarray(b.catalog["dx"]))
+
+
+def test_shift_matches_a_roll_with_the_wrapped_part_zeroed():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    image = np.random.default_rng(0).normal(size=(2, 32, 32)).astype(np.float32)
+
+    @settings(max_examples=60, deadline=None)
+    @given(st.integers(-40, 40), st.integers(-40, 40))
+    def check(dy, dx):
+        expected = np.roll(image, (dy, dx), axis=(-2, -1))
+        rows, cols = np.arange(32), np.arange(32)
+        expected[..., (rows - dy < 0) | (rows - dy >= 32), :] = 0
+        expected[..., :, (cols - dx < 0) | (cols - dx >= 32)] = 0
+        np.testing.assert_array_equal(shift_stamp(image, dy, dx), expected)
+
+    check()

@@ -125,3 +125,13 @@ def test_mismatched_radii_are_refused(population):
     mags, radii = population
     with pytest.raises(InputError, match="radii"):
         draw_pairs(mags, radii[:-1], 10, seed=0)
+
+
+def test_pairs_without_a_valid_shift_are_replaced_by_new_pairs():
+    # Any pair with galaxy 2 (R = 0.1 px) needs a separation in [0.32, 0.4]: no integer shift has
+    # one, so after 25 tries such a pair is dropped and redrawn; only 0 and 1 can end up paired.
+    mags = np.array([20.0, 20.1, 20.2])
+    radii = np.array([3.0, 3.0, 0.1])
+    pairs = draw_pairs(mags, radii, 300, seed=4)
+    assert set(pairs.central.tolist()) == {0, 1} and set(pairs.companion.tolist()) == {0, 1}
+    assert np.all((pairs.distance >= 3.0) & (pairs.distance <= 12.0))

@@ -41,7 +41,7 @@ def run(args) -> int:
     import time
     from pathlib import Path
 
-    from napari_blendphot.blend.dataset import summarize_blends, write_blend_dataset, BlendDataset
+    from napari_blendphot.blend.dataset import BlendDataset, summarize_blends, write_blend_dataset
     from napari_blendphot.errors import InputError, OutputExistsError
     from napari_blendphot.sample.io import load_sample
 
@@ -61,6 +61,9 @@ def run(args) -> int:
     start = time.perf_counter()
     sample = load_sample(args.sample)
     print(sample.summary(), file=sys.stderr)
+    # Hash the file the stamps came from ('embedded' resolves to a file too); the
+    # cleaning that follows is recorded in the sample's provenance.
+    sample_path = next((p for p in (args.sample, str(sample.source)) if os.path.isfile(p)), None)
     if not args.no_clean:
         from napari_blendphot.clean.neighbours import clean_sample
 
@@ -68,7 +71,6 @@ def run(args) -> int:
         sample = clean_sample(sample, args.seed)
         print(f"cleaned neighbours of {len(sample)} stamps in {time.perf_counter() - clean_start:.1f} s",
               file=sys.stderr)
-    sample_path = args.sample if os.path.isfile(args.sample) else None
     path = write_blend_dataset(sample, output, n=args.n_blends, test_fraction=args.test_fraction,
                                seed=args.seed, rule=args.rule, chunk_size=args.chunk_size,
                                overwrite=args.overwrite, progress=progress_printer("blend"),

@@ -53,9 +53,15 @@ def test_native_round_trip_is_exact(rich_sample, tmp_path):
     assert back.segmaps.max() > 255  # ids above 255 survive
 
 
-def test_native_files_are_byte_identical_and_undated(rich_sample, tmp_path):
+def test_native_files_are_byte_identical_and_undated(rich_sample, tmp_path, monkeypatch):
+    import time
+
+    real_time = time.time
     for quantize in (None, 16):
+        monkeypatch.setattr(time, "time", real_time)
         a = write_native(rich_sample, tmp_path / f"a{quantize}.fits", quantize=quantize)
+        # A clock an hour later: anything stamping the time (gzip headers did) shows up.
+        monkeypatch.setattr(time, "time", lambda: real_time() + 3600.0)
         b = write_native(rich_sample, tmp_path / f"b{quantize}.fits", quantize=quantize)
         assert a.read_bytes() == b.read_bytes()
         with fits.open(a) as hdul:
@@ -521,3 +527,13 @@ def test_info_cli_on_blend_dataset(toy_sample, tmp_path, capsys):
     assert main(["info", str(folder)]) == 0
     out = capsys.readouterr().out
     assert "40 blends" in out and "train" in out and "test" in out
+
+
+def test_native_quantized_segmaps_lossless_for_large_ids(toy_sample, tmp_path):
+    # PLIO_1 holds ids below 2**24; larger ids fall back to RICE_1: both exact.
+    sample = toy_sample[:4]
+    for top in (2**24 - 1, 2**24 + 5, 2**31 - 1):
+        segmaps = np.where(sample.segmaps > 0, sample.segmaps - sample.segmaps.max() + top, 0).astype(np.int32)
+        big = GalaxySample(sample.images, segmaps, sample.catalog)
+        back = read_native(write_native(big, tmp_path / f"s{top}.fits", quantize=16))
+        assert back.segmaps.tobytes() == segmaps.tobytes()

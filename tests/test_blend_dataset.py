@@ -188,3 +188,17 @@ def test_summary_reports_counts_distances_and_types(dataset_dir):
     assert text.startswith("250 blends (train 200, test 50)")
     assert f"max {ds.catalog['distance'].max():.1f}" in text
     assert "type pairs" in text and "dmag" in text
+
+
+def test_explicit_number_of_test_blends_gives_the_papers_proportions(toy_sample, tmp_path):
+    # The paper: 20% of the galaxies held out, 25,000 train + 5,000 test blends.
+    path = write_blend_dataset(toy_sample, tmp_path / "paper", n=60, test_fraction=0.2, n_test=10, seed=3)
+    splits = list(BlendDataset(path).catalog["split"])
+    assert splits.count("train") == 50 and splits.count("test") == 10
+
+
+def test_bad_number_of_test_blends_is_refused(toy_sample, tmp_path):
+    with pytest.raises(InputError, match="n_test"):
+        write_blend_dataset(toy_sample, tmp_path / "bad", n=60, test_fraction=0.2, n_test=60, seed=3)
+    with pytest.raises(InputError, match="n_test"):
+        write_blend_dataset(toy_sample, tmp_path / "bad2", n=60, test_fraction=0.0, n_test=5, seed=3)

@@ -39,10 +39,11 @@ CATALOG_FILES = ("catalog.csv", "catalog.fits")
 PROVENANCE_FILE = "provenance.json"
 
 
-def split_counts(n: int, test_fraction: float) -> tuple[int, int]:
-    """(train, test) numbers of blends: ``round(n * f)`` test blends, the rest train."""
-    n_test = int(round(n * float(test_fraction)))
-    return n - n_test, n_test
+def split_counts(n: int, test_fraction: float, n_test: int | None = None) -> tuple[int, int]:
+    """(train, test) numbers of blends: *n_test* (default ``round(n * f)``) test blends, the rest train."""
+    if n_test is None:
+        n_test = int(round(n * float(test_fraction)))
+    return n - int(n_test), int(n_test)
 
 
 def _sample_digest(sample, sample_path) -> dict | str:
@@ -56,7 +57,8 @@ def _sample_digest(sample, sample_path) -> dict | str:
 
 def write_blend_dataset(sample, out_dir, n: int = 30000, test_fraction: float = 0.2, seed=0,
                         rule: str = "published", chunk_size: int = 1000, overwrite: bool = False,
-                        progress=None, sample_path=None, max_dmag: float = MAX_DMAG) -> Path:
+                        progress=None, sample_path=None, max_dmag: float = MAX_DMAG,
+                        n_test: int | None = None) -> Path:
     """Make *n* blends of *sample* and write them as a blend dataset folder.
 
     The sample is split by galaxy first (:func:`~napari_blendphot.blend.split.split_sample`);
@@ -93,6 +95,10 @@ def write_blend_dataset(sample, out_dir, n: int = 30000, test_fraction: float = 
         the sample's arrays are hashed).
     max_dmag : float
         Largest |mag_c - mag_k| of a pair.
+    n_test : int, optional
+        Number of test blends out of *n* (default ``round(n * test_fraction)``).
+        The paper held out 20% of the galaxies but made 5,000 test blends out
+        of 30,000: ``n=30000, test_fraction=0.2, n_test=5000``.
 
     Returns
     -------
@@ -121,7 +127,12 @@ def write_blend_dataset(sample, out_dir, n: int = 30000, test_fraction: float = 
 
     # Independent streams for the split and each side's pairs, all from one seed.
     split_seed, train_seed, test_seed = np.random.SeedSequence(int(seed)).spawn(3)
-    n_train, n_test = split_counts(n, test_fraction)
+    if n_test is not None and (isinstance(n_test, (bool, np.bool_)) or not isinstance(n_test, (int, np.integer))
+                               or not 0 <= n_test < n):
+        raise InputError("n_test", f"must be an integer in [0, n), got {n_test!r}")
+    if n_test and not test_fraction > 0:
+        raise InputError("n_test", "test blends need test galaxies: set test_fraction > 0")
+    n_train, n_test = split_counts(n, test_fraction, n_test)
     if test_fraction > 0:
         train_rows, test_rows = split_indices(len(sample), test_fraction, np.random.default_rng(split_seed))
     else:

@@ -23,6 +23,9 @@ def register(subparsers) -> None:
                         help="total number of blends (default 30000, the paper's)")
     parser.add_argument("--test-fraction", type=float, default=0.2,
                         help="share of galaxies and blends in the test split (default 0.2; 0 = train only)")
+    parser.add_argument("--n-test", type=int, default=None, dest="n_test",
+                        help="number of test blends out of -n (default: n x test-fraction); the paper's "
+                             "dataset is -n 30000 --test-fraction 0.2 --n-test 5000")
     parser.add_argument("--seed", type=int, required=True, help="random seed (non-negative integer)")
     parser.add_argument("-o", "--output", required=True, help="output dataset folder")
     parser.add_argument("--rule", choices=("published", "paper-text"), default="published",
@@ -72,7 +75,7 @@ def run(args) -> int:
         print(f"cleaned neighbours of {len(sample)} stamps in {time.perf_counter() - clean_start:.1f} s",
               file=sys.stderr)
     path = write_blend_dataset(sample, output, n=args.n_blends, test_fraction=args.test_fraction,
-                               seed=args.seed, rule=args.rule, chunk_size=args.chunk_size,
+                               n_test=args.n_test, seed=args.seed, rule=args.rule, chunk_size=args.chunk_size,
                                overwrite=args.overwrite, progress=progress_printer("blend"),
                                sample_path=sample_path)
     dataset = BlendDataset(path)

@@ -156,3 +156,23 @@ def test_read_results_paper_and_ours_agree(tmp_path, paper_catalog_path):
     a, b = summary_table(paper), summary_table(ours)
     for name in ("n", "n_undetected", "mean_dmag", "sigma", "flux_mape_percent"):
         np.testing.assert_allclose(np.asarray(a[name], float), np.asarray(b[name], float), rtol=1e-9)
+
+
+def test_evaluate_minimal_table_with_a_method_that_detects_nothing(tmp_path):
+    """Regression: Figure 7 crashed (empty boxplot) when a method detected no galaxy."""
+    import warnings
+
+    rng = np.random.default_rng(1)
+    flux = 10 ** (-0.4 * (rng.uniform(19, 23, (30, 2)) - 25.96))
+    catalog = Table({"g1_flux": flux[:, 0], "g2_flux": flux[:, 1]})  # no distance, types or detection flag
+    table = build_results_table(catalog, [DeblendOutput("blind", np.full((30, 2), np.nan)),
+                                          DeblendOutput("exact", flux * 1.05)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. log-scaling an axis with no positive scatter
+        report = evaluate(table, tmp_path / "out")
+    assert set(report.summary["selection"]) == {"all"}
+    blind = report.summary[report.summary["method"] == "blind"]
+    assert list(blind["n_undetected"]) == [30, 30, 60] and np.isnan(blind["sigma"]).all()
+    exact = report.summary[report.summary["method"] == "exact"]
+    np.testing.assert_allclose(exact["flux_mape_percent"], 5.0)
+    assert "fig_by_morphology" not in report.figures and "fig_iou" not in report.figures

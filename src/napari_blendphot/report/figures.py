@@ -219,10 +219,13 @@ def figure_dmag_vs_pair_dmag(table, galaxy: str = "both", selection: str | None 
         centers = 0.5 * (edges[:-1] + edges[1:])
         width = 0.6 * np.diff(edges)
         nonempty = [i for i, g in enumerate(groups) if len(g)]
-        ax.boxplot([groups[i] for i in nonempty], positions=centers[nonempty], widths=width[nonempty],
-                   whis=(5, 95), showfliers=False, manage_ticks=False, zorder=3,
-                   medianprops={"color": "black", "lw": 1.4}, boxprops={"lw": 1.0},
-                   whiskerprops={"lw": 1.0}, capprops={"lw": 1.0})
+        if not nonempty:
+            ax.text(0.5, 0.5, "no detected galaxy", transform=ax.transAxes, ha="center", va="center")
+        else:
+            ax.boxplot([groups[i] for i in nonempty], positions=centers[nonempty], widths=width[nonempty],
+                       whis=(5, 95), showfliers=False, manage_ticks=False, zorder=3,
+                       medianprops={"color": "black", "lw": 1.4}, boxprops={"lw": 1.0},
+                       whiskerprops={"lw": 1.0}, capprops={"lw": 1.0})
         ax.axhline(0, color="0.3", lw=0.6, zorder=2)
         ax.set_ylim(-DMAG_LIMIT, DMAG_LIMIT)
         ax.set_xlim(edges[0], edges[-1])
@@ -244,6 +247,13 @@ def _plot_binned_lines(ax_bias, ax_scatter, stats, color, label, marker="o") -> 
     ax_scatter.plot(x, np.asarray(stats["nmad"])[keep], marker=marker, ms=3, color=color, ls=":", alpha=0.8)
 
 
+def _log_scale_if_positive(ax) -> None:
+    """Log y axis for scatters (they span a decade between methods), unless nothing is positive."""
+    values = np.concatenate([np.asarray(line.get_ydata(), float) for line in ax.get_lines()] or [np.empty(0)])
+    if np.any(np.isfinite(values) & (values > 0)):
+        ax.set_yscale("log")
+
+
 def figure_binned_summary(table, galaxy: str = "both", selection: str | None = None, methods=None):
     """Paper Figure 8: median dmag (bias) and scatter in 6 bins of pair magnitude difference, all methods."""
     selection = selection or default_selection(table)
@@ -258,7 +268,7 @@ def figure_binned_summary(table, galaxy: str = "both", selection: str | None = N
     ax_bias.axhline(0, color="0.4", lw=0.6)
     ax_bias.set_ylabel(r"median $\Delta$mag")
     ax_bias.legend(fontsize=8, frameon=False)
-    ax_scatter.set_yscale("log")
+    _log_scale_if_positive(ax_scatter)
     ax_scatter.set_ylabel(r"$\sigma$ (solid), NMAD (dotted)")
     ax_scatter.set_xlabel("mag(galaxy) $-$ mag(neighbour)")
     for ax in (ax_bias, ax_scatter):
@@ -287,7 +297,7 @@ def figure_by_morphology(table, galaxy: str = "both", selection: str | None = No
         n = int(np.sum(per_method[methods[0]]["n"][np.asarray(per_method[methods[0]]["type"]).astype(str) == galtype]))
         axes[0, column].set_title(f"{galtype} (N = {n})")
         axes[0, column].axhline(0, color="0.4", lw=0.6)
-        axes[1, column].set_yscale("log")
+        _log_scale_if_positive(axes[1, column])
         axes[1, column].set_xlabel("mag(gal) $-$ mag(neighb.)")
         for ax in axes[:, column]:
             ax.grid(alpha=0.3, lw=0.5)

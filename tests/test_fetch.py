@@ -242,3 +242,22 @@ def test_stderr_progress_prints_every_five_percent():
     bar.reset()
     assert bar.count == 0
     np.testing.assert_equal(bar.total, 1000)
+
+
+def test_fetch_uses_archive_copied_by_hand(toy_candels_archive, tmp_path):
+    archive, sample = toy_candels_archive
+    cache = tmp_path / "offline"
+    cache.mkdir()
+    (cache / ARCHIVE_NAME).write_bytes(archive.read_bytes())
+    # Port 9 on loopback: nothing listens, so any download attempt would fail.
+    folder = fetch_candels(cache_dir=cache, url=f"http://127.0.0.1:9/{ARCHIVE_NAME}",
+                           sha256=_sha256(archive), progress=False)
+    assert read_candels(folder).images.tobytes() == sample.images.tobytes()
+
+
+def test_progress_falls_back_without_tqdm(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "tqdm", None)  # makes "import tqdm" fail
+    assert isinstance(fetch._progressbar(True), fetch.StderrProgress)
+    assert fetch._progressbar(False) is False

@@ -184,7 +184,8 @@ def plot_dmag_histograms(ax_or_fig, table, methods=None, galaxy: str = "both", s
                 color=method_color(table, method), label=f"{_label(table, method)} ($\\sigma$ = {sigma:.3f})")
     ax.axvline(0, color="0.4", lw=0.7)
     ax.set_xlim(-limit, limit)
-    ax.set_xlabel(r"$\Delta$mag = mag$_\mathrm{pred}$ $-$ mag$_\mathrm{true}$")
+    ax.set_xlabel(r"$\Delta$mag = mag$_\mathrm{pred}$ $-$ mag$_\mathrm{true}$"
+                  + f"  (beyond $\\pm${limit:g} in the edge bins)")
     ax.set_ylabel("galaxies")
     ax.legend(fontsize=8, frameon=False, loc="upper left")
     return ax
@@ -336,7 +337,7 @@ def figure_iou(table, methods=None):
         ax.set_xlabel("IoU (masks thresholded at 0.5)")
         ax.set_ylabel("galaxies")
         ax.set_xlim(0, 1)
-        ax.legend(fontsize=8, frameon=False, loc="upper left")
+        ax.legend(fontsize=8, frameon=False, loc="best")
         if has_types:
             _iou_matrix(figure, axes[row, 1], table, method)
     return figure

@@ -177,3 +177,11 @@ def test_binned_on_paper_catalogue(paper_catalog_path):
     assert int(np.sum(dist["n"])) == 3844 + 4344
     # SExtractor fails most at small separations
     assert dist["outlier_fraction"][0] > dist["outlier_fraction"][-1]
+
+
+def test_detection_counts_with_sep_nothing_assigned_case():
+    table = Table({"detection_sep": [-1, 2, 2, 0]})
+    assert detection_counts(table) == {-1: 1, 0: 1, 1: 0, 2: 2, 3: 0}
+    assert select(table, "central").tolist() == [False, True, True, True]
+    with pytest.raises(InputError, match="unknown detection case"):
+        detection_counts(Table({"detection_sep": [0, 7]}))

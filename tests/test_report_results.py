@@ -129,3 +129,13 @@ def test_read_refuses_bad_truth_and_missing_columns(tmp_path):
         read_results(tmp_path / "plain.csv")
     with pytest.raises(InputError, match="not found"):
         read_results(tmp_path / "missing.csv")
+
+
+def test_methods_in_without_meta_ignores_sep_flux_error_columns():
+    """SEP's extra g1_flux_err/g2_flux_err become g1_flux_err_sep columns, which are not a method."""
+    fluxes = np.ones((5, 2))
+    output = DeblendOutput("sep", fluxes, extra={"g1_flux_err": np.ones(5), "g2_flux_err": np.ones(5)})
+    table = build_results_table(_catalog(), [output])
+    assert "g1_flux_err_sep" in table.colnames
+    table.meta.pop("methods")
+    assert methods_in(table) == ["sep"]

@@ -24,6 +24,7 @@ __all__ = [
     "GALAXY_PREFIX",
     "SELECTIONS",
     "available_selections",
+    "detection_case_name",
     "detection_counts",
     "reference_detection_column",
     "select",
@@ -36,6 +37,9 @@ GALAXY_PREFIX = {"central": "g1", "companion": "g2"}
 SELECTIONS = ("detected", "all")
 #: Meaning of the detection flag.
 DETECTION_CASES = {0: "only central", 1: "only companion", 2: "both", 3: "more than two"}
+#: Our SEP baseline's flag for a blend where nothing could be assigned (not in the paper's catalogue).
+DETECTION_NONE = -1
+_CASE_NAMES = {DETECTION_NONE: "nothing assigned", **DETECTION_CASES}
 #: Detection cases kept for each galaxy in the ``"detected"`` selection.
 _KEPT_CASES = {"central": (0, 2), "companion": (1, 2)}
 #: Reference detection columns, in order of preference.
@@ -98,12 +102,26 @@ def select(table, galaxy: str, selection: str = "detected", detection_column: st
 
 
 def detection_counts(table, detection_column: str | None = None) -> dict[int, int]:
-    """Number of blends in each detection case 0-3 (empty dict without a detection column)."""
+    """Number of blends in each detection case 0-3 (empty dict without a detection column).
+
+    Case -1 (SEP: nothing assigned) is listed first when it occurs; other
+    values are an error.
+    """
     column = reference_detection_column(table, detection_column)
     if column is None:
         return {}
     flags = _detection_flags(table, column)
-    return {case: int(np.count_nonzero(flags == case)) for case in DETECTION_CASES}
+    unknown = sorted(set(np.unique(flags).tolist()) - set(_CASE_NAMES))
+    if unknown:
+        raise InputError("results table", f"column {column!r} has unknown detection case(s) {unknown}",
+                         "cases are -1 (nothing assigned), 0, 1, 2, 3")
+    cases = ([DETECTION_NONE] if np.any(flags == DETECTION_NONE) else []) + list(DETECTION_CASES)
+    return {case: int(np.count_nonzero(flags == case)) for case in cases}
+
+
+def detection_case_name(case: int) -> str:
+    """Meaning of a detection flag value."""
+    return _CASE_NAMES.get(int(case), f"unknown ({case})")
 
 
 def _detection_flags(table, column: str) -> np.ndarray:

@@ -29,9 +29,9 @@ from napari_blendphot.metrics import binned
 from napari_blendphot.metrics.masks import mean_iou
 from napari_blendphot.metrics.photometry import photometry_stats
 from napari_blendphot.metrics.selection import (
-    DETECTION_CASES,
     GALAXIES,
     available_selections,
+    detection_case_name,
     detection_counts,
     reference_detection_column,
 )
@@ -244,7 +244,7 @@ class _ReportContext:
         if self.counts:
             lines += ["", f"Detection cases (`{self.detection_column}`):", "",
                       "| case | meaning | blends |", "| --- | --- | --- |"]
-            lines += [f"| {case} | {DETECTION_CASES[case]} | {n} |" for case, n in self.counts.items()]
+            lines += [f"| {case} | {detection_case_name(case)} | {n} |" for case, n in self.counts.items()]
         for selection in self.selections:
             lines += ["", f"## Statistics, selection '{selection}'", "", self.selection_text(selection), "",
                       "| " + " | ".join(self.HEADER) + " |", "|" + " --- |" * len(self.HEADER)]
@@ -274,7 +274,7 @@ class _ReportContext:
         if self.counts:
             parts += [f"<p>Detection cases (<code>{esc(self.detection_column)}</code>):</p>",
                       "<table><tr><th>case</th><th>meaning</th><th>blends</th></tr>"]
-            parts += [f"<tr><td>{case}</td><td>{esc(DETECTION_CASES[case])}</td><td>{n}</td></tr>"
+            parts += [f"<tr><td>{case}</td><td>{esc(detection_case_name(case))}</td><td>{n}</td></tr>"
                       for case, n in self.counts.items()]
             parts.append("</table>")
         for selection in self.selections:

@@ -179,7 +179,9 @@ def methods_in(table) -> list[str]:
     methods = (getattr(table, "meta", None) or {}).get("methods")
     if methods:
         return [str(m) for m in methods]
-    found = [name[len("g1_flux_"):] for name in table.colnames if name.startswith("g1_flux_")]
+    # "g1_flux_err_<m>" is an extra column of method <m> (SEP's flux errors), not a method "err_<m>"
+    found = [name[len("g1_flux_"):] for name in table.colnames
+             if name.startswith("g1_flux_") and not name.startswith("g1_flux_err_")]
     return [m for m in found if f"g2_flux_{m}" in table.colnames]
 
 

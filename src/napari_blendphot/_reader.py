@@ -2,10 +2,27 @@
 
 Every path becomes layer data tuples built by :func:`sample_layers` /
 :func:`blend_dataset_layers`, which the widgets and sample-data entries reuse.
-Stamps become one image layer (a stack with a slider), segmentation maps and
-true masks become Labels layers (masks drawn as contours), and the catalogue
-rides along in ``layer.metadata["catalog"]`` (an astropy Table) and, for masks,
-in ``layer.features``.
+Stamps become one image layer (a stack with a slider) with an astronomical
+contrast (:func:`napari_blendphot.display.astro_contrast`), segmentation maps
+and true masks become Labels layers (each galaxy's mask drawn as an outline
+in the per-galaxy colours, :func:`mask_outlines`), and the catalogue rides along in
+``layer.metadata["catalog"]`` (an astropy Table).
+
+Layer metadata contract (read by the widgets):
+
+* ``metadata["blendphot_kind"]``: ``"sample"`` (isolated galaxies),
+  ``"blends"`` (a blend set) or ``"fits-image"`` (an arbitrary FITS image);
+* ``metadata["sample"]``: the :class:`~napari_blendphot.sample.galaxy_sample.GalaxySample`
+  behind a ``"sample"`` stamp stack;
+* ``metadata["blend_set"]``: the blend set behind a ``"blends"`` stack (a
+  :class:`~napari_blendphot.blend.dataset.BlendDataset` or an in-memory
+  :class:`~napari_blendphot.blend.assemble.BlendBatch`); ``blend_set[i]`` is
+  the :class:`~napari_blendphot.blend.assemble.Blend` shown on slice ``i``;
+* ``metadata["catalog"]``, ``metadata["source"]``, ``metadata["provenance"]``.
+
+Paths that are not ours (another extension, a folder without our files) give
+``None`` so napari can try other readers; paths that are ours but broken raise
+:class:`~napari_blendphot.errors.InputError` with the file and the problem.
 """
 
 from __future__ import annotations
@@ -20,77 +37,180 @@ from napari_blendphot.display import (
     GALAXY_COLORS,
     OVERLAP_LABEL,
     astro_contrast,
-    masks_to_labels,
 )
+
+FITS_SUFFIXES = (".fits", ".fit", ".fits.gz", ".fit.gz")
+#: Stamps used to choose the contrast of a stack (spread evenly through it).
+CONTRAST_STAMPS = 64
+#: Blend sets larger than this get lazily computed mask labels (dask) instead of an in-memory array.
+LAZY_LABELS_ABOVE = 2000
+#: Header keywords that make a single FITS file a galaxy cutout (napari_blendphot.sample.io_cutouts).
+CUTOUT_KEYWORDS = ("GALTYPE", "RADIUS")
 
 
 def get_reader(path):
-    """Return a reader function for *path*, or None if we do not handle it."""
-    if isinstance(path, list):
+    """Return :func:`read_path` if *path* is something this plugin reads, else None.
+
+    Only the file name, the folder listing and (for FITS files) nothing more
+    than the name is looked at here: a FITS file is always "ours" (no napari
+    built-in reads FITS), so a broken one gets our clear error, not a silent
+    "no reader".
+    """
+    if isinstance(path, (list, tuple)):
         if len(path) != 1:
             return None
         path = path[0]
-    kind = detect_kind(path)
-    return None if kind is None else read_path
+    return None if detect_kind(path, open_files=False) is None else read_path
 
 
-def detect_kind(path) -> str | None:
-    """'blends', 'candels', 'cutouts', 'native', 'fits-image' or None."""
+def _is_fits_name(path: Path) -> bool:
+    return path.name.lower().endswith(FITS_SUFFIXES)
+
+
+def detect_kind(path, open_files: bool = True) -> str | None:
+    """What *path* is: 'blends', 'candels', 'cutouts', 'native', 'cutout', 'fits-image', 'fits' or None.
+
+    With ``open_files=False`` a FITS file is only recognised by its name
+    (kind ``'fits'``); with ``open_files=True`` its primary header decides
+    between a native sample, a single galaxy cutout and a plain image.  A FITS
+    file that cannot be opened is still ``'fits'`` (ours, and broken).
+    """
     path = Path(path)
     if path.is_dir():
         if (path / "blends.npy").exists():
             return "blends"
         if (path / "candels_img.npy").exists():
             return "candels"
-        if any(path.glob("*.fits")) or any(path.glob("*.fit")):
-            return "cutouts"
+        from napari_blendphot.sample.io_cutouts import is_cutout_folder
+
+        return "cutouts" if is_cutout_folder(path) else None
+    if not _is_fits_name(path):
         return None
-    name = path.name.lower()
-    if not (name.endswith(".fits") or name.endswith(".fit") or name.endswith(".fits.gz")):
-        return None
+    if not open_files:
+        return "fits"
     try:
         from astropy.io import fits
 
-        with fits.open(path) as hdul:
-            if hdul[0].header.get("BPFORMAT") == "blendphot-sample":
-                return "native"
-        return "fits-image"
+        header = fits.getheader(path, 0)
     except Exception:
-        return None
+        return "fits"
+    if header.get("BPFORMAT") == "blendphot-sample":
+        return "native"
+    if all(key in header for key in CUTOUT_KEYWORDS):
+        return "cutout"
+    return "fits-image"
 
 
-def read_path(path):
-    """Read *path* into napari layer data tuples."""
-    if isinstance(path, list):
+def read_path(path) -> list:
+    """Read *path* into napari layer data tuples.
+
+    Raises
+    ------
+    InputError
+        When the file or folder is of a kind this plugin reads but is broken.
+    """
+    from napari_blendphot.errors import InputError
+
+    if isinstance(path, (list, tuple)):
         path = path[0]
+    path = Path(path)
     kind = detect_kind(path)
+    name = _layer_base_name(path)
     if kind == "blends":
         from napari_blendphot.blend.dataset import BlendDataset
 
-        return blend_dataset_layers(BlendDataset(path), name=Path(path).name)
+        return blend_dataset_layers(BlendDataset(path), name=name)
+    if kind in ("native", "candels", "cutouts"):
+        from napari_blendphot.sample.io import load_sample
+
+        return sample_layers(load_sample(path), name=name)
+    if kind == "cutout":
+        return sample_layers(read_single_cutout(path), name=name)
     if kind == "fits-image":
         return fits_image_layers(path)
-    from napari_blendphot.sample.io import load_sample
+    if kind == "fits":
+        problem = "cannot be opened as FITS" if path.exists() else "file not found"
+        raise InputError(path, problem, "is it a complete FITS file?")
+    raise InputError(path, "not a blendphot sample, CANDELS folder, blend dataset or FITS file")
 
-    return sample_layers(load_sample(path), name=Path(path).name.split(".")[0])
+
+def _layer_base_name(path: Path) -> str:
+    name = path.name
+    for suffix in sorted(FITS_SUFFIXES, key=len, reverse=True):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def stack_contrast(stack) -> dict:
+    """:func:`astro_contrast` of a stack, computed on at most :data:`CONTRAST_STAMPS` stamps.
+
+    Reading every stamp of a 30,000-blend memory-mapped dataset to choose two
+    numbers would load gigabytes; evenly spaced stamps give the same limits.
+    """
+    stack = stack if hasattr(stack, "shape") else np.asarray(stack)
+    if stack.ndim == 3 and stack.shape[0] > CONTRAST_STAMPS:
+        rows = np.linspace(0, stack.shape[0] - 1, CONTRAST_STAMPS).round().astype(np.int64)
+        return astro_contrast(np.asarray(stack[rows]))
+    return astro_contrast(np.asarray(stack))
 
 
 def sample_layers(sample, name: str = "sample") -> list:
-    """Layer data for a GalaxySample: a stamp stack and its segmentation maps."""
+    """Layer data for a GalaxySample: a stamp stack and its segmentation maps (hidden)."""
     meta = {"catalog": sample.catalog, "source": sample.source, "provenance": sample.provenance,
-            "blendphot_kind": "sample"}
-    image_kwargs = {"name": f"{name} stamps", "colormap": "gray", "metadata": meta, **astro_contrast(sample.images)}
-    label_kwargs = {"name": f"{name} segmentation", "opacity": 0.4, "metadata": meta, "visible": False}
+            "blendphot_kind": "sample", "sample": sample}
+    image_kwargs = {"name": f"{name} stamps", "colormap": "gray", "metadata": meta, **stack_contrast(sample.images)}
+    label_kwargs = {"name": f"{name} segmentation", "opacity": 0.4, "visible": False,
+                    "metadata": {**meta, "blendphot_kind": "segmentation"}}
     return [(sample.images, image_kwargs, "image"), (sample.segmaps, label_kwargs, "labels")]
 
 
-def mask_label_kwargs(name: str, metadata: dict | None = None, contour: int = 1) -> dict:
-    """Keyword arguments of a galaxy-mask Labels layer (same colours for every method)."""
+def mask_outlines(masks) -> np.ndarray:
+    """(..., 2, H, W) [central, companion] masks -> (..., H, W) outline labels.
+
+    Each galaxy's mask is drawn as its own one-pixel inner outline: 1 = central
+    (blue), 2 = companion (orange), 3 = where both outlines cross (magenta);
+    everything else is 0 (transparent).  Outlines are computed in the data,
+    not with napari's ``Labels.contour``, because layer data tuples (readers,
+    sample data) cannot set ``contour`` in napari 0.9, and because drawing
+    both outlines in full shows each galaxy's extent through the overlap.
+    """
+    masks = np.asarray(masks) > 0.5
+    if masks.ndim < 3 or masks.shape[-3] != 2:
+        from napari_blendphot.errors import InputError
+
+        raise InputError("masks", f"expected shape (..., 2, H, W), got {masks.shape}")
+    # A pixel is inside (not on the outline) when its four neighbours are in the mask too.
+    inner = masks.copy()
+    inner[..., 1:, :] &= masks[..., :-1, :]
+    inner[..., :-1, :] &= masks[..., 1:, :]
+    inner[..., :, 1:] &= masks[..., :, :-1]
+    inner[..., :, :-1] &= masks[..., :, 1:]
+    # Outside the stamp counts as outside the mask: masks touching an edge are closed there.
+    inner[..., 0, :] = inner[..., -1, :] = False
+    inner[..., :, 0] = inner[..., :, -1] = False
+    edge = masks & ~inner
+    central, companion = edge[..., 0, :, :], edge[..., 1, :, :]
+    labels = np.zeros(central.shape, np.uint8)
+    labels[central] = CENTRAL_LABEL
+    labels[companion] = COMPANION_LABEL
+    labels[central & companion] = OVERLAP_LABEL
+    return labels
+
+
+def mask_label_kwargs(name: str, metadata: dict | None = None) -> dict:
+    """Keyword arguments of a galaxy-mask Labels layer (same colours for every method).
+
+    Label 1 = central (blue), 2 = companion (orange), 3 = both (magenta).  Use
+    them with :func:`mask_outlines` data (``viewer.add_labels(mask_outlines(masks),
+    **mask_label_kwargs(name))``) or through :func:`show_masks`.  (napari 0.9's
+    ``Labels`` takes no ``contour`` argument at construction.)
+    """
+    colors = {None: (0.0, 0.0, 0.0, 0.0), 0: (0.0, 0.0, 0.0, 0.0), **GALAXY_COLORS}
     return {
         "name": name,
-        "contour": contour,
         "opacity": 1.0,
-        "colormap": {None: (0, 0, 0, 0), 0: (0, 0, 0, 0), **GALAXY_COLORS},
+        "colormap": colors,
         "features": {
             "index": [0, CENTRAL_LABEL, COMPANION_LABEL, OVERLAP_LABEL],
             "galaxy": ["background", "central", "companion", "both"],
@@ -99,13 +219,64 @@ def mask_label_kwargs(name: str, metadata: dict | None = None, contour: int = 1)
     }
 
 
+def show_masks(viewer, name: str, masks, metadata: dict | None = None):
+    """Add, or update in place, the Labels layer *name* showing *masks* (2, H, W) as outlines.
+
+    Returns the layer.  Re-running with the same name replaces its data (no new layer).
+    """
+    outlines = mask_outlines(masks)
+    if name in viewer.layers:
+        layer = viewer.layers[name]
+        layer.data = outlines
+        if metadata is not None:
+            layer.metadata.update(metadata)
+        return layer
+    return viewer.add_labels(outlines, **mask_label_kwargs(name, metadata))
+
+
+def _lazy_labels(masks):
+    """(N, 2, H, W) masks -> (N, H, W) outline labels computed per stamp on demand (dask)."""
+    import dask.array as da
+
+    lazy = da.from_array(masks, chunks=(1, *masks.shape[1:]))
+    return lazy.map_blocks(mask_outlines, drop_axis=1, dtype=np.uint8)
+
+
 def blend_dataset_layers(dataset, name: str = "blends") -> list:
-    """Layer data for a blend dataset: blends stack and true masks (contours)."""
-    meta = {"catalog": dataset.catalog, "source": str(dataset.path), "blendphot_kind": "blends"}
-    blends = np.asarray(dataset.blends)
-    labels = masks_to_labels(np.asarray(dataset.masks))
-    image_kwargs = {"name": f"{name} blends", "colormap": "gray", "metadata": meta, **astro_contrast(blends)}
-    return [(blends, image_kwargs, "image"), (labels, mask_label_kwargs(f"{name} truth", meta), "labels")]
+    """Layer data for a blend set: blends stack and true masks (contours).
+
+    *dataset* is a :class:`~napari_blendphot.blend.dataset.BlendDataset` (read
+    memory-mapped: large sets are never loaded whole) or an in-memory
+    :class:`~napari_blendphot.blend.assemble.BlendBatch`.
+    """
+    source = str(getattr(dataset, "path", getattr(dataset, "source", "in memory")))
+    meta = {"catalog": dataset.catalog, "source": source, "blendphot_kind": "blends", "blend_set": dataset,
+            "provenance": getattr(dataset, "provenance", {})}
+    blends = dataset.blends
+    masks = dataset.masks
+    labels = _lazy_labels(masks) if len(masks) > LAZY_LABELS_ABOVE else mask_outlines(np.asarray(masks))
+    image_kwargs = {"name": f"{name} blends", "colormap": "gray", "metadata": meta, **stack_contrast(blends)}
+    truth_meta = {**meta, "blendphot_kind": "truth"}
+    return [(blends, image_kwargs, "image"), (labels, mask_label_kwargs(f"{name} truth", truth_meta), "labels")]
+
+
+def read_single_cutout(path):
+    """One FITS galaxy cutout (keywords of :mod:`napari_blendphot.sample.io_cutouts`) as a 1-galaxy sample."""
+    from napari_blendphot.sample import io_cutouts
+    from napari_blendphot.sample.galaxy_sample import GalaxySample
+
+    path = Path(path)
+    image, segmap, header = io_cutouts._read_one(path)
+    made = segmap is None
+    if made:
+        segmap = io_cutouts.detect_segmentation(image)
+    from astropy.table import Table
+
+    row = io_cutouts._catalog_row(header, path, 0, made)
+    catalog = Table(rows=[row], names=("id", "mag", "flux", "radius", "z", "galtype", "file", "seg_made"))
+    provenance = {"step": "read-cutout", "file": path.name}
+    return GalaxySample(image[None], np.asarray(segmap, np.int32)[None], catalog, provenance=provenance,
+                        source=str(path))
 
 
 def fits_image_layers(path) -> list:
@@ -115,14 +286,22 @@ def fits_image_layers(path) -> list:
     from napari_blendphot.errors import InputError
     from napari_blendphot.tables import as_native
 
-    with fits.open(path) as hdul:
-        for hdu in hdul:
-            if hdu.data is not None and getattr(hdu.data, "ndim", 0) in (2, 3):
-                data = as_native(np.asarray(hdu.data, dtype=np.float32))
-                header = hdu.header.tostring(sep="\n")
-                break
-        else:
-            raise InputError(path, "no 2-D or 3-D image in any HDU")
-    kwargs = {"name": Path(path).name.split(".")[0], "colormap": "gray",
-              "metadata": {"fits_header": header, "source": str(path)}, **astro_contrast(data)}
+    try:
+        with fits.open(path, memmap=False) as hdul:
+            for hdu in hdul:
+                data = getattr(hdu, "data", None)
+                if data is not None and getattr(data, "ndim", 0) in (2, 3) and data.dtype.kind in "iuf":
+                    data = as_native(np.asarray(data, dtype=np.float32))
+                    header = hdu.header.tostring(sep="\n")
+                    break
+            else:
+                raise InputError(path, "no 2-D or 3-D image in any HDU")
+    except InputError:
+        raise
+    except Exception as exc:
+        raise InputError(path, f"cannot read as FITS: {' '.join(str(exc).split())}") from None
+    finite = data[np.isfinite(data)]
+    contrast = astro_contrast(finite) if finite.size else {}
+    kwargs = {"name": _layer_base_name(Path(path)), "colormap": "gray",
+              "metadata": {"fits_header": header, "source": str(path), "blendphot_kind": "fits-image"}, **contrast}
     return [(data, kwargs, "image")]

@@ -25,9 +25,10 @@ def _run(args) -> int:
     report = evaluate(args.results, args.output, overwrite=args.overwrite)
     summary = report.summary
     selection = "detected" if "detected" in set(summary["selection"]) else "all"
-    print(f"{'method':<18}{'galaxy':<11}{'N':>6}{'undet.':>8}{'bias':>8}{'sigma':>7}{'outl.%':>8}{'MAPE%':>8}")
+    width = max(len("method"), *(len(str(label)) for label in summary["label"])) + 2
+    print(f"{'method':<{width}}{'galaxy':<11}{'N':>6}{'undet.':>8}{'bias':>8}{'sigma':>7}{'outl.%':>8}{'MAPE%':>8}")
     for row in summary[summary["selection"] == selection]:
-        print(f"{row['label']:<18}{row['galaxy']:<11}{row['n']:>6}{row['n_undetected']:>8}"
+        print(f"{row['label']:<{width}}{row['galaxy']:<11}{row['n']:>6}{row['n_undetected']:>8}"
               f"{row['mean_dmag']:>+8.3f}{row['sigma']:>7.3f}{row['outliers_percent']:>8.2f}"
               f"{row['flux_mape_percent']:>8.2f}")
     print(f"(selection '{selection}'; all selections in {report.summary_path})")

@@ -102,3 +102,35 @@ class SlowDeblender:
 def expected_slow_fluxes(blends) -> np.ndarray:
     blends = np.asarray(blends, np.float32)
     return np.column_stack([blends.sum(axis=(1, 2), dtype=np.float64), blends.max(axis=(1, 2))])
+
+
+#: The batch the tiny models' reference predictions are made on.
+PROBE_SEED, PROBE_SIZE = 7, 5
+
+
+def tiny_models(tmp_path_factory, engine=None) -> dict:
+    """Tiny models of :func:`build_tiny_models`, built once per test session and cached.
+
+    Built by *engine*'s worker if given (saving a worker start), otherwise by a
+    throwaway TensorFlow worker.  Returns ``{"paths", "raw", "backend", "probe"}``.
+    """
+    import pickle
+
+    from napari_blendphot.deblend.engine import InferenceEngine
+
+    folder = tmp_path_factory.getbasetemp() / "tiny_models"
+    record = folder / "built.pickle"
+    if record.is_file():
+        with open(record, "rb") as handle:
+            return pickle.load(handle)
+    folder.mkdir(exist_ok=True)
+    probe = toy_blends(PROBE_SIZE, seed=PROBE_SEED)
+    if engine is None:
+        with InferenceEngine(["sep"], backend="tensorflow") as own_engine:
+            built = own_engine.call(build_tiny_models, str(folder), probe)
+    else:
+        built = engine.call(build_tiny_models, str(folder), probe)
+    built["probe"] = probe
+    with open(record, "wb") as handle:
+        pickle.dump(built, handle)
+    return built

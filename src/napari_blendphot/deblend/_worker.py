@@ -31,6 +31,7 @@ Worker -> parent:
 from __future__ import annotations
 
 import os
+import sys
 import traceback
 
 import numpy as np
@@ -115,7 +116,12 @@ def worker_main(conn, backend: str, environment: dict | None = None) -> None:
             return  # parent closed the pipe or died
         kind = message[0]
         if kind == "stop":
-            return
+            # Leave without the interpreter's shutdown: TensorFlow's exit
+            # handlers take seconds and there is nothing left to save.
+            conn.close()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
         if kind == "warm_up":
             _warm_up(conn, methods, message[1])
         elif kind == "chunk":

@@ -8,27 +8,24 @@ module does not import Keras.
 
 Weights
 -------
-``weights=`` is a shipped model name or a path to a ``.keras`` file, resolved
-by :func:`napari_blendphot.models.registry.resolve_weights` into a path and
-its JSON manifest; without it the method's default shipped model
-(:func:`napari_blendphot.models.registry.default_model`) is used.  Manifest
-keys read here (all optional):
+``weights=`` is a shipped model name, a manifest ``.json`` or a path to a
+``.keras`` file, resolved by :func:`napari_blendphot.models.registry.resolve_weights`
+(which checks the sha256 of files that have a manifest); without it the
+method's default shipped model (:func:`~napari_blendphot.models.registry.default_model`)
+is used.  Models load through :func:`napari_blendphot.models.io.load_model`
+in safe mode with the role checked (a U-Net file given to blend2flux is refused).
 
-``mask_encoding``
-    ``"two"``: mask channels [central, companion];
-    ``"ogg"``: three channels [overlap, central only, companion only] (SPEC
-    §4.7), turned into the two masks ``clip(overlap + central)`` and
-    ``clip(overlap + companion)``.  Without this key a model with 3 mask
-    channels is read as ``"ogg"``, one with 2 as ``"two"``.
-``config``
-    Architecture parameters, copied into the output metadata.
+Masks: the U-Net's channels are [central, companion] ("two") or [overlap,
+central only, companion only] ("ogg", SPEC §4.7), taken from the manifest's
+``architecture["encoding"]`` or, without a manifest, from the number of
+channels.  "ogg" becomes the two masks ``clip(overlap + central)`` and
+``clip(overlap + companion)``.
 
-The models of :mod:`napari_blendphot.models` take raw stamps (N, 128, 128) and
-scale them inside, and return fluxes in the stamps' units, so no scaling
+The models of :mod:`napari_blendphot.models` take raw stamps (N, 128, 128),
+scale them inside and return fluxes in the stamps' units, so no scaling
 happens here.  A model with a trailing channel axis (N, 128, 128, 1) is fed
-one.  Outputs are channels-last Keras tensors; a model may return a single tensor
-(fluxes (B, 2) or masks (B, 128, 128, C)), a list/tuple of both, or a dict
-with ``fluxes``/``masks`` entries.
+one.  Outputs may be a single tensor (fluxes (B, 2) or masks (B, H, W, C)), a
+list/tuple of both, or a dict (``{"masks", "fluxes"}``).
 """
 
 from __future__ import annotations
@@ -47,54 +44,25 @@ MASK_THRESHOLD = 0.5
 
 
 def _load_weights(method: str, weights):
-    """Resolve *weights* (name, path or None) and load the model: (model, path, manifest)."""
-    import json
+    """Resolve *weights* (name, path or None) and load the model: (model, path, manifest dict)."""
+    import dataclasses
 
-    manifest: dict = {}
-    try:
-        from napari_blendphot.models import registry as model_registry
-    except ImportError:
-        model_registry = None
+    from napari_blendphot.models.io import ROLES, load_model
+    from napari_blendphot.models.registry import default_model, resolve_weights
+
+    role = method if method in ROLES else None
     if weights is None:
-        if model_registry is None or not hasattr(model_registry, "default_model"):
-            raise InputError(f"method {method!r}", "no weights given and no shipped model is available",
+        shipped = default_model(method) if role else None
+        if shipped is None:
+            raise InputError(f"method {method!r}", "no weights given and no shipped model is installed for it",
                              f"pass weights=PATH (CLI: --weights {method}=PATH)")
-        weights = model_registry.default_model(method)
-    if model_registry is not None and hasattr(model_registry, "resolve_weights"):
-        path, manifest = model_registry.resolve_weights(weights, expect=method)
-        path = Path(path)
-        manifest = dict(manifest or {})
-    else:  # models.registry not available: accept a plain path (and a sidecar manifest)
-        path = Path(os.fspath(weights)).expanduser()
-        if not path.is_file():
-            raise InputError(path, f"weights file for method {method!r} not found")
-        sidecar = path.with_suffix(".json")
-        if sidecar.is_file():
-            manifest = json.loads(sidecar.read_text())
-    try:
-        from napari_blendphot.models.io import load_model
-    except ImportError:
-        load_model = None
-    if load_model is not None:
-        from napari_blendphot.models.io import ROLES
-
-        model = load_model(path, safe_mode=True, compile=False, expect=method if method in ROLES else None)
-    else:
-        model = _load_keras(path, method)
-    return model, path, manifest
-
-
-def _load_keras(path: Path, method: str):
-    """Plain ``keras.saving.load_model`` with errors turned into InputError."""
-    import keras
-
-    if path.suffix != ".keras":
-        raise InputError(path, f"weights for method {method!r} must be a Keras 3 '.keras' file")
-    try:
-        return keras.saving.load_model(path, compile=False, safe_mode=True)
-    except Exception as exc:  # zip/h5/config errors come in many types
-        raise InputError(path, f"cannot load as a Keras model: {type(exc).__name__}: {exc}",
-                         "is it a .keras file saved by Keras 3?") from None
+        weights = shipped.name
+    path, manifest = resolve_weights(weights, expect=role)
+    record = {}
+    if manifest is not None:
+        record = {key: value for key, value in dataclasses.asdict(manifest).items() if key != "manifest_path"}
+    model = load_model(path, safe_mode=True, compile=False, expect=role)
+    return model, Path(path), record
 
 
 class KerasDeblender:
@@ -120,10 +88,10 @@ class KerasDeblender:
             raise InputError(f"option batch_size of {self.name}", f"{batch_size!r} is not a positive integer")
         self.batch_size = int(batch_size or self.default_batch_size)
         self.model, self.weights_path, self.manifest = _load_weights(self.name, weights)
-        encoding = self.manifest.get("mask_encoding")
+        encoding = (self.manifest.get("architecture") or {}).get("encoding")
         self.mask_encoding = None if encoding is None else str(encoding).lower()
         if self.mask_encoding not in (None, "two", "ogg"):
-            raise InputError(self.weights_path, f"manifest mask_encoding {self.mask_encoding!r} unknown",
+            raise InputError(self.weights_path, f"manifest architecture encoding {self.mask_encoding!r} unknown",
                              "expected 'two' or 'ogg'")
         self._channel_axis = self._input_layout()
         from napari_blendphot.provenance import sha256_file
@@ -173,7 +141,7 @@ class KerasDeblender:
         encoding = self.mask_encoding or ("ogg" if channels == 3 else "two")
         if encoding == "ogg":
             if channels != 3:
-                raise InputError(self.weights_path, f"manifest says 'ogg' masks but the model gives {channels} channels")
+                raise InputError(self.weights_path, f"the manifest says 'ogg' masks but the model gives {channels} channels")
             overlap = masks[..., 0]
             central = np.clip(overlap + masks[..., 1], 0.0, 1.0)
             companion = np.clip(overlap + masks[..., 2], 0.0, 1.0)
@@ -181,7 +149,7 @@ class KerasDeblender:
         else:
             if channels != 2:
                 raise InputError(self.weights_path, f"model gives {channels} mask channels, expected 2 "
-                                 "(or 3 with mask_encoding 'ogg' in the manifest)")
+                                 "(or 3 for the 'ogg' encoding)")
             out = np.moveaxis(masks, -1, 1)
         return np.ascontiguousarray(out, dtype=np.float32)
 
@@ -215,7 +183,8 @@ class KerasDeblender:
             "label": self.label,
             "weights": str(self.weights_path),
             "sha256": self.weights_sha256,
-            "config": self.manifest.get("config", {}),
+            "model_name": self.manifest.get("name", self.weights_path.stem),
+            "config": self.manifest.get("architecture", {}),
             "mask_encoding": self.mask_encoding or "from the number of mask channels",
             "parameters": int(self.model.count_params()),
             "keras_backend": keras.backend.backend(),

@@ -1,0 +1,101 @@
+"""``blendphot predict`` end to end on a small blend dataset made from the toy sample."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+from test_engine_support import tiny_models
+
+from napari_blendphot.cli import main
+
+
+@pytest.fixture(scope="module")
+def dataset_dir(tmp_path_factory, toy_sample):
+    from napari_blendphot.blend.dataset import write_blend_dataset
+
+    folder = tmp_path_factory.mktemp("predict") / "blends"
+    return write_blend_dataset(toy_sample, folder, n=14, test_fraction=0.5, seed=5, chunk_size=4)
+
+
+def test_predict_sep_writes_a_readable_results_table(dataset_dir, tmp_path, capsys):
+    from napari_blendphot.blend.dataset import BlendDataset
+    from napari_blendphot.deblend.sep_baseline import SepTwoPass
+    from napari_blendphot.metrics.masks import iou
+    from napari_blendphot.report.results import read_results
+
+    out = tmp_path / "results.csv"
+    code = main(["predict", str(dataset_dir), "--methods", "sep", "-o", str(out), "--chunk-size", "3"])
+    assert code == 0
+    printed = capsys.readouterr()
+    assert "sep: central found" in printed.out
+    assert "predict [" in printed.err  # the progress bar
+    table = read_results(out)
+    fits_table = read_results(tmp_path / "results.fits")
+    dataset = BlendDataset(dataset_dir)
+    test_rows = dataset.indices("test")
+    assert len(table) == len(fits_table) == len(test_rows) == 7
+    np.testing.assert_array_equal(table["id"], dataset.catalog["id"][test_rows])
+    assert table.meta["methods"] == ["sep"]
+    assert table.meta["provenance"]["step"] == "predict"
+    assert table.meta["provenance"]["parameters"]["split"] == "test"
+    assert "sha256" not in table.meta["provenance"]["parameters"]["method_metadata"]["sep"]
+    assert "detection_sep" in table.colnames
+    # Same numbers as SEP run directly, with the same truth (context) and IoU.
+    view = dataset.select(split="test")
+    direct = SepTwoPass(n_jobs=1).deblend(view.blends, view.context())
+    np.testing.assert_allclose(np.column_stack([table["g1_flux_sep"], table["g2_flux_sep"]]), direct.fluxes,
+                               rtol=1e-12, equal_nan=True)
+    expected_iou = iou(direct.masks, view.masks)
+    np.testing.assert_allclose(np.column_stack([fits_table["g1_iou_sep"], fits_table["g2_iou_sep"]]), expected_iou,
+                               equal_nan=True)
+
+
+def test_predict_refuses_bad_inputs(dataset_dir, tmp_path, capsys):
+    out = tmp_path / "r.csv"
+    cases = [
+        (["predict", str(dataset_dir), "--methods", "sep,nosuch", "-o", str(out)], "not a known deblending method"),
+        (["predict", str(tmp_path / "nowhere"), "--methods", "sep", "-o", str(out)], "folder not found"),
+        (["predict", str(dataset_dir), "--methods", "sep", "--weights", "unet=x.keras", "-o", str(out)],
+         "not among --methods"),
+        (["predict", str(dataset_dir), "--methods", "blend2flux", "--weights", f"blend2flux={tmp_path / 'no.keras'}",
+          "-o", str(out)], "model file not found"),
+        (["predict", str(dataset_dir), "--methods", "sep", "--chunk-size", "0", "-o", str(out)], "--chunk-size"),
+    ]
+    for argv, problem in cases:
+        assert main(argv) == 2
+        assert problem in capsys.readouterr().err
+    existing = tmp_path / "taken.csv"
+    existing.write_text("mine\n")
+    assert main(["predict", str(dataset_dir), "--methods", "sep", "-o", str(existing)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert existing.read_text() == "mine\n"
+
+
+@pytest.mark.slow
+def test_predict_with_networks(dataset_dir, tmp_path, tmp_path_factory):
+    """Tiny networks (checked against Keras in test_engine_keras.py) through the CLI."""
+    from napari_blendphot.report.results import read_results
+
+    built = tiny_models(tmp_path_factory)
+    out = tmp_path / "nets"
+    argv = ["predict", str(dataset_dir), "--methods", "blend2flux,unet,blend2mask2flux", "-o", str(out),
+            "--backend", "tensorflow", "--chunk-size", "4"]
+    for name in ("blend2flux", "unet", "blend2mask2flux"):
+        argv += ["--weights", f"{name}={built['paths'][name]}"]
+    assert main(argv) == 0
+    table = read_results(tmp_path / "nets.csv")
+    assert len(table) == 7 and table.meta["methods"] == ["blend2flux", "unet", "blend2mask2flux"]
+    for name in ("blend2flux", "blend2mask2flux"):  # FluxOutput makes positive fluxes
+        assert np.all(np.asarray(table[f"g1_flux_{name}"]) > 0) and np.all(np.asarray(table[f"g2_flux_{name}"]) > 0)
+    for name in ("unet", "blend2mask2flux"):
+        values = np.concatenate([np.asarray(table[f"g1_iou_{name}"]), np.asarray(table[f"g2_iou_{name}"])])
+        assert np.all(np.isnan(values) | ((values >= 0) & (values <= 1)))
+    assert "g1_iou_blend2flux" not in table.colnames
+    meta = table.meta["provenance"]["parameters"]
+    assert meta["keras_backend"] == "tensorflow"
+    from napari_blendphot.provenance import sha256_file
+
+    assert meta["method_metadata"]["unet"]["sha256"] == sha256_file(built["paths"]["unet"])
+    assert "tensorflow" not in sys.modules and "jax" not in sys.modules

@@ -17,9 +17,10 @@ a shared machine):
   scaling against one core (target near-linear);
 * what fraction of a chunk's time pickling its input and output costs.
 
-Toy blends: galaxies of :func:`napari_blendphot.sample.toy.make_toy_sample`
-(CANDELS-like magnitudes and radii, noise, some neighbours), paired at random
-with the published shift rule of SPEC §4.4 (integer shift, zero padding).
+Toy blends: Sersic galaxies drawn with :func:`napari_blendphot.sample.toy.sersic_stamp`
+(CANDELS-like magnitudes and radii, some faint neighbours), paired at random
+with the published shift rule of SPEC §4.4 (integer shift, zero padding),
+plus Gaussian noise of rms 0.01 (CANDELS depth).  Numpy and sep only.
 """
 
 from __future__ import annotations
@@ -45,17 +46,38 @@ def shift_stamp(stamp: np.ndarray, dy: int, dx: int) -> np.ndarray:
     return out
 
 
-def toy_blends(n: int, seed: int = 0):
-    """*n* blends of toy galaxies with the published separation rule; returns (blends, context)."""
-    from napari_blendphot.deblend.base import BlendContext
-    from napari_blendphot.sample.toy import make_toy_sample
+def toy_galaxies(n: int, rng: np.random.Generator):
+    """*n* noiseless toy galaxies: (stamps, mags, radii).
 
+    Sersic profiles (n = 4, 1 or 2 by type), magnitudes 19-23 and effective
+    radii 1.3-15 px log-uniform (the span of SPEC §2), random axis ratio and
+    angle; a tenth carry a faint neighbour that cleaning left behind.  Numpy only, so
+    the benchmark runs where astropy or GalSim are missing.
+    """
+    from napari_blendphot.sample.galaxy_sample import mag_to_flux
+    from napari_blendphot.sample.toy import sersic_stamp
+
+    mags = rng.uniform(19.0, 23.0, size=n)
+    radii = np.exp(rng.uniform(np.log(1.3), np.log(15.0), size=n))
+    sersic_index = rng.choice([4.0, 1.0, 2.0, 1.0], size=n)
+    stamps = np.empty((n, 128, 128), np.float32)
+    for i in range(n):
+        stamps[i] = sersic_stamp(mag_to_flux(mags[i]), radii[i], sersic_index[i], q=rng.uniform(0.3, 1.0),
+                                 theta=rng.uniform(0, np.pi))
+        if rng.random() < 0.1:
+            dy, dx = rng.uniform(-55, 55, size=2)
+            stamps[i] += sersic_stamp(mag_to_flux(rng.uniform(24.0, 26.0)), rng.uniform(1.3, 4.0), 1.0,
+                                      dy=dy, dx=dx)
+    return stamps, mags, radii
+
+
+def toy_blends(n: int, seed: int = 0, noise_rms: float = 0.01):
+    """*n* blends paired with the published shift rule of SPEC §4.4; returns (blends, context)."""
+    from napari_blendphot.deblend.base import BlendContext
+
+    rng = np.random.default_rng(seed)
     n_galaxies = max(50, n // 4)
-    sample = make_toy_sample(n_galaxies, seed=seed)
-    images = np.asarray(sample.images, np.float32)
-    mags = np.asarray(sample.catalog["mag"], np.float64)
-    radii = np.asarray(sample.catalog["radius"], np.float64)
-    rng = np.random.default_rng(seed + 1)
+    images, mags, radii = toy_galaxies(n_galaxies, rng)
     blends = np.empty((n, 128, 128), np.float32)
     shifts = np.empty((n, 2), np.int64)
     central_radii = np.empty(n, np.float64)
@@ -75,7 +97,8 @@ def toy_blends(n: int, seed: int = 0):
                 break
         else:
             continue
-        blends[made] = images[central] + shift_stamp(images[companion], dy, dx)
+        noise = rng.normal(0.0, noise_rms, (128, 128)).astype(np.float32)
+        blends[made] = images[central] + shift_stamp(images[companion], dy, dx) + noise
         shifts[made] = (dy, dx)
         central_radii[made] = radii[central]
         made += 1
@@ -128,11 +151,57 @@ def floor_loop(blends, rms):
                     segmentation_map=True)
 
 
+def print_breakdown(blends, context, rms, result, repeats):
+    """CPU ms per blend of each stage, timed on its own (sums need not match exactly)."""
+    import sep
+
+    from napari_blendphot.deblend.sep_baseline import COLD_PASS, HOT_PASS, SepTwoPass
+    from napari_blendphot.match.assign import assign_detections
+
+    method = SepTwoPass()
+    n = len(blends)
+    hot_rows = np.flatnonzero(result.extra["pass"] == 1)
+    extracted = [method._extract(stamp, sigma, COLD_PASS) for stamp, sigma in zip(blends, rms)]
+
+    def background():
+        for stamp in blends:
+            sep.Background(stamp, bw=128, bh=128, fw=1, fh=1).globalrms
+
+    def hot():
+        for row in hot_rows:
+            method._extract(blends[row], rms[row], HOT_PASS)
+
+    def kron():
+        for stamp, sigma, (objects, segmap) in zip(blends, rms, extracted):
+            if len(objects):
+                method._kron_flux(stamp, objects, segmap, sigma)
+
+    def assign():
+        for row, (objects, _) in enumerate(extracted):
+            assign_detections(objects["x"], objects["y"], objects["flux"], context.companion_shift[row],
+                              context.central_radius[row])
+
+    def masks():
+        out = np.zeros((2, 128, 128), np.float32)
+        for _, segmap in extracted:
+            np.equal(segmap, 1, out=out[0], casting="unsafe")
+            np.equal(segmap, 2, out=out[1], casting="unsafe")
+
+    stages = {"background": background, "hot pass (per blend of the batch)": hot, "kron photometry": kron,
+              "masks": masks}
+    if context is not None and context.companion_shift is not None and context.central_radius is not None:
+        stages["assignment"] = assign
+    for name, (_, cpu) in interleaved_times(stages, repeats).items():
+        print(f"  stage {name:36s} {1e3 * cpu / n:.3f} ms/blend")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("dataset", nargs="?", help="blend dataset folder (default: toy blends)")
     parser.add_argument("--n", type=int, default=2000, help="number of blends (default 2000)")
-    parser.add_argument("--jobs", type=int, default=2, help="processes for the parallel run (default 2)")
+    parser.add_argument("--jobs", type=int, nargs="+", default=[2],
+                        help="process counts for the parallel runs (default 2)")
+    parser.add_argument("--breakdown", action="store_true", help="also time each stage of the two-pass")
     parser.add_argument("--repeats", type=int, default=3, help="best of this many runs (default 3)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--photometry", choices=("auto", "iso"), default="auto")
@@ -159,15 +228,16 @@ def main(argv=None) -> int:
 
     rms = np.array([sep.Background(stamp, bw=128, bh=128, fw=1, fh=1).globalrms for stamp in blends])
     serial_method = SepTwoPass(photometry=args.photometry, n_jobs=1)
-    parallel_method = SepTwoPass(photometry=args.photometry, n_jobs=args.jobs)
     result = serial_method.deblend(blends, context)
-    times = interleaved_times({
+    functions = {
         "floor": lambda: floor_loop(blends, rms),
         "serial": lambda: serial_method.deblend(blends, context),
-        "parallel": lambda: parallel_method.deblend(blends, context),
-    }, args.repeats)
+    }
+    for jobs in args.jobs:
+        functions[f"jobs{jobs}"] = (lambda method: lambda: method.deblend(blends, context))(
+            SepTwoPass(photometry=args.photometry, n_jobs=jobs))
+    times = interleaved_times(functions, args.repeats)
     (floor_wall, floor_cpu), (serial_wall, serial_cpu) = times["floor"], times["serial"]
-    parallel_wall = times["parallel"][0]
 
     passes = result.extra["pass"]
     detection = result.extra["detection"]
@@ -180,8 +250,12 @@ def main(argv=None) -> int:
     print(f"two-pass / floor throughput: {floor_cpu / serial_cpu:.2f} on CPU time, {floor_wall / serial_wall:.2f} "
           f"on wall time (target >= 0.67)")
     pooled = "pool" if n >= PARALLEL_MIN_BLENDS else f"NOT pooled: fewer than {PARALLEL_MIN_BLENDS} blends"
-    print(f"two-pass, {args.jobs} processes ({pooled}): {n / parallel_wall:.0f} blends/s wall, "
-          f"scaling {serial_wall / parallel_wall:.2f}x over 1 process (ideal {args.jobs}x)")
+    for jobs in args.jobs:
+        wall = times[f"jobs{jobs}"][0]
+        print(f"two-pass, {jobs} processes ({pooled}): {n / wall:.0f} blends/s wall, "
+              f"scaling {serial_wall / wall:.2f}x over 1 process (ideal {jobs}x)")
+    if args.breakdown:
+        print_breakdown(blends, context, rms, result, args.repeats)
 
     chunk = blends[:256]
     chunk_context = context.subset(slice(0, len(chunk))) if context is not None else None

@@ -144,3 +144,17 @@ def test_sample_roundtrip_keeps_cleaning_columns(toy_sample, tmp_path):
     assert back.images.tobytes() == cleaned.images.tobytes()
     assert back.catalog["clean_skipped"].dtype == bool
     assert back.provenance == cleaned.provenance
+
+
+@pytest.mark.parametrize("iterations", [0, 1, 5])
+def test_dilation_matches_scipy(toy_sample, iterations):
+    from napari_blendphot.clean.neighbours import _dilate
+
+    masks = toy_sample.segmaps[:20] != 0
+    masks[0, 0, :] = True  # touch the border
+    masks[1, :, -1] = True
+    cross = ndimage.generate_binary_structure(2, 1)
+    expected = np.stack([ndimage.binary_dilation(m, cross, iterations=iterations) if iterations else m
+                         for m in masks])
+    assert np.array_equal(_dilate(masks, iterations), expected)
+    assert np.array_equal(_dilate(masks[3], iterations), expected[3])

@@ -16,7 +16,10 @@ HDU    name      content
 =====  ========  ===========================================================
 
 The default is lossless: arrays, catalogue values and dtypes and the provenance
-come back exactly.  Files carry no timestamps, so the same sample written with
+come back exactly.  (Two FITS limits: text columns must be ASCII, and trailing
+spaces of text values are not kept, as FITS pads text with spaces.  int8 and
+float16 columns, which astropy cannot write as such, are stored wider and cast
+back using the ``BPDTYPES`` record of the CATALOG header.)  Files carry no timestamps, so the same sample written with
 the same options gives byte-identical files.
 """
 

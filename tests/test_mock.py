@@ -56,6 +56,7 @@ def test_same_seed_gives_identical_bytes(small_mock):
         assert np.asarray(sample.catalog[name]).tobytes() == np.asarray(again.catalog[name]).tobytes(), name
     assert sample.provenance == again.provenance
     assert sample.provenance["seed"] == SEED and "galsim" in sample.provenance["versions"]
+    assert sample.provenance["parameters"]["noise_redrawn_ids"] == []
 
 
 def test_different_seed_differs_and_galaxy_i_does_not_depend_on_n(small_mock):
@@ -188,6 +189,21 @@ def test_embedded_segmentation_maps(embedded):
     segments = np.array([len(np.unique(s)) - 1 for s in segmaps])
     assert np.mean(segments[with_neighbours] > 1) > 0.6
     assert np.mean(segments[~with_neighbours] > 1) < 0.2
+
+
+def test_undetected_centre_gets_the_central_galaxys_segment_not_the_nearest():
+    """Fallback when noise leaves pixel [64, 64] undetected: the segment overlapping the
+    central galaxy's footprint wins, even if a neighbour's segment is closer to the centre."""
+    segmap = np.zeros((128, 128), np.int32)
+    segmap[CENTER - 12:CENTER - 2, CENTER - 12:CENTER + 12] = 301  # the galaxy, with a hole at the centre
+    segmap[CENTER:CENTER + 3, CENTER + 1:CENTER + 4] = 302  # a small neighbour right beside the centre
+    footprint = np.zeros((128, 128), bool)
+    footprint[CENTER - 12:CENTER + 2, CENTER - 12:CENTER + 12] = True
+    fixed = mock._attach_centre(segmap, footprint)
+    assert fixed[CENTER, CENTER] == 301
+    assert np.array_equal(np.delete(fixed.ravel(), CENTER * 128 + CENTER),
+                          np.delete(segmap.ravel(), CENTER * 128 + CENTER))
+    assert mock._attach_centre(fixed, footprint) is fixed  # covered centre: untouched
 
 
 def test_neighbours_stay_clear_of_the_central_galaxy():

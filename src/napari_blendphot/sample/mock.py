@@ -36,7 +36,9 @@ pixel [64, 64], in e-/s at the F160W AB zero point 25.96:
 - **Segmentation**: ``sep`` detection on the noisy stamp as SExtractor would
   do it (background subtracted, 1.5 sigma threshold, 5 pixel minimum area,
   deblending, 7x7 Gaussian filter of FWHM 4 px); ids are offset above 255 and the central source's
-  id is ``seg[64, 64]`` (also in the ``segval`` column).
+  id is ``seg[64, 64]`` (also in the ``segval`` column).  Like the real
+  catalogue, the sample holds detected galaxies only: if noise leaves the
+  centre pixel undetected, the noise is drawn again (ids in the provenance).
 
 Everything random flows from ``numpy.random.SeedSequence(seed)``: galaxy ``i``
 uses its own generator spawned with key ``(i,)`` (and GalSim deviates seeded
@@ -361,16 +363,23 @@ def segment_stamp(stamp: np.ndarray, noise_rms: float, id_offset: int) -> np.nda
     return np.where(segmap > 0, segmap + np.int32(id_offset), 0).astype(np.int32)
 
 
-def _attach_centre(segmap: np.ndarray) -> np.ndarray:
-    """Make sure the centre belongs to a segment: give it the segment nearest to it."""
-    if segmap[CENTER, CENTER] != 0 or not segmap.any():
+def _attach_centre(segmap: np.ndarray, central_footprint: np.ndarray) -> np.ndarray:
+    """Last resort when the centre pixel is background: give it the segment that
+    overlaps the central galaxy's noise-free footprint most (never a neighbour's
+    by mere proximity).  Returns *segmap* unchanged if the centre is covered."""
+    if segmap[CENTER, CENTER] != 0:
         return segmap
-    rows, cols = np.nonzero(segmap)
-    nearest = np.argmin((rows - CENTER) ** 2 + (cols - CENTER) ** 2)
-    label = segmap[rows[nearest], cols[nearest]]
+    labels = segmap[central_footprint & (segmap != 0)]
+    if labels.size == 0:
+        return segmap
+    values, counts = np.unique(labels, return_counts=True)
     segmap = segmap.copy()
-    segmap[CENTER, CENTER] = label
+    segmap[CENTER, CENTER] = values[np.argmax(counts)]
     return segmap
+
+
+#: Noise realisations tried until the central galaxy is detected on its centre pixel.
+MAX_NOISE_DRAWS = 5
 
 
 # --- the generator -------------------------------------------------------------------------------------
@@ -464,6 +473,7 @@ def make_mock_sample(n: int, seed: int, progress=None, neighbour_fraction: float
     noiseless = np.empty((n, STAMP_SIZE, STAMP_SIZE), np.float32) if return_noiseless else None
     columns = {name: [] for name in ("id", "mag", "flux", "radius", "z", "galtype", "stamp_flux", "segval",
                                      "n_neighbours", "bulge_fraction", "axis_ratio", "sersic_n")}
+    noise_redrawn = []
     for i in range(n):
         rng = galaxy_generator(seed, i)
         galtype = types[i]
@@ -476,6 +486,7 @@ def make_mock_sample(n: int, seed: int, progress=None, neighbour_fraction: float
         # half-pixel offset puts the galaxy on pixel [64, 64] (0-based).
         galsim.Convolve(profile, psf).drawImage(image, offset=(0.5, 0.5))
         stamp_flux = float(image.array.sum(dtype=np.float64))
+        central_footprint = image.array > DETECT_THRESHOLD_SIGMA * rms
 
         neighbours = []
         if rng.uniform() < neighbour_fraction:
@@ -489,15 +500,22 @@ def make_mock_sample(n: int, seed: int, progress=None, neighbour_fraction: float
         clean = image.array.astype(np.float64)
         if noiseless is not None:
             noiseless[i] = clean
-        noisy = clean
-        if exposure_time is not None:
-            counts = np.clip(clean, 0.0, None) * exposure_time
-            noisy = clean + (rng.poisson(counts) - counts) / exposure_time
-        noisy = noisy + rng.normal(0.0, rms, clean.shape)
-        images[i] = noisy
-
+        # The real catalogue holds detected galaxies only: in the rare stamp where noise
+        # leaves the centre pixel undetected (faint, flat disks), draw the noise again.
+        for draw in range(MAX_NOISE_DRAWS):
+            noisy = clean
+            if exposure_time is not None:
+                counts = np.clip(clean, 0.0, None) * exposure_time
+                noisy = clean + (rng.poisson(counts) - counts) / exposure_time
+            images[i] = noisy + rng.normal(0.0, rms, clean.shape)
+            segmap = segment_stamp(images[i], rms, id_offset=0)
+            if segmap[CENTER, CENTER] != 0:
+                break
+        if draw:
+            noise_redrawn.append(FIRST_ID + i)
         id_offset = SEGMENT_ID_OFFSET + int(rng.integers(0, 60000))
-        segmaps[i] = _attach_centre(segment_stamp(images[i], rms, id_offset))
+        segmap = np.where(segmap > 0, segmap + np.int32(id_offset), 0).astype(np.int32)
+        segmaps[i] = _attach_centre(segmap, central_footprint)
 
         columns["id"].append(FIRST_ID + i)
         columns["mag"].append(mag)
@@ -527,6 +545,7 @@ def make_mock_sample(n: int, seed: int, progress=None, neighbour_fraction: float
                       "filter": f"gaussian FWHM {DETECT_FILTER_FWHM} px, 7x7",
                       "deblend_nthresh": DEBLEND_NTHRESH, "deblend_cont": DEBLEND_CONT},
         population="per-type percentiles and rank correlations of the paper's published test catalogue",
+        noise_redrawn_ids=noise_redrawn,
     )
     sample = GalaxySample(images, segmaps, catalog, provenance=provenance,
                           source=f"CANDELS-like mock (seed {seed})")

@@ -1,0 +1,146 @@
+"""The method registry: built-ins, errors, run-time registration and entry points."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from importlib.metadata import EntryPoint
+
+import numpy as np
+import pytest
+from test_engine_support import SlowDeblender, expected_slow_fluxes, toy_blends
+
+from napari_blendphot.deblend import registry
+from napari_blendphot.deblend.registry import (ENTRY_POINT_GROUP, available_methods, create_method, method_info,
+                                               parse_method_list, register_method, unregister_method)
+from napari_blendphot.errors import InputError
+
+
+def test_builtins_and_their_properties():
+    assert available_methods()[:4] == ("sep", "blend2flux", "unet", "blend2mask2flux")
+    sep = method_info("sep")
+    assert (sep.makes_masks, sep.needs_worker, sep.origin) == (True, False, "builtin")
+    for name, masks in (("blend2flux", False), ("unet", True), ("blend2mask2flux", True)):
+        info = method_info(name)
+        assert info.needs_worker and info.makes_masks == masks and info.label
+
+
+def test_create_sep_in_process():
+    from napari_blendphot.deblend.sep_baseline import SepTwoPass
+
+    method = create_method("sep", n_jobs=1)
+    assert isinstance(method, SepTwoPass) and method.name == "sep"
+    with pytest.raises(InputError, match="not accepted"):
+        create_method("sep", no_such_option=3)
+
+
+def test_importing_the_registry_engine_and_wrappers_does_not_load_keras():
+    code = ("import sys\n"
+            "import napari_blendphot.deblend.registry as r, napari_blendphot.deblend.engine, "
+            "napari_blendphot.deblend.networks, napari_blendphot.cli._predict\n"
+            "r.available_methods(); [r.method_info(n) for n in r.available_methods()]\n"
+            "bad = [m for m in ('keras', 'tensorflow', 'jax', 'torch', 'napari', 'qtpy') if m in sys.modules]\n"
+            "assert not bad, bad\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_unknown_method_lists_the_known_ones():
+    with pytest.raises(InputError, match="not a known deblending method") as info:
+        method_info("blend2fluxx")
+    assert "blend2flux" in str(info.value) and "sep" in str(info.value)
+    with pytest.raises(InputError):
+        create_method("nope")
+
+
+def test_runtime_registration_shows_up_and_can_be_removed():
+    register_method("slowdemo", SlowDeblender, label="slow demo", needs_worker=False)
+    try:
+        assert "slowdemo" in available_methods()
+        info = method_info("slowdemo")
+        assert info.label == "slow demo" and info.origin == "runtime" and not info.needs_worker
+        method = create_method("slowdemo", seconds_per_blend=0.0)
+        blends = toy_blends(2)
+        np.testing.assert_allclose(method.deblend(blends).fluxes, expected_slow_fluxes(blends))
+        with pytest.raises(InputError, match="already registered"):
+            register_method("slowdemo", SlowDeblender)
+    finally:
+        unregister_method("slowdemo")
+    assert "slowdemo" not in available_methods()
+
+
+@pytest.mark.parametrize("name", ["Upper", "with_underscore", "9lives", "", "a-b"])
+def test_invalid_names_are_refused(name):
+    with pytest.raises(InputError, match="lower-case"):
+        register_method(name, SlowDeblender)
+
+
+def test_factory_must_return_a_deblender():
+    register_method("notadeblender", dict, needs_worker=False)
+    try:
+        with pytest.raises(InputError, match="not a Deblender"):
+            create_method("notadeblender")
+    finally:
+        unregister_method("notadeblender")
+
+
+def test_builtin_can_be_replaced_and_restored():
+    register_method("sep", SlowDeblender, label="replaced", needs_worker=False, replace=True)
+    try:
+        assert method_info("sep").label == "replaced"
+    finally:
+        unregister_method("sep")
+    assert method_info("sep").origin == "builtin"
+
+
+def test_parse_method_list():
+    assert parse_method_list(" sep, unet ") == ["sep", "unet"]
+    with pytest.raises(InputError, match="more than once"):
+        parse_method_list("sep,sep")
+    with pytest.raises(InputError, match="no method"):
+        parse_method_list(" , ")
+    with pytest.raises(InputError, match="not a known"):
+        parse_method_list("sep,bogus")
+
+
+@pytest.fixture
+def third_party_entry_point(monkeypatch):
+    """Pretend an installed package declares a method in the entry-point group."""
+    import importlib.metadata
+
+    fake = [EntryPoint(name="thirdparty", value="test_engine_support:SlowDeblender", group=ENTRY_POINT_GROUP),
+            EntryPoint(name="broken", value="no_such_package.module:Thing", group=ENTRY_POINT_GROUP)]
+    real = importlib.metadata.entry_points
+
+    def entry_points(**selection):
+        if selection.get("group") == ENTRY_POINT_GROUP:
+            return fake
+        return real(**selection)
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
+    yield
+    registry._registry.pop("thirdparty", None)
+
+
+def test_entry_point_methods_are_discovered_lazily(third_party_entry_point):
+    assert "thirdparty" in available_methods() and "broken" in available_methods()
+    info = method_info("thirdparty")
+    # Attributes come from the class the entry point names.
+    assert (info.label, info.makes_masks, info.needs_worker) == ("slow stand-in", False, False)
+    assert info.origin == "entry point test_engine_support:SlowDeblender"
+    assert isinstance(create_method("thirdparty", seconds_per_blend=0.0), SlowDeblender)
+    with pytest.raises(InputError, match="failed to load"):
+        method_info("broken")
+
+
+def test_entry_point_method_runs_in_the_engine(third_party_entry_point):
+    from napari_blendphot.deblend.engine import InferenceEngine
+
+    blends = toy_blends(3)
+    with InferenceEngine(["thirdparty"], method_options={"thirdparty": {"seconds_per_blend": 0.0}}) as engine:
+        output = engine.run(blends)["thirdparty"]
+    assert output.method == "thirdparty"
+    np.testing.assert_allclose(output.fluxes, expected_slow_fluxes(blends))
+
+
+def test_no_tensorflow_in_the_test_process():
+    assert "tensorflow" not in sys.modules and "keras" not in sys.modules

@@ -44,6 +44,8 @@ _KNOWN_COLORS = {"blend2flux": "#1f6fb4", "blend2mask2flux": "#2a9d4b", "sextrac
 _OTHER_COLORS = ("#7b4fa0", "#e08a1e", "#3a9fb0", "#8c564b", "#c2b02a", "#555555")
 #: dmag axis range of the paper-style panels (SExtractor's tails are clipped, and said to be).
 DMAG_LIMIT = 1.5
+#: Bins with fewer measured galaxies are not drawn in the binned figures (their sigma means little).
+_MIN_PER_BIN = 5
 _GALAXY_TITLES = {"central": "central galaxy", "companion": "companion galaxy", "both": "both galaxies"}
 
 
@@ -89,8 +91,7 @@ def _label(table, method: str) -> str:
 
 
 def _selection_note(selection: str) -> str:
-    return ("galaxies detected by the reference SExtractor/SEP run" if selection == "detected"
-            else "all blends")
+    return "galaxies detected by SExtractor/SEP" if selection == "detected" else "all blends"
 
 
 def save_figure(figure, path, dpi: int = 110) -> None:
@@ -103,7 +104,7 @@ def figure_magnitudes(table, galaxy: str = "central", selection: str | None = No
     """Paper Figures 5-6: predicted vs true magnitude, one panel per method, with an inset dmag histogram."""
     selection = selection or default_selection(table)
     methods = _methods(table, methods)
-    figure = _new_figure(3.5 * len(methods), 4.35)
+    figure = _new_figure(max(3.5 * len(methods), 4.4), 4.5)
     axes = figure.subplots(1, len(methods), squeeze=False)[0]
     all_mags = []
     data = {m: binned.galaxy_measurements(table, m, galaxy, selection) for m in methods}
@@ -115,7 +116,8 @@ def figure_magnitudes(table, galaxy: str = "central", selection: str | None = No
         d = data[method]
         found = np.asarray(d["detected"])
         ax.plot([low, high], [low, high], color="0.3", lw=0.8, ls="--", zorder=1)
-        ax.scatter(d["true_mag"][found], d["pred_mag"][found], s=2, lw=0, alpha=0.35,
+        size, alpha = _marker_style(int(found.sum()))
+        ax.scatter(d["true_mag"][found], d["pred_mag"][found], s=size, lw=0, alpha=alpha,
                    color=method_color(table, method), rasterized=True, zorder=2)
         ax.set_xlim(low, high)
         ax.set_ylim(low, high)
@@ -138,9 +140,18 @@ def figure_magnitudes(table, galaxy: str = "central", selection: str | None = No
         ax.text(0.04, 0.96, text, transform=ax.transAxes, va="top", ha="left", fontsize=7.5,
                 bbox={"boxstyle": "round,pad=0.3", "fc": "white", "ec": "0.8"})
     axes[0].set_ylabel("predicted magnitude")
-    figure.suptitle(f"Photometry of the {_GALAXY_TITLES[galaxy]} ({_selection_note(selection)}, "
+    figure.suptitle(f"Photometry of the {_GALAXY_TITLES[galaxy]}\n({_selection_note(selection)}, "
                     f"N = {len(data[methods[0]])})", fontsize=10)
     return figure
+
+
+def _marker_style(n_points: int) -> tuple[float, float]:
+    """Marker area and opacity: small and translucent for thousands of points, visible for a few dozen."""
+    if n_points > 2000:
+        return 2.0, 0.35
+    if n_points > 300:
+        return 5.0, 0.5
+    return 12.0, 0.8
 
 
 def _histogram(ax, values, color, bins) -> None:
@@ -197,7 +208,7 @@ def figure_dmag_vs_pair_dmag(table, galaxy: str = "both", selection: str | None 
 
     selection = selection or default_selection(table)
     methods = _methods(table, methods)
-    figure = _new_figure(3.7 * len(methods) + 0.6, 3.8)
+    figure = _new_figure(max(3.7 * len(methods), 4.4) + 0.6, 4.0)
     axes = figure.subplots(1, len(methods), squeeze=False, sharey=True)[0]
     norm = None
     mappable = None
@@ -211,10 +222,12 @@ def figure_dmag_vs_pair_dmag(table, galaxy: str = "both", selection: str | None 
             if norm is None:
                 finite = colour[np.isfinite(colour)]
                 norm = Normalize(*np.quantile(finite, [0.02, 0.98])) if finite.size else None
-            mappable = ax.scatter(x, np.clip(y, -DMAG_LIMIT, DMAG_LIMIT), c=colour, s=2, lw=0, alpha=0.5,
+            size, alpha = _marker_style(x.size)
+            mappable = ax.scatter(x, np.clip(y, -DMAG_LIMIT, DMAG_LIMIT), c=colour, s=size, lw=0, alpha=alpha,
                                   cmap="viridis", norm=norm, rasterized=True, zorder=1)
         else:
-            ax.scatter(x, np.clip(y, -DMAG_LIMIT, DMAG_LIMIT), s=2, lw=0, alpha=0.4,
+            size, alpha = _marker_style(x.size)
+            ax.scatter(x, np.clip(y, -DMAG_LIMIT, DMAG_LIMIT), s=size, lw=0, alpha=alpha,
                        color=method_color(table, method), rasterized=True, zorder=1)
         groups = [y[(x >= lo) & ((x < hi) | (hi == edges[-1]) & (x <= hi))] for lo, hi in zip(edges[:-1], edges[1:])]
         centers = 0.5 * (edges[:-1] + edges[1:])
@@ -235,13 +248,14 @@ def figure_dmag_vs_pair_dmag(table, galaxy: str = "both", selection: str | None 
     axes[0].set_ylabel(r"$\Delta$mag (clipped to $\pm$%.1f)" % DMAG_LIMIT)
     if mappable is not None:
         figure.colorbar(mappable, ax=list(axes), label=r"distance / $R_\mathrm{central}$", shrink=0.9)
-    figure.suptitle(f"$\\Delta$mag vs pair magnitude difference, {_GALAXY_TITLES[galaxy]} "
-                    f"({_selection_note(selection)}); boxes: quartiles, whiskers: 5-95%", fontsize=10)
+    separator = "\n" if len(methods) == 1 else "; "  # a single panel is too narrow for one line
+    figure.suptitle(f"$\\Delta$mag vs pair magnitude difference, {_GALAXY_TITLES[galaxy]}\n"
+                    f"({_selection_note(selection)}{separator}boxes: quartiles, whiskers: 5-95%)", fontsize=10)
     return figure
 
 
 def _plot_binned_lines(ax_bias, ax_scatter, stats, color, label, marker="o") -> None:
-    keep = np.asarray(stats["n"]) - np.asarray(stats["n_undetected"]) >= 5
+    keep = np.asarray(stats["n"]) - np.asarray(stats["n_undetected"]) >= _MIN_PER_BIN
     x = np.asarray(stats["bin_center"])[keep]
     ax_bias.plot(x, np.asarray(stats["median"])[keep], marker=marker, ms=4, color=color, label=label)
     ax_scatter.plot(x, np.asarray(stats["sigma"])[keep], marker=marker, ms=4, color=color, label=label)
@@ -252,7 +266,19 @@ def _log_scale_if_positive(ax) -> None:
     """Log y axis for scatters (they span a decade between methods), unless nothing is positive."""
     values = np.concatenate([np.asarray(line.get_ydata(), float) for line in ax.get_lines()] or [np.empty(0)])
     if np.any(np.isfinite(values) & (values > 0)):
+        from matplotlib.ticker import FuncFormatter
+
         ax.set_yscale("log")
+        # plain numbers ("0.3") rather than "3 x 10^-1"; minor ticks labelled at 2, 3 and 5 x 10^k only
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        ax.yaxis.set_minor_formatter(FuncFormatter(_minor_log_label))
+
+
+def _minor_log_label(value, _position) -> str:
+    if value <= 0:
+        return ""
+    mantissa = value / 10 ** np.floor(np.log10(value) + 1e-9)
+    return f"{value:g}" if np.round(mantissa, 6) in (2.0, 3.0, 5.0) else ""
 
 
 def figure_binned_summary(table, galaxy: str = "both", selection: str | None = None, methods=None):
@@ -277,7 +303,7 @@ def figure_binned_summary(table, galaxy: str = "both", selection: str | None = N
         for edge in edges:
             ax.axvline(edge, color="0.85", lw=0.5, zorder=0)
     figure.suptitle(f"Bias and scatter vs pair magnitude difference\n{_GALAXY_TITLES[galaxy]}, "
-                    f"{_selection_note(selection)}", fontsize=10)
+                    f"{_selection_note(selection)} (bins of < {_MIN_PER_BIN} galaxies not drawn)", fontsize=10)
     return figure
 
 
@@ -306,7 +332,8 @@ def figure_by_morphology(table, galaxy: str = "both", selection: str | None = No
     axes[1, 0].set_ylabel(r"$\sigma$ (solid), NMAD (dotted)")
     axes[0, 0].legend(fontsize=7, frameon=False)
     figure.suptitle(f"Bias and scatter per morphology of the galaxy ({_GALAXY_TITLES[galaxy]}, "
-                    f"{_selection_note(selection)})", fontsize=10)
+                    f"{_selection_note(selection)}; bins with fewer than {_MIN_PER_BIN} galaxies not drawn)",
+                    fontsize=10)
     return figure
 
 

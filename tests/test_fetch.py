@@ -261,3 +261,13 @@ def test_progress_falls_back_without_tqdm(monkeypatch):
     monkeypatch.setitem(sys.modules, "tqdm", None)  # makes "import tqdm" fail
     assert isinstance(fetch._progressbar(True), fetch.StderrProgress)
     assert fetch._progressbar(False) is False
+
+
+def test_fetch_candels_sample_returns_sample(server, toy_candels_archive, tmp_path):
+    base_url, www = server
+    archive, sample = toy_candels_archive
+    (www / ARCHIVE_NAME).write_bytes(archive.read_bytes())
+    loaded = fetch.fetch_candels_sample(cache_dir=tmp_path / "c", url=f"{base_url}/{ARCHIVE_NAME}",
+                                        sha256=_sha256(archive), progress=False)
+    assert len(loaded) == 12 and np.array_equal(loaded.ids, sample.ids)
+    assert loaded.provenance["step"] == "read-candels"

@@ -577,3 +577,9 @@ def test_native_catalogue_round_trip_property(toy_sample, tmp_path_factory, colu
             assert list(read) == list(original), name
         else:
             assert read.tobytes() == original.tobytes(), name
+
+
+def test_cutout_folder_holding_a_native_file_says_so(toy_sample, tmp_path):
+    write_native(toy_sample[:3], tmp_path / "sample.fits")
+    with pytest.raises(InputError, match="sample.fits: is a whole native sample file"):
+        load_sample(tmp_path)

@@ -96,6 +96,11 @@ def read_cutouts(folder) -> GalaxySample:
 def _read_one(path: Path):
     from astropy.io import fits
 
+    from napari_blendphot.sample.io_native import is_native_sample_file
+
+    if is_native_sample_file(path):
+        raise InputError(path, "is a whole native sample file, not a single-galaxy cutout",
+                         "pass the file itself instead of its folder")
     try:
         with fits.open(path, memmap=False) as hdul:
             header = hdul[0].header.copy()

@@ -1,0 +1,184 @@
+"""``blendphot demo``: napari with the embedded sample's blends, the Blend Builder and the Deblend Inspector.
+
+With a display it opens the viewer and returns when the window is closed.
+With ``--screenshot PATH`` it writes a PNG of the whole window and exits; on a
+machine without a display it first re-runs itself under ``xvfb-run -a`` (a
+virtual X server; Debian package ``xvfb``).  Without a display and without
+``--screenshot`` it says so and prints the summaries of the embedded sample and
+of its blends, so that ``make demo`` still does something useful.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+#: Set in the environment of the re-run under Xvfb (stops a second re-run).
+UNDER_XVFB_ENV = "BLENDPHOT_DEMO_UNDER_XVFB"
+#: Screen of the virtual X server and size of the window in screenshots.
+XVFB_SCREEN = "1920x1200x24"
+WINDOW_SIZE = (1600, 1000)
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "demo",
+        help="open napari with blends of the embedded sample, the Blend Builder and the Deblend Inspector",
+        description="Open napari with seeded blends of the embedded CANDELS-like mock sample (neighbours "
+                    "cleaned, paper's pairing rules), the Blend Builder and the Deblend Inspector docked, "
+                    "and a first blend built and inspected. --screenshot writes a PNG of the window and "
+                    "exits (under a virtual X server when there is no display).",
+    )
+    parser.add_argument("--screenshot", metavar="PNG",
+                        help="write a screenshot of the window to PNG and exit (works without a display)")
+    parser.add_argument("--no-models", action="store_true",
+                        help="do not load the shipped network models in the Deblend Inspector (SEP only)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the Blend Builder's random pairs (default 0)")
+    parser.add_argument("--wait", type=float, default=60.0,
+                        help="longest time in seconds to wait for the inspector's results before a "
+                             "screenshot (default 60)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing screenshot file")
+    parser.set_defaults(func=run)
+
+
+def has_display() -> bool:
+    """Whether a GUI can open here (an X or Wayland display on Linux; always elsewhere)."""
+    if not sys.platform.startswith("linux"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def print_summaries(stream=None) -> None:
+    """The embedded sample's summary and that of the sample-data blends."""
+    from napari_blendphot._sample_data import SAMPLE_BLENDS_N, SAMPLE_BLENDS_SEED, embedded_blends
+    from napari_blendphot.blend.dataset import summarize_blends
+    from napari_blendphot.sample.embedded import load_embedded_sample
+
+    stream = stream or sys.stdout
+    print(load_embedded_sample().summary(), file=stream)
+    print(f"\nBlends shown by the demo ({SAMPLE_BLENDS_N}, seed {SAMPLE_BLENDS_SEED}, neighbours cleaned, "
+          f"published pairing rules):", file=stream)
+    print(summarize_blends(embedded_blends().catalog), file=stream)
+
+
+def run(args) -> int:
+    from napari_blendphot.errors import InputError, check_output_path
+
+    screenshot = os.path.abspath(args.screenshot) if args.screenshot else None
+    if screenshot:
+        if not screenshot.lower().endswith(".png"):
+            raise InputError(f"argument --screenshot {args.screenshot}", "must end in .png")
+        check_output_path(screenshot, args.overwrite)
+    if not has_display():
+        if screenshot and not os.environ.get(UNDER_XVFB_ENV):
+            return rerun_under_xvfb()
+        print("blendphot demo: no display here ($DISPLAY is not set), so the napari window cannot open.\n"
+              "  Run it on a machine with a display, or write a picture of it with\n"
+              "    blendphot demo --screenshot demo.png\n"
+              "  (uses a virtual X server, xvfb-run, when there is no display).\n", file=sys.stderr)
+        print_summaries()
+        return 0
+    return open_demo(screenshot, no_models=args.no_models, seed=args.seed, wait=args.wait)
+
+
+def rerun_under_xvfb() -> int:
+    """Run this same command again under ``xvfb-run -a``; returns its exit code."""
+    xvfb_run = shutil.which("xvfb-run")
+    if xvfb_run is None:
+        from napari_blendphot.errors import InputError
+
+        raise InputError("blendphot demo --screenshot", "no display and no xvfb-run to make a virtual one",
+                         "install the Debian package 'xvfb' or run on a machine with a display")
+    env = dict(os.environ, **{UNDER_XVFB_ENV: "1"})
+    command = [xvfb_run, "-a", "-s", f"-screen 0 {XVFB_SCREEN}", sys.executable, "-m", "napari_blendphot.cli",
+               *sys.argv[1:]]
+    print("blendphot demo: no display; rendering under a virtual X server (xvfb-run)", file=sys.stderr)
+    return subprocess.call(command, env=env)
+
+
+def _process_events(seconds: float) -> None:
+    from qtpy.QtWidgets import QApplication
+
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        QApplication.processEvents()
+        time.sleep(0.02)
+
+
+def _inspector_busy(inspector) -> bool:
+    for name in ("busy", "is_busy", "running"):
+        value = getattr(inspector, name, None)
+        if value is None:
+            continue
+        return bool(value() if callable(value) else value)
+    return False
+
+
+def build_demo_viewer(no_models: bool = False, seed: int = 0, show: bool = True):
+    """The demo viewer: sample blends, Blend Builder (first blend built), Deblend Inspector if available.
+
+    Returns ``(viewer, builder, inspector)``; *inspector* is None when the
+    Deblend Inspector module is not installed.
+    """
+    import inspect
+
+    import napari
+
+    from napari_blendphot.widgets._builder_model import BlendBuilderModel
+    from napari_blendphot.widgets.blend_builder import BlendBuilderWidget
+
+    viewer = napari.Viewer(title="napari-blendphot demo", show=show)
+    viewer.window._qt_window.resize(*WINDOW_SIZE)
+    blends_layers = viewer.open_sample("napari-blendphot", "mock_blends")
+    for layer in blends_layers:
+        # The built blend is shown on top; the stack stays one click away.
+        layer.visible = False
+    inspector = None
+    try:
+        from napari_blendphot.widgets.deblend_inspector import DeblendInspectorWidget
+    except ModuleNotFoundError as exc:
+        if exc.name != "napari_blendphot.widgets.deblend_inspector":
+            raise
+        DeblendInspectorWidget = None
+    builder = BlendBuilderWidget(viewer, model=BlendBuilderModel(pair_seed=seed))
+    viewer.window.add_dock_widget(builder, name="Blend Builder", area="right")
+    if DeblendInspectorWidget is not None:
+        parameters = inspect.signature(DeblendInspectorWidget).parameters
+        kwargs = {}
+        if "load_models" in parameters:
+            kwargs["load_models"] = not no_models
+        elif "models" in parameters and no_models:
+            kwargs["models"] = False
+        inspector = DeblendInspectorWidget(viewer, **kwargs)
+        viewer.window.add_dock_widget(inspector, name="Deblend Inspector", area="right", tabify=False)
+    # The first blend: the embedded sample (cleaned), a random pair by the paper's rules.
+    builder.load_embedded(background=False)
+    return viewer, builder, inspector
+
+
+def open_demo(screenshot: str | None, no_models: bool = False, seed: int = 0, wait: float = 60.0) -> int:
+    import napari
+
+    print_summaries(sys.stderr)
+    viewer, builder, inspector = build_demo_viewer(no_models=no_models, seed=seed, show=True)
+    if inspector is None:
+        print("blendphot demo: the Deblend Inspector is not installed in this version; showing the "
+              "Blend Builder only", file=sys.stderr)
+    if screenshot is None:
+        napari.run()
+        return 0
+    # Let the inspector run its methods on the first blend, then draw.
+    _process_events(1.5)
+    deadline = time.monotonic() + wait
+    while inspector is not None and _inspector_busy(inspector) and time.monotonic() < deadline:
+        _process_events(0.2)
+    _process_events(0.5)
+    os.makedirs(os.path.dirname(screenshot) or ".", exist_ok=True)
+    viewer.screenshot(screenshot, canvas_only=False)
+    viewer.close()
+    print(f"blendphot demo: wrote {screenshot}", file=sys.stderr)
+    return 0

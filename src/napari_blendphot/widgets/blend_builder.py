@@ -1,0 +1,729 @@
+"""Blend Builder: make a blend by hand, as the paper does by rule, and watch it change live.
+
+A thin Qt view over :class:`~napari_blendphot.widgets._builder_model.BlendBuilderModel`:
+
+* **Source**: a sample layer of the viewer (``metadata["blendphot_kind"] ==
+  "sample"``: from the reader or the sample data), the embedded mock sample,
+  or a file/folder.  Neighbours are cleaned out of every stamp first
+  (seeded), as in the paper.
+* **Pair**: central and companion by id, narrowed by type and magnitude
+  filters, or a random pair by the paper's rules (key ``R``); both galaxies
+  are shown as small asinh-stretched thumbnails.
+* **Placement**: drag the point of the "companion position" layer on the
+  canvas, or use the dy/dx spin boxes (two-way bound); a slider changes the
+  companion's magnitude.
+* Every change updates the blend image layer and its true-mask outlines in
+  place, shows distance, pair dmag and distance / R_central, and sets the
+  viewer's current blend, which the Deblend Inspector follows.
+* **Save** the blend, or a set of blends, as a blend dataset folder.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from qtpy.QtCore import Qt
+from qtpy.QtGui import QImage, QPixmap
+from qtpy.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QMenu,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QSlider,
+    QSpinBox,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_blendphot.constants import CENTER, GALTYPES
+from napari_blendphot.widgets._builder_model import DMAG_RANGE, SHIFT_MAX, SHIFT_MIN, BlendBuilderModel
+
+#: Name of the Points layer whose single point is the companion's centre.
+POSITION_LAYER = "companion position"
+#: Slider steps per magnitude.
+_DMAG_STEPS = 100
+#: Thumbnail side in screen pixels.
+_THUMB = 112
+#: Keyboard shortcuts (viewer-wide; an active layer's own keys take precedence).
+SHORTCUTS = {
+    "random": "R",
+    "swap": "Shift-R",
+    "add": "Alt-A",
+    "fainter": "]",
+    "brighter": "[",
+}
+
+
+def _stamp_pixmap(image, side: int = _THUMB) -> QPixmap:
+    """An asinh-stretched stamp as a grey pixmap of *side* x *side* screen pixels."""
+    from napari_blendphot.display import asinh_stretch
+
+    grey = np.ascontiguousarray((asinh_stretch(image) * 255).astype(np.uint8))
+    height, width = grey.shape
+    qimage = QImage(grey.data, width, height, width, QImage.Format.Format_Grayscale8).copy()
+    return QPixmap.fromImage(qimage).scaled(side, side, Qt.AspectRatioMode.KeepAspectRatio,
+                                            Qt.TransformationMode.FastTransformation)
+
+
+def _notify_error(exc: Exception) -> None:
+    from napari.utils.notifications import show_error
+
+    show_error(str(exc))
+
+
+class _GalaxyPicker(QWidget):
+    """Type filter, magnitude range and a galaxy combo for one role (central or companion)."""
+
+    def __init__(self, role: str, parent=None):
+        super().__init__(parent)
+        self.role = role
+        self.type_combo = QComboBox()
+        self.type_combo.addItems(["any type", *GALTYPES])
+        self.type_combo.setToolTip(f"Only {role} galaxies of this morphological type")
+        self.mag_min = QDoubleSpinBox()
+        self.mag_max = QDoubleSpinBox()
+        for box, tip in ((self.mag_min, "faintest-first: brightest magnitude allowed"),
+                         (self.mag_max, "faintest magnitude allowed")):
+            box.setRange(10.0, 35.0)
+            box.setDecimals(1)
+            box.setSingleStep(0.5)
+            box.setToolTip(f"{role}: {tip} (F160W AB)")
+        self.mag_min.setToolTip(f"{role}: brightest F160W magnitude allowed")
+        self.galaxy_combo = QComboBox()
+        self.galaxy_combo.setToolTip(f"The {role} galaxy (type an id to jump to it)")
+        self.galaxy_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.galaxy_combo.setMinimumContentsLength(18)
+        filters = QHBoxLayout()
+        filters.setContentsMargins(0, 0, 0, 0)
+        filters.addWidget(self.type_combo)
+        filters.addWidget(QLabel("mag"))
+        filters.addWidget(self.mag_min)
+        filters.addWidget(QLabel("–"))
+        filters.addWidget(self.mag_max)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(2)
+        layout.addLayout(filters)
+        layout.addWidget(self.galaxy_combo)
+
+    def filter_values(self):
+        galtype = self.type_combo.currentText()
+        return (None if galtype == "any type" else galtype), self.mag_min.value(), self.mag_max.value()
+
+    def reset_range(self, mags) -> None:
+        low, high = float(np.floor(np.min(mags) * 2) / 2), float(np.ceil(np.max(mags) * 2) / 2)
+        for box, value in ((self.mag_min, low), (self.mag_max, high)):
+            box.blockSignals(True)
+            box.setValue(value)
+            box.blockSignals(False)
+        self.type_combo.blockSignals(True)
+        self.type_combo.setCurrentIndex(0)
+        self.type_combo.blockSignals(False)
+
+    def fill(self, model: BlendBuilderModel, rows, selected: int) -> None:
+        """List the galaxies *rows*; keep *selected* listed (even if filtered out) and current."""
+        rows = list(int(r) for r in rows)
+        if selected not in rows:
+            rows = sorted([*rows, selected])
+        catalog = model.catalog
+        self.galaxy_combo.blockSignals(True)
+        self.galaxy_combo.clear()
+        for row in rows:
+            self.galaxy_combo.addItem(f"{int(catalog['id'][row])}  {str(catalog['galtype'][row]).strip():4s}  "
+                                      f"{float(catalog['mag'][row]):.2f} mag", row)
+        self.galaxy_combo.setCurrentIndex(rows.index(selected))
+        self.galaxy_combo.blockSignals(False)
+
+    def select(self, row: int) -> bool:
+        index = self.galaxy_combo.findData(int(row))
+        if index < 0:
+            return False
+        self.galaxy_combo.blockSignals(True)
+        self.galaxy_combo.setCurrentIndex(index)
+        self.galaxy_combo.blockSignals(False)
+        return True
+
+
+class BlendBuilderWidget(QWidget):
+    """Dock widget: build a blend from two galaxies and place the companion on the canvas.
+
+    Parameters
+    ----------
+    napari_viewer : napari.Viewer
+    model : BlendBuilderModel, optional
+        A model to bind to (a new one otherwise).
+    """
+
+    def __init__(self, napari_viewer, model: BlendBuilderModel | None = None, parent=None):
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.model = model or BlendBuilderModel()
+        self._blend_layer = None
+        self._truth_layer = None
+        self._points_layer = None
+        self._syncing = False
+        self._dragging = False
+        self._worker = None
+        self._contrast = None
+        self._build_ui()
+        self._connect()
+        self._refresh_sources()
+        if self.model.sample is not None:
+            self._on_sample_changed()
+            self._on_blend_changed(self.model.blend)
+
+    # -- UI ------------------------------------------------------------------------------------
+    def _build_ui(self) -> None:
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(6, 6, 6, 6)
+
+        source = QGroupBox("Galaxies")
+        source_layout = QGridLayout(source)
+        self.source_combo = QComboBox()
+        self.source_combo.setToolTip("Sample layers of this viewer (opened files or File > Open Sample)")
+        self.use_layer_button = QPushButton("Use")
+        self.use_layer_button.setToolTip("Build blends from the galaxies of the chosen layer")
+        self.embedded_button = QPushButton("Embedded mock sample")
+        self.embedded_button.setToolTip("The 300 CANDELS-like mock galaxies shipped with the package")
+        self.open_button = QToolButton()
+        self.open_button.setText("Open…")
+        self.open_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        menu = QMenu(self.open_button)
+        self._open_file_action = menu.addAction("Sample file (.fits)…")
+        self._open_folder_action = menu.addAction("Folder (CANDELS or FITS cutouts)…")
+        self.open_button.setMenu(menu)
+        self.open_button.setToolTip("Read galaxies from a sample file, a CANDELS folder or a folder of cutouts")
+        self.source_label = QLabel("No galaxies loaded.")
+        self.source_label.setWordWrap(True)
+        self.clean_note = QLabel("Neighbours are removed from every stamp (seeded noise fill, as in the paper) "
+                                 "before blending.")
+        self.clean_note.setWordWrap(True)
+        self.clean_note.setStyleSheet("color: gray; font-size: 10px;")
+        self.busy = QProgressBar()
+        self.busy.setRange(0, 0)
+        self.busy.setMaximumHeight(8)
+        self.busy.setTextVisible(False)
+        self.busy.hide()
+        source_layout.addWidget(self.source_combo, 0, 0, 1, 2)
+        source_layout.addWidget(self.use_layer_button, 0, 2)
+        source_layout.addWidget(self.embedded_button, 1, 0, 1, 2)
+        source_layout.addWidget(self.open_button, 1, 2)
+        source_layout.addWidget(self.source_label, 2, 0, 1, 3)
+        source_layout.addWidget(self.clean_note, 3, 0, 1, 3)
+        source_layout.addWidget(self.busy, 4, 0, 1, 3)
+        layout.addWidget(source)
+
+        pair = QGroupBox("Pair")
+        pair_layout = QVBoxLayout(pair)
+        pair_layout.setSpacing(3)
+        self.central_picker = _GalaxyPicker("central")
+        self.companion_picker = _GalaxyPicker("companion")
+        pair_layout.addWidget(self._caption("Central", "#1fa1ff"))
+        pair_layout.addWidget(self.central_picker)
+        pair_layout.addWidget(self._caption("Companion", "#ff8c00"))
+        pair_layout.addWidget(self.companion_picker)
+        buttons = QHBoxLayout()
+        self.random_button = QPushButton("Random pair (paper's rules)")
+        self.random_button.setToolTip(f"Draw a pair with |dmag| < 2 and the published shift rule, among the "
+                                      f"filtered galaxies (seeded) [{SHORTCUTS['random']}]")
+        self.swap_button = QPushButton("Swap")
+        self.swap_button.setToolTip(f"Exchange central and companion [{SHORTCUTS['swap']}]")
+        buttons.addWidget(self.random_button, 3)
+        buttons.addWidget(self.swap_button, 1)
+        pair_layout.addLayout(buttons)
+        thumbs = QGridLayout()
+        self.central_thumb = QLabel()
+        self.companion_thumb = QLabel()
+        self.central_text = QLabel()
+        self.companion_text = QLabel()
+        for column, (thumb, text, role) in enumerate(((self.central_thumb, self.central_text, "central"),
+                                                     (self.companion_thumb, self.companion_text, "companion"))):
+            thumb.setFixedSize(_THUMB, _THUMB)
+            thumb.setAlignment(Qt.AlignmentFlag.AlignCenter)
+            thumb.setStyleSheet("background: black;")
+            thumb.setToolTip(f"The {role} stamp alone (cleaned, asinh stretch)")
+            text.setWordWrap(True)
+            text.setStyleSheet("font-size: 10px;")
+            thumbs.addWidget(thumb, 0, column, Qt.AlignmentFlag.AlignHCenter)
+            thumbs.addWidget(text, 1, column)
+        pair_layout.addLayout(thumbs)
+        layout.addWidget(pair)
+
+        place = QGroupBox("Companion")
+        place_layout = QFormLayout(place)
+        place_layout.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        shifts = QHBoxLayout()
+        self.dy_spin = QSpinBox()
+        self.dx_spin = QSpinBox()
+        for spin, axis in ((self.dy_spin, "rows (down)"), (self.dx_spin, "columns (right)")):
+            spin.setRange(SHIFT_MIN, SHIFT_MAX)
+            spin.setSuffix(" px")
+            spin.setToolTip(f"Companion shift along {axis}; or drag the point of the "
+                            f"'{POSITION_LAYER}' layer on the canvas")
+        shifts.addWidget(QLabel("dy"))
+        shifts.addWidget(self.dy_spin)
+        shifts.addWidget(QLabel("dx"))
+        shifts.addWidget(self.dx_spin)
+        place_layout.addRow("Shift", shifts)
+        dmag_row = QHBoxLayout()
+        self.dmag_slider = QSlider(Qt.Orientation.Horizontal)
+        self.dmag_slider.setRange(int(DMAG_RANGE[0] * _DMAG_STEPS), int(DMAG_RANGE[1] * _DMAG_STEPS))
+        self.dmag_slider.setSingleStep(5)
+        self.dmag_slider.setPageStep(50)
+        self.dmag_slider.setToolTip(f"Change the companion's magnitude (negative = brighter); flux x "
+                                    f"10^(-0.4 dmag) [{SHORTCUTS['brighter']} / {SHORTCUTS['fainter']}: "
+                                    f"0.1 mag]")
+        self.dmag_label = QLabel("+0.00")
+        self.dmag_label.setMinimumWidth(40)
+        dmag_row.addWidget(self.dmag_slider)
+        dmag_row.addWidget(self.dmag_label)
+        place_layout.addRow("dmag", dmag_row)
+        self.info_label = QLabel("")
+        self.info_label.setWordWrap(True)
+        self.info_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        place_layout.addRow(self.info_label)
+        layout.addWidget(place)
+
+        save = QGroupBox("Save")
+        save_layout = QGridLayout(save)
+        self.add_button = QPushButton("Add to set")
+        self.add_button.setToolTip(f"Keep this blend in the set to save [{SHORTCUTS['add']}]")
+        self.clear_button = QPushButton("Clear set")
+        self.save_blend_button = QPushButton("Save blend…")
+        self.save_blend_button.setToolTip("Write this blend as a one-blend dataset folder")
+        self.save_set_button = QPushButton("Save set…")
+        self.save_set_button.setToolTip("Write the set as a blend dataset folder (blendphot predict / "
+                                        "File > Open read it)")
+        self.set_label = QLabel("Set: 0 blends")
+        save_layout.addWidget(self.add_button, 0, 0)
+        save_layout.addWidget(self.clear_button, 0, 1)
+        save_layout.addWidget(self.set_label, 0, 2)
+        save_layout.addWidget(self.save_blend_button, 1, 0)
+        save_layout.addWidget(self.save_set_button, 1, 1)
+        layout.addWidget(save)
+        layout.addStretch(1)
+        self._set_enabled(False)
+
+    @staticmethod
+    def _caption(text: str, color: str) -> QLabel:
+        label = QLabel(f"<b style='color:{color}'>■</b> <b>{text}</b>")
+        return label
+
+    def _set_enabled(self, enabled: bool) -> None:
+        for widget in (self.central_picker, self.companion_picker, self.random_button, self.swap_button,
+                       self.dy_spin, self.dx_spin, self.dmag_slider, self.add_button, self.clear_button,
+                       self.save_blend_button, self.save_set_button):
+            widget.setEnabled(enabled)
+
+    def _connect(self) -> None:
+        self.use_layer_button.clicked.connect(self._use_selected_layer)
+        self.embedded_button.clicked.connect(self.load_embedded)
+        self._open_file_action.triggered.connect(self._open_file_dialog)
+        self._open_folder_action.triggered.connect(self._open_folder_dialog)
+        for picker in (self.central_picker, self.companion_picker):
+            picker.galaxy_combo.currentIndexChanged.connect(self._on_galaxy_chosen)
+            picker.type_combo.currentIndexChanged.connect(self._on_filters_changed)
+            picker.mag_min.valueChanged.connect(self._on_filters_changed)
+            picker.mag_max.valueChanged.connect(self._on_filters_changed)
+        self.random_button.clicked.connect(self.random_pair)
+        self.swap_button.clicked.connect(self.swap)
+        self.dy_spin.valueChanged.connect(self._on_spin_changed)
+        self.dx_spin.valueChanged.connect(self._on_spin_changed)
+        self.dmag_slider.valueChanged.connect(self._on_dmag_slider)
+        self.dmag_slider.sliderReleased.connect(self._on_dmag_released)
+        self.add_button.clicked.connect(self.add_to_set)
+        self.clear_button.clicked.connect(self.model.clear_set)
+        self.save_blend_button.clicked.connect(lambda: self._save_dialog(whole_set=False))
+        self.save_set_button.clicked.connect(lambda: self._save_dialog(whole_set=True))
+        self.model.sample_changed.connect(self._on_sample_changed)
+        self.model.pair_changed.connect(self._on_pair_changed)
+        self.model.blend_changed.connect(self._on_blend_changed)
+        self.model.set_changed.connect(self._on_set_changed)
+        self.viewer.layers.events.inserted.connect(self._refresh_sources)
+        self.viewer.layers.events.removed.connect(self._refresh_sources)
+        self._bind_keys()
+
+    def _bind_keys(self) -> None:
+        def guarded(action):
+            def callback(viewer):
+                if self.model.sample is not None:
+                    self._safely(action)
+            return callback
+
+        actions = {
+            "random": self.random_pair,
+            "swap": self.swap,
+            "add": self.add_to_set,
+            "fainter": lambda: self._step_dmag(+0.1),
+            "brighter": lambda: self._step_dmag(-0.1),
+        }
+        for name, key in SHORTCUTS.items():
+            self.viewer.bind_key(key, guarded(actions[name]), overwrite=True)
+
+    def _safely(self, action, *args):
+        """Run a UI action; show bad input as a notification instead of raising into Qt."""
+        from napari_blendphot.errors import BlendphotError
+
+        try:
+            return action(*args)
+        except BlendphotError as exc:
+            _notify_error(exc)
+        return None
+
+    # -- source --------------------------------------------------------------------------------
+    def sample_layers(self) -> list:
+        """Image layers of the viewer that hold a sample of isolated galaxies."""
+        return [layer for layer in self.viewer.layers
+                if layer.metadata.get("blendphot_kind") == "sample" and layer.metadata.get("sample") is not None]
+
+    def _refresh_sources(self, event=None) -> None:
+        current = self.source_combo.currentText()
+        self.source_combo.clear()
+        names = [layer.name for layer in self.sample_layers()]
+        self.source_combo.addItems(names)
+        if current in names:
+            self.source_combo.setCurrentText(current)
+        has = bool(names)
+        self.source_combo.setEnabled(has)
+        self.use_layer_button.setEnabled(has)
+        if not has:
+            self.source_combo.setPlaceholderText("no sample layer open")
+
+    def _use_selected_layer(self) -> None:
+        name = self.source_combo.currentText()
+        if name and name in self.viewer.layers:
+            layer = self.viewer.layers[name]
+            self.load_sample(layer.metadata["sample"], name=name)
+
+    def load_embedded(self, background: bool = True) -> None:
+        """Use the embedded mock sample (cleaned with the model's seed; cached)."""
+        def work():
+            from napari_blendphot._sample_data import cleaned_embedded_sample
+
+            return cleaned_embedded_sample(self.model.clean_seed)
+
+        self._run_loading(work, "embedded mock sample", background)
+
+    def load_sample(self, sample, name: str = "sample", background: bool = True) -> None:
+        """Use *sample*: its neighbours are cleaned (in a worker thread when *background*)."""
+        def work():
+            from napari_blendphot.clean.neighbours import clean_sample
+            from napari_blendphot.widgets._builder_model import is_cleaned
+
+            return sample if is_cleaned(sample) else clean_sample(sample, self.model.clean_seed)
+
+        self._run_loading(work, name, background)
+
+    def load_path(self, path, background: bool = True) -> None:
+        """Read a sample file or folder (any reader of :func:`napari_blendphot.sample.io.load_sample`)."""
+        from pathlib import Path
+
+        def work():
+            from napari_blendphot.clean.neighbours import clean_sample
+            from napari_blendphot.sample.io import load_sample
+
+            return clean_sample(load_sample(path), self.model.clean_seed)
+
+        self._run_loading(work, Path(path).name, background)
+
+    def _run_loading(self, work, name: str, background: bool) -> None:
+        if not background:
+            self._safely(self.model.set_sample, work(), name)
+            return
+        from napari.qt.threading import create_worker
+
+        if self._worker is not None:
+            return  # one load at a time
+        self.source_label.setText(f"Reading and cleaning {name}…")
+        self.busy.show()
+        for button in (self.embedded_button, self.open_button, self.use_layer_button):
+            button.setEnabled(False)
+        worker = create_worker(work)
+        worker.returned.connect(lambda sample: self._safely(self.model.set_sample, sample, name))
+        worker.errored.connect(_notify_error)
+        worker.finished.connect(self._loading_finished)
+        self._worker = worker
+        worker.start()
+
+    def _loading_finished(self) -> None:
+        self._worker = None
+        self.busy.hide()
+        self.embedded_button.setEnabled(True)
+        self.open_button.setEnabled(True)
+        self._refresh_sources()
+        if self.model.sample is None:
+            self.source_label.setText("No galaxies loaded.")
+
+    def _open_file_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open a sample of isolated galaxies", "",
+                                              "Sample files (*.fits *.fit *.fits.gz);;All files (*)")
+        if path:
+            self.load_path(path)
+
+    def _open_folder_dialog(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Open a CANDELS folder or a folder of FITS cutouts")
+        if path:
+            self.load_path(path)
+
+    # -- model -> view -------------------------------------------------------------------------
+    def _on_sample_changed(self) -> None:
+        sample = self.model.sample
+        counts = ", ".join(f"{t} {n}" for t, n in sample.type_counts().items())
+        self.source_label.setText(f"<b>{self.model.sample_name}</b>: {len(sample)} galaxies ({counts})")
+        mags = np.asarray(sample.catalog["mag"], np.float64)
+        for picker in (self.central_picker, self.companion_picker):
+            picker.reset_range(mags)
+        self._set_enabled(True)
+        self._contrast = None
+
+    def _on_filters_changed(self, *args) -> None:
+        if self.model.sample is None:
+            return
+        for picker in (self.central_picker, self.companion_picker):
+            galtype, low, high = picker.filter_values()
+            self.model.set_filter(picker.role, galtype, low, high)
+        self._fill_pickers()
+
+    def _fill_pickers(self) -> None:
+        self.central_picker.fill(self.model, self.model.candidates("central"), self.model.central_index)
+        self.companion_picker.fill(self.model, self.model.candidates("companion"), self.model.companion_index)
+
+    def _on_pair_changed(self) -> None:
+        model = self.model
+        self._fill_pickers()
+        sample = model.sample
+        self.central_thumb.setPixmap(_stamp_pixmap(sample.images[model.central_index]))
+        self.companion_thumb.setPixmap(_stamp_pixmap(sample.images[model.companion_index]))
+        self.central_text.setText(model.describe_galaxy(model.central_index).replace("  ", "<br>", 2))
+        self.companion_text.setText(model.describe_galaxy(model.companion_index).replace("  ", "<br>", 2))
+        self._contrast = None  # new galaxies: choose the display range again
+
+    def _on_blend_changed(self, blend) -> None:
+        if blend is None:
+            return
+        model = self.model
+        self._update_layers(blend)
+        self._syncing = True
+        try:
+            self.dy_spin.setValue(model.dy)
+            self.dx_spin.setValue(model.dx)
+            if self.dmag_slider.value() != round(model.dmag * _DMAG_STEPS):
+                self.dmag_slider.setValue(int(round(model.dmag * _DMAG_STEPS)))
+        finally:
+            self._syncing = False
+        self.dmag_label.setText(f"{model.dmag:+.2f}")
+        values = model.measurements()
+        self.info_label.setText(
+            f"distance <b>{values['distance_px']:.1f} px</b> = {values['distance_arcsec']:.2f}″ · "
+            f"distance / R<sub>central</sub> <b>{values['distance_over_radius']:.2f}</b><br>"
+            f"pair dmag (companion − central) <b>{values['pair_dmag']:+.2f}</b> "
+            f"({values['companion_mag']:.2f} − {values['central_mag']:.2f})")
+        from napari_blendphot.widgets._session import BlendState, current_blend_for
+
+        current_blend_for(self.viewer).set(BlendState(image=blend.blend, name=model.name, truth=blend,
+                                                      origin="builder", interactive=bool(model.interactive)))
+
+    def _on_set_changed(self, count: int) -> None:
+        self.set_label.setText(f"Set: {count} blend{'s' if count != 1 else ''}")
+
+    # -- layers --------------------------------------------------------------------------------
+    def _layer_alive(self, layer) -> bool:
+        return layer is not None and layer in self.viewer.layers
+
+    def _update_layers(self, blend) -> None:
+        from napari_blendphot._reader import mask_label_kwargs, mask_outlines
+        from napari_blendphot.display import astro_contrast
+
+        name = self.model.name
+        meta = {"blendphot_kind": "builder", "blend": blend, "source": "Blend Builder"}
+        if getattr(self, "_contrast", None) is None:
+            self._contrast = astro_contrast(blend.blend)
+        if not self._layer_alive(self._blend_layer):
+            self._blend_layer = self.viewer.add_image(blend.blend, name=name, colormap="gray", metadata=meta,
+                                                      **self._contrast)
+        else:
+            self._blend_layer.data = blend.blend
+            self._blend_layer.metadata.update(meta)
+            # Stable while dragging: only a new pair chooses new limits.
+            self._blend_layer.contrast_limits = self._contrast["contrast_limits"]
+        outlines = mask_outlines(blend.masks)
+        if not self._layer_alive(self._truth_layer):
+            self._truth_layer = self.viewer.add_labels(outlines, **mask_label_kwargs(f"{name} truth", meta))
+        else:
+            self._truth_layer.data = outlines
+            self._truth_layer.metadata.update(meta)
+        self._blend_layer.name = name
+        self._truth_layer.name = f"{name} truth"
+        self._update_point(blend)
+
+    def _update_point(self, blend) -> None:
+        position = np.array([[CENTER + blend.dy, CENTER + blend.dx]], dtype=float)
+        if not self._layer_alive(self._points_layer):
+            self._points_layer = self.viewer.add_points(
+                position, name=POSITION_LAYER, size=5, symbol="cross", face_color="#ff8c00",
+                border_color="white", border_width=0.1, metadata={"blendphot_kind": "builder-position"})
+            self._points_layer.events.data.connect(self._on_points_data)
+            self._points_layer.mode = "select"
+            self._points_layer.events.mode.connect(self._keep_drag_callback_last)
+            self._keep_drag_callback_last()
+            self.viewer.layers.selection.active = self._points_layer
+            return
+        if self._dragging:
+            return  # the user is moving the point: leave it under the cursor
+        if self._points_layer.data.shape == position.shape and np.allclose(self._points_layer.data, position):
+            return
+        self._syncing = True
+        try:
+            self._points_layer.data = position
+        finally:
+            self._syncing = False
+
+    # -- view -> model -------------------------------------------------------------------------
+    def _on_points_data(self, event) -> None:
+        """Point moved (drag released), set by code, added or deleted: follow the last point."""
+        if self._syncing or self.model.sample is None:
+            return
+        action = str(getattr(event, "action", "changed"))
+        if action in ("changing", "adding", "removing"):
+            return
+        data = np.asarray(self._points_layer.data)
+        if len(data) == 0:
+            # The user deleted the point: put it back where the companion is.
+            self._update_point(self.model.blend)
+            return
+        row, column = data[-1][-2:]
+        self._dragging = False
+        self._safely(self.model.set_companion_position, row, column, False)
+        if len(data) != 1:
+            self._syncing = True
+            try:
+                self._points_layer.data = np.array([[CENTER + self.model.dy, CENTER + self.model.dx]], float)
+            finally:
+                self._syncing = False
+        else:
+            self._snap_point()
+
+    def _snap_point(self) -> None:
+        position = np.array([[CENTER + self.model.dy, CENTER + self.model.dx]], float)
+        if not np.allclose(self._points_layer.data, position):
+            self._syncing = True
+            try:
+                self._points_layer.data = position
+            finally:
+                self._syncing = False
+
+    def _keep_drag_callback_last(self, event=None) -> None:
+        # napari appends its mode callback on every mode change; ours must run after it,
+        # so that it reads the point where napari has just moved it.
+        callbacks = self._points_layer.mouse_drag_callbacks
+        if self._on_points_drag in callbacks:
+            callbacks.remove(self._on_points_drag)
+        callbacks.append(self._on_points_drag)
+
+    def _on_points_drag(self, layer, event):
+        """Live update while the point is dragged (napari sends data events only on release)."""
+        if self.model.sample is None or layer.mode != "select":
+            return
+        yield
+        last = (self.model.dy, self.model.dx)
+        while event.type == "mouse_move":
+            if len(layer.selected_data) == 1 and len(layer.data) == 1:
+                row, column = layer.data[0][-2:]
+                self._dragging = True
+                try:
+                    self.model.set_companion_position(row, column, interactive=True)
+                except Exception:  # noqa: BLE001 - never break a drag in progress
+                    pass
+                last = (self.model.dy, self.model.dx)
+            yield
+        if self._dragging:
+            self._dragging = False
+            # The release's data event rebuilds with interactive=False; make sure it happens
+            # even when the last move ended on the same pixel.
+            if (self.model.dy, self.model.dx) == last:
+                self.model.rebuild(interactive=False)
+            self._snap_point()
+
+    def _on_spin_changed(self, *args) -> None:
+        if self._syncing or self.model.sample is None:
+            return
+        self._safely(self.model.set_shift, self.dy_spin.value(), self.dx_spin.value())
+
+    def _on_dmag_slider(self, value: int) -> None:
+        self.dmag_label.setText(f"{value / _DMAG_STEPS:+.2f}")
+        if self._syncing or self.model.sample is None:
+            return
+        self._safely(self.model.set_dmag, value / _DMAG_STEPS, self.dmag_slider.isSliderDown())
+
+    def _on_dmag_released(self) -> None:
+        if self.model.sample is not None:
+            self._safely(self.model.set_dmag, self.dmag_slider.value() / _DMAG_STEPS, False)
+
+    def _step_dmag(self, step: float) -> None:
+        low, high = DMAG_RANGE
+        self.model.set_dmag(min(max(round(self.model.dmag + step, 2), low), high))
+
+    def _on_galaxy_chosen(self, *args) -> None:
+        if self.model.sample is None:
+            return
+        central = self.central_picker.galaxy_combo.currentData()
+        companion = self.companion_picker.galaxy_combo.currentData()
+        if central is None or companion is None:
+            return
+        self._safely(self.model.set_pair, int(central), int(companion))
+
+    # -- actions -------------------------------------------------------------------------------
+    def random_pair(self) -> None:
+        """A random pair by the paper's rules among the filtered galaxies."""
+        self._safely(self.model.random_pair)
+
+    def swap(self) -> None:
+        """Exchange the central and the companion (shift and dmag kept)."""
+        self._safely(self.model.set_pair, self.model.companion_index, self.model.central_index)
+
+    def add_to_set(self) -> None:
+        self._safely(self.model.add_to_set)
+
+    def save(self, path, whole_set: bool = True, overwrite: bool = False):
+        """Write the set (or the current blend) to *path*; returns the folder."""
+        from napari.utils.notifications import show_info
+
+        action = self.model.save_set if whole_set else self.model.save_current
+        out = action(path, overwrite=overwrite)
+        show_info(f"Blend Builder: wrote {out}")
+        return out
+
+    def _save_dialog(self, whole_set: bool) -> None:
+        from pathlib import Path
+
+        from napari_blendphot.errors import BlendphotError
+
+        if whole_set and not self.model.built:
+            _notify_error(ValueError("Blend Builder: the set is empty (press 'Add to set' first)"))
+            return
+        path, _ = QFileDialog.getSaveFileName(self, "Blend dataset folder to write", "built_blends",
+                                              options=QFileDialog.Option.ShowDirsOnly)
+        if not path:
+            return
+        folder = Path(path)
+        overwrite = False
+        if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+            answer = QMessageBox.question(self, "Replace folder?",
+                                          f"{folder} exists and is not empty. Replace it?",
+                                          QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+                                          QMessageBox.StandardButton.No)
+            if answer != QMessageBox.StandardButton.Yes:
+                return
+            overwrite = True
+        try:
+            self.save(folder, whole_set=whole_set, overwrite=overwrite)
+        except (BlendphotError, OSError) as exc:
+            _notify_error(exc)

@@ -17,6 +17,8 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from napari_blendphot.errors import BlendphotError, InputError
 
 BACKENDS = ("tensorflow", "jax", "torch")
@@ -90,6 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_sep)
 
+    p = sub.add_parser("digest", help="SHA-256 digests of a blend dataset (files and the test blends array), "
+                                      "to check that two machines made the same bytes")
+    p.add_argument("blends", help="blend dataset folder")
+    p.set_defaults(func=_digest)
+
     p = sub.add_parser("merge", help="join results tables of the same blends (one per method) into one")
     p.add_argument("tables", nargs="+")
     p.add_argument("-o", "--output", required=True, help="results table stem")
@@ -122,6 +129,20 @@ def _build_dataset(args) -> int:
     return 0
 
 
+def _digest(args) -> int:
+    from napari_blendphot.provenance import sha256_array, sha256_file
+    from training.data import read_split
+
+    folder = Path(args.blends)
+    record = {name: sha256_file(folder / name) for name in ("blends.npy", "masks.npy", "catalog.csv")
+              if (folder / name).is_file()}
+    test = read_split(folder, "test", with_masks=False)
+    record["test_blends_array"] = sha256_array(np.asarray(test.blends))
+    record["n_test"] = len(test)
+    print(json.dumps(record, indent=2, sort_keys=True))
+    return 0
+
+
 def _overrides(args) -> dict:
     overrides = {}
     for dotted, value in (("training.max_epochs", args.epochs), ("training.batch_size", args.batch_size),
@@ -133,8 +154,8 @@ def _overrides(args) -> dict:
         overrides["data.mode"] = "stream"
     for item in args.set:
         key, sep, text = item.partition("=")
-        if not sep or "." not in key:
-            raise InputError(f"--set {item}", "expected SECTION.KEY=JSON_VALUE")
+        if not sep or ("." not in key and key not in ("name", "description")):
+            raise InputError(f"--set {item}", "expected SECTION.KEY=JSON_VALUE (or name=... / description=...)")
         try:
             overrides[key] = json.loads(text)
         except json.JSONDecodeError:

@@ -1,0 +1,226 @@
+"""The training module: configurations, deterministic batches, and a tiny train/resume/evaluate run.
+
+Keras runs only in a subprocess (``python -m training``), so this test
+process never loads TensorFlow (napari tests may share it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from napari_blendphot.errors import InputError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def blends_dir(tmp_path_factory, toy_sample):
+    """96 blends (80 train, 16 test) of the 60-galaxy toy sample."""
+    from napari_blendphot.blend.dataset import write_blend_dataset
+
+    out = tmp_path_factory.mktemp("training") / "blends"
+    write_blend_dataset(toy_sample, out, n=96, test_fraction=1 / 6, seed=5)
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Configurations
+# ---------------------------------------------------------------------------
+def test_shipped_configs_load_with_the_paper_protocol():
+    from training.config import CONFIG_DIR, load_config
+
+    names = sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
+    assert {"blend2flux_f64", "blend2flux_f256", "blend2flux_f512", "unet_d5_f32", "blend2mask2flux"} <= set(names)
+    for name in names:
+        config = load_config(name)
+        assert config["model"]["kind"] in ("blend2flux", "unet", "blend2mask2flux")
+    fiducial = load_config("blend2flux_f256")["training"]
+    assert (fiducial["learning_rate"], fiducial["batch_size"], fiducial["lr_plateau_factor"],
+            fiducial["lr_plateau_patience"], fiducial["early_stopping_patience"]) == (1e-4, 32, 0.5, 5, 10)
+    assert load_config("blend2mask2flux")["training"]["loss_weights"] == {"fluxes": 1.0, "masks": 0.1}
+
+
+def test_config_errors_name_the_problem(tmp_path):
+    from training.config import load_config
+
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"model": {"kind": "blend2flux"}, "training": {"learnig_rate": 1e-3}}))
+    with pytest.raises(InputError, match="learnig_rate"):
+        load_config(bad)
+    bad.write_text(json.dumps({"model": {"kind": "resnet"}}))
+    with pytest.raises(InputError, match="model.kind"):
+        load_config(bad)
+    bad.write_text(json.dumps({"model": {"kind": "blend2mask2flux"}}))
+    with pytest.raises(InputError, match="unet_weights or model.unet_config"):
+        load_config(bad)
+    with pytest.raises(InputError, match="not found"):
+        load_config(tmp_path / "missing.json")
+    assert load_config("tiny_blend2flux", {"training.max_epochs": 7})["training"]["max_epochs"] == 7
+
+
+# ---------------------------------------------------------------------------
+# Batches
+# ---------------------------------------------------------------------------
+def _batches(source, epoch, workers):
+    from training.data import BatchFeeder
+
+    feeder = BatchFeeder(source, start_epoch=epoch, workers=workers, prefetch=3)
+    iterator = iter(feeder)
+    out = [next(iterator) for _ in range(source.steps_per_epoch)]
+    feeder.close()
+    return out
+
+
+def test_fixed_batches_depend_only_on_seed_and_epoch(blends_dir):
+    from training.data import FixedBlends, read_split
+
+    train = read_split(blends_dir, "train").load()
+    assert len(train) == 80
+    source = FixedBlends(train, batch_size=16, seed=3, targets=("fluxes", "masks"), flips=True)
+    serial = _batches(source, epoch=4, workers=0)
+    threaded = _batches(source, epoch=4, workers=3)
+    for (x0, y0), (x1, y1) in zip(serial, threaded):
+        np.testing.assert_array_equal(x0, x1)
+        np.testing.assert_array_equal(y0["masks"], y1["masks"])
+        np.testing.assert_array_equal(y0["fluxes"], y1["fluxes"])
+    other_epoch = _batches(source, epoch=5, workers=0)
+    assert not np.array_equal(serial[0][0], other_epoch[0][0])
+    assert serial[0][0].shape == (16, 128, 128) and serial[0][1]["masks"].shape == (16, 128, 128, 2)
+
+
+def test_flips_move_blend_and_masks_together(blends_dir):
+    from training.data import FixedBlends, read_split
+
+    train = read_split(blends_dir, "train").load()
+    source = FixedBlends(train, batch_size=40, seed=11, targets=("fluxes", "masks"), flips=True)
+    order = source.order(0)
+    x, y = source.batch(0, 0, order)
+    rows = np.sort(order[:40])
+    flips_seen = set()
+    for i, row in enumerate(rows):
+        blend, masks = train.blends[row], np.moveaxis(train.masks[row], 0, -1)
+        for flip_y in (False, True):
+            for flip_x in (False, True):
+                view = (slice(None, None, -1 if flip_y else 1), slice(None, None, -1 if flip_x else 1))
+                if np.array_equal(x[i], blend[view]):
+                    np.testing.assert_array_equal(y["masks"][i], masks[view])
+                    flips_seen.add((flip_y, flip_x))
+                    break
+            else:
+                continue
+            break
+        else:
+            pytest.fail(f"batch blend {i} is not a flip of dataset blend {row}")
+        np.testing.assert_allclose(y["fluxes"][i], train.fluxes[row].astype(np.float32))
+    assert len(flips_seen) >= 3  # all four flips are equally likely among 40 blends
+
+
+def test_stream_batches_are_new_each_epoch_and_reproducible(toy_sample):
+    from napari_blendphot.blend.stream import BlendStream
+    from training.data import StreamBlends
+
+    source = StreamBlends(BlendStream(toy_sample, seed=9), blends_per_epoch=48, batch_size=16, seed=9,
+                          targets=("fluxes", "masks"))
+    first = _batches(source, epoch=0, workers=2)
+    again = _batches(source, epoch=0, workers=0)
+    later = _batches(source, epoch=1, workers=2)
+    np.testing.assert_array_equal(first[2][0], again[2][0])
+    assert not np.array_equal(first[0][0], later[0][0])
+    assert first[0][1]["fluxes"].shape == (16, 2)
+
+
+def test_validation_split_is_seeded_and_disjoint():
+    from training.data import validation_split
+
+    fit, val = validation_split(100, 0.1, seed=1)
+    assert len(val) == 10 and len(fit) == 90 and not set(fit) & set(val)
+    np.testing.assert_array_equal(val, validation_split(100, 0.1, seed=1)[1])
+    with pytest.raises(InputError):
+        validation_split(1, 0.5, seed=1)
+
+
+# ---------------------------------------------------------------------------
+# A whole run, in a TensorFlow subprocess
+# ---------------------------------------------------------------------------
+_DRIVER = """
+import sys
+from training.cli import main
+for argv in {commands!r}:
+    code = main(argv)
+    if code:
+        sys.exit(code)
+"""
+
+
+def _run_cli(commands, cwd):
+    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="",
+               PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    result = subprocess.run([sys.executable, "-c", _DRIVER.format(commands=commands)], cwd=cwd, env=env,
+                            capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+def _log(run_dir):
+    import csv
+
+    with open(run_dir / "log.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_train_resume_evaluate(blends_dir, tmp_path):
+    from napari_blendphot.report.results import read_results
+
+    run = tmp_path / "run"
+    # Train 2 epochs, remember the checkpoint, resume to 3 epochs, evaluate: one process, three commands.
+    _run_cli([["train", "tiny_blend2flux", "--blends", str(blends_dir), "--run-dir", str(run), "--epochs", "2"]],
+             tmp_path)
+    state = json.loads((run / "checkpoints" / "state.json").read_text())
+    assert state["epochs_completed"] == 2
+    log = _log(run)
+    assert [int(r["epoch"]) for r in log] == [0, 1]
+    assert float(log[1]["loss"]) < float(log[0]["loss"])
+    for name in ("config.json", "run.json", "loss_curve.png", "model.keras", "checkpoints/last.weights.h5",
+                 "checkpoints/best.weights.h5", "checkpoints/last.optimizer.npz"):
+        assert (run / name).is_file(), name
+    record = json.loads((run / "run.json").read_text())
+    assert record["seed"] == 2020 and record["data"]["mode"] == "fixed"
+    assert record["data"]["dataset"]["blends_sha256"]
+
+    out = _run_cli([["resume", str(run), "--epochs", "3"],
+                    ["evaluate", str(run), "--blends", str(blends_dir), "--split", "test"]], tmp_path)
+    record = json.loads((run / "run.json").read_text())
+    # The resumed model started from exactly the checkpoint's weights, at the next epoch.
+    assert record["resumes"][0] == {"epoch": 2, "weights_sha256": state["last_weights_sha256"],
+                                    "backend": "tensorflow"}
+    assert [int(r["epoch"]) for r in _log(run)] == [0, 1, 2]
+    assert "resumed" in out
+    results = read_results(run / "evaluation" / "results.csv")
+    assert len(results) == 16 and "g1_flux_tiny_blend2flux" in results.colnames
+    assert np.all(np.isfinite(results["g1_flux_tiny_blend2flux"]))
+    summary = json.loads((run / "evaluation" / "summary.json").read_text())
+    assert summary["n_blends"] == 16 and summary["flux_mape_pct"] > 0
+    assert (run / "evaluation" / "report").is_dir()
+
+
+@pytest.mark.slow
+def test_blend2mask2flux_trains_its_unet_first(blends_dir, tmp_path):
+    from napari_blendphot.report.results import read_results
+
+    run = tmp_path / "b2m2f"
+    _run_cli([["train", "tiny_blend2mask2flux", "--blends", str(blends_dir), "--run-dir", str(run),
+               "--epochs", "1"],
+              ["evaluate", str(run), "--blends", str(blends_dir), "--no-report"]], tmp_path)
+    assert json.loads((run / "unet_stage" / "run.json").read_text())["status"] == "finished"
+    record = json.loads((run / "run.json").read_text())
+    assert record["unet_layers_copied"] > 0
+    results = read_results(run / "evaluation" / "results.csv")
+    iou = np.asarray(results["g1_iou_tiny_blend2mask2flux"], float)
+    assert np.all((iou[np.isfinite(iou)] >= 0) & (iou[np.isfinite(iou)] <= 1))

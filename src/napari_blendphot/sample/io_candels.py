@@ -110,13 +110,16 @@ def read_candels(folder) -> GalaxySample:
         if not np.array_equal(mag_err, mags):
             # Not the published quirk: this catalogue has real errors, keep them.
             catalog["mag_err"] = mag_err
-    provenance = {
-        "step": "read-candels",
-        "source": "Zenodo 2604740 (candels-blender-data.tar.gz)",
-        "folder": folder.name,
-        "zero_point": ZERO_POINT,
-        "notes": "FIELD decoded from bytes literals; mag_err dropped where it repeats mag",
-    }
+    from napari_blendphot.provenance import make_provenance
+
+    # Only the small catalogue is hashed here; the arrays are hashed by the
+    # steps that need a digest of the sample (hashing ~250 MB on every read
+    # would cost seconds).
+    provenance = make_provenance(
+        "read-candels", inputs={"catalog": csv_path},
+        source="Zenodo 2604740 (candels-blender-data.tar.gz)", folder=folder.name, zero_point=ZERO_POINT,
+        notes="FIELD decoded from bytes literals; mag_err dropped where it repeats mag",
+    )
     return GalaxySample(images, segmaps, catalog, provenance=provenance, source=str(folder))
 
 

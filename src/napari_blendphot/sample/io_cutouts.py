@@ -82,14 +82,13 @@ def read_cutouts(folder) -> GalaxySample:
         segmaps[index] = detect_segmentation(image) if made else segmap
         rows.append(_catalog_row(header, path, index, made))
     catalog = Table(rows=rows, names=("id", "mag", "flux", "radius", "z", "galtype", "file", "seg_made"))
-    provenance = {
-        "step": "read-cutouts",
-        "folder": folder.name,
-        "files": len(files),
-        "zero_point": ZERO_POINT,
-        "segmentation": {"threshold_rms": DETECTION_THRESHOLD, "minarea": DETECTION_MINAREA,
-                         "made_for": int(np.sum(catalog["seg_made"]))},
-    }
+    from napari_blendphot.provenance import make_provenance
+
+    provenance = make_provenance(
+        "read-cutouts", folder=folder.name, files=len(files), zero_point=ZERO_POINT,
+        segmentation={"threshold_rms": DETECTION_THRESHOLD, "minarea": DETECTION_MINAREA,
+                      "made_for": int(np.sum(catalog["seg_made"]))},
+    )
     return GalaxySample(images, segmaps, catalog, provenance=provenance, source=str(folder))
 
 

@@ -55,14 +55,48 @@ def _pack_masks(masks):
     return ("raw", masks.shape, masks)
 
 
-def _unpack_masks(packed):
-    if packed is None:
-        return None
+def _unpack_masks_into(packed, out) -> None:
+    """Write a chunk's masks (as sent by :func:`_pack_masks`) into *out*, casting to its dtype."""
     kind, shape, payload = packed
     if kind == "packed":
-        count = int(np.prod(shape))
-        return np.unpackbits(payload, count=count).reshape(shape).astype(np.float32)
-    return payload
+        out[...] = np.unpackbits(payload, count=int(np.prod(shape))).reshape(shape)
+    else:
+        out[...] = payload
+
+
+class _Assembler:
+    """The output arrays of the whole batch, filled chunk by chunk as results arrive.
+
+    Filling in place while the workers still compute keeps the parent's share of
+    the work (unpacking masks, copying) off the critical path, and never holds
+    the chunks and their concatenation at once.
+    """
+
+    def __init__(self, total: int):
+        self.total = total
+        self.method = None
+        self.fluxes = None
+        self.masks = None
+        self.extra = None
+        self.metadata = None
+
+    def add(self, start: int, result) -> None:
+        name, fluxes, packed, extra, metadata = result
+        stop = start + len(fluxes)
+        if self.fluxes is None:
+            self.method, self.metadata = name, dict(metadata)
+            self.fluxes = np.empty((self.total,) + fluxes.shape[1:], fluxes.dtype)
+            if packed is not None:
+                self.masks = np.empty((self.total,) + tuple(packed[1][1:]), np.float32)
+            self.extra = {key: np.empty((self.total,) + value.shape[1:], value.dtype) for key, value in extra.items()}
+        self.fluxes[start:stop] = fluxes
+        if self.masks is not None:
+            _unpack_masks_into(packed, self.masks[start:stop])
+        for key, value in extra.items():
+            self.extra[key][start:stop] = value
+
+    def output(self) -> DeblendOutput:
+        return DeblendOutput(self.method, self.fluxes, self.masks, self.extra, self.metadata)
 
 
 def _run_chunk(method, blends, context):
@@ -95,7 +129,8 @@ def deblend_in_processes(method, blends, context: BlendContext | None = None, n_
     n_jobs : int, optional
         Number of processes (default: the cores this process may use).
     chunk_size : int
-        Blends per task; large enough that pickling and scheduling are cheap.
+        Most blends per task (large enough that pickling and scheduling are
+        cheap); smaller batches are cut into about four chunks per process.
     progress : callable(done, total), optional
         Called in the parent as chunks complete; an exception from it cancels
         the remaining chunks and propagates.
@@ -120,10 +155,13 @@ def deblend_in_processes(method, blends, context: BlendContext | None = None, n_
     if n_jobs < 1:
         raise InputError("argument n_jobs", f"{n_jobs} is not a positive number of processes")
     total = len(blends)
+    # Several chunks per process even for modest batches, so a slow chunk (many hot
+    # passes) does not leave the other processes idle at the end.
+    chunk_size = max(1, min(chunk_size, -(-total // (4 * n_jobs))))
     starts = list(range(0, total, chunk_size))
     worker_method = _serial_copy(method)
     mp_context = multiprocessing.get_context(start_method) if start_method else None
-    results: dict[int, tuple] = {}
+    assembler = _Assembler(total)
     done = 0
     # Keep a bounded number of chunks in flight so memory does not grow with N.
     max_in_flight = 2 * n_jobs
@@ -137,14 +175,14 @@ def deblend_in_processes(method, blends, context: BlendContext | None = None, n_
                 stop = min(start + chunk_size, total)
                 chunk_context = None if context is None else context.subset(slice(start, stop))
                 future = executor.submit(_run_chunk, worker_method, blends[start:stop], chunk_context)
-                pending[future] = (next_chunk, stop - start)
+                pending[future] = (start, stop - start)
                 next_chunk += 1
             finished, _ = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
             if cancel_event is not None and cancel_event.is_set():
                 raise DeblendCancelled(f"cancelled after {done} of {total} blends")
             for future in finished:
-                index, size = pending.pop(future)
-                results[index] = future.result()
+                start, size = pending.pop(future)
+                assembler.add(start, future.result())
                 done += size
                 if progress is not None:
                     progress(done, total)
@@ -152,8 +190,4 @@ def deblend_in_processes(method, blends, context: BlendContext | None = None, n_
         executor.shutdown(wait=False, cancel_futures=True)
         raise
     executor.shutdown(wait=True)
-    parts = []
-    for index in range(len(starts)):
-        name, fluxes, packed, extra, metadata = results.pop(index)
-        parts.append(DeblendOutput(name, fluxes, _unpack_masks(packed), extra, metadata))
-    return DeblendOutput.concatenate(parts)
+    return assembler.output()

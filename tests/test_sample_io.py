@@ -583,3 +583,15 @@ def test_cutout_folder_holding_a_native_file_says_so(toy_sample, tmp_path):
     write_native(toy_sample[:3], tmp_path / "sample.fits")
     with pytest.raises(InputError, match="sample.fits: is a whole native sample file"):
         load_sample(tmp_path)
+
+
+def test_native_reader_accepts_gzipped_fits(toy_sample, tmp_path):
+    import gzip
+
+    path = write_native(toy_sample[:4], tmp_path / "s.fits")
+    gz = tmp_path / "s.fits.gz"
+    gz.write_bytes(gzip.compress(path.read_bytes(), mtime=0))
+    assert load_sample(gz).images.tobytes() == toy_sample[:4].images.tobytes()
+    gz.write_bytes(gzip.compress(path.read_bytes(), mtime=0)[:5000])
+    with pytest.raises(InputError, match="s.fits.gz"):
+        read_native(gz)

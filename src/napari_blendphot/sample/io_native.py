@@ -199,6 +199,15 @@ def read_native(path) -> GalaxySample:
                          "pass the .fits file, or use load_sample() for CANDELS/cutout folders")
     with open(path, "rb") as handle:
         start = handle.read(30)
+    if start.startswith(b"\x1f\x8b"):
+        # gzip-compressed FITS (.fits.gz): astropy unpacks it; check the FITS inside.
+        import gzip
+
+        try:
+            with gzip.open(path, "rb") as handle:
+                start = handle.read(30)
+        except (OSError, EOFError) as exc:
+            raise InputError(source, f"damaged gzip file: {exc}") from None
     if not start.startswith(b"SIMPLE  =") or b"T" not in start[9:30]:
         raise InputError(source, "not a FITS file")
 

@@ -126,10 +126,10 @@ def figure_magnitudes(table, galaxy: str = "central", selection: str | None = No
         ax.set_title(_label(table, method))
         stats = photometry_stats(d["true_flux"], d["pred_flux"], zp_pred=binned.zero_point_of(table, method),
                                  source=f"{_label(table, method)} {galaxy}")
-        inset = ax.inset_axes([0.56, 0.06, 0.41, 0.30])
+        inset = ax.inset_axes([0.56, 0.09, 0.41, 0.28])
         _histogram(inset, np.asarray(d["dmag"]), method_color(table, method), bins=np.linspace(-1, 1, 41))
         inset.axvline(0, color="0.3", lw=0.6)
-        inset.set_xlabel(r"$\Delta$mag (clipped at $\pm$1)", fontsize=6.5, labelpad=1)
+        inset.set_xlabel(r"$\Delta$mag (clipped at $\pm$1)", fontsize=6.5, labelpad=2)
         inset.tick_params(labelsize=6, length=2, pad=1)
         inset.set_yticks([])
         text = (f"bias {stats.mean_dmag:+.3f}\n$\\sigma$ {stats.sigma:.3f}\n"

@@ -146,6 +146,18 @@ def test_background_subtraction_removes_a_pedestal():
     np.testing.assert_allclose(subtracted, truth, rtol=0.10)
 
 
+def test_background_meshes_of_64_pixels_agree_with_one_mesh():
+    blend, _, _ = make_blend(*SEPARATED, pedestal=2 * NOISE)
+    context = context_for(SEPARATED[1], 4.0)
+    one_mesh = SepTwoPass(background_box=128).deblend(blend, context)
+    four_meshes = SepTwoPass(background_box=64).deblend(blend, context)
+    assert four_meshes.extra["detection"].tolist() == [2]
+    # A flat pedestal is the same constant either way, up to the mesh statistics.
+    np.testing.assert_allclose(four_meshes.fluxes, one_mesh.fluxes, rtol=0.05)
+    with pytest.raises(InputError, match="background_box"):
+        SepTwoPass(background_box=0)
+
+
 def test_blank_and_constant_blends_are_not_detected_and_batch_continues():
     good, _, _ = make_blend(*SEPARATED)
     batch = np.stack([np.zeros_like(good), good, np.full_like(good, 3.0)])

@@ -222,7 +222,7 @@ def read_native(path) -> GalaxySample:
                 missing = [name for name in EXTENSIONS if name not in names]
                 if missing:
                     raise InputError(source, f"missing extension(s) {', '.join(missing)}",
-                                     f"a native sample has {', '.join(EXTENSIONS)}")
+                                     f"a native sample has {', '.join(EXTENSIONS)}; is the file truncated?")
                 images = _read_cube(hdul["IMAGES"], "IMAGES", source)
                 segmaps = _read_cube(hdul["SEGMAPS"], "SEGMAPS", source)
                 catalog = _read_catalog(hdul, source)

@@ -96,9 +96,11 @@ def test_fetch_cli_uses_env_cache_and_prints_summary(server, toy_candels_archive
     assert "12 isolated galaxies" in out
     assert (tmp_path / "envcache" / ARCHIVE_NAME).is_file()
     assert str(tmp_path / "envcache") in err
+    assert fetch.unpacked_archive_sha256() == _sha256(archive)
     # --force downloads and unpacks again.
     code = main(["fetch-candels", "--url", f"{base_url}/{ARCHIVE_NAME}", "--force", "--no-progress"])
     assert code == 0
+    assert f"archive sha256: {_sha256(archive)}" in capsys.readouterr().err
 
 
 def test_fetch_rejects_corrupted_download(server, toy_candels_archive, tmp_path, capsys):

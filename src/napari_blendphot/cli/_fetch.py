@@ -29,7 +29,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from napari_blendphot.sample.fetch import fetch_candels
+    from napari_blendphot.sample.fetch import fetch_candels, unpacked_archive_sha256
     from napari_blendphot.sample.io_candels import read_candels
 
     folder = fetch_candels(cache_dir=args.cache_dir, url=args.url, sha256=args.sha256, force=args.force,
@@ -37,5 +37,8 @@ def run(args) -> int:
     sample = read_candels(folder)
     print(sample.summary())
     print(f"ready: {folder}", file=sys.stderr)
+    digest = unpacked_archive_sha256(args.cache_dir)
+    if digest and not args.sha256:
+        print(f"archive sha256: {digest} (pass it as --sha256 to pin this version)", file=sys.stderr)
     print(f"use it with: blendphot blend {folder} ...", file=sys.stderr)
     return 0

@@ -250,3 +250,9 @@ def fetch_candels_sample(**kwargs):
     from napari_blendphot.sample.io_candels import read_candels
 
     return read_candels(fetch_candels(**kwargs))
+
+
+def unpacked_archive_sha256(cache_dir=None) -> str | None:
+    """SHA-256 of the archive the cached CANDELS folder was unpacked from (None if none)."""
+    marker = default_cache_dir(cache_dir) / EXTRACTED_NAME / _COMPLETE_MARKER
+    return marker.read_text().strip() if marker.is_file() else None

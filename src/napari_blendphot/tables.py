@@ -42,6 +42,11 @@ def write_table(table, path, overwrite: bool = False) -> Path:
     elif suffix in (".fits", ".fit", ".fits.gz"):
         out = table.copy(copy_data=False)
         out.meta = {}
+        # astropy writes int8 columns as FITS logicals ('L'): SEP's detection
+        # case (-1..3) would come back as booleans.  Widen them to int16.
+        for name in out.colnames:
+            if out[name].dtype == np.int8:
+                out[name] = np.asarray(out[name], dtype=np.int16)
         for key, value in table.meta.items():
             out.meta[_fits_key(key)] = value if isinstance(value, (int, float, str, bool)) else dumps(value)
         out.write(tmp, format="fits", overwrite=True)

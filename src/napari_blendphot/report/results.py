@@ -204,25 +204,7 @@ def write_results(table, stem_or_path, overwrite: bool = False) -> list[Path]:
         check_output_path(target, overwrite)
     if not stem.parent.exists():
         raise InputError(stem.parent, "output folder does not exist")
-    table = _fits_safe(table)
     return [write_table(table, target, overwrite=overwrite) for target in targets]
-
-
-def _fits_safe(table):
-    """Copy of *table* (data shared) with int8 columns widened to int16.
-
-    astropy writes an int8 column to FITS as logical ('L'), so SEP's
-    ``detection_sep`` (-1..3) would come back as booleans.
-    """
-    from astropy.table import Table
-
-    narrow = [name for name in table.colnames if table[name].dtype == np.int8]
-    if not narrow:
-        return table
-    out = Table(table, copy=False)
-    for name in narrow:
-        out[name] = np.asarray(table[name], dtype=np.int16)
-    return out
 
 
 def is_paper_catalog(table) -> bool:

@@ -56,7 +56,7 @@ def test_same_seed_gives_identical_bytes(small_mock):
         assert np.asarray(sample.catalog[name]).tobytes() == np.asarray(again.catalog[name]).tobytes(), name
     assert sample.provenance == again.provenance
     assert sample.provenance["seed"] == SEED and "galsim" in sample.provenance["versions"]
-    assert sample.provenance["parameters"]["noise_redrawn_ids"] == []
+    assert sample.provenance["parameters"]["redrawn_ids"] == {"galaxy": [], "noise": []}
 
 
 def test_different_seed_differs_and_galaxy_i_does_not_depend_on_n(small_mock):
@@ -191,19 +191,29 @@ def test_embedded_segmentation_maps(embedded):
     assert np.mean(segments[~with_neighbours] > 1) < 0.2
 
 
-def test_undetected_centre_gets_the_central_galaxys_segment_not_the_nearest():
-    """Fallback when noise leaves pixel [64, 64] undetected: the segment overlapping the
-    central galaxy's footprint wins, even if a neighbour's segment is closer to the centre."""
-    segmap = np.zeros((128, 128), np.int32)
-    segmap[CENTER - 12:CENTER - 2, CENTER - 12:CENTER + 12] = 301  # the galaxy, with a hole at the centre
-    segmap[CENTER:CENTER + 3, CENTER + 1:CENTER + 4] = 302  # a small neighbour right beside the centre
-    footprint = np.zeros((128, 128), bool)
-    footprint[CENTER - 12:CENTER + 2, CENTER - 12:CENTER + 12] = True
-    fixed = mock._attach_centre(segmap, footprint)
-    assert fixed[CENTER, CENTER] == 301
-    assert np.array_equal(np.delete(fixed.ravel(), CENTER * 128 + CENTER),
-                          np.delete(segmap.ravel(), CENTER * 128 + CENTER))
-    assert mock._attach_centre(fixed, footprint) is fixed  # covered centre: untouched
+def test_undetected_centre_is_redrawn_never_left_as_background(monkeypatch):
+    """A stamp whose centre pixel is undetected gets new noise, then a new galaxy.
+
+    (Before the fix, 1 stamp in 2,000 kept seg[64, 64] == 0.)  Detection is made to
+    fail for the first 5 noise draws of galaxy 0 (its first galaxy draw) and the
+    first noise draw of galaxy 1.
+    """
+    reference = mock.make_mock_sample(2, 8)
+    real_segment = mock.segment_stamp
+    calls = {"n": 0}
+
+    def flaky_segment(stamp, noise_rms, id_offset):
+        calls["n"] += 1
+        segmap = real_segment(stamp, noise_rms, id_offset)
+        return np.zeros_like(segmap) if calls["n"] in (1, 2, 3, 4, 5, 7) else segmap
+
+    monkeypatch.setattr(mock, "segment_stamp", flaky_segment)
+    sample = mock.make_mock_sample(2, 8)
+    assert np.all(sample.segmaps[:, CENTER, CENTER] > 255)
+    assert sample.provenance["parameters"]["redrawn_ids"] == {"galaxy": [mock.FIRST_ID], "noise": [mock.FIRST_ID + 1]}
+    assert sample.catalog["mag"][0] != reference.catalog["mag"][0]  # another galaxy
+    assert sample.catalog["mag"][1] == reference.catalog["mag"][1]  # same galaxy, new noise
+    assert not np.array_equal(sample.images[1], reference.images[1])
 
 
 def test_neighbours_stay_clear_of_the_central_galaxy():

@@ -38,7 +38,8 @@ pixel [64, 64], in e-/s at the F160W AB zero point 25.96:
   deblending, 7x7 Gaussian filter of FWHM 4 px); ids are offset above 255 and the central source's
   id is ``seg[64, 64]`` (also in the ``segval`` column).  Like the real
   catalogue, the sample holds detected galaxies only: if noise leaves the
-  centre pixel undetected, the noise is drawn again (ids in the provenance).
+  centre pixel undetected, the noise is drawn again, then if need be the
+  galaxy (ids in the provenance, ``redrawn_ids``).
 
 Everything random flows from ``numpy.random.SeedSequence(seed)``: galaxy ``i``
 uses its own generator spawned with key ``(i,)`` (and GalSim deviates seeded
@@ -363,23 +364,55 @@ def segment_stamp(stamp: np.ndarray, noise_rms: float, id_offset: int) -> np.nda
     return np.where(segmap > 0, segmap + np.int32(id_offset), 0).astype(np.int32)
 
 
-def _attach_centre(segmap: np.ndarray, central_footprint: np.ndarray) -> np.ndarray:
-    """Last resort when the centre pixel is background: give it the segment that
-    overlaps the central galaxy's noise-free footprint most (never a neighbour's
-    by mere proximity).  Returns *segmap* unchanged if the centre is covered."""
-    if segmap[CENTER, CENTER] != 0:
-        return segmap
-    labels = segmap[central_footprint & (segmap != 0)]
-    if labels.size == 0:
-        return segmap
-    values, counts = np.unique(labels, return_counts=True)
-    segmap = segmap.copy()
-    segmap[CENTER, CENTER] = values[np.argmax(counts)]
-    return segmap
-
-
-#: Noise realisations tried until the central galaxy is detected on its centre pixel.
+#: Noise realisations tried until the central galaxy is detected on its centre pixel,
+#: then galaxies (new magnitude, size, shape) tried until one is.
 MAX_NOISE_DRAWS = 5
+MAX_GALAXY_DRAWS = 20
+
+
+def _draw_stamp(rng, galtype, psf, rms, neighbour_fraction, exposure_time):
+    """Draw one stamp (galaxy, neighbours, noise, segmentation); None if the centre goes undetected.
+
+    The real catalogue holds detected galaxies only: when noise leaves the centre
+    pixel outside every segment (rare: faint, flat disks), the noise is drawn
+    again, and if that never works the caller draws another galaxy.
+    """
+    import galsim
+
+    mag, radius, z = draw_population(rng, galtype)
+    flux = float(mag_to_flux(mag))
+    profile, shape = build_galaxy(galtype, flux, radius, rng)
+
+    image = galsim.ImageF(STAMP_SIZE, STAMP_SIZE, scale=PIXEL_SCALE)
+    # GalSim centres on the true centre (between pixels for an even size); the
+    # half-pixel offset puts the galaxy on pixel [64, 64] (0-based).
+    galsim.Convolve(profile, psf).drawImage(image, offset=(0.5, 0.5))
+    stamp_flux = float(image.array.sum(dtype=np.float64))
+
+    neighbours = []
+    if rng.uniform() < neighbour_fraction:
+        # Footprint: where the central galaxy is above half the detection threshold.
+        distance = _distance_to_footprint(image.array, 0.5 * DETECT_THRESHOLD_SIGMA * rms)
+        neighbours = _draw_neighbours(rng, mag, distance)
+    for nb_mag, nb_radius, nb_type, dy, dx in neighbours:
+        nb_profile, _ = build_galaxy(nb_type, float(mag_to_flux(nb_mag)), nb_radius, rng)
+        galsim.Convolve(nb_profile, psf).drawImage(image, offset=(0.5 + dx, 0.5 + dy), add_to_image=True)
+
+    clean = image.array.astype(np.float64)
+    for noise_draw in range(1, MAX_NOISE_DRAWS + 1):
+        noisy = clean
+        if exposure_time is not None:
+            counts = np.clip(clean, 0.0, None) * exposure_time
+            noisy = clean + (rng.poisson(counts) - counts) / exposure_time
+        noisy = (noisy + rng.normal(0.0, rms, clean.shape)).astype(np.float32)
+        segmap = segment_stamp(noisy, rms, id_offset=0)
+        if segmap[CENTER, CENTER] != 0:
+            break
+    else:
+        return None
+    return {"image": noisy, "noiseless": clean, "segmap": segmap, "noise_draws": noise_draw,
+            "mag": mag, "flux": flux, "radius": radius, "z": round(z, 4), "stamp_flux": stamp_flux,
+            "n_neighbours": len(neighbours), **{k: float(v) for k, v in shape.items()}}
 
 
 # --- the generator -------------------------------------------------------------------------------------
@@ -473,61 +506,31 @@ def make_mock_sample(n: int, seed: int, progress=None, neighbour_fraction: float
     noiseless = np.empty((n, STAMP_SIZE, STAMP_SIZE), np.float32) if return_noiseless else None
     columns = {name: [] for name in ("id", "mag", "flux", "radius", "z", "galtype", "stamp_flux", "segval",
                                      "n_neighbours", "bulge_fraction", "axis_ratio", "sersic_n")}
-    noise_redrawn = []
+    redrawn = {"noise": [], "galaxy": []}
     for i in range(n):
         rng = galaxy_generator(seed, i)
-        galtype = types[i]
-        mag, radius, z = draw_population(rng, galtype)
-        flux = float(mag_to_flux(mag))
-        profile, shape = build_galaxy(galtype, flux, radius, rng)
-
-        image = galsim.ImageF(STAMP_SIZE, STAMP_SIZE, scale=PIXEL_SCALE)
-        # GalSim centres on the true centre (between pixels for an even size); the
-        # half-pixel offset puts the galaxy on pixel [64, 64] (0-based).
-        galsim.Convolve(profile, psf).drawImage(image, offset=(0.5, 0.5))
-        stamp_flux = float(image.array.sum(dtype=np.float64))
-        central_footprint = image.array > DETECT_THRESHOLD_SIGMA * rms
-
-        neighbours = []
-        if rng.uniform() < neighbour_fraction:
-            # Footprint: where the central galaxy is above half the detection threshold.
-            distance = _distance_to_footprint(image.array, 0.5 * DETECT_THRESHOLD_SIGMA * rms)
-            neighbours = _draw_neighbours(rng, mag, distance)
-        for nb_mag, nb_radius, nb_type, dy, dx in neighbours:
-            nb_profile, _ = build_galaxy(nb_type, float(mag_to_flux(nb_mag)), nb_radius, rng)
-            galsim.Convolve(nb_profile, psf).drawImage(image, offset=(0.5 + dx, 0.5 + dy), add_to_image=True)
-
-        clean = image.array.astype(np.float64)
-        if noiseless is not None:
-            noiseless[i] = clean
-        # The real catalogue holds detected galaxies only: in the rare stamp where noise
-        # leaves the centre pixel undetected (faint, flat disks), draw the noise again.
-        for draw in range(MAX_NOISE_DRAWS):
-            noisy = clean
-            if exposure_time is not None:
-                counts = np.clip(clean, 0.0, None) * exposure_time
-                noisy = clean + (rng.poisson(counts) - counts) / exposure_time
-            images[i] = noisy + rng.normal(0.0, rms, clean.shape)
-            segmap = segment_stamp(images[i], rms, id_offset=0)
-            if segmap[CENTER, CENTER] != 0:
+        for attempt in range(MAX_GALAXY_DRAWS):
+            drawn = _draw_stamp(rng, types[i], psf, rms, neighbour_fraction, exposure_time)
+            if drawn is not None:
                 break
-        if draw:
-            noise_redrawn.append(FIRST_ID + i)
+        else:  # pragma: no cover - would need ~100 undetectable galaxies in a row
+            raise RuntimeError(f"galaxy {i} of seed {seed}: no detectable galaxy in {MAX_GALAXY_DRAWS} draws")
+        if attempt:
+            redrawn["galaxy"].append(FIRST_ID + i)
+        elif drawn["noise_draws"] > 1:
+            redrawn["noise"].append(FIRST_ID + i)
+        images[i] = drawn["image"]
+        if noiseless is not None:
+            noiseless[i] = drawn["noiseless"]
         id_offset = SEGMENT_ID_OFFSET + int(rng.integers(0, 60000))
-        segmap = np.where(segmap > 0, segmap + np.int32(id_offset), 0).astype(np.int32)
-        segmaps[i] = _attach_centre(segmap, central_footprint)
+        segmaps[i] = np.where(drawn["segmap"] > 0, drawn["segmap"] + np.int32(id_offset), 0)
 
         columns["id"].append(FIRST_ID + i)
-        columns["mag"].append(mag)
-        columns["flux"].append(flux)
-        columns["radius"].append(radius)
-        columns["z"].append(round(z, 4))
-        columns["galtype"].append(galtype)
-        columns["stamp_flux"].append(stamp_flux)
+        columns["galtype"].append(types[i])
         columns["segval"].append(int(segmaps[i, CENTER, CENTER]))
-        columns["n_neighbours"].append(len(neighbours))
-        for key in ("bulge_fraction", "axis_ratio", "sersic_n"):
-            columns[key].append(float(shape[key]))
+        for key in ("mag", "flux", "radius", "z", "stamp_flux", "n_neighbours",
+                    "bulge_fraction", "axis_ratio", "sersic_n"):
+            columns[key].append(drawn[key])
         if progress is not None:
             progress(i + 1, n)
 
@@ -545,7 +548,7 @@ def make_mock_sample(n: int, seed: int, progress=None, neighbour_fraction: float
                       "filter": f"gaussian FWHM {DETECT_FILTER_FWHM} px, 7x7",
                       "deblend_nthresh": DEBLEND_NTHRESH, "deblend_cont": DEBLEND_CONT},
         population="per-type percentiles and rank correlations of the paper's published test catalogue",
-        noise_redrawn_ids=noise_redrawn,
+        redrawn_ids=redrawn,
     )
     sample = GalaxySample(images, segmaps, catalog, provenance=provenance,
                           source=f"CANDELS-like mock (seed {seed})")

@@ -229,6 +229,23 @@ def test_close_stops_the_worker(slow_method, blends):
     assert pid is not None
 
 
+def test_abort_stops_a_long_chunk_at_once(slow_method, blends):
+    with InferenceEngine([slow_method], method_options={slow_method: {"seconds_per_blend": 0.5}}) as engine:
+        engine.start()
+        future = engine.submit(blends, chunk_size=4)
+        time.sleep(0.3)  # the first chunk (4 x 0.5 s) is running
+        started = time.perf_counter()
+        assert engine.abort()
+        with pytest.raises(Cancelled, match="aborted") as info:
+            future.result(timeout=30)
+        assert time.perf_counter() - started < 1.5  # not the ~1.7 s left of the chunk
+        assert info.value.done == 0 and info.value.total == 10 and info.value.partial == {}
+        # The engine recovers: not counted as a crash, next request works.
+        engine.set_method_options(slow_method, seconds_per_blend=0.0)
+        assert len(engine.run(blends[:2])[slow_method]) == 2
+        assert engine.restarts == 0
+
+
 def test_no_tensorflow_in_the_test_process():
     assert "tensorflow" not in sys.modules
     assert "keras" not in sys.modules

@@ -229,6 +229,8 @@ class InferenceEngine:
         self._lock = threading.RLock()
         self._executor = None
         self._closed = False
+        self._aborting = False
+        self._request_total = 0
         self._active_cancel: set = set()
         self.restarts = 0
 
@@ -249,9 +251,11 @@ class InferenceEngine:
             raise WorkerError("the inference engine is closed")
         if self._process is not None and self._process.is_alive():
             return
-        if self._process is not None:  # died while idle: forget it, start afresh
+        if self._process is not None:  # died while idle (or aborted): forget it, start afresh
             self._discard_worker()
-            self.restarts += 1
+            if not self._aborting:
+                self.restarts += 1
+        self._aborting = False
         from napari_blendphot.deblend._worker import worker_main
 
         context = multiprocessing.get_context("spawn")
@@ -271,6 +275,24 @@ class InferenceEngine:
         if self._finalizer is not None:
             self._finalizer()  # runs _shutdown_worker once
         self._process = self._conn = self._finalizer = None
+
+    def abort(self) -> bool:
+        """Stop the request in progress now, without waiting for its chunk to finish.
+
+        The worker is killed (its models are lost; the next request starts a
+        new one) and the running request raises :class:`Cancelled` with the
+        chunks finished before.  Use it when a chunk takes too long for a
+        cancel between chunks; otherwise prefer ``cancel``.  Returns whether
+        a worker was running.
+        """
+        process = self._process
+        for event in list(self._active_cancel):
+            event.set()
+        if process is None or not process.is_alive():
+            return False
+        self._aborting = True
+        process.kill()
+        return True
 
     def close(self) -> None:
         """Stop the worker (and the background thread of :meth:`submit`)."""
@@ -391,6 +413,8 @@ class InferenceEngine:
                 partial[name] = DeblendOutput.concatenate(parts.get(name, []) + outputs)
             exc.partial = partial
             exc.done = done
+            if isinstance(exc, Cancelled):
+                exc.total = self._request_total
             raise
         return {name: DeblendOutput.concatenate(outputs) for name, outputs in parts.items()}
 
@@ -406,6 +430,7 @@ class InferenceEngine:
         specs = self._specs(methods)
         names = [name for name, _, _ in specs]
         total = len(blends)
+        self._request_total = total
         if context is not None:
             self._check_context(context, total)
         cancel_event = threading.Event()
@@ -566,6 +591,11 @@ class InferenceEngine:
         exitcode = process.exitcode
         pid = process.pid
         self._discard_worker()
+        if self._aborting:
+            self._aborting = False
+            error = Cancelled(f"aborted while {doing}; the worker (pid {pid}) was stopped")
+            error._method_parts = method_parts
+            raise error
         self.restarts += 1
         error = WorkerError(f"the inference worker (pid {pid}) {_describe_exit(exitcode)} while {doing}; "
                             "results of the finished chunks are kept, the next request starts a new worker")

@@ -225,7 +225,7 @@ def validate_sample(images, segmaps, catalog, source: str = "sample"):
         raise InputError(source, f"{int(bad.reshape(len(images), -1).any(axis=1).sum())} stamp(s) contain NaN or "
                          f"infinite pixels (first: row {first}, id {catalog['id'][first]})")
     types = np.char.strip(np.asarray(catalog["galtype"]).astype(str))
-    unknown = sorted(set(types) - set(GALTYPES))
+    unknown = sorted(set(map(str, types)) - set(GALTYPES))
     if unknown:
         raise InputError(source, f"unknown galtype value(s) {unknown}", f"expected one of {list(GALTYPES)}")
     catalog = catalog.copy(copy_data=False)

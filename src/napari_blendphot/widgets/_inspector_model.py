@@ -1,0 +1,551 @@
+"""The Deblend Inspector's model: no Qt, no napari, no Keras.
+
+What the inspector does, as plain Python that a test (or a notebook) can
+drive without a viewer:
+
+* turn what the user looks at into a :class:`~napari_blendphot.widgets._session.BlendState`
+  (:func:`state_from_image`, :func:`state_from_blend_set`), refusing stamps
+  that are not 2-D 128x128 or hold NaN pixels with an ``InputError``;
+* run the selected deblending methods on it through ONE long-lived
+  :class:`~napari_blendphot.deblend.engine.InferenceEngine` (so Keras only
+  ever loads in the worker process), off the caller's thread, dropping the
+  results of requests that a newer one has superseded
+  (:meth:`InspectorModel.inspect`);
+* isolate failures: a method whose weights are missing or corrupted is
+  reported and skipped, the other methods still give their numbers; a dead
+  worker is reported and replaced on the next request;
+* compute the per-galaxy numbers (flux, magnitude, dmag, IoU, SEP's detection
+  case) with the library (:func:`napari_blendphot.report.results.build_results_table`
+  and :func:`napari_blendphot.metrics.binned.galaxy_measurements`), never with
+  metrics of its own (:func:`measure`);
+* run the methods over a whole blend set in chunks, with progress and cancel,
+  into a results table (:meth:`InspectorModel.run_blend_set`).
+
+The Qt view is :mod:`napari_blendphot.widgets.deblend_inspector`.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import itertools
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+from psygnal import Signal
+
+from napari_blendphot.constants import STAMP_SIZE, ZERO_POINT
+from napari_blendphot.errors import InputError, WorkerError
+from napari_blendphot.widgets._session import BlendState
+
+GALAXIES = ("central", "companion")
+#: Columns of the inspector table (and of :func:`rows_as_table`).
+ROW_COLUMNS = ("method", "label", "galaxy", "flux", "mag", "dmag", "iou", "detection")
+NO_TRUTH_NOTE = "no truth: dmag and IoU unavailable"
+#: Network methods whose default weights come from the shipped models.
+_NETWORK_METHODS = ("blend2flux", "unet", "blend2mask2flux")
+
+
+# --------------------------------------------------------------------------- blend states
+def check_stamp(image, source: str) -> np.ndarray:
+    """A (128, 128) finite stamp as native float32, or an :class:`InputError` naming *source*."""
+    array = np.asarray(image)
+    if array.ndim != 2 or array.shape != (STAMP_SIZE, STAMP_SIZE):
+        raise InputError(source, f"the image is {array.ndim}-D of shape {array.shape}, expected one "
+                                 f"{STAMP_SIZE}x{STAMP_SIZE} stamp",
+                         "choose a 128x128 image layer, or a slice of a 128x128 stack")
+    if array.dtype.kind not in "fiu":
+        raise InputError(source, f"dtype {array.dtype} is not numeric")
+    array = np.ascontiguousarray(array, dtype=np.float32)
+    bad = ~np.isfinite(array)
+    if bad.any():
+        raise InputError(source, f"{int(bad.sum())} pixel(s) are NaN or infinite",
+                         "the methods need finite pixels: replace them (e.g. by the sky level) first")
+    return array
+
+
+def state_from_image(image, name: str, source: str | None = None) -> BlendState:
+    """A :class:`BlendState` without truth for an arbitrary stamp (checked)."""
+    return BlendState(image=check_stamp(image, source or name), name=name, truth=None, origin="layer")
+
+
+def state_from_blend_set(blend_set, index: int, name: str) -> BlendState:
+    """The blend *index* of a blend set (``BlendDataset`` or in-memory ``BlendBatch``) with its truth."""
+    n = len(blend_set)
+    if not 0 <= int(index) < n:
+        raise InputError(name, f"slice {index} is outside the {n} blends of the set")
+    truth = blend_set[int(index)]
+    image = check_stamp(truth.blend, f"{name}, blend {index}")
+    return BlendState(image=image, name=f"{name} #{int(index)}", truth=truth, origin="dataset")
+
+
+def truth_catalog(truth):
+    """One-row blend catalogue (astropy Table) of a :class:`~napari_blendphot.blend.assemble.Blend`."""
+    from astropy.table import Table
+
+    row = dict(truth.row)
+    row.setdefault("id", 0)
+    row.setdefault("distance", float(truth.distance))
+    row.setdefault("dy", int(truth.dy))
+    row.setdefault("dx", int(truth.dx))
+    return Table(rows=[row], names=list(row))
+
+
+def truth_context(truth):
+    """The :class:`~napari_blendphot.deblend.base.BlendContext` SEP uses to assign its detections."""
+    from napari_blendphot.deblend.base import BlendContext
+
+    radius = truth.row.get("g1_rad", np.nan)
+    radius = np.asarray([radius if radius is not None else np.nan], np.float64)
+    return BlendContext(companion_shift=np.asarray([[truth.dy, truth.dx]], np.int64),
+                        central_radius=None if not np.isfinite(radius).all() else radius)
+
+
+def has_usable_truth(truth) -> bool:
+    """True when the truth has positive finite fluxes for both galaxies (dmag computable)."""
+    if truth is None:
+        return False
+    fluxes = np.asarray(truth.fluxes, np.float64)
+    return bool(np.all(np.isfinite(fluxes) & (fluxes > 0)))
+
+
+# --------------------------------------------------------------------------- measurements
+@dataclass
+class GalaxyRow:
+    """One line of the inspector table: a method's numbers for one galaxy."""
+
+    method: str
+    label: str
+    galaxy: str
+    flux: float
+    mag: float
+    dmag: float = float("nan")
+    iou: float = float("nan")
+    detection: str = ""
+
+    def as_tuple(self) -> tuple:
+        return tuple(getattr(self, name) for name in ROW_COLUMNS)
+
+
+@dataclass
+class Inspection:
+    """The result of one request.
+
+    ``outputs``: ``{method: DeblendOutput}`` of the methods that ran;
+    ``rows``: the table lines (truth first when known);
+    ``table``: the one-row results table (None without truth);
+    ``errors``: ``{method or "worker": message}``; ``note``: a line for the user.
+    """
+
+    request_id: int
+    state: BlendState
+    outputs: dict = field(default_factory=dict)
+    rows: list = field(default_factory=list)
+    table: object = None
+    errors: dict = field(default_factory=dict)
+    note: str = ""
+    seconds: float = 0.0
+
+
+def _label(name: str) -> str:
+    from napari_blendphot.deblend.registry import method_info
+
+    try:
+        return method_info(name).label
+    except InputError:
+        return name
+
+
+def measure(state: BlendState, outputs: dict, zero_points: dict | None = None) -> tuple[list, object]:
+    """Table lines (and the one-row results table) for the *outputs* of the methods on *state*.
+
+    With a usable truth the numbers come from
+    :func:`~napari_blendphot.report.results.build_results_table` (IoU against
+    the true masks, SEP's detection column) and
+    :func:`~napari_blendphot.metrics.binned.galaxy_measurements` (magnitudes and
+    dmag with each method's zero point).  Without truth, magnitudes only.
+    """
+    from napari_blendphot.metrics.binned import galaxy_measurements, zero_point_of
+    from napari_blendphot.metrics.selection import detection_case_name
+    from napari_blendphot.report.results import build_results_table
+    from napari_blendphot.sample.galaxy_sample import flux_to_mag
+
+    zero_points = {name: zp for name, zp in (zero_points or {}).items() if name in outputs}
+    truth = state.truth
+    rows: list[GalaxyRow] = []
+    table = None
+    if has_usable_truth(truth):
+        table = build_results_table(truth_catalog(truth), outputs, true_masks=np.asarray(truth.masks)[None],
+                                    zero_points=zero_points)
+        true_mags = flux_to_mag(truth.fluxes, zero_point_of(table, None))
+        for galaxy, flux, mag in zip(GALAXIES, truth.fluxes, true_mags):
+            rows.append(GalaxyRow("truth", "truth", galaxy, float(flux), float(mag)))
+        for name in outputs:
+            for galaxy in GALAXIES:
+                values = galaxy_measurements(table, name, galaxy, selection="all")[0]
+                detection = ""
+                if f"detection_{name}" in table.colnames:
+                    case = int(table[f"detection_{name}"][0])
+                    detection = f"{case}: {detection_case_name(case)}"
+                iou = float(values["iou"]) if "iou" in values.colnames else float("nan")
+                rows.append(GalaxyRow(name, _label(name), galaxy, float(values["pred_flux"]),
+                                      float(values["pred_mag"]), float(values["dmag"]), iou, detection))
+        return rows, table
+    for name, output in outputs.items():
+        zp = float(zero_points.get(name, ZERO_POINT))
+        fluxes = np.asarray(output.fluxes, np.float64)[0]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mags = flux_to_mag(np.where(fluxes > 0, fluxes, np.nan), zp)
+        detection = ""
+        if "detection" in output.extra:
+            from napari_blendphot.metrics.selection import detection_case_name
+
+            case = int(np.asarray(output.extra["detection"])[0])
+            detection = f"{case}: {detection_case_name(case)}"
+        for galaxy, flux, mag in zip(GALAXIES, fluxes, mags):
+            rows.append(GalaxyRow(name, _label(name), galaxy, float(flux), float(mag), detection=detection))
+    return rows, None
+
+
+def layer_features(rows, method: str) -> dict:
+    """``features`` of a mask Labels layer: one row per label value (0 background, 1 central, 2 companion, 3 both)."""
+    from napari_blendphot.display import CENTRAL_LABEL, COMPANION_LABEL, OVERLAP_LABEL
+
+    by_galaxy = {row.galaxy: row for row in rows if row.method == method}
+    features = {"index": [0, CENTRAL_LABEL, COMPANION_LABEL, OVERLAP_LABEL],
+                "galaxy": ["background", "central", "companion", "both"]}
+    for column in ("flux", "mag", "dmag", "iou"):
+        features[column] = [np.nan] + [float(getattr(by_galaxy[g], column)) if g in by_galaxy else np.nan
+                                       for g in GALAXIES] + [np.nan]
+    features["detection"] = [""] + [by_galaxy[g].detection if g in by_galaxy else "" for g in GALAXIES] + [""]
+    return features
+
+
+def rows_as_table(rows, blend_name: str = ""):
+    """The table lines as an astropy Table (for CSV export)."""
+    from astropy.table import Table
+
+    table = Table(rows=[row.as_tuple() for row in rows] or None, names=ROW_COLUMNS,
+                  dtype=(str, str, str, float, float, float, float, str))
+    table.meta["blend"] = blend_name
+    table.meta["zero_point"] = ZERO_POINT
+    return table
+
+
+def format_value(column: str, value) -> str:
+    """How a number shows in the table and the clipboard ("" for NaN)."""
+    if isinstance(value, str):
+        return value
+    if value is None or not np.isfinite(value):
+        return ""
+    if column == "flux":
+        return f"{value:.4g}"
+    if column == "dmag":
+        return f"{value:+.3f}"
+    return f"{value:.3f}"
+
+
+def rows_as_tsv(rows) -> str:
+    """Tab-separated text of the table lines with a header (what "Copy" puts on the clipboard)."""
+    lines = ["\t".join(ROW_COLUMNS)]
+    for row in rows:
+        lines.append("\t".join(format_value(column, value) for column, value in zip(ROW_COLUMNS, row.as_tuple())))
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- blend sets
+def iter_blend_set(blend_set, split: str | None = None, chunk_size: int = 64):
+    """Chunks (``BlendBatch``) of a ``BlendDataset`` or an in-memory ``BlendBatch``, optionally one split."""
+    from napari_blendphot.blend.assemble import BlendBatch
+
+    if hasattr(blend_set, "select"):
+        yield from blend_set.select(split).iter_chunks(chunk_size)
+        return
+    rows = np.arange(len(blend_set))
+    if split is not None:
+        splits = np.char.strip(np.asarray(blend_set.catalog["split"]).astype(str))
+        if split not in set(splits.tolist()):
+            raise InputError("blend set", f"no blends with split {split!r}",
+                             f"present: {', '.join(sorted(set(splits.tolist())))}")
+        rows = np.flatnonzero(splits == split)
+    for start in range(0, len(rows), chunk_size):
+        part = rows[start:start + chunk_size]
+        yield BlendBatch(np.asarray(blend_set.blends[part]), np.asarray(blend_set.galaxy1[part]),
+                         np.asarray(blend_set.galaxy2[part]), np.asarray(blend_set.masks[part]),
+                         blend_set.catalog[part])
+
+
+def blend_set_size(blend_set, split: str | None = None) -> int:
+    if split is None:
+        return len(blend_set)
+    if hasattr(blend_set, "indices"):
+        return len(blend_set.indices(split))
+    splits = np.char.strip(np.asarray(blend_set.catalog["split"]).astype(str))
+    return int(np.sum(splits == split))
+
+
+def batch_context(catalog):
+    from napari_blendphot.deblend.base import BlendContext
+
+    shift = np.column_stack([np.asarray(catalog["dy"], np.int64), np.asarray(catalog["dx"], np.int64)])
+    return BlendContext(companion_shift=shift, central_radius=np.asarray(catalog["g1_rad"], np.float64))
+
+
+# --------------------------------------------------------------------------- the model
+class InspectorModel:
+    """Selected methods, their weights, and the engine that runs them.
+
+    Signals (psygnal; emitted from the model's background thread):
+    ``methods_changed()``, ``status(str)``.
+
+    Parameters
+    ----------
+    methods : sequence of str, optional
+        Initially selected methods (default: all registered ones).
+    engine_factory : callable, optional
+        ``engine_factory() -> InferenceEngine`` (tests pass a cheaper engine).
+    """
+
+    methods_changed = Signal()
+    status = Signal(str)
+
+    def __init__(self, methods=None, engine_factory=None, chunk_size: int = 64):
+        from napari_blendphot.deblend.registry import available_methods
+
+        self.available = tuple(available_methods())
+        self.selected = list(self.available if methods is None else methods)
+        self.weights: dict[str, str | None] = {}
+        self.live = True
+        self.chunk_size = int(chunk_size)
+        self._engine_factory = engine_factory
+        self._engine = None
+        self._engine_lock = threading.Lock()
+        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="blendphot-inspector")
+        self._counter = itertools.count(1)
+        self.latest_request = 0
+        self._checked_weights: dict = {}
+        self._closed = False
+
+    # -- configuration ----------------------------------------------------------------------
+    def set_selected(self, name: str, on: bool) -> None:
+        if on and name not in self.selected:
+            self.selected = [m for m in self.available if m in self.selected or m == name]
+        elif not on and name in self.selected:
+            self.selected.remove(name)
+        self.methods_changed.emit()
+
+    def set_weights(self, name: str, path: str | None) -> None:
+        """Use the ``.keras`` file *path* for network *name* (None: the shipped default)."""
+        if path is not None:
+            from pathlib import Path
+
+            if not Path(path).is_file():
+                raise InputError(path, "model file not found")
+        self.weights[name] = path
+        if self._engine is not None:
+            self._engine.set_method_options(name, **self._options(name))
+        self.methods_changed.emit()
+
+    def weights_description(self, name: str) -> str:
+        """What weights *name* will use, in words (for the view)."""
+        from pathlib import Path
+
+        if self.weights.get(name):
+            return Path(self.weights[name]).name
+        if name not in _NETWORK_METHODS:
+            return ""
+        try:
+            from napari_blendphot.models.registry import default_model
+
+            manifest = default_model(name)
+        except InputError as exc:
+            return f"shipped model unreadable: {exc.problem}"
+        return f"shipped: {manifest.name}" if manifest is not None else "no shipped model"
+
+    def _options(self, name: str) -> dict:
+        if self.weights.get(name):
+            return {"weights": str(self.weights[name])}
+        return {}
+
+    def check_method(self, name: str) -> str | None:
+        """Why *name* cannot run now (None if it can): a network with no usable weights."""
+        if name not in _NETWORK_METHODS or self.weights.get(name):
+            return None
+        from napari_blendphot.models.registry import WEIGHTS_DIR, default_model, verify
+
+        try:
+            manifest = default_model(name)
+        except InputError as exc:
+            return (f"{name}: the shipped model's manifest cannot be read ({exc}); "
+                    "reinstall napari-blendphot or choose a .keras file for it")
+        if manifest is None:
+            return (f"{name}: no shipped model is installed (looked in {WEIGHTS_DIR}); "
+                    f"choose a .keras file with the '…' button next to {name}")
+        path = manifest.path
+        key = (str(path), path.stat().st_size if path.is_file() else -1,
+               path.stat().st_mtime_ns if path.is_file() else -1)
+        if key not in self._checked_weights:
+            try:
+                verify(manifest)
+                self._checked_weights[key] = None
+            except InputError as exc:
+                self._checked_weights[key] = (f"{name}: the shipped model is unusable: {exc}; "
+                                              "or choose a .keras file for it")
+        return self._checked_weights[key]
+
+    # -- engine -------------------------------------------------------------------------------
+    @property
+    def engine(self):
+        """The inference engine (created on first use; its worker starts on the first request)."""
+        with self._engine_lock:
+            if self._closed:
+                raise WorkerError("the Deblend Inspector is closed")
+            if self._engine is None:
+                if self._engine_factory is not None:
+                    self._engine = self._engine_factory()
+                else:
+                    from napari_blendphot.deblend.engine import InferenceEngine
+
+                    self._engine = InferenceEngine(("sep",), chunk_size=self.chunk_size)
+                for name in self.available:
+                    options = self._options(name)
+                    if options:
+                        self._engine.set_method_options(name, **options)
+            return self._engine
+
+    @property
+    def engine_started(self) -> bool:
+        return self._engine is not None
+
+    def close(self) -> None:
+        """Stop the background thread and the worker process."""
+        self._closed = True
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        with self._engine_lock:
+            engine, self._engine = self._engine, None
+        if engine is not None:
+            engine.close()
+
+    # -- one blend ----------------------------------------------------------------------------
+    def inspect(self, state: BlendState, methods=None) -> concurrent.futures.Future:
+        """Run the methods on *state* in the background; returns a Future of :class:`Inspection`.
+
+        Every call gets a new request id (``future.request_id``); a request
+        that is still queued when a newer one arrives is skipped (its future
+        gives an Inspection with ``note == "superseded"`` and no outputs), so
+        a burst of changes costs one run, not one per change.
+        """
+        request_id = next(self._counter)
+        self.latest_request = request_id
+        methods = list(self.selected if methods is None else methods)
+        future = self._executor.submit(self._inspect, request_id, state, methods)
+        future.request_id = request_id
+        return future
+
+    def is_latest(self, inspection: Inspection) -> bool:
+        return inspection.request_id == self.latest_request
+
+    def _inspect(self, request_id: int, state: BlendState, methods) -> Inspection:
+        import time
+
+        result = Inspection(request_id, state)
+        if request_id != self.latest_request:
+            result.note = "superseded"
+            return result
+        start = time.perf_counter()
+        runnable = []
+        for name in methods:
+            problem = self.check_method(name)
+            if problem:
+                result.errors[name] = problem
+            else:
+                runnable.append(name)
+        context = truth_context(state.truth) if state.truth is not None else None
+        if runnable:
+            engine = self.engine
+            try:
+                result.outputs = engine.run(state.image, context, methods=runnable)
+            except WorkerError as exc:
+                if getattr(exc, "exitcode", None) is not None or not engine.worker_pid:
+                    result.errors["worker"] = (f"{exc}. The inspector will use a new worker on the next "
+                                               "change or 'Run'.")
+                    result.outputs = {}
+                else:
+                    result.outputs = self._one_by_one(engine, state, context, runnable, result.errors)
+            except Exception:  # a method refused: find which, keep the others
+                result.outputs = self._one_by_one(engine, state, context, runnable, result.errors)
+        result.outputs = {name: result.outputs[name] for name in methods if name in result.outputs}
+        if result.outputs:
+            try:
+                result.rows, result.table = measure(state, result.outputs)
+            except InputError as exc:
+                result.errors["measurements"] = str(exc)
+        if state.truth is None or not has_usable_truth(state.truth):
+            result.note = NO_TRUTH_NOTE
+        result.seconds = time.perf_counter() - start
+        return result
+
+    @staticmethod
+    def _one_by_one(engine, state, context, methods, errors) -> dict:
+        outputs = {}
+        for name in methods:
+            try:
+                outputs.update(engine.run(state.image, context, methods=[name]))
+            except WorkerError as exc:
+                hint = "; the next request starts a new worker" if getattr(exc, "exitcode", None) is not None else ""
+                errors[name] = f"{name}: {exc}{hint}"
+            except Exception as exc:  # reported to the user, the other methods go on
+                errors[name] = f"{name}: {exc}"
+        return outputs
+
+    # -- a blend set --------------------------------------------------------------------------
+    def run_blend_set(self, blend_set, split: str | None = None, methods=None, progress=None,
+                      cancel: threading.Event | None = None):
+        """Run the methods over *blend_set* (or its *split*) chunk by chunk; returns a results table.
+
+        *progress(done, total)* is called after each chunk; when *cancel* is
+        set the run stops after the current chunk and raises
+        :class:`~napari_blendphot.deblend.engine.Cancelled` with ``.partial``
+        (the results table of the chunks done, or None).  Methods that
+        cannot run (no weights) raise an InputError before anything runs.
+        """
+        from napari_blendphot.deblend.engine import Cancelled
+        from napari_blendphot.provenance import make_provenance
+        from napari_blendphot.report.results import build_results_table, concatenate_results
+
+        methods = list(self.selected if methods is None else methods)
+        if not methods:
+            raise InputError("methods", "no method selected", "tick at least one method")
+        problems = [p for p in (self.check_method(name) for name in methods) if p]
+        if problems:
+            raise InputError("methods", "; ".join(problems))
+        total = blend_set_size(blend_set, split)
+        if total == 0:
+            raise InputError("blend set", f"has no blends{'' if split is None else f' in split {split!r}'}")
+        engine = self.engine
+        tables, done = [], 0
+        for batch in iter_blend_set(blend_set, split, self.chunk_size):
+            if cancel is not None and cancel.is_set():
+                error = Cancelled(f"cancelled after {done} of {total} blends", done=done, total=total)
+                error.partial = concatenate_results(tables) if tables else None
+                raise error
+            outputs = engine.run(batch.blends, batch_context(batch.catalog), methods=methods,
+                                 chunk_size=len(batch.blends))
+            tables.append(build_results_table(batch.catalog, outputs, true_masks=batch.masks))
+            done += len(batch.blends)
+            if progress is not None:
+                progress(done, total)
+        table = concatenate_results(tables)
+        source = str(getattr(blend_set, "path", "in-memory blend set"))
+        table.meta["provenance"] = make_provenance("inspect-blend-set", None, None, blends=source,
+                                                   split=split or "all", methods=methods,
+                                                   weights={m: self.weights.get(m) for m in methods
+                                                            if self.weights.get(m)})
+        return table
+
+    def submit_blend_set(self, blend_set, split=None, methods=None, progress=None) -> concurrent.futures.Future:
+        """:meth:`run_blend_set` in the model's background thread; ``future.cancel_event`` stops it."""
+        cancel = threading.Event()
+        future = self._executor.submit(self.run_blend_set, blend_set, split, methods, progress, cancel)
+        future.cancel_event = cancel
+        return future

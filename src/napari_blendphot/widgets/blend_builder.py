@@ -391,6 +391,9 @@ class BlendBuilderWidget(QWidget):
         self.source_combo.addItems(names)
         if current in names:
             self.source_combo.setCurrentText(current)
+        elif names:
+            # Qt 6 keeps index -1 (the placeholder) after addItems: choose the first layer.
+            self.source_combo.setCurrentIndex(0)
         has = bool(names)
         self.source_combo.setEnabled(has)
         self.use_layer_button.setEnabled(has)

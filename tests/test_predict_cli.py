@@ -99,3 +99,16 @@ def test_predict_with_networks(dataset_dir, tmp_path, tmp_path_factory):
 
     assert meta["method_metadata"]["unet"]["sha256"] == sha256_file(built["paths"]["unet"])
     assert "tensorflow" not in sys.modules and "jax" not in sys.modules
+
+
+def test_predict_without_weights_fails_before_starting_a_worker(dataset_dir, tmp_path, capsys, monkeypatch):
+    import napari_blendphot.models.registry as model_registry
+    from napari_blendphot.deblend import engine
+
+    monkeypatch.setattr(model_registry, "default_model", lambda method, weights_dir=None: None)
+    started = []
+    monkeypatch.setattr(engine.InferenceEngine, "_ensure_worker", lambda self: started.append(1))
+    assert main(["predict", str(dataset_dir), "--methods", "sep,unet", "-o", str(tmp_path / "r.csv")]) == 2
+    assert "method 'unet': no shipped model is installed for it (give weights with --weights unet=PATH)" in \
+        capsys.readouterr().err
+    assert not started

@@ -69,7 +69,7 @@ class _RowReader:
 def parse_weights(items, methods) -> dict:
     """``["unet=a.keras", ...]`` -> ``{"unet": "a.keras"}``, checking names and files early."""
     from napari_blendphot.errors import InputError
-    from napari_blendphot.models.registry import METHODS, resolve_weights
+    from napari_blendphot.models.registry import METHODS, default_model, resolve_weights
 
     weights = {}
     for item in items:
@@ -86,6 +86,10 @@ def parse_weights(items, methods) -> dict:
             # Fail now (missing file, wrong network, bad checksum) rather than after the first chunk.
             resolve_weights(value, expect=method)
         weights[method] = value
+    for method in methods:
+        if method in METHODS and method not in weights and default_model(method) is None:
+            raise InputError(f"method {method!r}", "no shipped model is installed for it",
+                             f"give weights with --weights {method}=PATH")
     return weights
 
 

@@ -30,14 +30,47 @@ Worker -> parent:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+import tempfile
 import traceback
 
 import numpy as np
 
 #: Environment set in the worker before anything imports TensorFlow.
 QUIET_ENVIRONMENT = {"TF_CPP_MIN_LOG_LEVEL": "2"}
+#: Lines TensorFlow's C++ logging prints at import whatever TF_CPP_MIN_LOG_LEVEL
+#: says (it logs before reading it); dropped from the worker's stderr.
+IMPORT_NOISE = ("All log messages before absl::InitializeLog() is called", "oneDNN custom operations are on")
+
+
+@contextlib.contextmanager
+def _filter_import_noise():
+    """Drop TensorFlow's import-time log lines from file descriptor 2 while Keras first loads.
+
+    Everything else written meanwhile is passed on when the block ends.  Only
+    used until Keras is imported, so later messages reach stderr directly.
+    """
+    if "keras" in sys.modules:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            text = capture.read().decode("utf-8", errors="replace")
+            kept = [line for line in text.splitlines(keepends=True) if not any(n in line for n in IMPORT_NOISE)]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
 
 
 def pack_output(output):
@@ -97,7 +130,8 @@ class _Methods:
             return cached[1]
         from napari_blendphot.deblend.registry import _resolve
 
-        method = _resolve(factory, name)(**options)
+        with _filter_import_noise():
+            method = _resolve(factory, name)(**options)
         self._created[name] = (key, method)
         return method
 
@@ -132,7 +166,8 @@ def worker_main(conn, backend: str, environment: dict | None = None) -> None:
 
 def _call(conn, function, args, kwargs) -> None:
     try:
-        value = function(*args, **kwargs)
+        with _filter_import_noise():
+            value = function(*args, **kwargs)
     except Exception as exc:
         conn.send(("error", -1, getattr(function, "__qualname__", repr(function)), describe_exception(exc)))
         return

@@ -55,7 +55,7 @@ def _load_weights(method: str, weights):
         shipped = default_model(method) if role else None
         if shipped is None:
             raise InputError(f"method {method!r}", "no weights given and no shipped model is installed for it",
-                             f"pass weights=PATH (CLI: --weights {method}=PATH)")
+                             f"pass weights=PATH, or --weights {method}=PATH on the command line")
         weights = shipped.name
     path, manifest = resolve_weights(weights, expect=role)
     record = {}

@@ -487,7 +487,7 @@ def make_mock_sample(n: int, seed: int, progress=None, neighbour_fraction: float
         byte-identity); the CLI reports the time per stamp.
     """
     try:
-        import galsim
+        import galsim  # noqa: F401 - checked here so that a missing extra fails before any work
     except ImportError:
         raise InputError("make_mock_sample", "GalSim is not installed",
                          "pip install galsim (or napari-blendphot[mock])") from None

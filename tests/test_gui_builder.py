@@ -195,6 +195,7 @@ def _check_layers_match(viewer, widget):
     np.testing.assert_array_equal(points.data, [[64 + widget.model.dy, 64 + widget.model.dx]])
 
 
+@pytest.mark.gui
 def test_widget_builds_layers_and_sets_current_blend(builder):
     from napari_blendphot.widgets._session import current_blend_for
 
@@ -207,6 +208,7 @@ def test_widget_builds_layers_and_sets_current_blend(builder):
     assert "tensorflow" not in sys.modules
 
 
+@pytest.mark.gui
 def test_moving_the_point_moves_the_companion(builder):
     viewer, widget = builder
     _, _, points = _layers(viewer, widget)
@@ -221,6 +223,7 @@ def test_moving_the_point_moves_the_companion(builder):
     np.testing.assert_array_equal(points.data, [[64 + SHIFT_MAX, 64 + SHIFT_MIN]])
 
 
+@pytest.mark.gui
 def test_spin_boxes_move_the_point(builder):
     viewer, widget = builder
     widget.dy_spin.setValue(-9)
@@ -230,6 +233,7 @@ def test_spin_boxes_move_the_point(builder):
     assert "9.0 px" in widget.info_label.text() or "16.6 px" in widget.info_label.text()
 
 
+@pytest.mark.gui
 def test_dmag_slider_changes_companion_flux(builder):
     viewer, widget = builder
     widget.dy_spin.setValue(20)
@@ -241,6 +245,7 @@ def test_dmag_slider_changes_companion_flux(builder):
     _check_layers_match(viewer, widget)
 
 
+@pytest.mark.gui
 def test_drag_updates_live_with_stable_contrast(builder):
     from napari.utils.interactions import mouse_move_callbacks, mouse_press_callbacks, mouse_release_callbacks
     from napari.utils._proxies import ReadOnlyWrapper
@@ -270,6 +275,7 @@ def test_drag_updates_live_with_stable_contrast(builder):
     _check_layers_match(viewer, widget)  # snapped on release
 
 
+@pytest.mark.gui
 def test_picking_galaxies_in_the_combos(builder):
     viewer, widget = builder
     combo = widget.companion_picker.galaxy_combo
@@ -290,6 +296,7 @@ def test_picking_galaxies_in_the_combos(builder):
     assert types <= {"disk"}
 
 
+@pytest.mark.gui
 def test_random_and_swap_buttons(builder):
     viewer, widget = builder
     before = (widget.model.central_index, widget.model.companion_index)
@@ -303,6 +310,7 @@ def test_random_and_swap_buttons(builder):
     _check_layers_match(viewer, widget)
 
 
+@pytest.mark.gui
 def test_save_set_from_widget(builder, tmp_path):
     from napari_blendphot.blend.dataset import BlendDataset
 
@@ -319,6 +327,7 @@ def test_save_set_from_widget(builder, tmp_path):
         widget.save(tmp_path / "set", whole_set=True)
 
 
+@pytest.mark.gui
 def test_sample_layers_are_offered_and_loaded_in_background(make_napari_viewer, qtbot, sample):
     from napari_blendphot._reader import sample_layers
     from napari_blendphot.widgets.blend_builder import BlendBuilderWidget
@@ -336,6 +345,7 @@ def test_sample_layers_are_offered_and_loaded_in_background(make_napari_viewer, 
     _check_layers_match(viewer, widget)
 
 
+@pytest.mark.gui
 def test_screenshot_is_not_blank(make_napari_viewer, sample, tmp_path):
     from napari_blendphot.widgets.blend_builder import BlendBuilderWidget
 

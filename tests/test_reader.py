@@ -205,6 +205,7 @@ def test_mask_outlines_refuses_wrong_shape():
 
 # -- through napari --------------------------------------------------------------------------
 
+@pytest.mark.gui
 def test_viewer_open_with_plugin(make_napari_viewer, native_file, blend_folder):
     viewer = make_napari_viewer()
     layers = viewer.open(str(native_file), plugin=PLUGIN)
@@ -222,6 +223,7 @@ def test_viewer_open_with_plugin(make_napari_viewer, native_file, blend_folder):
     assert "tensorflow" not in sys.modules
 
 
+@pytest.mark.gui
 def test_viewer_open_broken_file_raises_our_message(make_napari_viewer, tmp_path):
     broken = tmp_path / "broken.fits"
     broken.write_bytes(b"\x00" * 100)

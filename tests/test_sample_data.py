@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 import numpy as np
+import pytest
 
 from napari_blendphot._reader import mask_outlines
 from napari_blendphot._sample_data import (
@@ -67,6 +68,7 @@ def test_mock_blends_layers():
     assert label_kwargs["name"] == "mock truth"
 
 
+@pytest.mark.gui
 def test_sample_entries_in_viewer(make_napari_viewer):
     viewer = make_napari_viewer()
     galaxies = viewer.open_sample("napari-blendphot", "mock_galaxies")

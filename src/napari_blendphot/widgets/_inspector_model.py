@@ -302,14 +302,17 @@ class InspectorModel:
     ----------
     methods : sequence of str, optional
         Initially selected methods (default: all registered ones).
-    engine_factory : callable, optional
-        ``engine_factory() -> InferenceEngine`` (tests pass a cheaper engine).
+    engine : InferenceEngine, optional
+        Use this engine (it is borrowed: :meth:`close` leaves it running);
+        default: the model creates one on first use and owns it.
+    chunk_size : int
+        Blends per request of a blend-set run (progress and cancel granularity).
     """
 
     methods_changed = Signal()
     status = Signal(str)
 
-    def __init__(self, methods=None, engine_factory=None, chunk_size: int = 64):
+    def __init__(self, methods=None, engine=None, chunk_size: int = 64):
         from napari_blendphot.deblend.registry import available_methods
 
         self.available = tuple(available_methods())
@@ -317,8 +320,8 @@ class InspectorModel:
         self.weights: dict[str, str | None] = {}
         self.live = True
         self.chunk_size = int(chunk_size)
-        self._engine_factory = engine_factory
-        self._engine = None
+        self._engine = engine
+        self._owns_engine = engine is None
         self._engine_lock = threading.Lock()
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="blendphot-inspector")
         self._counter = itertools.count(1)
@@ -379,8 +382,7 @@ class InspectorModel:
             return (f"{name}: the shipped model's manifest cannot be read ({exc}); "
                     "reinstall napari-blendphot or choose a .keras file for it")
         if manifest is None:
-            return (f"{name}: no shipped model is installed (looked in {WEIGHTS_DIR}); "
-                    f"choose a .keras file with the '…' button next to {name}")
+            return f"{name}: no shipped model installed (in {WEIGHTS_DIR}) — choose a .keras file with its '…' button"
         path = manifest.path
         key = (str(path), path.stat().st_size if path.is_file() else -1,
                path.stat().st_mtime_ns if path.is_file() else -1)
@@ -401,12 +403,9 @@ class InspectorModel:
             if self._closed:
                 raise WorkerError("the Deblend Inspector is closed")
             if self._engine is None:
-                if self._engine_factory is not None:
-                    self._engine = self._engine_factory()
-                else:
-                    from napari_blendphot.deblend.engine import InferenceEngine
+                from napari_blendphot.deblend.engine import InferenceEngine
 
-                    self._engine = InferenceEngine(("sep",), chunk_size=self.chunk_size)
+                self._engine = InferenceEngine(("sep",), chunk_size=self.chunk_size)
                 for name in self.available:
                     options = self._options(name)
                     if options:
@@ -415,7 +414,7 @@ class InspectorModel:
 
     @property
     def engine_started(self) -> bool:
-        return self._engine is not None
+        return self._engine is not None and self._engine.worker_pid is not None
 
     def close(self) -> None:
         """Stop the background thread and the worker process."""
@@ -423,7 +422,7 @@ class InspectorModel:
         self._executor.shutdown(wait=False, cancel_futures=True)
         with self._engine_lock:
             engine, self._engine = self._engine, None
-        if engine is not None:
+        if engine is not None and self._owns_engine:
             engine.close()
 
     # -- one blend ----------------------------------------------------------------------------

@@ -73,6 +73,11 @@ def read_keras_config(path) -> dict:
     if not path.is_file():
         raise InputError(path, "is not a file")
     if not zipfile.is_zipfile(path):
+        with open(path, "rb") as handle:
+            starts_like_zip = handle.read(4) == b"PK\x03\x04"
+        if starts_like_zip:
+            # A zip whose central directory (at the end) is gone: a cut download.
+            raise InputError(path, "is a truncated or corrupted '.keras' archive", "download or save it again")
         raise InputError(
             path, "is not a Keras 3 '.keras' archive (not a zip file)",
             "old '.h5' / SavedModel files must be re-saved with Keras 3 as '.keras'",
@@ -93,15 +98,15 @@ def read_keras_config(path) -> dict:
         raise InputError(path, f"is corrupted ({error})", "download or save it again") from error
 
 
-def _layer_classes(config) -> list[tuple[str, str | None]]:
-    """All (class_name, module) pairs of serialised objects in a config tree."""
+def _layer_classes(config) -> list[tuple[str, str | None, str | None]]:
+    """All (class_name, module, registered_name) of serialised objects in a config tree."""
     found = []
     stack = [config]
     while stack:
         node = stack.pop()
         if isinstance(node, dict):
             if "class_name" in node and isinstance(node["class_name"], str):
-                found.append((node["class_name"], node.get("module")))
+                found.append((node["class_name"], node.get("module"), node.get("registered_name")))
             stack.extend(node.values())
         elif isinstance(node, list):
             stack.extend(node)
@@ -132,7 +137,7 @@ def load_model(path, safe_mode: bool = True, compile: bool = False, expect: str 
     path = Path(path)
     config = read_keras_config(path)
     if safe_mode:
-        lambdas = sorted({cls for cls, _ in _layer_classes(config) if cls == "Lambda"})
+        lambdas = sorted({cls for cls, _, _ in _layer_classes(config) if cls == "Lambda"})
         if lambdas:
             raise InputError(
                 path, "contains a Lambda layer, which would run code stored in the file; refused in safe mode",
@@ -145,6 +150,20 @@ def load_model(path, safe_mode: bool = True, compile: bool = False, expect: str 
     from napari_blendphot.models import layers as _layers  # noqa: F401
     from napari_blendphot.models import losses as _losses  # noqa: F401
 
+    unknown = sorted(
+        {
+            registered
+            for _, module, registered in _layer_classes(config)
+            # Functions (losses in compile_config) are module "builtins" and resolved by name by Keras.
+            if registered and module != "builtins" and not str(module or "").startswith("keras")
+            and keras.saving.get_registered_object(registered) is None
+        }
+    )
+    if unknown:
+        raise InputError(
+            path, f"uses classes this package does not know ({', '.join(unknown)})",
+            "was it saved by napari-blendphot? Custom layers must be registered before loading",
+        )
     try:
         model = keras.saving.load_model(path, compile=compile, safe_mode=safe_mode)
     except InputError:

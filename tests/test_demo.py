@@ -75,5 +75,5 @@ def test_demo_screenshot_without_display(tmp_path):
     from PIL import Image
 
     pixels = np.asarray(Image.open(out))
-    assert pixels.shape[:2] == (_demo.WINDOW_SIZE[1], _demo.WINDOW_SIZE[0])
+    assert pixels.shape[1] >= _demo.WINDOW_SIZE[0] and pixels.shape[0] >= _demo.WINDOW_SIZE[1]
     assert pixels.std() > 10

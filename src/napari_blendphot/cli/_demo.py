@@ -20,7 +20,7 @@ import time
 UNDER_XVFB_ENV = "BLENDPHOT_DEMO_UNDER_XVFB"
 #: Screen of the virtual X server and size of the window in screenshots.
 XVFB_SCREEN = "1920x1200x24"
-WINDOW_SIZE = (1600, 1000)
+WINDOW_SIZE = (1920, 1080)
 
 
 def register(subparsers) -> None:
@@ -145,7 +145,7 @@ def build_demo_viewer(no_models: bool = False, seed: int = 0, show: bool = True)
             raise
         DeblendInspectorWidget = None
     builder = BlendBuilderWidget(viewer, model=BlendBuilderModel(pair_seed=seed))
-    viewer.window.add_dock_widget(builder, name="Blend Builder", area="right")
+    builder_dock = viewer.window.add_dock_widget(builder, name="Blend Builder", area="right")
     if DeblendInspectorWidget is not None:
         parameters = inspect.signature(DeblendInspectorWidget).parameters
         kwargs = {}
@@ -154,10 +154,22 @@ def build_demo_viewer(no_models: bool = False, seed: int = 0, show: bool = True)
         elif "models" in parameters and no_models:
             kwargs["models"] = False
         inspector = DeblendInspectorWidget(viewer, **kwargs)
-        viewer.window.add_dock_widget(inspector, name="Deblend Inspector", area="right", tabify=False)
+        inspector_dock = viewer.window.add_dock_widget(inspector, name="Deblend Inspector", area="right")
+        # Side by side rather than stacked: both stay fully visible on a 1080-pixel screen.
+        from qtpy.QtCore import Qt
+
+        viewer.window._qt_window.splitDockWidget(builder_dock, inspector_dock, Qt.Orientation.Horizontal)
     # The first blend: the embedded sample (cleaned), a random pair by the paper's rules.
     builder.load_embedded(background=False)
     return viewer, builder, inspector
+
+
+def _select_position_layer(viewer) -> None:
+    """Make the companion's point the active layer, so that it can be dragged at once."""
+    from napari_blendphot.widgets.blend_builder import POSITION_LAYER
+
+    if POSITION_LAYER in viewer.layers:
+        viewer.layers.selection.active = viewer.layers[POSITION_LAYER]
 
 
 def open_demo(screenshot: str | None, no_models: bool = False, seed: int = 0, wait: float = 60.0) -> int:
@@ -169,6 +181,7 @@ def open_demo(screenshot: str | None, no_models: bool = False, seed: int = 0, wa
         print("blendphot demo: the Deblend Inspector is not installed in this version; showing the "
               "Blend Builder only", file=sys.stderr)
     if screenshot is None:
+        _select_position_layer(viewer)
         napari.run()
         return 0
     # Let the inspector run its methods on the first blend, then draw.
@@ -177,6 +190,8 @@ def open_demo(screenshot: str | None, no_models: bool = False, seed: int = 0, wa
     while inspector is not None and _inspector_busy(inspector) and time.monotonic() < deadline:
         _process_events(0.2)
     _process_events(0.5)
+    _select_position_layer(viewer)
+    _process_events(0.3)
     os.makedirs(os.path.dirname(screenshot) or ".", exist_ok=True)
     viewer.screenshot(screenshot, canvas_only=False)
     viewer.close()

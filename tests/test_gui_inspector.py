@@ -1,0 +1,402 @@
+"""The Deblend Inspector: its model without a viewer, and the widget in a real napari viewer.
+
+One inference engine serves the whole module (its worker starts once); the
+tiny networks are built and saved by a throwaway TensorFlow worker
+(``test_engine_support.tiny_models``), so this process never imports
+TensorFlow — checked in several tests.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+
+import numpy as np
+import pytest
+from test_engine_support import tiny_models
+
+from napari_blendphot.blend.assemble import make_blend, make_blends
+from napari_blendphot.deblend.engine import InferenceEngine
+from napari_blendphot.deblend.registry import available_methods, register_method, unregister_method
+from napari_blendphot.errors import InputError
+from napari_blendphot.widgets._inspector_model import (
+    NO_TRUTH_NOTE,
+    InspectorModel,
+    layer_features,
+    rows_as_tsv,
+    state_from_image,
+    truth_catalog,
+    truth_context,
+)
+from napari_blendphot.widgets._session import BlendState, current_blend_for
+
+pytestmark = pytest.mark.slow  # one engine start plus a TensorFlow start for the tiny networks
+
+NETWORKS = ("blend2flux", "unet", "blend2mask2flux")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return tiny_models(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def engine(tiny):
+    engine = InferenceEngine(("sep",), backend="tensorflow")
+    for name in NETWORKS:
+        engine.set_method_options(name, weights=tiny["paths"][name])
+    engine.warm_up(["sep", *NETWORKS])
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="module")
+def blends(toy_sample):
+    """Two blends of the same pair, the companion moved between them."""
+    return make_blend(toy_sample[0], toy_sample[1], 9, -12), make_blend(toy_sample[0], toy_sample[1], -6, 14)
+
+
+@pytest.fixture
+def notes(monkeypatch):
+    """Every notification the inspector shows, as (kind, message); they still reach napari."""
+    from napari_blendphot.widgets import deblend_inspector
+
+    shown = []
+    original = deblend_inspector._notify
+
+    def record(kind, message):
+        shown.append((kind, message))
+        original(kind, message)
+
+    monkeypatch.setattr(deblend_inspector, "_notify", record)
+    return shown
+
+
+def make_widget(make_napari_viewer, engine, tiny, methods=None, show=False):
+    from napari_blendphot.widgets.deblend_inspector import DeblendInspectorWidget
+
+    viewer = make_napari_viewer(show=show)
+    model = InspectorModel(methods=methods, engine=engine, chunk_size=8)
+    for name in NETWORKS:
+        model.weights[name] = tiny["paths"][name]
+    widget = DeblendInspectorWidget(viewer, model=model)
+    viewer.window.add_dock_widget(widget, name="Deblend Inspector", area="right")
+    return viewer, widget
+
+
+def wait_drawn(qtbot, widget, count, timeout=30000):
+    qtbot.waitUntil(lambda: widget.drawn_count >= count, timeout=timeout)
+
+
+def table_text(widget):
+    return [[widget.table.item(i, j).text() for j in range(widget.table.columnCount())]
+            for i in range(widget.table.rowCount())]
+
+
+# ----------------------------------------------------------------------------- the model alone
+def test_states_refuse_bad_stamps_with_input_errors():
+    with pytest.raises(InputError, match="shape \\(100, 100\\)"):
+        state_from_image(np.zeros((100, 100), np.float32), "small")
+    image = np.zeros((128, 128), np.float32)
+    image[3, 4] = np.nan
+    with pytest.raises(InputError, match="1 pixel\\(s\\) are NaN"):
+        state_from_image(image, "holes")
+    state = state_from_image(np.ones((128, 128), ">f8"), "big-endian")
+    assert state.image.dtype == np.float32 and state.image.dtype.isnative and state.truth is None
+
+
+def test_model_rows_equal_the_library_for_sep(engine, blends):
+    from napari_blendphot.deblend.sep_baseline import SepTwoPass
+    from napari_blendphot.metrics.binned import galaxy_measurements
+    from napari_blendphot.report.results import build_results_table
+
+    blend = blends[0]
+    model = InspectorModel(methods=["sep"], engine=engine)
+    inspection = model.inspect(BlendState(blend.blend, "b", truth=blend)).result(timeout=60)
+    model.close()
+    assert inspection.errors == {}
+    direct = SepTwoPass(n_jobs=1).deblend(blend.blend[None], truth_context(blend))
+    table = build_results_table(truth_catalog(blend), {"sep": direct}, true_masks=blend.masks[None])
+    rows = {(row.method, row.galaxy): row for row in inspection.rows}
+    for galaxy, prefix in (("central", "g1"), ("companion", "g2")):
+        expected = galaxy_measurements(table, "sep", galaxy, "all")[0]
+        row = rows["sep", galaxy]
+        assert row.flux == pytest.approx(float(table[f"{prefix}_flux_sep"][0]), rel=1e-12)
+        assert row.dmag == pytest.approx(float(expected["dmag"]), abs=1e-12)
+        assert row.iou == pytest.approx(float(table[f"{prefix}_iou_sep"][0]), abs=1e-12)
+        assert row.detection.startswith(str(int(table["detection_sep"][0])))
+        assert rows["truth", galaxy].flux == pytest.approx(float(table[f"{prefix}_flux"][0]))
+    features = layer_features(inspection.rows, "sep")
+    assert features["flux"][1] == rows["sep", "central"].flux and features["flux"][2] == rows["sep", "companion"].flux
+    assert np.isnan(features["flux"][0]) and np.isnan(features["flux"][3])
+    tsv = rows_as_tsv(inspection.rows).splitlines()
+    assert tsv[0].split("\t")[:3] == ["method", "label", "galaxy"] and len(tsv) == 1 + len(inspection.rows)
+    assert "tensorflow" not in sys.modules
+
+
+def test_a_queued_request_is_dropped_when_a_newer_one_arrives(engine, blends):
+    register_method("slowgui", "test_engine_support:SlowDeblender", label="slow stand-in", needs_worker=False)
+    try:
+        model = InspectorModel(methods=["slowgui"], engine=engine)
+        engine.set_method_options("slowgui", seconds_per_blend=0.5)
+        first = model.inspect(BlendState(blends[0].blend, "first"))
+        stale = [model.inspect(BlendState(blends[0].blend, f"stale {i}")) for i in range(3)]
+        last = model.inspect(BlendState(blends[1].blend, "last"))
+        assert first.result(timeout=30).outputs and not model.is_latest(first.result())
+        assert [f.result(timeout=30).note for f in stale] == ["superseded"] * 3
+        assert all(not f.result().outputs for f in stale)
+        assert last.result(timeout=30).state.name == "last" and model.is_latest(last.result())
+        model.close()
+    finally:
+        unregister_method("slowgui")
+        engine.method_options.pop("slowgui", None)
+
+
+def test_missing_shipped_weights_are_reported_and_sep_still_runs(engine, blends, tmp_path, monkeypatch):
+    from napari_blendphot.models import registry
+
+    monkeypatch.setattr(registry, "WEIGHTS_DIR", tmp_path)  # an installation without shipped models
+    model = InspectorModel(methods=["sep", "blend2flux"], engine=engine)
+    inspection = model.inspect(BlendState(blends[0].blend, "b", truth=blends[0])).result(timeout=60)
+    model.close()
+    assert list(inspection.outputs) == ["sep"]
+    assert "no shipped model installed" in inspection.errors["blend2flux"]
+    assert model.weights_description("blend2flux") == "no shipped model"
+
+
+# ----------------------------------------------------------------------------- the widget
+def test_checkboxes_follow_the_registry(make_napari_viewer, engine, tiny):
+    register_method("echogui", "test_engine_support:SlowDeblender", label="stand-in method", needs_worker=False)
+    try:
+        _, widget = make_widget(make_napari_viewer, engine, tiny)
+        assert list(widget.method_boxes) == list(available_methods())
+        assert widget.method_boxes["echogui"].text() == "stand-in method"
+        assert set(widget.weights_labels) == set(NETWORKS)
+        widget.close_inspector()
+    finally:
+        unregister_method("echogui")
+
+
+def test_runs_draw_layers_table_and_features_and_rerun_updates(make_napari_viewer, qtbot, engine, tiny, blends):
+    viewer, widget = make_widget(make_napari_viewer, engine, tiny, methods=["sep", *NETWORKS])
+    current_blend_for(viewer).set(BlendState(blends[0].blend, "pair 0+1", truth=blends[0], origin="builder"))
+    wait_drawn(qtbot, widget, 1)
+    names = [layer.name for layer in viewer.layers]
+    expected = {"masks: truth", "masks: sep", "masks: unet", "masks: blend2mask2flux"}
+    assert expected <= set(names) and "masks: blend2flux" not in names  # blend2flux makes no masks
+    assert widget.last_inspection.errors == {}
+
+    # Network numbers equal the engine's own output with the same weights on the same blend.
+    direct = engine.run(blends[0].blend, truth_context(blends[0]), methods=list(NETWORKS))
+    rows = {(row.method, row.galaxy): row for row in widget.table_rows()}
+    for name in NETWORKS:
+        for k, galaxy in enumerate(("central", "companion")):
+            assert rows[name, galaxy].flux == pytest.approx(float(direct[name].fluxes[0, k]), rel=1e-5)
+    # layer.features hold the table's numbers for label 1 (central) and 2 (companion).
+    for name in ("sep", "unet", "blend2mask2flux"):
+        features = viewer.layers[f"masks: {name}"].features
+        assert list(features["galaxy"]) == ["background", "central", "companion", "both"]
+        assert features["flux"][1] == pytest.approx(rows[name, "central"].flux)
+        assert features["dmag"][2] == pytest.approx(rows[name, "companion"].dmag)
+        assert features["iou"][1] == pytest.approx(rows[name, "central"].iou)
+        assert viewer.layers[f"masks: {name}"].metadata["blend"] == "pair 0+1"
+    # The Qt table shows the same numbers, rounded.
+    text = table_text(widget)
+    sep_row = next(r for r in text if r[0] == "sep")
+    assert float(sep_row[2]) == pytest.approx(rows["sep", "central"].flux, rel=1e-3)
+    assert float(sep_row[4]) == pytest.approx(rows["sep", "central"].dmag, abs=1e-3)
+
+    # Second blend: same layers, new data.
+    count = len(viewer.layers)
+    old_truth = viewer.layers["masks: truth"].data.copy()
+    current_blend_for(viewer).set(BlendState(blends[1].blend, "pair 0+1 moved", truth=blends[1], origin="builder"))
+    wait_drawn(qtbot, widget, 2)
+    assert len(viewer.layers) == count
+    assert not np.array_equal(viewer.layers["masks: truth"].data, old_truth)
+    assert viewer.layers["masks: sep"].metadata["blend"] == "pair 0+1 moved"
+    # Unticking a method removes its (now stale) layer.
+    widget.method_boxes["unet"].setChecked(False)
+    wait_drawn(qtbot, widget, 3)
+    assert "masks: unet" not in viewer.layers and "masks: sep" in viewer.layers
+    widget.close_inspector()
+    assert "tensorflow" not in sys.modules
+
+
+def test_image_layer_without_truth(make_napari_viewer, qtbot, engine, tiny, blends):
+    viewer, widget = make_widget(make_napari_viewer, engine, tiny, methods=["sep", "unet"])
+    viewer.add_image(blends[0].blend.copy(), name="my stamp")
+    widget.select_source("my stamp")
+    wait_drawn(qtbot, widget, 1)
+    assert NO_TRUTH_NOTE in widget.blend_label.text()
+    assert "masks: truth" not in viewer.layers and "masks: sep" in viewer.layers
+    rows = widget.table_rows()
+    assert {row.method for row in rows} == {"sep", "unet"}
+    assert all(np.isnan(row.dmag) and np.isnan(row.iou) for row in rows)
+    assert all(np.isfinite(row.mag) for row in rows if row.flux > 0)
+    assert all(r[4] == "" and r[5] == "" for r in table_text(widget))
+    widget.close_inspector()
+
+
+def test_bad_layers_give_notifications_not_crashes(make_napari_viewer, qtbot, engine, tiny, notes, blends):
+    viewer, widget = make_widget(make_napari_viewer, engine, tiny, methods=["sep"])
+    viewer.add_image(np.zeros((100, 100), np.float32), name="wrong size")
+    widget.select_source("wrong size")
+    qtbot.waitUntil(lambda: any("wrong size" in message for _, message in notes), timeout=5000)
+    assert any("shape (100, 100)" in message and "128x128" in message for _, message in notes)
+    holes = blends[0].blend.copy()
+    holes[10:12, 10:12] = np.nan
+    viewer.add_image(holes, name="with holes")
+    widget.select_source("with holes")
+    qtbot.waitUntil(lambda: any("NaN" in message for _, message in notes), timeout=5000)
+    assert widget.drawn_count == 0
+    # A good layer afterwards works.
+    viewer.add_image(blends[0].blend.copy(), name="fine")
+    widget.select_source("fine")
+    wait_drawn(qtbot, widget, 1)
+    widget.close_inspector()
+
+
+def test_blend_set_slice_follows_the_slider(make_napari_viewer, qtbot, engine, tiny, toy_sample):
+    from napari_blendphot._reader import blend_dataset_layers
+
+    batch = make_blends(toy_sample, 6, seed=5, split="test")
+    viewer, widget = make_widget(make_napari_viewer, engine, tiny, methods=["sep"])
+    for data, kwargs, kind in blend_dataset_layers(batch, name="toy"):
+        getattr(viewer, f"add_{kind}")(data, **kwargs)
+    widget.select_source("toy blends")
+    wait_drawn(qtbot, widget, 1)
+    viewer.dims.set_current_step(0, 4)
+    qtbot.waitUntil(lambda: widget.last_inspection is not None and widget.last_inspection.state.name == "toy blends #4",
+                    timeout=30000)
+    rows = {(row.method, row.galaxy): row for row in widget.table_rows()}
+    assert rows["truth", "central"].flux == pytest.approx(float(batch.catalog["g1_flux"][4]))
+    assert rows["truth", "companion"].flux == pytest.approx(float(batch.catalog["g2_flux"][4]))
+    np.testing.assert_array_equal(widget.last_inspection.state.image, batch.blends[4])
+    widget.close_inspector()
+
+
+def test_worker_killed_mid_run_is_reported_and_the_next_run_works(make_napari_viewer, qtbot, engine, tiny, notes,
+                                                                   blends):
+    register_method("slowgui", "test_engine_support:SlowDeblender", label="slow stand-in", needs_worker=False)
+    try:
+        viewer, widget = make_widget(make_napari_viewer, engine, tiny, methods=["sep", "slowgui"])
+        engine.set_method_options("slowgui", seconds_per_blend=3.0)
+        widget.live_box.setChecked(False)
+        current_blend_for(viewer).set(BlendState(blends[0].blend, "pair", truth=blends[0], origin="builder"))
+        widget.run_now()
+        qtbot.waitUntil(lambda: engine.worker_pid is not None, timeout=20000)
+        time.sleep(0.5)  # let the slow method start
+        os.kill(engine.worker_pid, signal.SIGKILL)
+        wait_drawn(qtbot, widget, 1)
+        assert any(kind == "error" and "SIGKILL" in message for kind, message in notes)
+        assert "worker" in widget.error_label.text()
+        engine.set_method_options("slowgui", seconds_per_blend=0.0)
+        widget.run_now()
+        wait_drawn(qtbot, widget, 2)
+        assert set(widget.last_inspection.outputs) == {"sep", "slowgui"}
+        assert widget.error_label.isHidden()
+        widget.close_inspector()
+    finally:
+        unregister_method("slowgui")
+        engine.method_options.pop("slowgui", None)
+
+
+def test_corrupted_user_weights_are_reported_and_sep_keeps_working(make_napari_viewer, qtbot, engine, tiny, notes,
+                                                                   blends, tmp_path):
+    bad = tmp_path / "broken.keras"
+    bad.write_bytes(b"not a keras archive")
+    viewer, widget = make_widget(make_napari_viewer, engine, tiny, methods=["sep", "unet"])
+    widget.set_weights("unet", bad)
+    current_blend_for(viewer).set(BlendState(blends[0].blend, "pair", truth=blends[0], origin="builder"))
+    wait_drawn(qtbot, widget, 1)
+    assert "sep" in widget.last_inspection.outputs and "unet" not in widget.last_inspection.outputs
+    assert any("broken.keras" in message for _, message in notes)
+    assert widget.weights_labels["unet"].text() == "broken.keras"
+    widget.set_weights("unet", tiny["paths"]["unet"])
+    wait_drawn(qtbot, widget, 2)
+    assert "unet" in widget.last_inspection.outputs
+    widget.close_inspector()
+
+
+def test_copy_and_save_table(make_napari_viewer, qtbot, engine, tiny, blends, tmp_path, monkeypatch):
+    from qtpy.QtGui import QGuiApplication
+
+    from napari_blendphot.tables import read_table
+
+    viewer, widget = make_widget(make_napari_viewer, engine, tiny, methods=["sep"])
+    current_blend_for(viewer).set(BlendState(blends[0].blend, "pair", truth=blends[0], origin="builder"))
+    wait_drawn(qtbot, widget, 1)
+    text = widget.copy_table()
+    assert QGuiApplication.clipboard().text() == text == rows_as_tsv(widget.table_rows())
+    target = tmp_path / "inspector"
+    monkeypatch.setattr(widget, "_ask_save_path", lambda *args: str(target))
+    written = widget.save_table()
+    assert written == target.with_suffix(".csv")
+    table = read_table(written)
+    assert list(table["method"]) == [row.method for row in widget.table_rows()]
+    np.testing.assert_allclose(np.asarray(table["flux"], float), [row.flux for row in widget.table_rows()])
+    monkeypatch.setattr(widget, "_ask_save_path", lambda *args: "")  # the user cancels the dialog
+    assert widget.save_table() is None
+    widget.close_inspector()
+
+
+def test_blend_set_run_cancel_summary_and_save(make_napari_viewer, qtbot, engine, tiny, toy_sample, tmp_path,
+                                               monkeypatch, notes):
+    from napari_blendphot._reader import blend_dataset_layers
+    from napari_blendphot.report.results import read_results
+
+    batch = make_blends(toy_sample, 40, seed=3, split="test")
+    register_method("slowgui", "test_engine_support:SlowDeblender", label="slow stand-in", needs_worker=False)
+    try:
+        viewer, widget = make_widget(make_napari_viewer, engine, tiny, methods=["sep", "slowgui"])
+        widget.live_box.setChecked(False)
+        for data, kwargs, kind in blend_dataset_layers(batch, name="toy"):
+            getattr(viewer, f"add_{kind}")(data, **kwargs)
+        assert widget.set_combo.currentText() == "toy blends" and widget.batch_button.isEnabled()
+        widget.split_combo.setCurrentText("all")
+        engine.set_method_options("slowgui", seconds_per_blend=0.05)
+        widget.run_blend_set()
+        assert widget.cancel_button.isEnabled()
+        qtbot.waitUntil(lambda: "of 40 blends done" in widget.batch_label.text(), timeout=30000)
+        widget.cancel_blend_set()
+        qtbot.waitUntil(lambda: widget._batch_future is None, timeout=30000)
+        assert any("cancelled after" in message for _, message in notes)
+        assert widget.batch_table is not None and 0 < len(widget.batch_table) < 40
+        assert widget.batch_button.isEnabled() and not widget.cancel_button.isEnabled()
+
+        widget.method_boxes["slowgui"].setChecked(False)
+        widget.run_blend_set()
+        qtbot.waitUntil(lambda: widget._batch_future is None, timeout=60000)
+        assert len(widget.batch_table) == 40 and widget.batch_table.meta["methods"] == ["sep"]
+        assert not widget.summary.isHidden() and widget.summary.rowCount() == 3
+        assert widget.canvas is not None and widget.figure.axes
+        stem = tmp_path / "results"
+        monkeypatch.setattr(widget, "_ask_save_path", lambda *args: str(stem) + ".csv")
+        written = widget.save_results()
+        assert sorted(p.name for p in written) == ["results.csv", "results.fits"]
+        saved = read_results(stem.with_suffix(".csv"))
+        np.testing.assert_allclose(saved["g1_flux_sep"], widget.batch_table["g1_flux_sep"])
+        # The dialog confirmed the CSV; the FITS beside it is replaced only after asking.
+        monkeypatch.setattr(widget, "_confirm_replace", lambda paths: False)
+        assert widget.save_results() is None
+        widget.close_inspector()
+    finally:
+        unregister_method("slowgui")
+        engine.method_options.pop("slowgui", None)
+
+
+def test_screenshot_shows_blend_and_outlines(make_napari_viewer, qtbot, engine, tiny, blends, tmp_path):
+    viewer, widget = make_widget(make_napari_viewer, engine, tiny, methods=["sep", "unet"], show=True)
+    current_blend_for(viewer).set(BlendState(blends[0].blend, "pair", truth=blends[0], origin="builder"))
+    wait_drawn(qtbot, widget, 1)
+    assert "inspected blend" in viewer.layers  # nothing else showed the blend: the inspector does
+    shot = viewer.screenshot(str(tmp_path / "inspector.png"), canvas_only=True)
+    assert shot.std() > 5  # not a blank canvas
+    # Orange (companion) and blue (central) outline pixels are on screen.
+    rgb = shot[..., :3].astype(int)
+    assert np.any((rgb[..., 0] > 200) & (rgb[..., 1] > 100) & (rgb[..., 1] < 180) & (rgb[..., 2] < 60))
+    assert np.any((rgb[..., 2] > 200) & (rgb[..., 0] < 80))
+    widget.close_inspector()
+    assert "tensorflow" not in sys.modules

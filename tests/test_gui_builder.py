@@ -358,3 +358,28 @@ def test_screenshot_is_not_blank(make_napari_viewer, sample, tmp_path):
     window = viewer.screenshot(str(tmp_path / "window.png"), canvas_only=False)
     assert window.std() > 0 and (tmp_path / "window.png").stat().st_size > 0
     assert "tensorflow" not in sys.modules
+
+
+@pytest.mark.gui
+def test_keyboard_shortcuts(builder):
+    from app_model.types import KeyBinding
+
+    from napari_blendphot.widgets.blend_builder import SHORTCUTS
+
+    viewer, widget = builder
+    press = {name: viewer.keymap[KeyBinding.from_str(key)] for name, key in SHORTCUTS.items()}
+    assert "[R]" in widget.random_button.toolTip()
+    before = (widget.model.central_index, widget.model.companion_index)
+    press["swap"](viewer)
+    assert (widget.model.central_index, widget.model.companion_index) == before[::-1]
+    press["fainter"](viewer)
+    press["fainter"](viewer)
+    assert widget.model.dmag == pytest.approx(0.2)
+    assert widget.dmag_slider.value() == 20
+    press["add"](viewer)
+    assert len(widget.model.built) == 1
+    seen = set()
+    for _ in range(3):
+        press["random"](viewer)
+        seen.add((widget.model.central_index, widget.model.companion_index))
+    assert len(seen) > 1 and widget.model.dmag == 0.0

@@ -354,8 +354,12 @@ class BlendBuilderWidget(QWidget):
     def _bind_keys(self) -> None:
         def guarded(action):
             def callback(viewer):
-                if self.model.sample is not None:
+                if self.model.sample is None:
+                    return
+                try:
                     self._safely(action)
+                except RuntimeError:
+                    pass  # the widget was closed (its Qt side deleted); the key does nothing
             return callback
 
         actions = {

@@ -246,6 +246,21 @@ def test_abort_stops_a_long_chunk_at_once(slow_method, blends):
         assert engine.restarts == 0
 
 
+def test_close_ends_every_submitted_future(slow_method, blends):
+    import concurrent.futures
+
+    engine = InferenceEngine([slow_method], method_options={slow_method: {"seconds_per_blend": 0.05}})
+    running = engine.submit(blends, chunk_size=2)
+    queued = engine.submit(blends, chunk_size=2)
+    time.sleep(0.5)
+    engine.close()
+    with pytest.raises(concurrent.futures.CancelledError):
+        running.result(timeout=30)
+    with pytest.raises(concurrent.futures.CancelledError):
+        queued.result(timeout=30)
+    assert queued.cancelled()
+
+
 def test_no_tensorflow_in_the_test_process():
     assert "tensorflow" not in sys.modules
     assert "keras" not in sys.modules

@@ -232,6 +232,7 @@ class InferenceEngine:
         self._aborting = False
         self._request_total = 0
         self._active_cancel: set = set()
+        self._futures: weakref.WeakSet = weakref.WeakSet()
         self.restarts = 0
 
     # ------------------------------------------------------------------ lifecycle
@@ -299,6 +300,8 @@ class InferenceEngine:
         self._closed = True
         for event in list(self._active_cancel):
             event.set()
+        for future in list(self._futures):  # queued ones end cancelled, the running one after its chunk
+            future.cancel()
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
         if self._lock.acquire(timeout=30):
@@ -473,6 +476,7 @@ class InferenceEngine:
         if self._executor is None:
             self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="blendphot-engine")
         future = EngineFuture()
+        self._futures.add(future)
 
         def job():
             if not future.set_running_or_notify_cancel():

@@ -525,8 +525,9 @@ class CurationWidget(QWidget):
         self.counts_label.setText(
             f"accepted {progress['accept']} · rejected {progress['reject']} · skipped {progress['skip']} · "
             f"never seen {progress['undecided']} · in filter {progress['in_filter']}")
-        self.viewer.text_overlay.visible = True
-        self.viewer.text_overlay.text = (f"galaxy {model.galaxy_id}  [{galtype}]  "
+        overlay = self.viewer.canvas.overlays.text
+        overlay.visible = True
+        overlay.text = (f"galaxy {model.galaxy_id}  [{galtype}]  "
                                          f"{record.decision.upper() if record else 'undecided'}    "
                                          "(segmentation: blue = this galaxy, orange = other sources)")
 

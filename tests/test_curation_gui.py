@@ -1,0 +1,145 @@
+"""Curation widget in a real napari viewer (pytest-xvfb): keys drive decisions saved in the sidecar."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+
+from napari_blendphot.curation import REASONS, DecisionStore
+
+
+@pytest.fixture(scope="module")
+def sample():
+    from napari_blendphot.sample.toy import make_toy_sample
+
+    return make_toy_sample(25, seed=21)
+
+
+@pytest.fixture
+def sample_file(tmp_path, sample):
+    from napari_blendphot.sample.io_native import write_native
+
+    return write_native(sample, tmp_path / "toy.fits")
+
+
+@pytest.fixture
+def widget(make_napari_viewer, sample_file):
+    from napari_blendphot.widgets.curation import CurationWidget
+
+    viewer = make_napari_viewer()
+    widget = CurationWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Curation")
+    widget.reviewer_edit.setText("tester")
+    widget.open_sample(str(sample_file), background=False)
+    return widget
+
+
+def _press(viewer, key: str) -> None:
+    """Press and release *key* through napari's keymap chain (active layer first, then viewer)."""
+    handler = viewer.window._qt_viewer._key_map_handler
+    handler.press_key(key)
+    handler.release_key(key)
+
+
+def _records(path):
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines[1:]]
+
+
+def test_layers_side_by_side(widget, sample):
+    from napari_blendphot.clean.neighbours import clean_stamp, galaxy_rng
+
+    viewer = widget.viewer
+    original, cleaned, segmentation = (viewer.layers[name] for name in ("original", "cleaned", "segmentation"))
+    np.testing.assert_array_equal(original.data, sample.images[0])
+    expected, _ = clean_stamp(sample.images[0], sample.segmaps[0], galaxy_rng(0, sample.ids[0]))
+    np.testing.assert_array_equal(cleaned.data, expected)
+    assert set(np.unique(segmentation.data)) <= {0, 1, 2} and segmentation.data[64, 64] == 1
+    xs = [layer.translate[1] for layer in (original, cleaned, segmentation)]
+    assert xs[0] == 0 and xs[1] >= 128 and xs[2] >= 2 * 128
+    # next galaxy: same layers, new data (updated in place)
+    n_layers = len(viewer.layers)
+    widget.do("next")
+    assert len(viewer.layers) == n_layers
+    np.testing.assert_array_equal(viewer.layers["original"].data, sample.images[1])
+
+
+def test_keys_make_decisions_in_the_sidecar(widget, sample, sample_file):
+    viewer = widget.viewer
+    sidecar = sample_file.with_name("toy.fits.curation.jsonl")
+    assert widget.model.store.path == sidecar
+    ids = [int(i) for i in sample.ids]
+
+    _press(viewer, "A")
+    viewer.layers.selection.active = viewer.layers["segmentation"]  # Labels binds 1-4 to its tools
+    _press(viewer, "2")
+    viewer.layers.selection.active = viewer.layers["cleaned"]
+    _press(viewer, "T")
+    _press(viewer, "S")
+    records = _records(sidecar)
+    assert [(r["id"], r["decision"]) for r in records] == [(ids[0], "accept"), (ids[1], "reject"), (ids[2], "skip")]
+    assert records[1]["reason"] == REASONS[1] and records[0]["reviewer"] == "tester"
+    types = ("sph", "disk", "sphd", "irr")
+    original_type = str(sample.catalog["galtype"][2])
+    assert records[2]["galtype"] == types[(types.index(original_type) + 1) % 4]
+    assert viewer.layers["segmentation"].mode == "pan_zoom"  # '2' did not switch the paint tool
+    assert widget.model.index == 3 and "3 / 25" not in widget.progress_bar.text()
+    assert widget.progress_bar.value() == 2
+
+    _press(viewer, "U")
+    assert [r["id"] for r in _records(sidecar)] == ids[:2]
+    assert widget.model.index == 2
+    _press(viewer, "Control-Z")
+    assert [r["id"] for r in _records(sidecar)] == ids[:1]
+    _press(viewer, "Left")
+    assert widget.model.index == 0
+    _press(viewer, "Right")
+    assert widget.model.index == 1
+    assert "tensorflow" not in sys.modules
+
+
+def test_filter_widgets_and_resume(widget, sample, sample_file, make_napari_viewer):
+    from napari_blendphot.widgets.curation import CurationWidget
+
+    for _ in range(3):
+        widget.do("accept")
+    widget.do("reject4")
+    widget.status_combo.setCurrentText("rejected")
+    assert widget.model.filter.status == "rejected"
+    assert widget.model.filtered_rows().tolist() == [3]
+    assert widget.model.index == 3
+    widget.status_combo.setCurrentText("all galaxies")
+    widget.type_checks["sph"].setChecked(False)
+    assert "sph" not in widget.model.filter.galtypes
+
+    # a second viewer opening the same sample resumes after the last decision
+    other = CurationWidget(make_napari_viewer())
+    other.open_sample(str(sample_file), background=False)
+    assert other.model.index == 4
+    assert other.model.store.counts()["accept"] == 3
+
+
+def test_export_from_widget(widget, sample, tmp_path):
+    from napari_blendphot.sample.io import load_sample
+
+    widget.do("accept")
+    widget.do("accept")
+    out = widget.export(tmp_path / "curated.fits")
+    assert load_sample(out).ids.tolist() == [int(i) for i in sample.ids[:2]]
+    assert widget.export(tmp_path / "curated.fits") is None  # exists: refused, shown as an error
+
+
+def test_sidecar_of_other_sample_is_shown_not_raised(make_napari_viewer, sample_file, tmp_path):
+    from napari_blendphot.sample.toy import make_toy_sample
+    from napari_blendphot.widgets.curation import CurationWidget
+
+    sidecar = tmp_path / "other.jsonl"
+    DecisionStore(sidecar, make_toy_sample(10, seed=3)).decide(make_toy_sample(10, seed=3).ids[0], "accept")
+    before = sidecar.read_bytes()
+    widget = CurationWidget(make_napari_viewer())
+    widget.open_sample(str(sample_file), sidecar=sidecar, background=False)
+    assert widget.model is None
+    assert sidecar.read_bytes() == before

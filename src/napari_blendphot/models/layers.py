@@ -71,8 +71,8 @@ class StampNormalization(keras.layers.Layer):
             scale = ops.sqrt(mean_square + self.epsilon)
             scale = ops.expand_dims(scale, axis=-1)
         else:
-            batch = ops.shape(stamps)[0]
-            scale = ops.full((batch, 1), self.input_scale, dtype=stamps.dtype)
+            # ones_like keeps the (dynamic) batch size and dtype on every backend.
+            scale = ops.ones_like(stamps[:, 0, 0, :]) * self.input_scale
         normalised = stamps / ops.reshape(scale, (-1, 1, 1, 1))
         return normalised, scale
 

@@ -46,8 +46,13 @@ def test_screenshot_argument_is_checked_before_any_work(tmp_path, capsys):
 def test_demo_viewer_has_a_first_blend(qtbot):
     from napari_blendphot.widgets._session import current_blend_for
 
-    viewer, builder, inspector = _demo.build_demo_viewer(show=False)
+    viewer, builder, inspector = _demo.build_demo_viewer(no_models=True, show=False)
     try:
+        if inspector is not None:
+            from napari_blendphot.deblend.registry import method_info
+
+            assert inspector.model.selected and not any(method_info(n).needs_worker for n in inspector.model.selected)
+            assert "Deblend Inspector" in viewer.window.dock_widgets
         names = [layer.name for layer in viewer.layers]
         assert names[:2] == ["mock blends", "mock truth"]
         assert not viewer.layers["mock blends"].visible

@@ -109,13 +109,21 @@ def _process_events(seconds: float) -> None:
         time.sleep(0.02)
 
 
-def _inspector_busy(inspector) -> bool:
-    for name in ("busy", "is_busy", "running"):
-        value = getattr(inspector, name, None)
-        if value is None:
-            continue
-        return bool(value() if callable(value) else value)
-    return False
+def _inspector_model(no_models: bool):
+    """The inspector's model: every registered method, or only those without networks (``--no-models``)."""
+    if not no_models:
+        return None
+    from napari_blendphot.deblend.registry import available_methods, method_info
+    from napari_blendphot.widgets._inspector_model import InspectorModel
+
+    return InspectorModel(methods=[name for name in available_methods() if not method_info(name).needs_worker])
+
+
+def _waiting_for_inspector(inspector) -> bool:
+    """True until the inspector has delivered its first inspection (when it can say so)."""
+    if inspector is None or not hasattr(inspector, "inspection_done"):
+        return False
+    return not inspector.demo_inspections
 
 
 def build_demo_viewer(no_models: bool = False, seed: int = 0, show: bool = True):
@@ -124,8 +132,6 @@ def build_demo_viewer(no_models: bool = False, seed: int = 0, show: bool = True)
     Returns ``(viewer, builder, inspector)``; *inspector* is None when the
     Deblend Inspector module is not installed.
     """
-    import inspect
-
     import napari
 
     from napari_blendphot.widgets._builder_model import BlendBuilderModel
@@ -147,13 +153,12 @@ def build_demo_viewer(no_models: bool = False, seed: int = 0, show: bool = True)
     builder = BlendBuilderWidget(viewer, model=BlendBuilderModel(pair_seed=seed))
     builder_dock = viewer.window.add_dock_widget(builder, name="Blend Builder", area="right")
     if DeblendInspectorWidget is not None:
-        parameters = inspect.signature(DeblendInspectorWidget).parameters
-        kwargs = {}
-        if "load_models" in parameters:
-            kwargs["load_models"] = not no_models
-        elif "models" in parameters and no_models:
-            kwargs["models"] = False
-        inspector = DeblendInspectorWidget(viewer, **kwargs)
+        inspector = DeblendInspectorWidget(viewer, model=_inspector_model(no_models))
+        # Record finished inspections, so that a screenshot waits for the first one.
+        inspector.demo_inspections = []
+        done_signal = getattr(inspector, "inspection_done", None)
+        if done_signal is not None:
+            done_signal.connect(inspector.demo_inspections.append)
         inspector_dock = viewer.window.add_dock_widget(inspector, name="Deblend Inspector", area="right")
         # Side by side rather than stacked: both stay fully visible on a 1080-pixel screen.
         from qtpy.QtCore import Qt
@@ -187,7 +192,7 @@ def open_demo(screenshot: str | None, no_models: bool = False, seed: int = 0, wa
     # Let the inspector run its methods on the first blend, then draw.
     _process_events(1.5)
     deadline = time.monotonic() + wait
-    while inspector is not None and _inspector_busy(inspector) and time.monotonic() < deadline:
+    while _waiting_for_inspector(inspector) and time.monotonic() < deadline:
         _process_events(0.2)
     _process_events(0.5)
     _select_position_layer(viewer)

@@ -49,21 +49,30 @@ def register(subparsers) -> None:
 
 
 class _RowReader:
-    """Array-like over some rows of a memory-mapped array, read slice by slice."""
+    """Array-like over some rows of a ``.npy`` file, read slice by slice.
 
-    def __init__(self, array, rows):
-        self.array = array
+    Each read maps the file afresh and drops the map afterwards, so pages
+    read for earlier chunks do not pile up in this process's resident memory
+    (a long-lived memory map keeps every page it touched mapped).
+    """
+
+    def __init__(self, path, rows):
+        self.path = path
         self.rows = np.asarray(rows, dtype=np.int64)
-        self.shape = (len(self.rows), *array.shape[1:])
+        self.shape = (len(self.rows), *np.load(path, mmap_mode="r").shape[1:])
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, key):
         rows = self.rows[key]
-        if rows.ndim == 1 and rows.size and np.all(np.diff(rows) == 1):
-            return np.array(self.array[rows[0]:rows[-1] + 1])  # contiguous: one read
-        return np.asarray(self.array[rows])
+        array = np.load(self.path, mmap_mode="r")
+        try:
+            if rows.ndim == 1 and rows.size and np.all(np.diff(rows) == 1):
+                return np.array(array[rows[0]:rows[-1] + 1])  # contiguous: one read
+            return np.array(array[rows])
+        finally:
+            del array
 
 
 def parse_weights(items, methods) -> dict:
@@ -150,8 +159,8 @@ def run(args) -> int:
     dataset = BlendDataset(args.blends_dir)
     rows = dataset.indices(None if args.split == "all" else args.split)
     view = BlendDatasetView(dataset, rows)
-    blends = _RowReader(dataset.blends, rows)
-    true_masks = _RowReader(dataset.masks, rows)
+    blends = _RowReader(dataset.path / "blends.npy", rows)
+    true_masks = _RowReader(dataset.path / "masks.npy", rows)
     context = view.context()
     print(f"predict: {len(rows)} {args.split} blends of {dataset.path} with {', '.join(methods)}", file=sys.stderr)
 

@@ -204,3 +204,22 @@ def test_combined_loss_weights_mask_bce_by_a_tenth():
     mape = float(keras.ops.mean(flux_mape(targets["fluxes"], predicted["fluxes"])))
     bce = float(keras.ops.mean(mask_bce(targets["masks"], predicted["masks"])))
     np.testing.assert_allclose(total["loss"], mape + 0.1 * bce, rtol=1e-4)
+
+
+def test_mask_encodings_round_trip():
+    from napari_blendphot.models.networks import decode_masks, encode_masks
+
+    rng = np.random.default_rng(9)
+    masks = (rng.random((3, 2, 16, 16)) > 0.6).astype(np.uint8)
+    two = encode_masks(masks, "two")
+    assert two.shape == (3, 16, 16, 2)
+    np.testing.assert_array_equal(decode_masks(two, "two"), masks)
+    ogg = encode_masks(masks, "ogg")
+    assert ogg.shape == (3, 16, 16, 3)
+    assert ogg.sum(axis=-1).max() == 1  # overlap, central only, companion only are disjoint
+    np.testing.assert_array_equal(ogg[..., 0], masks[:, 0] & masks[:, 1])
+    np.testing.assert_array_equal(decode_masks(ogg, "ogg"), masks)
+    with pytest.raises(InputError, match="expected"):
+        decode_masks(two, "ogg")
+    with pytest.raises(InputError, match=r"\(N, 2, H, W\)"):
+        encode_masks(masks[:, :1], "two")

@@ -22,6 +22,7 @@ from __future__ import annotations
 import keras
 
 from napari_blendphot.constants import STAMP_SIZE
+from napari_blendphot.errors import InputError
 from napari_blendphot.models.layers import FluxOutput, SelectChannels, StampNormalization
 
 #: Mask encodings of the paper (SPEC §4.7): channel order of the U-Net output.
@@ -267,8 +268,6 @@ def load_unet_weights(b2m2f_model, unet_model) -> list[str]:
     list of str
         Names of the layers copied.
     """
-    from napari_blendphot.errors import InputError
-
     target_layers = {layer.name: layer for layer in b2m2f_model.layers}
     copied = []
     for layer in unet_model.layers:
@@ -295,6 +294,51 @@ def load_unet_weights(b2m2f_model, unet_model) -> list[str]:
     if not copied:
         raise InputError(f"U-Net model '{unet_model.name}'", "has no weighted layers to copy")
     return copied
+
+
+def encode_masks(masks, encoding: str = "two"):
+    """Turn true masks (N, 2, H, W) [central, companion] into U-Net targets (N, H, W, C).
+
+    ``"two"``: channels [central, companion] as they are.  ``"ogg"``:
+    [overlap, central only, companion only], where overlap = both masks, so
+    the three channels never overlap.  Returns float32 0/1 (numpy only).
+    """
+    import numpy as np
+
+    masks = np.asarray(masks)
+    if masks.ndim != 4 or masks.shape[1] != 2:
+        raise InputError("masks", f"expected (N, 2, H, W) [central, companion], got shape {masks.shape}")
+    central, companion = masks[:, 0] > 0.5, masks[:, 1] > 0.5
+    if encoding == "two":
+        channels = (central, companion)
+    elif encoding == "ogg":
+        channels = (central & companion, central & ~companion, companion & ~central)
+    else:
+        raise ValueError(f"mask encoding must be one of {sorted(MASK_ENCODINGS)}, got {encoding!r}")
+    return np.stack(channels, axis=-1).astype(np.float32)
+
+
+def decode_masks(predicted, encoding: str = "two"):
+    """Turn U-Net outputs (N, H, W, C) into probabilities (N, 2, H, W) [central, companion].
+
+    The inverse of :func:`encode_masks`: for ``"ogg"`` a galaxy's mask is its
+    own channel or the overlap, ``max(own, overlap)`` on probabilities (the
+    data contract of ``DeblendOutput.masks``).  Numpy only.
+    """
+    import numpy as np
+
+    predicted = np.asarray(predicted)
+    expected = len(MASK_ENCODINGS.get(encoding, ()))
+    if not expected:
+        raise ValueError(f"mask encoding must be one of {sorted(MASK_ENCODINGS)}, got {encoding!r}")
+    if predicted.ndim != 4 or predicted.shape[-1] != expected:
+        raise InputError("predicted masks", f"expected (N, H, W, {expected}) for encoding {encoding!r}, got {predicted.shape}")
+    if encoding == "two":
+        pair = (predicted[..., 0], predicted[..., 1])
+    else:
+        overlap = predicted[..., 0]
+        pair = (np.maximum(predicted[..., 1], overlap), np.maximum(predicted[..., 2], overlap))
+    return np.stack(pair, axis=1).astype(np.float32)
 
 
 BUILDERS = {

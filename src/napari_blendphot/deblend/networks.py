@@ -18,8 +18,9 @@ in safe mode with the role checked (a U-Net file given to blend2flux is refused)
 Masks: the U-Net's channels are [central, companion] ("two") or [overlap,
 central only, companion only] ("ogg", SPEC §4.7), taken from the manifest's
 ``architecture["encoding"]`` or, without a manifest, from the number of
-channels.  "ogg" becomes the two masks ``clip(overlap + central)`` and
-``clip(overlap + companion)``.
+channels.  "ogg" becomes the two masks ``max(central, overlap)`` and
+``max(companion, overlap)`` (:func:`napari_blendphot.models.networks.decode_masks`,
+shared with training).
 
 The models of :mod:`napari_blendphot.models` take raw stamps (N, 128, 128),
 scale them inside and return fluxes in the stamps' units, so no scaling
@@ -134,24 +135,21 @@ class KerasDeblender:
         return fluxes, masks
 
     def _to_two_masks(self, masks: np.ndarray) -> np.ndarray:
-        """Network mask channels -> (B, 2, H, W) float32 [central, companion]."""
+        """Network mask channels -> (B, 2, H, W) float32 [central, companion].
+
+        Decoding is :func:`napari_blendphot.models.networks.decode_masks`, the
+        one the training code uses, so metrics agree between the two.
+        """
+        from napari_blendphot.models.networks import decode_masks
+
         if masks.shape[-1] not in (2, 3) and masks.shape[1] in (2, 3):
             masks = np.moveaxis(masks, 1, -1)  # channels-first model
         channels = masks.shape[-1]
         encoding = self.mask_encoding or ("ogg" if channels == 3 else "two")
-        if encoding == "ogg":
-            if channels != 3:
-                raise InputError(self.weights_path, f"the manifest says 'ogg' masks but the model gives {channels} channels")
-            overlap = masks[..., 0]
-            central = np.clip(overlap + masks[..., 1], 0.0, 1.0)
-            companion = np.clip(overlap + masks[..., 2], 0.0, 1.0)
-            out = np.stack([central, companion], axis=1)
-        else:
-            if channels != 2:
-                raise InputError(self.weights_path, f"model gives {channels} mask channels, expected 2 "
-                                 "(or 3 for the 'ogg' encoding)")
-            out = np.moveaxis(masks, -1, 1)
-        return np.ascontiguousarray(out, dtype=np.float32)
+        if channels != (3 if encoding == "ogg" else 2):
+            raise InputError(self.weights_path, f"the model gives {channels} mask channels, but encoding "
+                             f"{encoding!r} has {3 if encoding == 'ogg' else 2}")
+        return np.ascontiguousarray(decode_masks(masks, encoding), dtype=np.float32)
 
     def _predict(self, blends: np.ndarray, progress: ProgressCallback | None):
         """Run the model over *blends* in batches: (fluxes (N, 2) or None, masks (N, 2, H, W) or None)."""

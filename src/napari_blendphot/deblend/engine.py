@@ -433,7 +433,6 @@ class InferenceEngine:
         specs = self._specs(methods)
         names = [name for name, _, _ in specs]
         total = len(blends)
-        self._request_total = total
         if context is not None:
             self._check_context(context, total)
         cancel_event = threading.Event()
@@ -443,6 +442,7 @@ class InferenceEngine:
             return cancel_event.is_set() or _cancel_requested(cancel)
 
         with self._lock:
+            self._request_total = total
             try:
                 self._ensure_worker()
                 done = 0

@@ -73,6 +73,7 @@ def test_shipped_folder_lists_valid_manifests():
     for manifest in list_shipped_models():
         assert manifest.method in registry.METHODS
         assert manifest.path.parent == registry.WEIGHTS_DIR
+        verify(manifest)  # every shipped .keras matches its recorded sha256
 
 
 def test_resolve_by_name_manifest_and_path(weights_dir, tmp_path):

@@ -308,6 +308,19 @@ def test_pool_transfers_non_binary_masks_and_extras():
     assert pooled.method == "prob"
 
 
+def test_start_method_avoids_fork_when_threads_run():
+    from napari_blendphot.deblend.parallel import default_start_method
+
+    release = threading.Event()
+    thread = threading.Thread(target=release.wait)
+    thread.start()
+    try:
+        assert default_start_method() == "spawn"
+    finally:
+        release.set()
+        thread.join()
+
+
 def test_pool_refuses_worker_methods():
     class NeedsWorker:
         name, label, makes_masks, needs_worker = "net", "net", False, True

@@ -22,6 +22,7 @@ import copy
 import dataclasses
 import multiprocessing
 import os
+import sys
 import threading
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
@@ -105,6 +106,25 @@ def _run_chunk(method, blends, context):
     return output.method, output.fluxes, _pack_masks(output.masks), output.extra, output.metadata
 
 
+_QT_MODULES = ("PyQt5", "PyQt6", "PySide2", "PySide6")
+
+
+def default_start_method() -> str:
+    """``"fork"`` where it is safe and fast, ``"spawn"`` otherwise.
+
+    Forking is ~4x faster to start here (0.4 s against 1.6 s for two workers)
+    but copies a process mid-flight: with other threads running (a napari GUI,
+    Qt's threads, a thread worker) a lock held at fork time can deadlock the
+    child.  So fork only from a single-threaded process without Qt, on a
+    platform that has it.
+    """
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return "spawn"
+    if threading.active_count() > 1 or any(name in sys.modules for name in _QT_MODULES):
+        return "spawn"
+    return "fork"
+
+
 def _default_jobs() -> int:
     try:
         return max(1, len(os.sched_getaffinity(0)))
@@ -137,7 +157,8 @@ def deblend_in_processes(method, blends, context: BlendContext | None = None, n_
     cancel_event : threading.Event, optional
         Set it (from another thread) to cancel; raises :class:`DeblendCancelled`.
     start_method : str, optional
-        ``"fork"``, ``"spawn"`` or ``"forkserver"``; default: the platform's.
+        ``"fork"``, ``"spawn"`` or ``"forkserver"``; default:
+        :func:`default_start_method` (fork unless threads or Qt are about).
 
     Returns
     -------
@@ -160,7 +181,7 @@ def deblend_in_processes(method, blends, context: BlendContext | None = None, n_
     chunk_size = max(1, min(chunk_size, -(-total // (4 * n_jobs))))
     starts = list(range(0, total, chunk_size))
     worker_method = _serial_copy(method)
-    mp_context = multiprocessing.get_context(start_method) if start_method else None
+    mp_context = multiprocessing.get_context(start_method or default_start_method())
     assembler = _Assembler(total)
     done = 0
     # Keep a bounded number of chunks in flight so memory does not grow with N.

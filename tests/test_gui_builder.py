@@ -21,6 +21,14 @@ def sample():
     return make_toy_sample(40, seed=11)
 
 
+@pytest.fixture(scope="module")
+def cleaned(sample):
+    """The toy sample cleaned as the builder would (seed 4): widgets given it skip the cleaning."""
+    from napari_blendphot.clean.neighbours import clean_sample
+
+    return clean_sample(sample, 4)
+
+
 @pytest.fixture
 def model(sample):
     return BlendBuilderModel(sample, clean_seed=4, pair_seed=9)
@@ -172,13 +180,13 @@ class _MouseEvent:
 
 
 @pytest.fixture
-def builder(make_napari_viewer, sample):
+def builder(make_napari_viewer, cleaned):
     from napari_blendphot.widgets.blend_builder import BlendBuilderWidget
 
     viewer = make_napari_viewer()
     widget = BlendBuilderWidget(viewer, model=BlendBuilderModel(clean_seed=4, pair_seed=9))
     viewer.window.add_dock_widget(widget)
-    widget.load_sample(sample, name="toy", background=False)
+    widget.load_sample(cleaned, name="toy", background=False)
     return viewer, widget
 
 

@@ -9,5 +9,8 @@ setup:
 demo: setup
 	.venv/bin/blendphot demo
 
+# Two pytest processes: TensorFlow and napari's OpenGL must not share one (SPEC §8);
+# tests that open a viewer are marked "gui" automatically (tests/conftest.py).
 test: setup
-	.venv/bin/python -m pytest -q
+	.venv/bin/python -m pytest -q -m "not gui"
+	.venv/bin/python -m pytest -q -m gui

@@ -23,3 +23,17 @@ def toy_sample():
     from napari_blendphot.sample.toy import make_toy_sample
 
     return make_toy_sample(60, seed=1234)
+
+
+# --- Two pytest sessions: GUI tests apart from everything else -------------------
+# TensorFlow and Mesa's software OpenGL clash in one process (SPEC §8: segfaults or
+# "free(): invalid pointer" at exit).  Tests that open a napari viewer are marked
+# "gui" automatically, and `make test` runs them in their own pytest process
+# (`-m gui`), separate from the tests that load Keras in-process (`-m "not gui"`).
+_GUI_FIXTURES = {"make_napari_viewer", "make_napari_viewer_proxy", "qtbot", "viewer_model"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if _GUI_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.gui)

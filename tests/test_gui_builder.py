@@ -391,3 +391,19 @@ def test_keyboard_shortcuts(builder):
         press["random"](viewer)
         seen.add((widget.model.central_index, widget.model.companion_index))
     assert len(seen) > 1 and widget.model.dmag == 0.0
+
+
+def test_a_galaxy_is_not_blended_with_itself(model):
+    with pytest.raises(InputError, match="cannot be blended with itself"):
+        model.set_pair(3, 3)
+
+
+@pytest.mark.gui
+def test_choosing_the_central_as_companion_is_refused(builder):
+    viewer, widget = builder
+    before = (widget.model.central_index, widget.model.companion_index)
+    combo = widget.companion_picker.galaxy_combo
+    combo.setCurrentIndex(combo.findData(widget.model.central_index))
+    assert (widget.model.central_index, widget.model.companion_index) == before
+    assert combo.currentData() == widget.model.companion_index
+    _check_layers_match(viewer, widget)

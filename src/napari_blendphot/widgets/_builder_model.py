@@ -167,6 +167,9 @@ class BlendBuilderModel:
         for role, index in (("central", central), ("companion", companion)):
             if not 0 <= int(index) < len(sample):
                 raise InputError(f"{role} galaxy", f"row {index} is outside the sample of {len(sample)}")
+        if int(central) == int(companion):
+            raise InputError("companion galaxy", f"galaxy {self.galaxy_id(int(central))} cannot be blended with itself",
+                             "choose two different galaxies")
         changed = (int(central), int(companion)) != (self.central_index, self.companion_index)
         self.central_index, self.companion_index = int(central), int(companion)
         if dy is not None:

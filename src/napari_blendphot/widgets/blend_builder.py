@@ -46,6 +46,8 @@ from qtpy.QtWidgets import (
 from napari_blendphot.constants import CENTER, GALTYPES
 from napari_blendphot.widgets._builder_model import DMAG_RANGE, SHIFT_MAX, SHIFT_MIN, BlendBuilderModel
 
+#: Returned by BlendBuilderWidget._safely when the action raised (and was reported).
+_FAILED = object()
 #: Name of the Points layer whose single point is the companion's centre.
 POSITION_LAYER = "companion position"
 #: Slider steps per magnitude.
@@ -380,7 +382,7 @@ class BlendBuilderWidget(QWidget):
             return action(*args)
         except BlendphotError as exc:
             _notify_error(exc)
-        return None
+        return _FAILED
 
     # -- source --------------------------------------------------------------------------------
     def sample_layers(self) -> list:
@@ -685,7 +687,8 @@ class BlendBuilderWidget(QWidget):
         companion = self.companion_picker.galaxy_combo.currentData()
         if central is None or companion is None:
             return
-        self._safely(self.model.set_pair, int(central), int(companion))
+        if self._safely(self.model.set_pair, int(central), int(companion)) is _FAILED:
+            self._fill_pickers()  # show the model's pair again
 
     # -- actions -------------------------------------------------------------------------------
     def random_pair(self) -> None:

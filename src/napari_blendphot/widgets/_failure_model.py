@@ -98,7 +98,7 @@ class FailureModel:
         else:
             self.source = str((results.meta.get("provenance") or {}).get("source", "results table"))
         self.results = results
-        self.methods = methods_in(results)
+        self.methods = list(dict.fromkeys(methods_in(results)))  # a merged meta may repeat names
         self.columns = self._long_table(results)
         self.dataset = None
         self._dataset_rows = None

@@ -136,6 +136,8 @@ class FailureBrowserWidget(QWidget):
         self._mask_worker = None
         self._scatter_artists: dict = {}
         self._highlight = None
+        self._background = None
+        self._scatter_filter = None
         self._build()
         self.setMinimumWidth(560)
         self.viewer.bind_key(NEXT_KEY, lambda _viewer: self.step(+1), overwrite=True)
@@ -266,6 +268,7 @@ class FailureBrowserWidget(QWidget):
         canvas = FigureCanvasQTAgg(figure)
         canvas.setMinimumHeight(220)
         canvas.mpl_connect("pick_event", self._on_pick)
+        canvas.mpl_connect("draw_event", self._on_draw)
         return canvas, figure
 
     def _set_enabled(self, enabled: bool) -> None:
@@ -318,6 +321,7 @@ class FailureBrowserWidget(QWidget):
             self.failures.current_changed.disconnect(self._on_model_current)
             self.failures.view_changed.disconnect(self._on_view_changed)
         self.failures = failures
+        self._scatter_filter = None  # new points: redraw even if the filter looks the same
         for combo, values in ((self.method_combo, failures.methods),
                               (self.detection_combo, [_DETECTION_TEXT.get(v, str(v))
                                                       for v in failures.choices("detection")]),
@@ -387,7 +391,8 @@ class FailureBrowserWidget(QWidget):
 
     def _on_view_changed(self) -> None:
         self.table_model.refresh()
-        self._draw_scatter()
+        if self.failures.filter != self._scatter_filter:  # a new sort order shows the same points
+            self._draw_scatter()
 
     # -- current row -----------------------------------------------------------------------------
     def step(self, delta: int) -> None:
@@ -559,6 +564,7 @@ class FailureBrowserWidget(QWidget):
         figure.clear()
         self._scatter_artists = {}
         self._highlight = None
+        self._background = None
         if self.failures is None:
             self.canvas.draw_idle()
             return
@@ -568,14 +574,23 @@ class FailureBrowserWidget(QWidget):
             spine.set_color("#888888")
         axis.tick_params(colors="#dddddd", labelsize=8)
         x_name = self._x_column()
+        self._scatter_filter = self.failures.filter
         points = self.failures.scatter_points(x_name)
         colours = ("#1f9bff", "#ff8c00", "#5fd35f", "#e377c2", "#bcbd22", "#17becf")
         n_points = sum(len(v[0]) for v in points.values())
         size = 12 if n_points < 2000 else 3
         for k, (method, (x, dmag, rows)) in enumerate(points.items()):
+            # the first methods on top: later ones (often the wide-scatter baseline) must not hide them
             artist = axis.scatter(x, dmag, s=size, color=colours[k % len(colours)], alpha=0.6, linewidths=0,
-                                  label=f"{method} ({len(x)})", picker=True, pickradius=4)
+                                  label=f"{method} ({len(x)})", picker=True, pickradius=4,
+                                  zorder=3 + len(points) - k)
             self._scatter_artists[artist] = rows
+        all_dmag = np.concatenate([v[1] for v in points.values()]) if points else np.array([])
+        if all_dmag.size > 20:
+            # a few wild outliers must not squash the bulk: clip the view, not the data
+            low, high = np.percentile(all_dmag, [0.5, 99.5])
+            pad = 0.1 * max(high - low, 0.5)
+            axis.set_ylim(min(low, -0.8) - pad, max(high, 0.8) + pad)
         axis.axhline(0, color="#aaaaaa", lw=0.6)
         for level in (-0.75, 0.75):
             axis.axhline(level, color="#777777", lw=0.5, ls=":")
@@ -583,25 +598,52 @@ class FailureBrowserWidget(QWidget):
                         else "distance (px)", color="#dddddd", fontsize=8)
         axis.set_ylabel("dmag (pred - true)", color="#dddddd", fontsize=8)
         if points:
-            legend = axis.legend(fontsize=7, loc="upper left", markerscale=2 if size < 10 else 1,
-                                 facecolor="#262930", labelcolor="#dddddd", framealpha=0.8)
-            legend.set_draggable(True)
+            axis.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(points),
+                        markerscale=3 if size < 10 else 1, frameon=False, labelcolor="#dddddd",
+                        handletextpad=0.2, columnspacing=1.0)
         self._axis = axis
         figure.tight_layout()
         self._mark_scatter(self.failures.current_row, draw=False)
         self.canvas.draw_idle()
 
     def _mark_scatter(self, long_row, draw: bool = True) -> None:
-        if self._highlight is not None:
-            self._highlight.remove()
-            self._highlight = None
-        if long_row is not None and self._scatter_artists and self.failures is not None:
+        """Ring the current row's point; blitted over the cached plot (a full redraw of 40k points is slow)."""
+        if not self._scatter_artists or self.failures is None:
+            return
+        if self._highlight is None:
+            (self._highlight,) = self._axis.plot([], [], marker="o", ms=11, mfc="none", mec="white", mew=1.5,
+                                                 animated=True, zorder=10)
+        point = ([], [])
+        if long_row is not None:
             x = self.failures.columns[self._x_column()][long_row]
             y = self.failures.columns["dmag"][long_row]
             if np.isfinite(x) and np.isfinite(y):
-                (self._highlight,) = self._axis.plot([x], [y], marker="o", ms=11, mfc="none", mec="white", mew=1.5)
-        if draw:
-            self.canvas.draw_idle()
+                point = ([x], [y])
+        # a point beyond the clipped y range is marked by a triangle on the edge, pointing to it
+        marker, face = "o", "none"
+        if point[1]:
+            low, high = self._axis.get_ylim()
+            if point[1][0] > high:
+                point, marker, face = (point[0], [high]), "^", "white"
+            elif point[1][0] < low:
+                point, marker, face = (point[0], [low]), "v", "white"
+        self._highlight.set_marker(marker)
+        self._highlight.set_markerfacecolor(face)
+        self._highlight.set_clip_on(False)
+        self._highlight.set_data(*point)
+        if not draw:
+            return
+        if self._background is None:
+            self.canvas.draw_idle()  # the draw event caches the background and blits the ring
+            return
+        self.canvas.restore_region(self._background)
+        self._axis.draw_artist(self._highlight)
+        self.canvas.blit(self.figure.bbox)
+
+    def _on_draw(self, _event) -> None:
+        self._background = self.canvas.copy_from_bbox(self.figure.bbox)
+        if self._highlight is not None:
+            self._axis.draw_artist(self._highlight)
 
     def _on_pick(self, event) -> None:
         rows = self._scatter_artists.get(event.artist)

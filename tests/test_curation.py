@@ -313,3 +313,31 @@ def test_sigkill_mid_session_loses_no_saved_decision(tmp_path, sample_file, samp
     assert len(store.records) - len(reported) in (0, 1)
     leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
     assert len(leftovers) <= 1  # a temp file of the write in flight may remain; it is never read
+
+
+def test_cli_curate_export(tmp_path, sample, sample_file, capsys):
+    """``blendphot curate-export`` (called through its module; the lead lists it in cli/__init__)."""
+    import argparse
+
+    from napari_blendphot.cli import _curate
+    from napari_blendphot.sample.io import load_sample
+
+    parser = argparse.ArgumentParser()
+    _curate.register(parser.add_subparsers())
+    sidecar = default_sidecar_path(sample_file)
+    store = DecisionStore(sidecar, sample, reviewer="cli")
+    for galaxy_id in sample.ids[:7]:
+        store.decide(galaxy_id, "accept")
+    store.decide(sample.ids[7], "reject", reason="artefacts")
+    out = tmp_path / "curated.fits"
+    args = parser.parse_args(["curate-export", str(sample_file), str(sidecar), "-o", str(out)])
+    assert args.func(args) == 0
+    assert "wrote 7 accepted galaxies of 30" in capsys.readouterr().out
+    assert len(load_sample(out)) == 7
+    with pytest.raises(OutputExistsError):
+        args.func(args)
+    missing = parser.parse_args(["curate-export", str(sample_file), str(tmp_path / "nope.jsonl"), "-o",
+                                 str(tmp_path / "x.fits")])
+    with pytest.raises(InputError, match="not found"):
+        missing.func(missing)
+    assert not (tmp_path / "nope.jsonl").exists()

@@ -448,7 +448,7 @@ class FailureModel:
                     for g in ("central", "companion")))
             blend_id = numbers[0]["blend_id"]
             axis.set_title(f"blend {blend_id}  d={numbers[0]['distance']:.0f}px", fontsize=8)
-            axis.text(0.02, 0.02, "\n".join(text), transform=axis.transAxes, fontsize=6, color="yellow",
+            axis.text(0.02, 0.02, "\n".join(text), transform=axis.transAxes, fontsize=7, color="yellow",
                       family="monospace", va="bottom")
             axis.set_xticks([])
             axis.set_yticks([])

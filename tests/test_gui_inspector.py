@@ -38,18 +38,25 @@ NETWORKS = ("blend2flux", "unet", "blend2mask2flux")
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return tiny_models(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def engine(tiny):
+def engine_and_tiny(tmp_path_factory):
+    """The module's engine; its own worker builds the tiny networks (one TensorFlow start in all)."""
     engine = InferenceEngine(("sep",), backend="tensorflow")
+    tiny = tiny_models(tmp_path_factory, engine)
     for name in NETWORKS:
         engine.set_method_options(name, weights=tiny["paths"][name])
     engine.warm_up(["sep", *NETWORKS])
-    yield engine
+    yield engine, tiny
     engine.close()
+
+
+@pytest.fixture(scope="module")
+def engine(engine_and_tiny):
+    return engine_and_tiny[0]
+
+
+@pytest.fixture(scope="module")
+def tiny(engine_and_tiny):
+    return engine_and_tiny[1]
 
 
 @pytest.fixture(scope="module")
@@ -277,8 +284,9 @@ def test_blend_set_slice_follows_the_slider(make_napari_viewer, qtbot, engine, t
     widget.close_inspector()
 
 
-def test_worker_killed_mid_run_is_reported_and_the_next_run_works(make_napari_viewer, qtbot, engine, tiny, notes,
-                                                                   blends):
+def test_worker_killed_mid_run_is_reported_and_the_next_run_works(make_napari_viewer, qtbot, tiny, notes, blends):
+    # Its own engine without networks: the restarted worker need not load TensorFlow again.
+    engine = InferenceEngine(("sep",))
     register_method("slowgui", "test_engine_support:SlowDeblender", label="slow stand-in", needs_worker=False)
     try:
         viewer, widget = make_widget(make_napari_viewer, engine, tiny, methods=["sep", "slowgui"])
@@ -296,11 +304,11 @@ def test_worker_killed_mid_run_is_reported_and_the_next_run_works(make_napari_vi
         widget.run_now()
         wait_drawn(qtbot, widget, 2)
         assert set(widget.last_inspection.outputs) == {"sep", "slowgui"}
-        assert widget.error_label.isHidden()
+        assert widget.error_label.isHidden() and engine.restarts == 1
         widget.close_inspector()
     finally:
         unregister_method("slowgui")
-        engine.method_options.pop("slowgui", None)
+        engine.close()
 
 
 def test_corrupted_user_weights_are_reported_and_sep_keeps_working(make_napari_viewer, qtbot, engine, tiny, notes,

@@ -407,3 +407,38 @@ def test_choosing_the_central_as_companion_is_refused(builder):
     assert (widget.model.central_index, widget.model.companion_index) == before
     assert combo.currentData() == widget.model.companion_index
     _check_layers_match(viewer, widget)
+
+
+@pytest.mark.gui
+def test_widget_opens_from_the_plugin_menu(make_napari_viewer):
+    from napari_blendphot.widgets.blend_builder import BlendBuilderWidget
+
+    viewer = make_napari_viewer()
+    dock, widget = viewer.window.add_plugin_dock_widget("napari-blendphot", "Blend Builder")
+    assert isinstance(widget, BlendBuilderWidget) and widget.viewer is viewer  # unwrapped from the proxy
+    assert widget.source_label.text() == "No galaxies loaded."
+    assert not widget.random_button.isEnabled()
+
+
+@pytest.mark.gui
+def test_current_blend_survives_closing_a_menu_builder(make_napari_viewer, cleaned):
+    """napari gives each plugin widget its own viewer proxy: the shared current blend must not
+    belong to one widget's proxy (closing that widget would orphan the other widgets' session)."""
+    import gc
+
+    from napari.utils._proxies import PublicOnlyProxy
+
+    from napari_blendphot.widgets._session import current_blend_for
+
+    viewer = make_napari_viewer()
+    dock, first = viewer.window.add_plugin_dock_widget("napari-blendphot", "Blend Builder")
+    first.load_sample(cleaned, name="toy", background=False)
+    listener_session = current_blend_for(PublicOnlyProxy(viewer))  # what the inspector holds
+    viewer.window.remove_dock_widget(dock)
+    first.deleteLater()
+    del first, dock
+    gc.collect()
+    _, second = viewer.window.add_plugin_dock_widget("napari-blendphot", "Blend Builder")
+    second.load_sample(cleaned, name="toy again", background=False)
+    second.model.set_shift(7, -7)
+    assert listener_session.state.image is second.model.blend.blend

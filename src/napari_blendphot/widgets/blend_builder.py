@@ -166,7 +166,9 @@ class BlendBuilderWidget(QWidget):
 
     def __init__(self, napari_viewer, model: BlendBuilderModel | None = None, parent=None):
         super().__init__(parent)
-        self.viewer = napari_viewer
+        # napari hands plugin widgets a fresh PublicOnlyProxy of the viewer each; the shared
+        # current blend is keyed by viewer, so keep the viewer itself (it outlives any proxy).
+        self.viewer = getattr(napari_viewer, "__wrapped__", napari_viewer)
         self.model = model or BlendBuilderModel()
         self._blend_layer = None
         self._truth_layer = None
@@ -354,25 +356,31 @@ class BlendBuilderWidget(QWidget):
         self._bind_keys()
 
     def _bind_keys(self) -> None:
-        def guarded(action):
+        import weakref
+
+        # The viewer's keymap outlives this widget: hold it weakly, so a closed builder can go.
+        widget_ref = weakref.ref(self)
+
+        def key_action(method: str, *args):
             def callback(viewer):
-                if self.model.sample is None:
+                widget = widget_ref()
+                if widget is None or widget.model.sample is None:
                     return
                 try:
-                    self._safely(action)
+                    widget._safely(getattr(widget, method), *args)
                 except RuntimeError:
-                    pass  # the widget was closed (its Qt side deleted); the key does nothing
+                    pass  # the widget's Qt side was deleted: the key does nothing
             return callback
 
         actions = {
-            "random": self.random_pair,
-            "swap": self.swap,
-            "add": self.add_to_set,
-            "fainter": lambda: self._step_dmag(+0.1),
-            "brighter": lambda: self._step_dmag(-0.1),
+            "random": key_action("random_pair"),
+            "swap": key_action("swap"),
+            "add": key_action("add_to_set"),
+            "fainter": key_action("_step_dmag", +0.1),
+            "brighter": key_action("_step_dmag", -0.1),
         }
         for name, key in SHORTCUTS.items():
-            self.viewer.bind_key(key, guarded(actions[name]), overwrite=True)
+            self.viewer.bind_key(key, actions[name], overwrite=True)
 
     def _safely(self, action, *args):
         """Run a UI action; show bad input as a notification instead of raising into Qt."""

@@ -60,6 +60,8 @@ SHORTCUTS = {
     "previous": (("Left",), "Left", "← previous"),
     "next": (("Right",), "Right", "→ next (in the filter)"),
 }
+#: Titles drawn above the panels.
+PANEL_TITLES = ("original", "cleaned", "segmentation")
 #: Shapes layer holding the panel frames and titles.
 FRAMES_LAYER = "curation panels"
 #: Segmentation panel colours: the central galaxy's segment blue, every other source orange.
@@ -140,7 +142,12 @@ class CurationWidget(QWidget):
         self.decision_label = QLabel("")
         self.decision_label.setWordWrap(True)
         self.decision_label.setTextFormat(Qt.TextFormat.RichText)
+        legend = QLabel("<span style='color:#aaaaaa'>panels: original · cleaned (neighbours replaced by noise) · "
+                        "segmentation (<span style='color:#1fa1ff'>this galaxy</span>, "
+                        "<span style='color:#ff8c00'>other sources</span>)</span>")
+        legend.setWordWrap(True)
         grid.addWidget(self.galaxy_label)
+        grid.addWidget(legend)
         grid.addWidget(self.decision_label)
         actions = QGridLayout()
         self.accept_button = QPushButton("Accept  [A]")
@@ -483,7 +490,7 @@ class CurationWidget(QWidget):
             return
         layer = self.viewer.add_shapes(
             corners, shape_type="rectangle", name=FRAMES_LAYER, edge_color="#808080", face_color="transparent",
-            edge_width=0.6, features={"panel": list(LAYER_NAMES)},
+            edge_width=0.6, features={"panel": list(PANEL_TITLES)},
             text={"string": "{panel}", "anchor": "upper_left", "color": "white", "size": 10,
                   "translation": [-7, 0]})
         layer.editable = False
@@ -528,8 +535,7 @@ class CurationWidget(QWidget):
         overlay = self.viewer.canvas.overlays.text
         overlay.visible = True
         overlay.text = (f"galaxy {model.galaxy_id}  [{galtype}]  "
-                                         f"{record.decision.upper() if record else 'undecided'}    "
-                                         "(segmentation: blue = this galaxy, orange = other sources)")
+                                         f"{record.decision.upper() if record else 'undecided'}")
 
     # -- export ----------------------------------------------------------------------------------
     def _export_dialog(self) -> None:

@@ -208,7 +208,7 @@ class FailureBrowserWidget(QWidget):
         self.table.verticalHeader().setDefaultSectionSize(20)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         self.table.horizontalHeader().setDefaultSectionSize(64)
-        self.table.setMinimumHeight(240)
+        self.table.setMinimumHeight(150)
         self.table.horizontalHeader().setSortIndicator(_COLUMN_NAMES.index("abs_dmag"), Qt.SortOrder.DescendingOrder)
         self.table.setSortingEnabled(True)
         self.table.selectionModel().currentRowChanged.connect(self._on_table_row)
@@ -264,9 +264,9 @@ class FailureBrowserWidget(QWidget):
         from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
         from matplotlib.figure import Figure
 
-        figure = Figure(figsize=(4, 3), dpi=90, facecolor="#262930")
+        figure = Figure(figsize=(4, 3), dpi=90, facecolor="#262930", layout="constrained")  # re-laid out on resize
         canvas = FigureCanvasQTAgg(figure)
-        canvas.setMinimumHeight(220)
+        canvas.setMinimumHeight(170)
         canvas.mpl_connect("pick_event", self._on_pick)
         canvas.mpl_connect("draw_event", self._on_draw)
         return canvas, figure
@@ -602,7 +602,6 @@ class FailureBrowserWidget(QWidget):
                         markerscale=3 if size < 10 else 1, frameon=False, labelcolor="#dddddd",
                         handletextpad=0.2, columnspacing=1.0)
         self._axis = axis
-        figure.tight_layout()
         self._mark_scatter(self.failures.current_row, draw=False)
         self.canvas.draw_idle()
 

@@ -341,3 +341,16 @@ def test_cli_curate_export(tmp_path, sample, sample_file, capsys):
     with pytest.raises(InputError, match="not found"):
         missing.func(missing)
     assert not (tmp_path / "nope.jsonl").exists()
+
+
+def test_second_session_on_the_same_sidecar_cannot_overwrite(tmp_path, sample):
+    path = tmp_path / "shared.jsonl"
+    first = DecisionStore(path, sample, reviewer="first")
+    second = DecisionStore(path, sample, reviewer="second")
+    first.decide(sample.ids[0], "accept")
+    with pytest.raises(InputError, match="another curation session"):
+        second.decide(sample.ids[1], "reject", reason="artefacts")
+    assert second.records == []  # the refused decision is not kept in memory either
+    assert [r.reviewer for r in DecisionStore(path, sample).records] == ["first"]
+    first.decide(sample.ids[1], "skip")  # the session that wrote last goes on
+    assert len(DecisionStore(path, sample).records) == 2

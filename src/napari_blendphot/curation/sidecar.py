@@ -28,6 +28,11 @@ same folder, ``fsync``-s it and ``os.replace``-s it over the sidecar (then
 syncs the folder), so after a crash or ``SIGKILL`` the sidecar is either the
 state before or after the change, never a mix.  A sidecar is a few hundred
 kB for 2,000 decisions, so rewriting it costs about a millisecond.
+
+Two sessions on one sidecar: a store remembers the file it last read or
+wrote (inode, size, modification time) and refuses to save over a sidecar
+another session replaced meanwhile, instead of silently dropping the other
+session's decisions.
 """
 
 from __future__ import annotations
@@ -276,6 +281,7 @@ class DecisionStore:
         self.records: list[Decision] = []
         self.backup_path: Path | None = None
         self.repair_problems: list[str] = []
+        self._seen = None  # (inode, size, mtime) of the file as last read or written here
         if self.path.is_dir():
             raise InputError(self.path, "is a folder, expected a sidecar file path")
         if self.path.exists():
@@ -283,10 +289,11 @@ class DecisionStore:
         else:
             if not self.path.parent.is_dir():
                 raise InputError(self.path.parent, "folder of the curation sidecar does not exist")
-            self._save()
+            self._save(check=False)
 
     # -- opening ----------------------------------------------------------------------------
     def _open_existing(self, repair: bool) -> None:
+        self._seen = self._stat()
         try:
             parsed = _parse(self.path)
         except OSError as exc:
@@ -335,10 +342,27 @@ class DecisionStore:
     def _header(self) -> dict:
         return {"format": FORMAT_NAME, "version": FORMAT_VERSION, "sample": self.fingerprint}
 
-    def _save(self) -> None:
+    def _stat(self):
+        try:
+            info = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        return (info.st_ino, info.st_size, info.st_mtime_ns)
+
+    def _check_unchanged(self) -> None:
+        """Refuse to write over decisions another session saved since we read the file."""
+        if self._stat() != self._seen:
+            raise InputError(self.path, "was changed by another curation session (or by hand) since it was "
+                                        "opened here; this change was not saved",
+                             "reopen the sidecar to continue from both sessions' decisions")
+
+    def _save(self, check: bool = True) -> None:
+        if check:
+            self._check_unchanged()
         lines = [json.dumps(self._header(), sort_keys=True, ensure_ascii=False)]
         lines.extend(record.to_json() for record in self.records)
         _write_atomically(self.path, "\n".join(lines) + "\n")
+        self._seen = self._stat()
 
     @property
     def current(self) -> dict[int, Decision]:

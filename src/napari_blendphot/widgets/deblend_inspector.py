@@ -72,7 +72,11 @@ IMAGE_LAYER = "inspected blend"
 DRAG_DEBOUNCE_MS = 70
 LAYER_KIND = "inspector-masks"
 _TABLE_HEADERS = ("Method", "Galaxy", "Flux", "Mag", "Δmag", "IoU", "SEP case")
-_SUMMARY_HEADERS = ("Method", "Galaxy", "N", "Undet.", "Mean Δmag", "σ", "Outliers %", "Mean IoU")
+_SUMMARY_HEADERS = ("Method", "Galaxy", "N", "Undet.", "⟨Δmag⟩", "σ", "Out. %", "IoU")
+_SUMMARY_TIPS = ("", "", "galaxies in the selection", "not detected by the method (left out of the statistics)",
+                 "mean Δmag (bias)", "standard deviation of Δmag", "outliers: |Δmag| > 0.75", "mean IoU with the true masks")
+#: Widest expected text per numeric column of the inspector table (sets its minimum width).
+_COLUMN_SAMPLES = {2: "00000.0", 3: "00.000", 4: "+00.000", 5: "0.000"}
 _GALAXY_QCOLORS = {"central": QColor(31, 160, 255), "companion": QColor(255, 140, 0)}
 _OUTLIER_QCOLOR = QColor(224, 96, 74)
 
@@ -91,6 +95,15 @@ def _notify(kind: str, message: str) -> None:
 
 def _close_model(model: InspectorModel, *_args) -> None:
     model.close()
+
+
+def _short_case(detection: str) -> str:
+    """``"3: more than two"`` -> ``"3 (>2)"`` for the narrow SEP column (the full text is its tooltip)."""
+    if not detection:
+        return ""
+    case = detection.split(":")[0].strip()
+    short = {"-1": "none", "0": "central", "1": "companion", "2": "both", "3": ">2"}.get(case)
+    return f"{case} ({short})" if short else detection
 
 
 def _grouped_errors(errors: dict) -> list[str]:
@@ -153,6 +166,7 @@ class DeblendInspectorWidget(QWidget):
         self._refresh_sources()
         self.session.changed.connect(self._on_shared_blend)
         self.viewer.layers.events.inserted.connect(self._refresh_sources)
+        self.viewer.layers.events.inserted.connect(self._keep_masks_on_top)
         self.viewer.layers.events.removed.connect(self._refresh_sources)
         self.viewer.dims.events.current_step.connect(self._on_dims)
         self.destroyed.connect(functools.partial(_close_model, self.model))
@@ -244,6 +258,9 @@ class DeblendInspectorWidget(QWidget):
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         self.table.horizontalHeader().setStretchLastSection(True)
         self.table.setMinimumHeight(200)
+        self.table.horizontalHeaderItem(6).setToolTip(
+            "SEP's detection case (the paper's flag): 0 only the central found, 1 only the companion, "
+            "2 both, 3 more than two sources")
         layout.addWidget(self.table, 1)
         self.status_label = QLabel("")
         self.status_label.setWordWrap(True)
@@ -285,6 +302,9 @@ class DeblendInspectorWidget(QWidget):
         batch.addWidget(self.batch_label)
         self.summary = QTableWidget(0, len(_SUMMARY_HEADERS))
         self.summary.setHorizontalHeaderLabels(_SUMMARY_HEADERS)
+        for column, tip in enumerate(_SUMMARY_TIPS):
+            if tip:
+                self.summary.horizontalHeaderItem(column).setToolTip(tip)
         self.summary.verticalHeader().setVisible(False)
         self.summary.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.summary.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
@@ -293,7 +313,7 @@ class DeblendInspectorWidget(QWidget):
         self.canvas = None
         self._batch_layout = batch
         layout.addWidget(batch_box)
-        self.setMinimumWidth(430)
+        self.setMinimumWidth(480)
 
     def _update_weights_labels(self) -> None:
         for name, label in self.weights_labels.items():
@@ -495,7 +515,8 @@ class DeblendInspectorWidget(QWidget):
                     _notify("error" if "worker" in message else "warning", f"Deblend Inspector: {message}")
         else:
             self.error_label.setVisible(False)
-        timing = f"{len(inspection.outputs)} method(s) in {inspection.seconds * 1000:.0f} ms"
+        timing = (f"{', '.join(inspection.outputs)} in {inspection.seconds * 1000:.0f} ms" if inspection.outputs
+                  else "no method gave results")
         self.status_label.setText(timing)
         self._update_image(state)
         self._update_layers(inspection)
@@ -522,7 +543,7 @@ class DeblendInspectorWidget(QWidget):
                                           **astro_contrast(state.image))
             self.viewer.layers.move(self.viewer.layers.index(layer), 0)
 
-    def _set_mask_layer(self, key: str, name: str, masks, features, metadata) -> None:
+    def _set_mask_layer(self, key: str, name: str, masks, features, metadata) -> bool:
         from napari_blendphot._reader import mask_label_kwargs, mask_outlines
 
         outlines = mask_outlines(masks)
@@ -535,44 +556,64 @@ class DeblendInspectorWidget(QWidget):
             if key == "truth":
                 kwargs["opacity"] = 0.5  # the reference: drawn fainter so the methods' outlines stand out
             layer = self.viewer.add_labels(outlines, **kwargs)
+            self._mask_layers[key] = layer
+            return True
+        data = layer.data
+        if isinstance(data, np.ndarray) and data.shape == outlines.shape and data.dtype == outlines.dtype \
+                and data.flags.writeable:
+            if not np.array_equal(data, outlines):
+                # In place + refresh: half the cost of assigning layer.data (no dims/extent
+                # recomputation for a same-shape update), measured in bench_gui_latency.py.
+                data[...] = outlines
+                layer.refresh()
         else:
-            data = layer.data
-            if isinstance(data, np.ndarray) and data.shape == outlines.shape and data.dtype == outlines.dtype \
-                    and data.flags.writeable:
-                if not np.array_equal(data, outlines):
-                    # In place + refresh: half the cost of assigning layer.data (no dims/extent
-                    # recomputation for a same-shape update), measured in bench_gui_latency.py.
-                    data[...] = outlines
-                    layer.refresh()
-            else:
-                layer.data = outlines
-            current = layer.features
-            if list(current.columns) == list(features) and len(current) == len(features["index"]):
-                # Same columns and rows: write the values in place (setting layer.features
-                # rebuilds the table and its events, ~8 ms a layer while dragging).
-                for column, values in features.items():
-                    current[column] = values
-            else:
-                layer.features = features
-            layer.metadata.update(metadata)
+            layer.data = outlines
+        current = layer.features
+        if list(current.columns) == list(features) and len(current) == len(features["index"]):
+            # Same columns and rows: write the values in place (setting layer.features
+            # rebuilds the table and its events, ~8 ms a layer while dragging).
+            for column, values in features.items():
+                current[column] = values
+        else:
+            layer.features = features
+        layer.metadata.update(metadata)
         self._mask_layers[key] = layer
+        return False
+
+    def _keep_masks_on_top(self, *_args) -> None:
+        """Outlines under an image are invisible: keep the inspector's mask layers above every image."""
+        from napari.layers import Image
+
+        layers = self.viewer.layers
+        ours = [layer for layer in self._mask_layers.values() if layer in layers]
+        if not ours:
+            return
+        top_image = max((i for i, layer in enumerate(layers) if isinstance(layer, Image)), default=-1)
+        if min(layers.index(layer) for layer in ours) > top_image:
+            return
+        # Truth first (lowest), then the methods in their order.
+        for layer in ours:
+            layers.move(layers.index(layer), len(layers))
 
     def _update_layers(self, inspection) -> None:
         state = inspection.state
         drawn = set()
+        added = False
         truth = state.truth
         if truth is not None and getattr(truth, "masks", None) is not None and np.any(truth.masks):
-            self._set_mask_layer("truth", TRUTH_LAYER, np.asarray(truth.masks), layer_features(inspection.rows, "truth"),
+            added |= self._set_mask_layer("truth", TRUTH_LAYER, np.asarray(truth.masks), layer_features(inspection.rows, "truth"),
                                  {"blendphot_kind": LAYER_KIND, "method": "truth", "blend": state.name})
             drawn.add("truth")
         for name, output in inspection.outputs.items():
             if output.masks is None:
                 continue
-            self._set_mask_layer(name, mask_layer_name(name), np.asarray(output.masks)[0],
+            added |= self._set_mask_layer(name, mask_layer_name(name), np.asarray(output.masks)[0],
                                  layer_features(inspection.rows, name),
                                  {"blendphot_kind": LAYER_KIND, "method": name, "blend": state.name,
                                   "label": output.metadata.get("label", name)})
             drawn.add(name)
+        if added:
+            self._keep_masks_on_top()
         # Masks of unticked methods, or a truth this blend lacks, would be stale: remove them.
         # (A ticked method that failed this time keeps its layer; the error says why it is old.)
         for key in list(self._mask_layers):
@@ -596,7 +637,7 @@ class DeblendInspectorWidget(QWidget):
                 values = (row.method if row.method != previous else "", row.galaxy,
                           format_value("flux", row.flux), format_value("mag", row.mag),
                           format_value("dmag", row.dmag), format_value("iou", row.iou),
-                          row.detection.split(":")[0] if row.detection else "")
+                          _short_case(row.detection))
                 previous = row.method
                 for j, text in enumerate(values):
                     item = self.table.item(i, j)
@@ -619,6 +660,11 @@ class DeblendInspectorWidget(QWidget):
                         item.setToolTip(row.detection)
             if relayout:
                 self.table.resizeColumnsToContents()
+                metrics = self.table.fontMetrics()
+                for column, sample in _COLUMN_SAMPLES.items():
+                    wide_enough = metrics.horizontalAdvance(sample) + 10
+                    if self.table.columnWidth(column) < wide_enough:
+                        self.table.setColumnWidth(column, wide_enough)
         finally:
             self.table.setUpdatesEnabled(True)
 
@@ -724,6 +770,8 @@ class DeblendInspectorWidget(QWidget):
             pass
 
     def _on_batch_progress(self, done: int, total: int) -> None:
+        if self._batch_future is None:  # a late report of a run already shown as finished
+            return
         if self._batch_progress is not None:
             self._batch_progress.update(done - self._batch_done)
         self._batch_done = done
@@ -800,7 +848,10 @@ class DeblendInspectorWidget(QWidget):
             self.canvas.setFixedHeight(260)
             self._batch_layout.addWidget(self.canvas)
         self.figure.clear()
-        plot_dmag_histograms(self.figure, table, selection=selection)
+        import matplotlib
+
+        with matplotlib.rc_context({"font.size": 7, "axes.labelsize": 7, "legend.fontsize": 7}):
+            plot_dmag_histograms(self.figure, table, selection=selection)
         self.canvas.draw_idle()
 
     def save_results(self, *_args):

@@ -354,3 +354,12 @@ def test_second_session_on_the_same_sidecar_cannot_overwrite(tmp_path, sample):
     assert [r.reviewer for r in DecisionStore(path, sample).records] == ["first"]
     first.decide(sample.ids[1], "skip")  # the session that wrote last goes on
     assert len(DecisionStore(path, sample).records) == 2
+
+
+def test_export_is_reproducible(tmp_path, sample):
+    store = DecisionStore(tmp_path / "r.jsonl", sample)
+    store.decide(sample.ids[0], "accept", galtype="irr", note="knots")
+    store.decide(sample.ids[3], "accept")
+    first = export_accepted(sample, store, tmp_path / "one.fits")
+    second = export_accepted(sample, store, tmp_path / "two.fits")
+    assert first.read_bytes() == second.read_bytes()

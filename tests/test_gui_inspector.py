@@ -408,3 +408,44 @@ def test_screenshot_shows_blend_and_outlines(make_napari_viewer, qtbot, engine, 
     assert np.any((rgb[..., 2] > 200) & (rgb[..., 0] < 80))
     widget.close_inspector()
     assert "tensorflow" not in sys.modules
+
+
+def test_live_drag_bursts_run_once_and_live_off_waits_for_run(make_napari_viewer, qtbot, engine, tiny, toy_sample):
+    viewer, widget = make_widget(make_napari_viewer, engine, tiny, methods=["sep"])
+    session = current_blend_for(viewer)
+    moves = [make_blend(toy_sample[2], toy_sample[3], dy, 10) for dy in range(-5, 6)]
+    for blend in moves:  # a drag: many interactive changes within the debounce time
+        session.set(BlendState(blend.blend, "drag", truth=blend, origin="builder", interactive=True))
+    wait_drawn(qtbot, widget, 1)
+    qtbot.wait(300)
+    assert widget.drawn_count == 1 and widget.last_inspection.state.truth is moves[-1]
+    widget.live_box.setChecked(False)
+    session.set(BlendState(moves[0].blend, "not live", truth=moves[0], origin="builder"))
+    qtbot.wait(300)
+    assert widget.drawn_count == 1
+    widget.run_button.click()
+    wait_drawn(qtbot, widget, 2)
+    assert widget.last_inspection.state.name == "not live"
+    widget.close_inspector()
+
+
+def test_mask_layers_stay_above_images_added_later(make_napari_viewer, qtbot, engine, tiny, blends):
+    viewer, widget = make_widget(make_napari_viewer, engine, tiny, methods=["sep"])
+    current_blend_for(viewer).set(BlendState(blends[0].blend, "pair", truth=blends[0], origin="builder"))
+    wait_drawn(qtbot, widget, 1)
+    image = viewer.add_image(np.zeros((3, 128, 128), np.float32), name="later stack")
+    top_image = viewer.layers.index(image)
+    assert viewer.layers.index("masks: truth") > top_image and viewer.layers.index("masks: sep") > top_image
+    assert viewer.layers.index("masks: sep") > viewer.layers.index("masks: truth")
+    widget.close_inspector()
+
+
+def test_a_late_progress_report_does_not_overwrite_the_summary(make_napari_viewer, engine, tiny):
+    from napari_blendphot.widgets.deblend_inspector import _short_case
+
+    _, widget = make_widget(make_napari_viewer, engine, tiny, methods=["sep"])
+    widget.batch_label.setText("40 blends in 1.0 s")
+    widget._on_batch_progress(40, 40)  # no run in progress
+    assert widget.batch_label.text() == "40 blends in 1.0 s"
+    assert _short_case("3: more than two") == "3 (>2)" and _short_case("") == ""
+    widget.close_inspector()

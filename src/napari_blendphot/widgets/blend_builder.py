@@ -198,8 +198,10 @@ class BlendBuilderWidget(QWidget):
         self.embedded_button = QPushButton("Embedded mock sample")
         self.embedded_button.setToolTip("The 300 CANDELS-like mock galaxies shipped with the package")
         self.open_button = QToolButton()
-        self.open_button.setText("Open…")
+        self.open_button.setText("Open… ▾")
         self.open_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        # The arrow is in the text: the style's own indicator would sit on top of it.
+        self.open_button.setStyleSheet("QToolButton::menu-indicator { image: none; width: 0px; }")
         menu = QMenu(self.open_button)
         self._open_file_action = menu.addAction("Sample file (.fits)…")
         self._open_folder_action = menu.addAction("Folder (CANDELS or FITS cutouts)…")

@@ -238,3 +238,23 @@ def test_viewer_open_broken_file_raises_our_message(make_napari_viewer, tmp_path
             break
     assert any(isinstance(e, InputError) and "broken.fits" in str(e) for e in chain)
     assert len(viewer.layers) == 0
+
+
+def test_truncated_native_file_names_the_file(tmp_path, native_file):
+    truncated = tmp_path / "truncated.fits"
+    truncated.write_bytes(native_file.read_bytes()[:20000])
+    assert get_reader(str(truncated)) is read_path
+    with pytest.raises(InputError, match="truncated.fits"):
+        read_path(str(truncated))
+
+
+def test_unexpected_reader_failures_become_input_errors(tmp_path, monkeypatch):
+    path = tmp_path / "odd.fits"
+    path.write_bytes(b"")
+
+    def explode(_path):
+        raise OSError("Header missing END card")
+
+    monkeypatch.setattr(_reader, "_read_kind", explode)
+    with pytest.raises(InputError, match="odd.fits: cannot be read: Header missing END card"):
+        read_path(str(path))

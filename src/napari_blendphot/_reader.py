@@ -114,6 +114,19 @@ def read_path(path) -> list:
     if isinstance(path, (list, tuple)):
         path = path[0]
     path = Path(path)
+    try:
+        return _read_kind(path)
+    except InputError:
+        raise
+    except (OSError, ValueError, TypeError, KeyError, IndexError) as exc:
+        # Damaged files make astropy/numpy raise many types; napari should show the file and why.
+        raise InputError(path, f"cannot be read: {' '.join(str(exc).split()) or type(exc).__name__}",
+                         "is the file complete and of a kind listed in docs/plugin.md?") from None
+
+
+def _read_kind(path: Path) -> list:
+    from napari_blendphot.errors import InputError
+
     kind = detect_kind(path)
     name = _layer_base_name(path)
     if kind == "blends":

@@ -41,8 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("sample", help="isolated-galaxy sample (native FITS, CANDELS folder, 'embedded')")
     p.add_argument("-o", "--output", required=True, help="dataset folder to create")
     p.add_argument("-n", "--n-blends", type=_positive_int, default=30000)
-    p.add_argument("--test-fraction", type=float, default=1 / 6,
-                   help="share of galaxies and blends in the test split (default 1/6: 5,000 of 30,000)")
+    p.add_argument("--test-fraction", type=float, default=0.2,
+                   help="share of galaxies in the test split (default 0.2, the paper's)")
+    p.add_argument("--n-test", type=int, default=5000,
+                   help="number of test blends (default 5000: the paper's 25,000 train/val + 5,000 test)")
     p.add_argument("--seed", type=int, default=2020)
     p.add_argument("--no-clean", action="store_true", help="the sample's neighbours are cleaned already")
     p.add_argument("--overwrite", action="store_true")
@@ -121,8 +123,9 @@ def _build_dataset(args) -> int:
         from napari_blendphot.clean.neighbours import clean_sample
 
         sample = clean_sample(sample, args.seed)
+    n_test = min(args.n_test, args.n_blends - 1) if args.test_fraction > 0 else 0
     path = write_blend_dataset(sample, args.output, n=args.n_blends, test_fraction=args.test_fraction,
-                               seed=args.seed, overwrite=args.overwrite, progress=progress_printer("blend"),
+                               n_test=n_test, seed=args.seed, overwrite=args.overwrite, progress=progress_printer("blend"),
                                sample_path=args.sample if os.path.isfile(args.sample) else None)
     print(f"wrote {path} in {time.perf_counter() - tic:.1f} s; blends.npy sha256 "
           f"{sha256_file(Path(path) / 'blends.npy')}")

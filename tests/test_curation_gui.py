@@ -143,3 +143,18 @@ def test_sidecar_of_other_sample_is_shown_not_raised(make_napari_viewer, sample_
     widget.open_sample(str(sample_file), sidecar=sidecar, background=False)
     assert widget.model is None
     assert sidecar.read_bytes() == before
+
+
+def test_panel_shortcuts_when_the_focus_is_in_the_widget(widget, sample, sample_file, qtbot):
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QApplication
+
+    widget.viewer.window._qt_window.show()
+    widget.viewer.window._qt_window.activateWindow()
+    widget.progress_bar.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+    widget.progress_bar.setFocus()
+    qtbot.waitUntil(lambda: QApplication.focusWidget() is widget.progress_bar, timeout=5000)
+    qtbot.keyClick(QApplication.focusWidget(), Qt.Key.Key_A)
+    qtbot.keyClick(QApplication.focusWidget(), Qt.Key.Key_3)
+    records = _records(sample_file.with_name("toy.fits.curation.jsonl"))
+    assert [(r["decision"], r["reason"]) for r in records] == [("accept", None), ("reject", REASONS[2])]

@@ -58,7 +58,8 @@ def test_selecting_a_row_shows_that_blend(widget, toy_results):
     handler.press_key("J")
     handler.release_key("J")
     assert failures.current == 6 and widget.table.currentIndex().row() == 6
-    np.testing.assert_array_equal(viewer.layers[BLEND_LAYER].data, _dataset_blend(dataset, failures.record()["blend_id"])[0])
+    shown_blend, _ = _dataset_blend(dataset, failures.record()["blend_id"])
+    np.testing.assert_array_equal(viewer.layers[BLEND_LAYER].data, shown_blend)
     handler.press_key("K")
     handler.release_key("K")
     assert failures.current == 5 and len(viewer.layers) == n_layers

@@ -13,7 +13,7 @@ images and truth for the viewer, a CSV export and a PNG montage.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np

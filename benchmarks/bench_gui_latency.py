@@ -1,7 +1,7 @@
 """Deblend Inspector latency: from a companion move to the overlays and the table updated.
 
 Run:  python benchmarks/bench_gui_latency.py [--quick] [--moves 100] [--networks auto|shipped|tiny|paper]
-                                            [--screenshot docs/img/inspector_bench.png]
+                                            [--window 1600x1000] [--screenshot shot.png]
 
 A real napari viewer (under Xvfb: the script re-runs itself with ``xvfb-run -a``
 when there is no display) with the Deblend Inspector docked and every method
@@ -88,6 +88,8 @@ def main(argv=None) -> int:
     parser.add_argument("--moves", type=int, default=100)
     parser.add_argument("--networks", choices=("auto", "shipped", "tiny", "paper"), default="auto")
     parser.add_argument("--screenshot", help="save a window screenshot (PNG) at the end")
+    parser.add_argument("--window", default="1600x1000",
+                        help="window size WxH (repaints under software OpenGL scale with its area)")
     args = parser.parse_args(argv)
     if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
         if shutil.which("xvfb-run") is None:
@@ -121,7 +123,8 @@ def main(argv=None) -> int:
             shifts.append((dy, dx))
 
     viewer = napari.Viewer(show=True)
-    viewer.window._qt_window.resize(1600, 1000)
+    width, height = (int(v) for v in args.window.lower().split("x"))
+    viewer.window._qt_window.resize(width, height)
     model = InspectorModel()
     for name in NETWORKS:
         model.weights[name] = weights[name]
@@ -186,7 +189,7 @@ def main(argv=None) -> int:
 
     load = os.getloadavg()
     print(f"machine: {os.cpu_count()} cores, load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min)")
-    print(f"methods: {', '.join(model.selected)}; {moves} moves per mode")
+    print(f"methods: {', '.join(model.selected)}; {moves} moves per mode; window {args.window}")
     for mode, (latencies, draws, moving, painting) in results.items():
         print(f"{mode:13s} move -> overlays + table: {_summary(latencies)}")
         print(f"{'':13s}   builder-like layer updates + set:  {_summary(moving)}")
@@ -201,6 +204,26 @@ def main(argv=None) -> int:
         app.processEvents()
         repaints.append(time.perf_counter() - t0)
     print(f"one canvas repaint alone (contrast change): {_summary(repaints)}")
+
+    def repaint_times():
+        times = []
+        for k in range(10):
+            low, high = blend_layer.contrast_limits
+            blend_layer.contrast_limits = (low, high * (1.01 if k % 2 else 0.99))
+            t0 = time.perf_counter()
+            app.processEvents()
+            times.append(time.perf_counter() - t0)
+        return times
+
+    ours = [layer for layer in viewer.layers if layer.metadata.get("blendphot_kind") == "inspector-masks"]
+    for layer in ours:
+        layer.visible = False
+    print(f"  the same with the inspector's {len(ours)} mask layers hidden: {_summary(repaint_times())}")
+    for layer in ours:
+        layer.visible = True
+    viewer.window._qt_window.resize(1000, 700)
+    app.processEvents()
+    print(f"  the same in a 1000x700 window:                 {_summary(repaint_times())}")
     engine = model.engine
     blend = make_blend(central, companion, *shifts[1])
     from napari_blendphot.widgets._inspector_model import truth_context

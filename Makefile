@@ -6,8 +6,10 @@
 setup:
 	@bash scripts/setup.sh
 
+# Headless-safe: renders napari under Xvfb when there is no display and writes demo.png
+# (run `.venv/bin/blendphot demo` for the live window).
 demo: setup
-	.venv/bin/blendphot demo
+	.venv/bin/blendphot demo --screenshot demo.png --overwrite
 
 # Two pytest processes: TensorFlow and napari's OpenGL must not share one (SPEC §8);
 # tests that open a viewer are marked "gui" automatically (tests/conftest.py).

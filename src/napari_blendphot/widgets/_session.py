@@ -52,6 +52,9 @@ _SESSIONS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 def current_blend_for(viewer) -> CurrentBlend:
     """The shared :class:`CurrentBlend` of *viewer* (created on first call)."""
+    # napari hands each plugin widget its own PublicOnlyProxy of the viewer: key
+    # the session by the real viewer so every widget of a viewer shares it.
+    viewer = getattr(viewer, "__wrapped__", viewer)
     try:
         return _SESSIONS[viewer]
     except KeyError:

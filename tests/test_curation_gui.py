@@ -158,3 +158,17 @@ def test_panel_shortcuts_when_the_focus_is_in_the_widget(widget, sample, sample_
     qtbot.keyClick(QApplication.focusWidget(), Qt.Key.Key_3)
     records = _records(sample_file.with_name("toy.fits.curation.jsonl"))
     assert [(r["decision"], r["reason"]) for r in records] == [("accept", None), ("reject", REASONS[2])]
+
+
+def test_viewer_keys_borrowed_only_while_curating(make_napari_viewer, sample_file):
+    from napari.utils.key_bindings import coerce_keybinding
+
+    from napari_blendphot.widgets.curation import CurationWidget
+
+    viewer = make_napari_viewer()
+    widget = CurationWidget(viewer)
+    assert coerce_keybinding("Left") not in viewer.keymap  # nothing taken before a sample is open
+    widget.open_sample(str(sample_file), background=False)
+    assert coerce_keybinding("Left") in viewer.keymap and coerce_keybinding("A") in viewer.keymap
+    widget.close()
+    assert coerce_keybinding("Left") not in viewer.keymap and coerce_keybinding("A") not in viewer.keymap

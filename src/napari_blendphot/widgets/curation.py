@@ -103,7 +103,7 @@ class CurationWidget(QWidget):
         self.sample_path = None
         self._worker = None
         self._build()
-        self._bind_viewer_keys()
+        self._viewer_keys_bound = False
 
     # -- layout ----------------------------------------------------------------------------------
     def _build(self) -> None:
@@ -270,9 +270,25 @@ class CurationWidget(QWidget):
         return callback
 
     def _bind_viewer_keys(self) -> None:
+        """Take the curation keys on the viewer once a sample is open; give them back when the widget goes.
+
+        (Left/Right step napari's sliders otherwise: they are only borrowed while curating.)
+        """
+        if self._viewer_keys_bound:
+            return
+        previous = {}
         for name, (keys, _, _) in SHORTCUTS.items():
             for key in keys:
-                self.viewer.bind_key(key, self._key_callback(name), overwrite=True)
+                previous[key] = self.viewer.bind_key(key, self._key_callback(name), overwrite=True)
+        self._viewer_keys_bound = True
+        viewer = self.viewer
+
+        def restore(*_):
+            for key, function in previous.items():
+                viewer.bind_key(key, function, overwrite=True)
+
+        self.destroyed.connect(restore)
+        self._restore_viewer_keys = restore
 
     def _bind_layer_keys(self, layer) -> None:
         # An active layer's keymap is asked before the viewer's (Labels uses 1-4 for its tools):
@@ -429,6 +445,7 @@ class CurationWidget(QWidget):
             self.model.decisions_changed.disconnect(self._refresh_labels)
             self.model.pending_changed.disconnect(self._refresh_labels)
         self.model = CurationModel(sample, store, clean_seed=self.seed_spin.value())
+        self._bind_viewer_keys()
         self.model.current_changed.connect(self._on_current_changed)
         self.model.decisions_changed.connect(self._refresh_labels)
         self.model.pending_changed.connect(self._refresh_labels)
@@ -536,6 +553,17 @@ class CurationWidget(QWidget):
         overlay.visible = True
         overlay.text = (f"galaxy {model.galaxy_id}  [{galtype}]  "
                                          f"{record.decision.upper() if record else 'undecided'}")
+
+    def showEvent(self, event) -> None:  # noqa: N802 (Qt API)
+        if self.model is not None:  # shown again after a close: take the keys back
+            self._bind_viewer_keys()
+        super().showEvent(event)
+
+    def closeEvent(self, event) -> None:  # noqa: N802 (Qt API)
+        if self._viewer_keys_bound:
+            self._restore_viewer_keys()
+            self._viewer_keys_bound = False
+        super().closeEvent(event)
 
     # -- export ----------------------------------------------------------------------------------
     def _export_dialog(self) -> None:

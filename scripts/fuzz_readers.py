@@ -62,8 +62,12 @@ FITS_VALUES = (b"0", b"-1", b"1", b"2", b"3", b"4", b"7", b"128", b"99999999", b
                b"16", b"64", b"'irr'", b"'nope'", b"''", b"'{'", b"NAN", b"'1J'", b"'100A'")
 
 
-class RoundTimeout(Exception):
-    """A reader ran past the per-round time limit."""
+class RoundTimeout(BaseException):
+    """A reader ran past the per-round time limit.
+
+    A BaseException, so that library code catching ``Exception`` (astropy
+    does, while it reads HDUs) cannot swallow it.
+    """
 
 
 def _alarm(signum, frame):
@@ -352,7 +356,7 @@ def fuzz(seconds: float, seed: int, out: Path, targets=TARGETS, round_timeout: i
                 stats[target]["accepted"] += 1
             except InputError:
                 stats[target]["input_error"] += 1
-            except Exception as exc:  # noqa: BLE001 - every other exception is what we look for
+            except (Exception, RoundTimeout) as exc:  # noqa: BLE001 - every other exception is what we look for
                 key = "hang-" + target if isinstance(exc, RoundTimeout) else crash_key(target, exc)
                 entry = crashes.setdefault(key, {"count": 0, "saved": None})
                 entry["count"] += 1

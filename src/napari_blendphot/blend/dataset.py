@@ -289,6 +289,7 @@ class BlendDataset:
         missing = [c for c in CATALOG_COLUMNS if c not in self.catalog.colnames]
         if missing:
             raise InputError(self.path, f"catalogue lacks column(s) {', '.join(missing)}")
+        _check_catalog_values(self.catalog, self.path)
         self.blends = arrays["blends"]
         self.galaxy1 = arrays["galaxy1"]
         self.galaxy2 = arrays["galaxy2"]
@@ -298,8 +299,10 @@ class BlendDataset:
         if provenance_file.is_file():
             try:
                 self.provenance = json.loads(provenance_file.read_text(encoding="utf-8"))
-            except json.JSONDecodeError as exc:
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
                 raise InputError(provenance_file, f"not valid JSON: {exc}") from None
+            if not isinstance(self.provenance, dict):
+                raise InputError(provenance_file, "does not hold a JSON object")
 
     def __len__(self) -> int:
         return len(self.blends)
@@ -409,14 +412,50 @@ def _read_catalog(path: Path):
         file = path / name
         if file.is_file():
             catalog = read_table(file)
-            if "split" in catalog.colnames:
-                catalog["split"] = np.char.strip(np.asarray(catalog["split"]).astype(str))
-            for prefix in ("g1", "g2"):
-                column = f"{prefix}_type"
+            for column in ("split", "g1_type", "g2_type"):
                 if column in catalog.colnames:
-                    catalog[column] = np.char.strip(np.asarray(catalog[column]).astype(str))
+                    try:
+                        catalog[column] = np.char.strip(np.asarray(catalog[column]).astype(str))
+                    except UnicodeDecodeError:
+                        raise InputError(file, f"column {column!r} holds bytes that are not text") from None
             return catalog
     raise InputError(path, "blend dataset has no catalog.fits or catalog.csv")
+
+
+#: Catalogue columns that must hold whole numbers, finite numbers, finite positive
+#: numbers, or numbers (NaN allowed: unknown redshifts).
+_INTEGER_COLUMNS = ("id", "dy", "dx", "g1_id", "g2_id")
+_FINITE_COLUMNS = ("distance", "g1_mag", "g2_mag")
+_POSITIVE_COLUMNS = ("g1_flux", "g2_flux", "g1_rad", "g2_rad")
+_NUMBER_COLUMNS = ("g1_z", "g2_z")
+
+
+def _check_catalog_values(catalog, source) -> None:
+    """Refuse catalogue columns of the wrong kind (text, empty cells, fractional shifts, fluxes <= 0).
+
+    The arrays are trusted to be what the catalogue says; a damaged catalogue
+    must fail here, by name, not later inside the metrics or the SEP assignment.
+    """
+    for name in (*_INTEGER_COLUMNS, *_FINITE_COLUMNS, *_POSITIVE_COLUMNS, *_NUMBER_COLUMNS):
+        column = catalog[name]
+        if column.dtype.kind not in "iuf":
+            raise InputError(source, f"catalogue column {name!r} is not numeric (dtype {column.dtype})")
+        values = np.array(column, dtype=np.float64)
+        mask = getattr(column, "mask", None)
+        if mask is not None and np.any(mask):
+            if name not in _NUMBER_COLUMNS:
+                raise InputError(source, f"catalogue column {name!r} has empty values")
+            values[np.asarray(mask, bool)] = np.nan
+            catalog[name] = values
+        if name in _INTEGER_COLUMNS:
+            if not np.all(np.isfinite(values)) or np.any(values != np.round(values)):
+                raise InputError(source, f"catalogue column {name!r} holds non-integer values")
+            if column.dtype.kind == "f":
+                catalog[name] = values.astype(np.int64)
+        elif name in _FINITE_COLUMNS and not np.all(np.isfinite(values)):
+            raise InputError(source, f"catalogue column {name!r} has NaN or infinite values")
+        elif name in _POSITIVE_COLUMNS and not np.all(np.isfinite(values) & (values > 0)):
+            raise InputError(source, f"catalogue column {name!r} has NaN, infinite or non-positive values")
 
 
 # -- summary ---------------------------------------------------------------------------------

@@ -51,7 +51,10 @@ NMAD_SCALE = 1.4826
 
 
 def _as_1d(values, source: str) -> np.ndarray:
-    array = np.asarray(values, dtype=np.float64)
+    try:
+        array = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError(source, "values are not numbers") from None
     if array.ndim != 1:
         raise InputError(source, f"expected a 1-D array, got shape {array.shape}")
     return array

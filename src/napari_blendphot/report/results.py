@@ -265,6 +265,7 @@ def read_results(path, require_truth: bool = True):
             column = table[name]
             if hasattr(column, "filled") and column.dtype.kind == "f":
                 table[name] = np.asarray(column.filled(np.nan))
+        _check_methods_meta(table, path)
         table.meta.setdefault("methods", methods_in(table))
         table.meta.setdefault("zero_points", {})
         table.meta.setdefault("provenance", {})
@@ -272,9 +273,38 @@ def read_results(path, require_truth: bool = True):
     return table
 
 
+#: Columns of a results table that hold numbers, when present (per-method ones are added).
+_NUMERIC_COLUMNS = ("id", "distance", "dy", "dx", "g1_flux", "g2_flux", "g1_mag", "g2_mag", "g1_rad", "g2_rad")
+#: Columns that hold text, when present.
+_TEXT_COLUMNS = ("split", "g1_type", "g2_type")
+
+
+def _check_column_kinds(table, source, methods) -> None:
+    """Numbers where numbers belong, decodable text where text belongs (damaged files fail here, by name)."""
+    numeric = [*_NUMERIC_COLUMNS]
+    for method in methods:
+        numeric += [f"{g}_{what}_{method}" for g in ("g1", "g2") for what in ("flux", "iou")]
+    for name in numeric:
+        if name in table.colnames and table[name].dtype.kind not in "iuf":
+            raise InputError(source, f"column {name!r} is not numeric (dtype {table[name].dtype})")
+    for name in _TEXT_COLUMNS:
+        if name in table.colnames and table[name].dtype.kind == "S":
+            try:
+                table[name] = np.char.decode(np.asarray(table[name]), "ascii")
+            except UnicodeDecodeError:
+                raise InputError(source, f"column {name!r} holds bytes that are not text") from None
+
+
+def _check_methods_meta(table, source) -> None:
+    listed = (getattr(table, "meta", None) or {}).get("methods")
+    if listed is not None and (not isinstance(listed, list) or not all(isinstance(m, str) and m for m in listed)):
+        raise InputError(source, f"metadata 'methods' is {listed!r}, not a list of method names")
+
+
 def _validate(table, source, require_truth: bool = True) -> None:
     from napari_blendphot.metrics.photometry import check_true_flux
 
+    _check_methods_meta(table, source)
     methods = methods_in(table)
     if not methods:
         raise InputError(source, "no method columns (g1_flux_<method>, g2_flux_<method>) found",
@@ -283,7 +313,10 @@ def _validate(table, source, require_truth: bool = True) -> None:
         for galaxy in ("g1", "g2"):
             if f"{galaxy}_flux_{method}" not in table.colnames:
                 raise InputError(source, f"method {method!r} is listed but column {galaxy}_flux_{method!r} is missing")
+    _check_column_kinds(table, source, methods)
     zero_points = table.meta.get("zero_points") or {}
+    if not isinstance(zero_points, dict):
+        raise InputError(source, f"metadata 'zero_points' is {zero_points!r}, not a mapping of method to number")
     for method, value in zero_points.items():
         if not isinstance(value, (int, float)) or not np.isfinite(value):
             raise InputError(source, f"zero point of {method!r} is {value!r}, not a number")
@@ -294,5 +327,7 @@ def _validate(table, source, require_truth: bool = True) -> None:
                              "evaluation needs the blend catalogue's g1_flux and g2_flux")
         for name in _TRUTH_COLUMNS:
             column = table[name]
+            if hasattr(column, "filled"):  # empty cells -> NaN (an integer column cannot hold NaN)
+                column = column.astype(np.float64)
             values = column.filled(np.nan) if hasattr(column, "filled") else column
             check_true_flux(np.asarray(values, dtype=np.float64), f"{source}: column {name}")

@@ -184,6 +184,14 @@ def _normalise_key(key, n: int):
     return key
 
 
+def _filled_float(column) -> np.ndarray:
+    """Column values as float64 with empty (masked) cells as NaN, so they are caught as non-finite."""
+    if hasattr(column, "filled") and column.dtype.kind in "iuf":
+        return np.asarray(column.filled(np.nan) if column.dtype.kind == "f" else column.astype(float).filled(np.nan),
+                          dtype=np.float64)
+    return np.asarray(column, dtype=np.float64)
+
+
 def validate_sample(images, segmaps, catalog, source: str = "sample"):
     """Check and normalise the three parts of a sample; raise :class:`InputError`.
 
@@ -224,28 +232,41 @@ def validate_sample(images, segmaps, catalog, source: str = "sample"):
         first = int(np.flatnonzero(bad.reshape(len(images), -1).any(axis=1))[0])
         raise InputError(source, f"{int(bad.reshape(len(images), -1).any(axis=1).sum())} stamp(s) contain NaN or "
                          f"infinite pixels (first: row {first}, id {catalog['id'][first]})")
-    types = np.char.strip(np.asarray(catalog["galtype"]).astype(str))
+    try:
+        types = np.char.strip(np.asarray(catalog["galtype"]).astype(str))
+    except UnicodeDecodeError:
+        raise InputError(source, "column 'galtype' holds bytes that are not text") from None
     unknown = sorted(set(map(str, types)) - set(GALTYPES))
     if unknown:
         raise InputError(source, f"unknown galtype value(s) {unknown}", f"expected one of {list(GALTYPES)}")
     catalog = catalog.copy(copy_data=False)
     catalog["galtype"] = types
-    ids = np.asarray(catalog["id"])
+    column = catalog["id"]
+    if np.ma.is_masked(getattr(column, "mask", None)) and np.any(column.mask):
+        raise InputError(source, "column 'id' has empty values")
+    ids = np.asarray(column)
     if ids.dtype.kind not in "iu":
         try:
-            ids = ids.astype(np.int64)
+            floats = ids.astype(np.float64)
         except (TypeError, ValueError):
             raise InputError(source, "galaxy ids are not integers") from None
+        # A float id such as 1.5 or NaN would silently become another integer.
+        if not np.all(np.isfinite(floats)) or np.any(floats != np.round(floats)):
+            raise InputError(source, "galaxy ids are not integers")
+        ids = floats.astype(np.int64)
         catalog["id"] = ids
     uniq, counts = np.unique(ids, return_counts=True)
     if (counts > 1).any():
         raise InputError(source, f"duplicated galaxy id(s) {uniq[counts > 1][:5].tolist()}")
     for name in ("mag", "flux", "radius"):
-        values = np.asarray(catalog[name], dtype=float)
+        try:
+            values = _filled_float(catalog[name])
+        except (TypeError, ValueError):
+            raise InputError(source, f"column {name!r} is not numeric") from None
         if not np.all(np.isfinite(values)):
             raise InputError(source, f"column {name!r} has NaN or infinite values")
-    if np.any(np.asarray(catalog["flux"], float) <= 0):
+    if np.any(_filled_float(catalog["flux"]) <= 0):
         raise InputError(source, "column 'flux' has zero or negative values")
-    if np.any(np.asarray(catalog["radius"], float) <= 0):
+    if np.any(_filled_float(catalog["radius"]) <= 0):
         raise InputError(source, "column 'radius' has zero or negative values")
     return images, segmaps, catalog

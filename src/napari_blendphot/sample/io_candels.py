@@ -138,28 +138,47 @@ def decode_bytes_literal(text: str) -> str:
 
 def _load_npy(path: Path, kinds: str, what: str) -> np.ndarray:
     try:
-        # Never unpickle: a .npy from the internet must not run code.
-        array = np.load(path, allow_pickle=False)
+        # Never unpickle: a .npy from the internet must not run code.  Map the
+        # file first so that the shape and dtype its header claims are checked
+        # against the file's size before anything is allocated (a damaged
+        # header can claim terabytes).
+        mapped = np.load(path, mmap_mode="r", allow_pickle=False)
     except ValueError as exc:
-        raise InputError(path, f"cannot read as a numpy array: {exc}", "object arrays are refused") from None
-    except (OSError, EOFError) as exc:
-        raise InputError(path, f"cannot read as a numpy array (truncated?): {exc}") from None
-    if array.ndim != 3 or array.shape[1:] != (STAMP_SIZE, STAMP_SIZE):
-        raise InputError(path, f"{what} have shape {array.shape}, expected (N, {STAMP_SIZE}, {STAMP_SIZE})")
-    if array.dtype.kind not in kinds:
-        raise InputError(path, f"{what} have dtype {array.dtype}")
-    return array
+        raise InputError(path, f"cannot read as a numpy array (damaged or truncated?): {' '.join(str(exc).split())}",
+                         "object arrays are refused") from None
+    except (OSError, EOFError, OverflowError, MemoryError) as exc:
+        # OverflowError: a damaged header whose shape overflows the mapping length.
+        raise InputError(path, f"cannot read as a numpy array (damaged or truncated?): {exc}") from None
+    if mapped.ndim != 3 or mapped.shape[1:] != (STAMP_SIZE, STAMP_SIZE):
+        raise InputError(path, f"{what} have shape {mapped.shape}, expected (N, {STAMP_SIZE}, {STAMP_SIZE})")
+    if mapped.dtype.kind not in kinds:
+        raise InputError(path, f"{what} have dtype {mapped.dtype}")
+    try:
+        return np.array(mapped)
+    finally:
+        del mapped
 
 
 def _float_column(table, name: str, path: Path) -> np.ndarray:
+    column = table[name]
     try:
-        return np.asarray(table[name], dtype=np.float64)
+        values = np.array(column, dtype=np.float64)
     except (TypeError, ValueError):
         raise InputError(path, f"column {name!r} is not numeric") from None
+    mask = getattr(column, "mask", None)
+    if mask is not None and np.any(mask):
+        # Empty cells: NaN, never the 0 astropy fills them with (mag 0 is a very bright galaxy).
+        values[np.asarray(mask, bool)] = np.nan
+    return values
 
 
 def _int_column(table, name: str, path: Path) -> np.ndarray:
-    values = np.asarray(table[name])
+    column = table[name]
+    mask = getattr(column, "mask", None)
+    if mask is not None and np.any(mask):
+        first = int(np.flatnonzero(np.asarray(mask, bool))[0])
+        raise InputError(path, f"column {name!r} has empty values (first: data row {first + 1})")
+    values = np.asarray(column)
     if values.dtype.kind in "iu":
         return values.astype(np.int64)
     try:

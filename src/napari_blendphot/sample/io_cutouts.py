@@ -30,6 +30,7 @@ The catalogue also gets a ``file`` column with each cutout's file name.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -75,12 +76,23 @@ def read_cutouts(folder) -> GalaxySample:
     images = np.empty((len(files), STAMP_SIZE, STAMP_SIZE), np.float32)
     segmaps = np.empty((len(files), STAMP_SIZE, STAMP_SIZE), np.int32)
     rows = []
+    from astropy.utils.exceptions import AstropyUserWarning
+
     for index, path in enumerate(files):
-        image, segmap, header = _read_one(path)
+        try:
+            with warnings.catch_warnings():
+                # astropy only warns about a truncated file; a short cutout must fail loudly.
+                warnings.simplefilter("error", AstropyUserWarning)
+                image, segmap, header = _read_one(path)
+            made = segmap is None
+            rows.append(_catalog_row(header, path, index, made))
+        except InputError:
+            raise
+        except Exception as exc:  # astropy raises many types on damaged files and cards
+            raise InputError(path, "cannot read as a FITS cutout (damaged file or header?): "
+                             + " ".join(str(exc).split())) from None
         images[index] = image
-        made = segmap is None
         segmaps[index] = detect_segmentation(image) if made else segmap
-        rows.append(_catalog_row(header, path, index, made))
     catalog = Table(rows=rows, names=("id", "mag", "flux", "radius", "z", "galtype", "file", "seg_made"))
     from napari_blendphot.provenance import make_provenance
 
@@ -95,11 +107,12 @@ def read_cutouts(folder) -> GalaxySample:
 def _read_one(path: Path):
     from astropy.io import fits
 
-    from napari_blendphot.sample.io_native import is_native_sample_file
+    from napari_blendphot.sample.io_native import check_fits_axes, is_native_sample_file
 
     if is_native_sample_file(path):
         raise InputError(path, "is a whole native sample file, not a single-galaxy cutout",
                          "pass the file itself instead of its folder")
+    check_fits_axes(path)
     try:
         with fits.open(path, memmap=False) as hdul:
             header = hdul[0].header.copy()

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -210,6 +211,7 @@ def read_native(path) -> GalaxySample:
             raise InputError(source, f"damaged gzip file: {exc}") from None
     if not start.startswith(b"SIMPLE  =") or b"T" not in start[9:30]:
         raise InputError(source, "not a FITS file")
+    check_fits_axes(path, source)
 
     with warnings.catch_warnings():
         # astropy only warns about truncation; a short file must fail loudly.
@@ -230,7 +232,7 @@ def read_native(path) -> GalaxySample:
                 ngal = header["NGAL"]
         except InputError:
             raise
-        except (OSError, ValueError, TypeError, KeyError, IndexError, AstropyUserWarning) as exc:
+        except Exception as exc:  # astropy raises many types (VerifyError, AssertionError...) on damaged files
             raise InputError(source, "cannot read the FITS file (truncated or corrupted?): "
                              + " ".join(str(exc).split())) from None
 
@@ -243,6 +245,54 @@ def read_native(path) -> GalaxySample:
     if segmaps.dtype != np.int32:
         raise InputError(source, f"SEGMAPS has dtype {segmaps.dtype}, expected int32")
     return GalaxySample(images, segmaps, catalog, provenance=provenance, source=source)
+
+
+#: Largest NAXIS the FITS standard allows.
+_FITS_MAX_NAXIS = 999
+_NAXIS_CARD = re.compile(rb"NAXIS([0-9]{0,3}) *= *([-+]?[0-9]+)")
+
+
+def check_fits_axes(path, source: str | None = None) -> None:
+    """Refuse a FITS file with a damaged ``NAXIS``/``NAXISn`` card before astropy parses it.
+
+    Two damaged cards make astropy hang instead of failing: ``NAXIS`` above
+    999 (the FITS standard's limit; astropy builds a list of that many axis
+    lengths, minutes and gigabytes for ``NAXIS = 99999999``) and a negative
+    axis length (``NAXIS2 = -1`` gives a negative data size, and astropy keeps
+    re-reading the same header).  This scan of the raw bytes (gzip-compressed
+    files are decompressed on the fly) is cheap by comparison.
+    """
+    import gzip
+
+    path = Path(path)
+    source = str(path) if source is None else source
+    with open(path, "rb") as handle:
+        compressed = handle.read(2) == b"\x1f\x8b"
+    opener = gzip.open if compressed else open
+    tail = b""
+    offset = 0
+    try:
+        with opener(path, "rb") as handle:
+            while True:
+                block = handle.read(1 << 22)  # a multiple of the 80-byte card length
+                if not block:
+                    break
+                data = tail + block
+                for match in _NAXIS_CARD.finditer(data):
+                    at = offset - len(tail) + match.start()
+                    if at % 80:
+                        continue  # not at the start of a header card
+                    axis, value = match.group(1).decode(), int(match.group(2))
+                    if not axis and value > _FITS_MAX_NAXIS:
+                        raise InputError(source, f"damaged FITS header: NAXIS = {value} "
+                                                 f"(the FITS standard allows at most {_FITS_MAX_NAXIS})")
+                    if axis and value < 0:
+                        raise InputError(source, f"damaged FITS header: NAXIS{axis} = {value} "
+                                                 "(axis lengths cannot be negative)")
+                tail = data[-80:]
+                offset += len(block)
+    except (OSError, EOFError) as exc:
+        raise InputError(source, f"cannot read the file (truncated or corrupted?): {exc}") from None
 
 
 def _check_primary(header, source: str) -> None:
@@ -292,7 +342,17 @@ def _read_catalog(hdul, source: str):
         for name, dtype_str in dtypes.items():
             if name in table.colnames and table[name].dtype.str != dtype_str:
                 column = table[name]
-                table[name] = np.asarray(column).astype(np.dtype(dtype_str).newbyteorder("="))
+                stored = np.asarray(column)
+                restored = stored.astype(np.dtype(dtype_str).newbyteorder("="))
+                # The record only undoes the writer's widening; it must never change a value.
+                with np.errstate(invalid="ignore"):
+                    same = restored.astype(stored.dtype) == stored
+                if stored.dtype.kind == "f":
+                    same |= np.isnan(stored) & np.isnan(restored.astype(stored.dtype))
+                if not np.all(same):
+                    raise InputError(source, f"CATALOG column {name!r} holds values that do not fit "
+                                             f"its recorded dtype {dtype_str} (BPDTYPES)")
+                table[name] = restored
                 table[name].unit = column.unit
                 table[name].description = column.description
     meta_text = hdu.header.get("BPMETA")

@@ -449,3 +449,27 @@ def test_a_late_progress_report_does_not_overwrite_the_summary(make_napari_viewe
     assert widget.batch_label.text() == "40 blends in 1.0 s"
     assert _short_case("3: more than two") == "3 (>2)" and _short_case("") == ""
     widget.close_inspector()
+
+
+def test_closing_the_viewer_stops_the_inspector_worker(make_napari_viewer, qtbot, blends):
+    from napari_blendphot.widgets.deblend_inspector import DeblendInspectorWidget
+
+    viewer = make_napari_viewer()
+    model = InspectorModel(methods=["sep"])  # owns its engine, as in napari
+    widget = DeblendInspectorWidget(viewer, model=model)
+    viewer.window.add_dock_widget(widget, name="Deblend Inspector")
+    current_blend_for(viewer).set(BlendState(blends[0].blend, "pair", truth=blends[0]))
+    wait_drawn(qtbot, widget, 1)
+    pid = model.engine.worker_pid
+    assert pid is not None
+    viewer.close()
+    qtbot.waitUntil(lambda: model._closed, timeout=10000)
+    qtbot.waitUntil(lambda: not os.path.exists(f"/proc/{pid}") or _is_zombie(pid), timeout=10000)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split(")")[-1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True

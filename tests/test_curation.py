@@ -363,3 +363,15 @@ def test_export_is_reproducible(tmp_path, sample):
     first = export_accepted(sample, store, tmp_path / "one.fits")
     second = export_accepted(sample, store, tmp_path / "two.fits")
     assert first.read_bytes() == second.read_bytes()
+
+
+def test_default_sidecar_paths(tmp_path, monkeypatch, sample_file):
+    from napari_blendphot.sample.embedded import embedded_sample_path
+
+    monkeypatch.chdir(tmp_path)
+    assert default_sidecar_path(sample_file) == sample_file.with_name("sample.fits.curation.jsonl")
+    assert default_sidecar_path(tmp_path) == tmp_path / "curation.jsonl"
+    assert default_sidecar_path("embedded") == tmp_path / "embedded-sample.curation.jsonl"
+    # the embedded file lives inside the package: never write beside it
+    assert default_sidecar_path(embedded_sample_path()) == tmp_path / "embedded-sample.curation.jsonl"
+    assert default_sidecar_path("toy sample (seed 7)") == tmp_path / "toy-sample-seed-7.curation.jsonl"

@@ -172,3 +172,20 @@ def test_viewer_keys_borrowed_only_while_curating(make_napari_viewer, sample_fil
     assert coerce_keybinding("Left") in viewer.keymap and coerce_keybinding("A") in viewer.keymap
     widget.close()
     assert coerce_keybinding("Left") not in viewer.keymap and coerce_keybinding("A") not in viewer.keymap
+
+
+def test_curate_the_selected_sample_layer(make_napari_viewer, sample, tmp_path, monkeypatch, qtbot):
+    from napari_blendphot._reader import sample_layers
+    from napari_blendphot.widgets.curation import CurationWidget
+
+    monkeypatch.chdir(tmp_path)
+    viewer = make_napari_viewer()
+    for data, kwargs, kind in sample_layers(sample, name="toy"):
+        getattr(viewer, f"add_{kind}")(data, **kwargs)
+    widget = CurationWidget(viewer)
+    viewer.layers.selection.active = viewer.layers["toy stamps"]
+    widget.layer_button.click()  # opens in a worker thread
+    qtbot.waitUntil(lambda: widget.model is not None, timeout=30_000)
+    assert widget.model.sample is sample
+    # an in-memory sample has no file to sit beside: the sidecar goes to the current folder
+    assert widget.model.store.path == tmp_path / "toy-sample-seed-21.curation.jsonl"

@@ -141,20 +141,36 @@ def sample_fingerprint(sample) -> dict:
 
 
 def default_sidecar_path(sample_path) -> Path:
-    """``<sample file>.curation.jsonl`` beside a sample file; ``<folder>/curation.jsonl`` in a sample folder.
+    """Where the decisions about a sample go by default.
 
-    The embedded mock sample lives inside the installed package, so its
-    sidecar goes to the current folder (``embedded-sample.curation.jsonl``).
+    * a sample file: ``<file>.curation.jsonl`` beside it;
+    * a sample folder (CANDELS, cutouts): ``<folder>/curation.jsonl``;
+    * the embedded mock sample (``"embedded"``, or its file, which lives inside
+      the installed package): ``embedded-sample.curation.jsonl`` in the current folder;
+    * anything else (the name of an in-memory sample): ``<name>.curation.jsonl``
+      in the current folder, the name made file-safe.
     """
+    import re
+
+    from napari_blendphot.sample.embedded import embedded_sample_path
     from napari_blendphot.sample.io import EMBEDDED_NAMES
 
-    if isinstance(sample_path, str) and sample_path.strip().lower() in EMBEDDED_NAMES \
-            and not Path(sample_path).exists():
-        return Path.cwd() / f"embedded-sample{SIDECAR_SUFFIX}"
-    path = Path(sample_path).expanduser()
+    embedded = Path.cwd() / f"embedded-sample{SIDECAR_SUFFIX}"
+    text = str(sample_path)
+    if text.strip().lower() in EMBEDDED_NAMES and not Path(text).exists():
+        return embedded
+    path = Path(text).expanduser()
+    if path.is_file():
+        try:
+            if path.resolve() == embedded_sample_path(must_exist=False).resolve():
+                return embedded
+        except InputError:  # package data not installed: cannot be that file
+            pass
+        return path.with_name(path.name + SIDECAR_SUFFIX)
     if path.is_dir():
         return path / SIDECAR_SUFFIX.lstrip(".")
-    return path.with_name(path.name + SIDECAR_SUFFIX)
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "sample"
+    return Path.cwd() / f"{name}{SIDECAR_SUFFIX}"
 
 
 def _default_reviewer() -> str:

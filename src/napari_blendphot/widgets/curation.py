@@ -115,7 +115,10 @@ class CurationWidget(QWidget):
         self.embedded_button = QPushButton("Embedded mock")
         self.open_file_button = QPushButton("Sample file…")
         self.open_folder_button = QPushButton("CANDELS folder…")
-        for button in (self.embedded_button, self.open_file_button, self.open_folder_button):
+        self.layer_button = QPushButton("Selected layer")
+        self.layer_button.setToolTip("Curate the sample behind the selected layer (opened with File > Open "
+                                     "or File > Open Sample)")
+        for button in (self.embedded_button, self.open_file_button, self.open_folder_button, self.layer_button):
             buttons.addWidget(button)
         form.addRow(buttons)
         self.reviewer_edit = QLineEdit()
@@ -230,6 +233,7 @@ class CurationWidget(QWidget):
         self.embedded_button.clicked.connect(lambda: self.open_sample("embedded"))
         self.open_file_button.clicked.connect(self._open_file_dialog)
         self.open_folder_button.clicked.connect(self._open_folder_dialog)
+        self.layer_button.clicked.connect(self.open_selected_layer)
         self.accept_button.clicked.connect(lambda: self.do("accept"))
         self.skip_button.clicked.connect(lambda: self.do("skip"))
         self.undo_button.clicked.connect(lambda: self.do("undo"))
@@ -378,6 +382,16 @@ class CurationWidget(QWidget):
         if path:
             self.open_sample(path)
 
+    def open_selected_layer(self) -> None:
+        """Curate the :class:`GalaxySample` behind the selected layer (``metadata["sample"]``)."""
+        layer = self.viewer.layers.selection.active
+        sample = None if layer is None else layer.metadata.get("sample")
+        if sample is None:
+            _notify("warning", "Select a layer holding a sample of isolated galaxies (File > Open a sample "
+                               "file or File > Open Sample > napari-blendphot).")
+            return
+        self.open_sample(sample)
+
     def open_sample(self, source, sidecar=None, background: bool = True, repair: bool = False) -> None:
         """Open *source* (``"embedded"``, a sample file, a CANDELS/cutout folder, or a GalaxySample)
         and its sidecar (default: :func:`~napari_blendphot.curation.sidecar.default_sidecar_path`).
@@ -396,9 +410,7 @@ class CurationWidget(QWidget):
             sample = source if hasattr(source, "images") else load_sample(source)
             path = sidecar
             if path is None:
-                origin = source if not hasattr(source, "images") else sample.source
-                path = default_sidecar_path(origin if isinstance(origin, str) and (
-                    Path(origin).exists() or origin.strip().lower() in ("embedded", "mock")) else "embedded")
+                path = default_sidecar_path(sample.source if hasattr(source, "images") else source)
             return sample, DecisionStore(path, sample, reviewer=reviewer, repair=repair)
 
         def failed(exc):

@@ -155,6 +155,8 @@ NATIVE_CASES = {
     "fuzz-negative-axis-length": (lambda p: set_card(p, "NAXIS2", "-1"), "NAXIS2 = -1"),
     # fuzz: NAXIS = 99999999 made astropy build a list of 10^8 axis lengths (minutes, gigabytes).
     "fuzz-naxis-huge": (lambda p: set_card(p, "NAXIS", "99999999", occurrence=1), "NAXIS = 99999999"),
+    # fuzz: TFIELDS = 99999999 made astropy loop over 10^8 columns.
+    "fuzz-tfields-huge": (lambda p: set_card(p, "TFIELDS", "99999999"), "TFIELDS = 99999999"),
 }
 
 
@@ -506,6 +508,8 @@ RESULTS_CASES = {
     "fuzz-text-in-true-flux": ("csv", lambda p: set_csv_cell(p, "g2_flux", 2, "SPH"), "'g2_flux' is not numeric"),
     # fuzz: non-ASCII bytes in a FITS text column raised UnicodeDecodeError inside the metrics.
     "fuzz-fits-type-bytes": ("fits", _results_fits_types, "not text"),
+    # fuzz: TFIELDS = 99999999 made astropy loop over 10^8 columns.
+    "fuzz-tfields-huge": ("fits", lambda p: set_card(p, "TFIELDS", "99999999"), "TFIELDS = 99999999"),
 }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,55 @@ from napari_blendphot.errors import InputError, check_output_path
 from napari_blendphot.provenance import dumps
 
 _META_PREFIX = "blendphot-meta "
+
+
+#: Largest NAXIS and TFIELDS the FITS standard allows.
+_FITS_MAX_AXES = 999
+_COUNT_CARD = re.compile(rb"(NAXIS|TFIELDS)([0-9]{0,3}) *= *([-+]?[0-9]+)")
+
+
+def check_fits_header(path, source: str | None = None) -> None:
+    """Refuse a FITS file with damaged ``NAXIS``/``NAXISn``/``TFIELDS`` cards before astropy parses it.
+
+    Some damaged cards make astropy hang instead of failing: ``NAXIS`` or
+    ``TFIELDS`` above 999 (the FITS standard's limit; astropy loops over that
+    many axes or columns: minutes and gigabytes for ``99999999``) and a
+    negative axis length (``NAXIS2 = -1`` gives a negative data size, and
+    astropy keeps re-reading the same header).  This scan of the raw bytes
+    (gzip-compressed files are decompressed on the fly) is cheap by comparison.
+    """
+    import gzip
+
+    path = Path(path)
+    source = str(path) if source is None else source
+    with open(path, "rb") as handle:
+        compressed = handle.read(2) == b"\x1f\x8b"
+    opener = gzip.open if compressed else open
+    tail = b""
+    offset = 0
+    try:
+        with opener(path, "rb") as handle:
+            while True:
+                block = handle.read(1 << 22)
+                if not block:
+                    break
+                data = tail + block  # the tail catches a card split between two reads
+                for match in _COUNT_CARD.finditer(data):
+                    if (offset - len(tail) + match.start()) % 80:
+                        continue  # not at the start of a header card
+                    keyword, axis, value = match.group(1).decode(), match.group(2).decode(), int(match.group(3))
+                    if keyword == "TFIELDS" and axis:
+                        continue
+                    if not axis and value > _FITS_MAX_AXES:
+                        raise InputError(source, f"damaged FITS header: {keyword} = {value} "
+                                                 f"(the FITS standard allows at most {_FITS_MAX_AXES})")
+                    if axis and value < 0:
+                        raise InputError(source, f"damaged FITS header: NAXIS{axis} = {value} "
+                                                 "(axis lengths cannot be negative)")
+                tail = data[-80:]
+                offset += len(block)
+    except (OSError, EOFError) as exc:
+        raise InputError(source, f"cannot read the file (truncated or corrupted?): {exc}") from None
 
 
 def write_table(table, path, overwrite: bool = False) -> Path:
@@ -68,6 +118,10 @@ def read_table(path):
             table = Table.read(path, format="ascii.csv", comment="#", fast_reader=False)
             _restore_csv_meta(path, table)
         else:
+            with open(path, "rb") as handle:
+                start = handle.read(9)
+            if start == b"SIMPLE  =" or start[:2] == b"\x1f\x8b":
+                check_fits_header(path)
             table = Table.read(path)
             for key in list(table.meta):
                 value = table.meta[key]

@@ -107,12 +107,13 @@ def read_cutouts(folder) -> GalaxySample:
 def _read_one(path: Path):
     from astropy.io import fits
 
-    from napari_blendphot.sample.io_native import check_fits_axes, is_native_sample_file
+    from napari_blendphot.sample.io_native import is_native_sample_file
+    from napari_blendphot.tables import check_fits_header
 
     if is_native_sample_file(path):
         raise InputError(path, "is a whole native sample file, not a single-galaxy cutout",
                          "pass the file itself instead of its folder")
-    check_fits_axes(path)
+    check_fits_header(path)
     try:
         with fits.open(path, memmap=False) as hdul:
             header = hdul[0].header.copy()

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import warnings
 from pathlib import Path
 
@@ -36,7 +35,7 @@ import numpy as np
 from napari_blendphot.errors import InputError, check_output_path
 from napari_blendphot.provenance import dumps
 from napari_blendphot.sample.galaxy_sample import GalaxySample
-from napari_blendphot.tables import as_native
+from napari_blendphot.tables import as_native, check_fits_header
 
 #: Value of the PRIMARY header's ``BPFORMAT`` keyword.
 FORMAT_NAME = "blendphot-sample"
@@ -211,7 +210,7 @@ def read_native(path) -> GalaxySample:
             raise InputError(source, f"damaged gzip file: {exc}") from None
     if not start.startswith(b"SIMPLE  =") or b"T" not in start[9:30]:
         raise InputError(source, "not a FITS file")
-    check_fits_axes(path, source)
+    check_fits_header(path, source)
 
     with warnings.catch_warnings():
         # astropy only warns about truncation; a short file must fail loudly.
@@ -245,54 +244,6 @@ def read_native(path) -> GalaxySample:
     if segmaps.dtype != np.int32:
         raise InputError(source, f"SEGMAPS has dtype {segmaps.dtype}, expected int32")
     return GalaxySample(images, segmaps, catalog, provenance=provenance, source=source)
-
-
-#: Largest NAXIS the FITS standard allows.
-_FITS_MAX_NAXIS = 999
-_NAXIS_CARD = re.compile(rb"NAXIS([0-9]{0,3}) *= *([-+]?[0-9]+)")
-
-
-def check_fits_axes(path, source: str | None = None) -> None:
-    """Refuse a FITS file with a damaged ``NAXIS``/``NAXISn`` card before astropy parses it.
-
-    Two damaged cards make astropy hang instead of failing: ``NAXIS`` above
-    999 (the FITS standard's limit; astropy builds a list of that many axis
-    lengths, minutes and gigabytes for ``NAXIS = 99999999``) and a negative
-    axis length (``NAXIS2 = -1`` gives a negative data size, and astropy keeps
-    re-reading the same header).  This scan of the raw bytes (gzip-compressed
-    files are decompressed on the fly) is cheap by comparison.
-    """
-    import gzip
-
-    path = Path(path)
-    source = str(path) if source is None else source
-    with open(path, "rb") as handle:
-        compressed = handle.read(2) == b"\x1f\x8b"
-    opener = gzip.open if compressed else open
-    tail = b""
-    offset = 0
-    try:
-        with opener(path, "rb") as handle:
-            while True:
-                block = handle.read(1 << 22)  # a multiple of the 80-byte card length
-                if not block:
-                    break
-                data = tail + block
-                for match in _NAXIS_CARD.finditer(data):
-                    at = offset - len(tail) + match.start()
-                    if at % 80:
-                        continue  # not at the start of a header card
-                    axis, value = match.group(1).decode(), int(match.group(2))
-                    if not axis and value > _FITS_MAX_NAXIS:
-                        raise InputError(source, f"damaged FITS header: NAXIS = {value} "
-                                                 f"(the FITS standard allows at most {_FITS_MAX_NAXIS})")
-                    if axis and value < 0:
-                        raise InputError(source, f"damaged FITS header: NAXIS{axis} = {value} "
-                                                 "(axis lengths cannot be negative)")
-                tail = data[-80:]
-                offset += len(block)
-    except (OSError, EOFError) as exc:
-        raise InputError(source, f"cannot read the file (truncated or corrupted?): {exc}") from None
 
 
 def _check_primary(header, source: str) -> None:

@@ -473,3 +473,23 @@ def _is_zombie(pid: int) -> bool:
             return handle.read().split(")")[-1].split()[0] == "Z"
     except FileNotFoundError:
         return True
+
+
+def test_blend_set_layer_without_its_arrays_uses_the_catalogue(make_napari_viewer, qtbot, engine, tiny, toy_sample):
+    """A blends layer whose set object is gone (restored session): dmag from the catalogue, no IoU."""
+    from napari_blendphot._reader import blend_dataset_layers
+
+    batch = make_blends(toy_sample, 4, seed=8, split="test")
+    viewer, widget = make_widget(make_napari_viewer, engine, tiny, methods=["sep"])
+    (data, kwargs, _), _ = blend_dataset_layers(batch, name="restored")
+    kwargs["metadata"] = {k: v for k, v in kwargs["metadata"].items() if k not in ("blend_set", "source")}
+    viewer.add_image(data, **kwargs)
+    widget.select_source("restored blends")
+    viewer.dims.set_current_step(0, 2)
+    qtbot.waitUntil(lambda: widget.last_inspection is not None
+                    and widget.last_inspection.state.name == "restored blends #2", timeout=30000)
+    rows = {(row.method, row.galaxy): row for row in widget.table_rows()}
+    assert rows["truth", "companion"].flux == pytest.approx(float(batch.catalog["g2_flux"][2]))
+    assert np.isfinite(rows["sep", "central"].dmag) or np.isnan(rows["sep", "central"].flux)
+    assert np.isnan(rows["sep", "central"].iou) and "masks: truth" not in viewer.layers
+    widget.close_inspector()

@@ -79,6 +79,18 @@ def state_from_blend_set(blend_set, index: int, name: str) -> BlendState:
     return BlendState(image=image, name=f"{name} #{int(index)}", truth=truth, origin="dataset")
 
 
+def state_from_catalog_row(image, catalog, index: int, name: str) -> BlendState:
+    """A blend-set slice known only by its pixels and its catalogue row: fluxes, no masks (dmag, no IoU)."""
+    from napari_blendphot.blend.assemble import Blend
+
+    image = check_stamp(image, f"{name}, blend {index}")
+    row = {column: catalog[column][int(index)] for column in catalog.colnames}
+    row = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in row.items()}
+    truth = Blend(image, None, None, None, int(row.get("dy", 0)), int(row.get("dx", 0)),
+                  float(row.get("distance", np.hypot(row.get("dy", 0), row.get("dx", 0)))), row)
+    return BlendState(image=image, name=f"{name} #{int(index)}", truth=truth, origin="dataset")
+
+
 def truth_catalog(truth):
     """One-row blend catalogue (astropy Table) of a :class:`~napari_blendphot.blend.assemble.Blend`."""
     from astropy.table import Table
@@ -175,8 +187,8 @@ def measure(state: BlendState, outputs: dict, zero_points: dict | None = None) -
     rows: list[GalaxyRow] = []
     table = None
     if has_usable_truth(truth):
-        table = build_results_table(truth_catalog(truth), outputs, true_masks=np.asarray(truth.masks)[None],
-                                    zero_points=zero_points)
+        true_masks = None if getattr(truth, "masks", None) is None else np.asarray(truth.masks)[None]
+        table = build_results_table(truth_catalog(truth), outputs, true_masks=true_masks, zero_points=zero_points)
         true_mags = flux_to_mag(truth.fluxes, zero_point_of(table, None))
         for galaxy, flux, mag in zip(GALAXIES, truth.fluxes, true_mags):
             rows.append(GalaxyRow("truth", "truth", galaxy, float(flux), float(mag)))
@@ -382,7 +394,8 @@ class InspectorModel:
             return (f"{name}: the shipped model's manifest cannot be read ({exc}); "
                     "reinstall napari-blendphot or choose a .keras file for it")
         if manifest is None:
-            return f"{name}: no shipped model installed (in {WEIGHTS_DIR}) — choose a .keras file with its '…' button"
+            return (f"{name}: no shipped model installed (in {WEIGHTS_DIR}) — "
+                    "choose a .keras file with its '…' button")
         path = manifest.path
         key = (str(path), path.stat().st_size if path.is_file() else -1,
                path.stat().st_mtime_ns if path.is_file() else -1)

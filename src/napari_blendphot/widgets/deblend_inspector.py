@@ -60,6 +60,7 @@ from napari_blendphot.widgets._inspector_model import (
     rows_as_table,
     rows_as_tsv,
     state_from_blend_set,
+    state_from_catalog_row,
     state_from_image,
 )
 
@@ -74,7 +75,8 @@ LAYER_KIND = "inspector-masks"
 _TABLE_HEADERS = ("Method", "Galaxy", "Flux", "Mag", "Δmag", "IoU", "SEP case")
 _SUMMARY_HEADERS = ("Method", "Galaxy", "N", "Undet.", "⟨Δmag⟩", "σ", "Out. %", "IoU")
 _SUMMARY_TIPS = ("", "", "galaxies in the selection", "not detected by the method (left out of the statistics)",
-                 "mean Δmag (bias)", "standard deviation of Δmag", "outliers: |Δmag| > 0.75", "mean IoU with the true masks")
+                 "mean Δmag (bias)", "standard deviation of Δmag", "outliers: |Δmag| > 0.75",
+                 "mean IoU with the true masks")
 #: Widest expected text per numeric column of the inspector table (sets its minimum width).
 _COLUMN_SAMPLES = {2: "00000.0", 3: "00.000", 4: "+00.000", 5: "0.000"}
 _GALAXY_QCOLORS = {"central": QColor(31, 160, 255), "companion": QColor(255, 140, 0)}
@@ -398,12 +400,17 @@ class DeblendInspectorWidget(QWidget):
             index = tuple(min(max(i, 0), n - 1) for i, n in zip(index, data.shape[:-2]))
         blend_set = layer.metadata.get("blend_set")
         if layer.metadata.get("blendphot_kind") == "blends" and ndim == 3:
-            if blend_set is None and layer.metadata.get("source"):
+            source = layer.metadata.get("source")
+            if blend_set is None and source and Path(str(source)).is_dir():
                 from napari_blendphot.blend.dataset import BlendDataset
 
-                blend_set = layer.metadata["blend_set"] = BlendDataset(layer.metadata["source"])
+                blend_set = layer.metadata["blend_set"] = BlendDataset(source)
             if blend_set is not None and len(blend_set) == data.shape[0]:
                 return state_from_blend_set(blend_set, index[0], layer.name)
+            catalog = layer.metadata.get("catalog")
+            if catalog is not None and len(catalog) == data.shape[0] and "g1_flux" in catalog.colnames:
+                # The blend set itself is gone (e.g. a restored session): fluxes from the catalogue, no masks.
+                return state_from_catalog_row(np.asarray(data[index]), catalog, index[0], layer.name)
         where = f"image layer {layer.name!r}" + (f" at slice {index}" if index else "")
         return state_from_image(np.asarray(data[index] if index else data), layer.name, where)
 
@@ -502,7 +509,8 @@ class DeblendInspectorWidget(QWidget):
     def _draw(self, inspection) -> None:
         state = inspection.state
         self.last_inspection = inspection
-        origin = {"builder": "Blend Builder", "dataset": "blend set", "layer": "image layer"}.get(state.origin, state.origin)
+        origins = {"builder": "Blend Builder", "dataset": "blend set", "layer": "image layer"}
+        origin = origins.get(state.origin, state.origin)
         truth_text = "" if inspection.note != NO_TRUTH_NOTE else f" — <i>{NO_TRUTH_NOTE}</i>"
         self.blend_label.setText(f"<b>{state.name}</b> ({origin}){truth_text}")
         errors = _grouped_errors(inspection.errors)
@@ -601,7 +609,8 @@ class DeblendInspectorWidget(QWidget):
         added = False
         truth = state.truth
         if truth is not None and getattr(truth, "masks", None) is not None and np.any(truth.masks):
-            added |= self._set_mask_layer("truth", TRUTH_LAYER, np.asarray(truth.masks), layer_features(inspection.rows, "truth"),
+            added |= self._set_mask_layer("truth", TRUTH_LAYER, np.asarray(truth.masks),
+                                          layer_features(inspection.rows, "truth"),
                                  {"blendphot_kind": LAYER_KIND, "method": "truth", "blend": state.name})
             drawn.add("truth")
         for name, output in inspection.outputs.items():

@@ -188,3 +188,13 @@ def test_scatter_points(toy_results):
 
 def test_no_tensorflow_loaded():
     assert "tensorflow" not in sys.modules
+
+
+def test_models_import_no_qt_or_napari():
+    import subprocess
+
+    code = ("import sys, napari_blendphot.curation, napari_blendphot.widgets._failure_model; "
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('napari', 'qtpy', 'PyQt6', 'PyQt5', "
+            "'PySide6', 'tensorflow', 'keras')]; print(bad); sys.exit(1 if bad else 0)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr

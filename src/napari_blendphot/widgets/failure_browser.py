@@ -140,8 +140,16 @@ class FailureBrowserWidget(QWidget):
         self._scatter_filter = None
         self._build()
         self.setMinimumWidth(560)
-        self.viewer.bind_key(NEXT_KEY, lambda _viewer: self.step(+1), overwrite=True)
-        self.viewer.bind_key(PREVIOUS_KEY, lambda _viewer: self.step(-1), overwrite=True)
+        viewer = self.viewer
+        previous = {NEXT_KEY: viewer.bind_key(NEXT_KEY, lambda _viewer: self.step(+1), overwrite=True),
+                    PREVIOUS_KEY: viewer.bind_key(PREVIOUS_KEY, lambda _viewer: self.step(-1), overwrite=True)}
+
+        def release(*_):
+            for key, function in previous.items():
+                viewer.bind_key(key, function, overwrite=True)
+
+        self._release_keys = release
+        self.destroyed.connect(release)
         self.destroyed.connect(lambda *_: self._close_engine())
 
     # -- layout ----------------------------------------------------------------------------------
@@ -552,6 +560,7 @@ class FailureBrowserWidget(QWidget):
             self._engine = None
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt API)
+        self._release_keys()
         self._close_engine()
         super().closeEvent(event)
 

@@ -643,8 +643,9 @@ class DeblendInspectorWidget(QWidget):
                 self.table.setRowCount(len(rows))
             previous = None
             for i, row in enumerate(rows):
+                undetected = row.method != "truth" and not (np.isfinite(row.flux) and row.flux > 0)
                 values = (row.method if row.method != previous else "", row.galaxy,
-                          format_value("flux", row.flux), format_value("mag", row.mag),
+                          "not found" if undetected else format_value("flux", row.flux), format_value("mag", row.mag),
                           format_value("dmag", row.dmag), format_value("iou", row.iou),
                           _short_case(row.detection))
                 previous = row.method
@@ -667,6 +668,8 @@ class DeblendInspectorWidget(QWidget):
                         item.setToolTip("outlier: |Δmag| > 0.75 (a factor 2 in flux)" if outlier else "")
                     if j == 6:
                         item.setToolTip(row.detection)
+                    if j == 2:
+                        item.setToolTip("the method assigned no source to this galaxy" if undetected else "")
             if relayout:
                 self.table.resizeColumnsToContents()
                 metrics = self.table.fontMetrics()

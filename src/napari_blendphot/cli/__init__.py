@@ -22,6 +22,7 @@ _COMMAND_MODULES = (
     "_blend",        # blend
     "_predict",      # predict
     "_evaluate",     # evaluate
+    "_curate",       # curate-export
     "_demo",         # demo
 )
 

@@ -493,3 +493,25 @@ def test_blend_set_layer_without_its_arrays_uses_the_catalogue(make_napari_viewe
     assert np.isfinite(rows["sep", "central"].dmag) or np.isnan(rows["sep", "central"].flux)
     assert np.isnan(rows["sep", "central"].iou) and "masks: truth" not in viewer.layers
     widget.close_inspector()
+
+
+def test_a_corrupted_shipped_model_is_reported_before_running(tiny, tmp_path, monkeypatch):
+    import shutil
+
+    from napari_blendphot.models import registry
+
+    shipped = tmp_path / "unet-shipped.keras"
+    shutil.copy(tiny["paths"]["unet"], shipped)
+    registry.write_manifest(shipped, "unet", {"depth": 2, "filters": 2}, {"data": "test"}, {}, backend="tensorflow",
+                            default=True)
+    monkeypatch.setattr(registry, "WEIGHTS_DIR", tmp_path)
+    model = InspectorModel(methods=["unet"])
+    assert model.check_method("unet") is None
+    assert model.weights_description("unet") == "shipped: unet-shipped"
+    with open(shipped, "ab") as handle:  # a damaged download
+        handle.write(b"\0")
+    problem = model.check_method("unet")
+    assert "unet: the shipped model is unusable" in problem and "sha256" in problem
+    model.set_weights("unet", tiny["paths"]["unet"])  # a user file instead: no shipped check
+    assert model.check_method("unet") is None
+    model.close()

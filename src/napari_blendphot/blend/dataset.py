@@ -210,7 +210,7 @@ def _write_arrays(folder: Path, images, central_masks, central, companion, dy, d
         stop = min(start + chunk_size, total)
         # Map the files afresh per chunk and drop the maps afterwards, so the
         # written pages leave this process's memory instead of piling up.
-        outputs = {name: np.load(paths[name], mmap_mode="r+") for name in ARRAY_FILES}
+        outputs = {name: np.load(paths[name], mmap_mode="r+", allow_pickle=False) for name in ARRAY_FILES}
         assemble_pairs(images, central_masks, central[start:stop], companion[start:stop], dy[start:stop],
                        dx[start:stop], blends=outputs["blends"][start:stop], galaxy1=outputs["galaxy1"][start:stop],
                        galaxy2=outputs["galaxy2"][start:stop], masks=outputs["masks"][start:stop])
@@ -272,7 +272,8 @@ class BlendDataset:
             if not file.is_file():
                 raise InputError(file, "missing from the blend dataset")
             try:
-                array = np.load(file, mmap_mode="r")
+                # Memory-mapped, never unpickled (object arrays cannot be mapped anyway).
+                array = np.load(file, mmap_mode="r", allow_pickle=False)
             except Exception as exc:  # corrupt header, truncated file...
                 raise InputError(file, f"cannot read as a .npy array: {exc}") from None
             if array.dtype != np.dtype(dtype) or array.ndim != 1 + len(shape) or array.shape[1:] != shape:

@@ -134,15 +134,36 @@ def download_archive(cache_dir=None, url: str = DEFAULT_URL, sha256: str | None 
     return Path(path)
 
 
+#: Limits on what an archive may unpack to.  The real archive holds 3 files
+#: and ~0.27 GB; these leave room for a larger release while refusing an
+#: archive built to fill the disk (a "tar bomb": gigabytes of zeros compress
+#: to megabytes).
+MAX_UNPACKED_BYTES = 8 * 1024**3
+MAX_MEMBERS = 1000
+
+
 def check_members(archive: tarfile.TarFile, target: Path, source) -> list[tarfile.TarInfo]:
     """Every member of *archive*, checked to unpack strictly inside *target*.
 
     Raises :class:`InputError` naming the first offending member: absolute
     paths, ``..`` escapes, symbolic and hard links, devices, FIFOs and any
-    other non-regular entries are refused.
+    other non-regular entries are refused, and so are archives with more than
+    :data:`MAX_MEMBERS` members or more than :data:`MAX_UNPACKED_BYTES` of data
+    (sizes are read from the member headers, before anything is written).
     """
     target = target.resolve()
-    members = archive.getmembers()
+    members = []
+    total = 0
+    for member in archive:  # iterating reads headers only; stop early on a bomb
+        members.append(member)
+        if len(members) > MAX_MEMBERS:
+            raise InputError(source, f"refusing an archive of more than {MAX_MEMBERS} members",
+                             "the CANDELS archive holds 3 files")
+        total += max(member.size, 0)
+        if total > MAX_UNPACKED_BYTES:
+            raise InputError(source, f"refusing an archive that unpacks to more than {MAX_UNPACKED_BYTES:,} bytes "
+                             f"(member {member.name!r} reaches {total:,})",
+                             "the CANDELS archive unpacks to about 0.27 GB")
     for member in members:
         name = member.name
         if member.issym() or member.islnk():
@@ -180,7 +201,10 @@ def extract_archive(archive_path, target, force: bool = False) -> Path:
             raise InputError(target, "exists and was not made by fetch-candels; leaving it alone",
                              "move it away or choose another --cache-dir")
     partial = target.with_name(f".{target.name}.partial")
-    if partial.exists():
+    if partial.is_symlink() or partial.is_file():
+        # Never follow a link left at the staging path: remove the link itself.
+        partial.unlink()
+    elif partial.exists():
         shutil.rmtree(partial)
     partial.mkdir(parents=True)
     try:

@@ -515,3 +515,37 @@ def test_a_corrupted_shipped_model_is_reported_before_running(tiny, tmp_path, mo
     model.set_weights("unet", tiny["paths"]["unet"])  # a user file instead: no shipped check
     assert model.check_method("unet") is None
     model.close()
+
+
+def test_napari_opens_the_inspector_from_the_plugin_manifest(make_napari_viewer, qtbot, blends):
+    """Through npe2 the widget gets napari's proxy of the viewer: the shared blend and layers still work."""
+    from napari_blendphot.widgets.deblend_inspector import DeblendInspectorWidget
+
+    viewer = make_napari_viewer()
+    _, widget = viewer.window.add_plugin_dock_widget("napari-blendphot", "Deblend Inspector")
+    assert isinstance(widget, DeblendInspectorWidget) and widget.viewer == viewer
+    assert not widget.model.engine_started  # the worker starts with the first blend, not with the dock
+    for name in list(widget.method_boxes):
+        widget.method_boxes[name].setChecked(name == "sep")
+    current_blend_for(viewer).set(BlendState(blends[0].blend, "pair", truth=blends[0], origin="builder"))
+    wait_drawn(qtbot, widget, 1)
+    assert "masks: sep" in viewer.layers and "masks: truth" in viewer.layers
+    widget.close_inspector()
+
+
+def test_networks_without_weights_start_unticked_and_choosing_a_file_ticks_them(make_napari_viewer, tiny, tmp_path,
+                                                                                 monkeypatch):
+    from napari_blendphot.models import registry
+    from napari_blendphot.widgets.deblend_inspector import DeblendInspectorWidget
+
+    monkeypatch.setattr(registry, "WEIGHTS_DIR", tmp_path)  # no shipped models
+    viewer = make_napari_viewer()
+    widget = DeblendInspectorWidget(viewer)
+    assert widget.model.selected == [m for m in available_methods() if m not in NETWORKS]
+    assert not any(widget.method_boxes[name].isChecked() for name in NETWORKS)
+    assert widget.weights_labels["unet"].text() == "no shipped model"
+    widget.live_box.setChecked(False)
+    widget.set_weights("unet", tiny["paths"]["unet"])
+    assert "unet" in widget.model.selected and widget.method_boxes["unet"].isChecked()
+    assert widget.weights_labels["unet"].text() == "unet.keras"
+    widget.close_inspector()

@@ -328,8 +328,11 @@ class InspectorModel:
         from napari_blendphot.deblend.registry import available_methods
 
         self.available = tuple(available_methods())
-        self.selected = list(self.available if methods is None else methods)
         self.weights: dict[str, str | None] = {}
+        if methods is None:
+            # Networks without a shipped model start unticked (choosing a file ticks them).
+            methods = [name for name in self.available if self._has_default_weights(name)]
+        self.selected = list(methods)
         self.live = True
         self.chunk_size = int(chunk_size)
         self._engine = engine
@@ -349,8 +352,20 @@ class InspectorModel:
             self.selected.remove(name)
         self.methods_changed.emit()
 
+    @staticmethod
+    def _has_default_weights(name: str) -> bool:
+        """False for a network with no shipped model installed (a cheap check: no hashing)."""
+        if name not in _NETWORK_METHODS:
+            return True
+        from napari_blendphot.models.registry import default_model
+
+        try:
+            return default_model(name) is not None
+        except InputError:
+            return True  # present but unreadable: keep it ticked so that the problem gets reported
+
     def set_weights(self, name: str, path: str | None) -> None:
-        """Use the ``.keras`` file *path* for network *name* (None: the shipped default)."""
+        """Use the ``.keras`` file *path* for network *name* (None: the shipped default); ticks it."""
         if path is not None:
             from pathlib import Path
 
@@ -359,6 +374,8 @@ class InspectorModel:
         self.weights[name] = path
         if self._engine is not None:
             self._engine.set_method_options(name, **self._options(name))
+        if path is not None and name not in self.selected:
+            self.selected = [m for m in self.available if m in self.selected or m == name]
         self.methods_changed.emit()
 
     def weights_description(self, name: str) -> str:

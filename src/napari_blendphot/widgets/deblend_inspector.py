@@ -165,6 +165,7 @@ class DeblendInspectorWidget(QWidget):
         self._timer.timeout.connect(self.run_now)
 
         self._build_ui()
+        self.model.methods_changed.connect(self._sync_method_boxes)
         self._refresh_sources()
         self.session.changed.connect(self._on_shared_blend)
         self.viewer.layers.events.inserted.connect(self._refresh_sources)
@@ -316,6 +317,13 @@ class DeblendInspectorWidget(QWidget):
         self._batch_layout = batch
         layout.addWidget(batch_box)
         self.setMinimumWidth(480)
+
+    def _sync_method_boxes(self) -> None:
+        for name, box in self.method_boxes.items():
+            if box.isChecked() != (name in self.model.selected):
+                box.blockSignals(True)
+                box.setChecked(name in self.model.selected)
+                box.blockSignals(False)
 
     def _update_weights_labels(self) -> None:
         for name, label in self.weights_labels.items():
@@ -903,8 +911,10 @@ class DeblendInspectorWidget(QWidget):
             self._batch_future.cancel_event.set()
         for signal, slot in ((self.session.changed, self._on_shared_blend),
                              (self.viewer.layers.events.inserted, self._refresh_sources),
+                             (self.viewer.layers.events.inserted, self._keep_masks_on_top),
                              (self.viewer.layers.events.removed, self._refresh_sources),
-                             (self.viewer.dims.events.current_step, self._on_dims)):
+                             (self.viewer.dims.events.current_step, self._on_dims),
+                             (self.model.methods_changed, self._sync_method_boxes)):
             try:
                 signal.disconnect(slot)
             except Exception:

@@ -46,6 +46,12 @@ def split_counts(n: int, test_fraction: float, n_test: int | None = None) -> tup
     return n - int(n_test), int(n_test)
 
 
+def _portable_source(source) -> str:
+    """The sample's name without its folder: the same file moved elsewhere must give the same bytes."""
+    text = str(source)
+    return os.path.basename(text.rstrip("/\\")) if (os.sep in text or (os.altsep and os.altsep in text)) else text
+
+
 def _sample_digest(sample, sample_path) -> dict | str:
     from napari_blendphot.provenance import sha256_array, sha256_file
 
@@ -171,7 +177,8 @@ def write_blend_dataset(sample, out_dir, n: int = 30000, test_fraction: float = 
         test_fraction=float(test_fraction), max_dmag=float(max_dmag), shift_tries=SHIFT_TRIES,
         n_galaxies=len(sample), n_train_galaxies=int(train_rows.size), n_test_galaxies=int(test_rows.size),
         galaxies_without_central_segment=empty_masks,
-        sample_source=str(getattr(sample, "source", "")), sample_provenance=getattr(sample, "provenance", {}),
+        sample_source=_portable_source(getattr(sample, "source", "")),
+        sample_provenance=getattr(sample, "provenance", {}),
     )
     catalog.meta["provenance"] = provenance
 

@@ -125,9 +125,9 @@ def main(argv=None) -> int:
     viewer = napari.Viewer(show=True)
     width, height = (int(v) for v in args.window.lower().split("x"))
     viewer.window._qt_window.resize(width, height)
-    model = InspectorModel()
+    model = InspectorModel(methods=["sep", *NETWORKS])
     for name in NETWORKS:
-        model.weights[name] = weights[name]
+        model.set_weights(name, weights[name])
     widget = DeblendInspectorWidget(viewer, model=model)
     viewer.window.add_dock_widget(widget, name="Deblend Inspector", area="right")
     app = QApplication.instance()

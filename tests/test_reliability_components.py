@@ -221,3 +221,20 @@ def test_fuzzer_runs_and_finds_no_crash(tmp_path):
     assert all(s["tried"] == s["accepted"] + s["input_error"] for s in stats.values())
     details = {key: (Path(entry["saved"]) / "crash.txt").read_text()[:2000] for key, entry in crashes.items()}
     assert not crashes, json.dumps(details, indent=1)
+
+
+# -- a results table opened with another blend dataset -------------------------------------------
+
+def test_results_of_another_dataset_are_refused_by_the_failure_browser(valid, tmp_path):
+    """Same blend ids (0..5), other pairs: the failure browser must not show wrong images for the rows."""
+    from napari_blendphot.blend.dataset import write_blend_dataset
+    from napari_blendphot.report.results import read_results
+    from napari_blendphot.widgets._failure_model import FailureModel
+
+    other = write_blend_dataset(toy_sample(), tmp_path / "other", n=6, test_fraction=0.5, seed=77)
+    before = tree_digest(tmp_path)
+    model = FailureModel(read_results(valid["results"]))
+    with pytest.raises(InputError, match="another blend dataset"):
+        model.attach_dataset(other)
+    assert model.dataset is None
+    assert tree_digest(tmp_path) == before

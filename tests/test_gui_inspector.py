@@ -234,8 +234,12 @@ def test_runs_draw_layers_table_and_features_and_rerun_updates(make_napari_viewe
 def test_image_layer_without_truth(make_napari_viewer, qtbot, engine, tiny, blends):
     viewer, widget = make_widget(make_napari_viewer, engine, tiny, methods=["sep", "unet"])
     viewer.add_image(blends[0].blend.copy(), name="my stamp")
-    widget.select_source("my stamp")
+    current_blend_for(viewer).set(BlendState(blends[1].blend, "shared", truth=blends[1]))
     wait_drawn(qtbot, widget, 1)
+    assert viewer.layers["inspected blend"].visible  # nothing else showed the shared blend
+    widget.select_source("my stamp")
+    wait_drawn(qtbot, widget, 2)
+    assert not viewer.layers["inspected blend"].visible  # it would show another blend than the one inspected
     assert NO_TRUTH_NOTE in widget.blend_label.text()
     assert "masks: truth" not in viewer.layers and "masks: sep" in viewer.layers
     rows = widget.table_rows()

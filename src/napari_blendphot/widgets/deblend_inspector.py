@@ -544,11 +544,14 @@ class DeblendInspectorWidget(QWidget):
             layer.metadata.get("blendphot_kind") == "builder" for layer in self.viewer.layers
             if layer.name != IMAGE_LAYER)
         if shown_by_others:
+            if IMAGE_LAYER in self.viewer.layers and self.viewer.layers[IMAGE_LAYER].visible:
+                self.viewer.layers[IMAGE_LAYER].visible = False  # an older blend: not what is inspected now
             return
         from napari_blendphot.display import astro_contrast
 
         if IMAGE_LAYER in self.viewer.layers:
             layer = self.viewer.layers[IMAGE_LAYER]
+            layer.visible = True
             if layer.data.shape == state.image.shape and np.array_equal(layer.data, state.image):
                 return
             layer.data = state.image

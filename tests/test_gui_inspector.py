@@ -553,3 +553,16 @@ def test_networks_without_weights_start_unticked_and_choosing_a_file_ticks_them(
     assert "unet" in widget.model.selected and widget.method_boxes["unet"].isChecked()
     assert widget.weights_labels["unet"].text() == "unet.keras"
     widget.close_inspector()
+
+
+def test_renamed_and_removed_source_layers(make_napari_viewer, qtbot, engine, tiny, blends):
+    viewer, widget = make_widget(make_napari_viewer, engine, tiny, methods=["sep"])
+    layer = viewer.add_image(blends[0].blend.copy(), name="stamp")
+    widget.select_source("stamp")
+    wait_drawn(qtbot, widget, 1)
+    layer.name = "renamed stamp"
+    assert widget.source_combo.currentText() == "renamed stamp"
+    assert widget.source_combo.findText("stamp") == -1
+    viewer.layers.remove(layer)
+    assert widget.source_combo.currentText().startswith("Current blend")
+    widget.close_inspector()

@@ -146,6 +146,7 @@ class DeblendInspectorWidget(QWidget):
         self.model = model if model is not None else InspectorModel()
         self.session = current_blend_for(napari_viewer)
         self.last_inspection = None
+        self._source_ref = None
         self._source_state = None
         self._reported: set[str] = set()
         self._mask_layers: dict = {}
@@ -339,24 +340,34 @@ class DeblendInspectorWidget(QWidget):
                 and layer.metadata.get("blendphot_kind") != "inspector"]
 
     def _refresh_sources(self, *_args) -> None:
-        current = self.source_combo.currentText()
-        names = [layer.name for layer in self._image_layers()]
+        """Rebuild both combos from the viewer's image layers, keeping the chosen layers (by object, so renames
+        follow)."""
+        source = self._source_ref
+        chosen_set = self._set_layer(self.set_combo.currentText())
+        images = self._image_layers()
+        for layer in images:
+            layer.events.name.connect(self._refresh_sources)  # napari ignores a callback already connected
+        names = [layer.name for layer in images]
         self.source_combo.blockSignals(True)
         self.source_combo.clear()
         self.source_combo.addItem(SHARED_SOURCE)
         self.source_combo.addItems(names)
-        if current in names:
-            self.source_combo.setCurrentText(current)
+        if source is not None and source in images:
+            self.source_combo.setCurrentText(source.name)
         self.source_combo.blockSignals(False)
-        sets = [layer.name for layer in self._image_layers() if layer.metadata.get("blendphot_kind") == "blends"]
-        chosen = self.set_combo.currentText()
+        sets = [layer for layer in images if layer.metadata.get("blendphot_kind") == "blends"]
+        self.set_combo.blockSignals(True)
         self.set_combo.clear()
-        self.set_combo.addItems(sets)
-        if chosen in sets:
-            self.set_combo.setCurrentText(chosen)
+        self.set_combo.addItems([layer.name for layer in sets])
+        if chosen_set is not None and chosen_set in sets:
+            self.set_combo.setCurrentText(chosen_set.name)
+        self.set_combo.blockSignals(False)
         self.batch_button.setEnabled(bool(sets) and self._batch_future is None)
-        if current and current != SHARED_SOURCE and current not in names:
+        if source is not None and source not in images:  # the inspected layer was removed
             self._on_source_changed()
+
+    def _set_layer(self, name: str):
+        return self.viewer.layers[name] if name and name in self.viewer.layers else None
 
     def select_source(self, name: str) -> None:
         """Inspect the image layer *name* (or :data:`SHARED_SOURCE`)."""
@@ -367,12 +378,12 @@ class DeblendInspectorWidget(QWidget):
         self._on_source_changed()
 
     def _source_layer(self):
-        name = self.source_combo.currentText()
-        if not name or name == SHARED_SOURCE or name not in self.viewer.layers:
-            return None
-        return self.viewer.layers[name]
+        layer = self._source_ref
+        return layer if layer is not None and layer in self.viewer.layers else None
 
     def _on_source_changed(self, *_args) -> None:
+        name = self.source_combo.currentText()
+        self._source_ref = self._set_layer(name) if name != SHARED_SOURCE else None
         layer = self._source_layer()
         if layer is not None and layer.metadata.get("blendphot_kind") == "blends":
             self.set_combo.setCurrentText(layer.name)
@@ -731,10 +742,7 @@ class DeblendInspectorWidget(QWidget):
 
     # ------------------------------------------------------------------ blend sets
     def _blend_set_layer(self):
-        name = self.set_combo.currentText()
-        if not name or name not in self.viewer.layers:
-            return None
-        return self.viewer.layers[name]
+        return self._set_layer(self.set_combo.currentText())
 
     def run_blend_set(self, *_args) -> None:
         """Run the ticked methods over the chosen blend set (or split) in the background."""

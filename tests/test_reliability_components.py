@@ -238,3 +238,17 @@ def test_results_of_another_dataset_are_refused_by_the_failure_browser(valid, tm
         model.attach_dataset(other)
     assert model.dataset is None
     assert tree_digest(tmp_path) == before
+
+
+@pytest.mark.parametrize("case, value", [("all-zero", 0.0), ("constant", 5.0), ("negative", -3.0),
+                                         ("huge", 1e30), ("float32-max", 3.4e38)])
+def test_sep_on_degenerate_blends_reports_not_detected(case, value):
+    """Blank or saturated stamps are valid input: SEP finds nothing (NaN fluxes, case -1), no crash."""
+    from napari_blendphot.deblend.base import BlendContext
+    from napari_blendphot.deblend.registry import create_method
+
+    blends = np.full((2, S, S), value, np.float32)
+    context = BlendContext(companion_shift=np.array([[10, 0], [0, -12]]), central_radius=np.array([3.0, 5.0]))
+    out = create_method("sep").deblend(blends, context)
+    assert out.fluxes.shape == (2, 2) and np.isnan(out.fluxes).all()
+    assert list(out.extra["detection"]) == [-1, -1]

@@ -135,7 +135,8 @@ class DeblendInspectorWidget(QWidget):
     ----------
     napari_viewer : napari.Viewer
     model : InspectorModel, optional
-        For tests and embedding (default: a new one with every registered method).
+        For tests and embedding (default: a new one; every registered method ticked except networks
+        that have no shipped model yet).
     """
 
     def __init__(self, napari_viewer, model: InspectorModel | None = None, parent=None):

@@ -566,3 +566,45 @@ def test_renamed_and_removed_source_layers(make_napari_viewer, qtbot, engine, ti
     viewer.layers.remove(layer)
     assert widget.source_combo.currentText().startswith("Current blend")
     widget.close_inspector()
+
+
+def test_progressive_runs_report_fast_methods_first_and_skip_stale_networks(engine, blends):
+    # A stand-in for a slow network: registered as needing the worker, so it runs in the second phase.
+    register_method("slownet", "test_engine_support:SlowDeblender", label="slow network", needs_worker=True)
+    try:
+        engine.set_method_options("slownet", seconds_per_blend=0.4)
+        model = InspectorModel(methods=["sep", "slownet"], engine=engine)
+        partials = []
+        state = BlendState(blends[0].blend, "first", truth=blends[0])
+        final = model.inspect(state, partial=partials.append).result(timeout=60)
+        assert [list(p.outputs) for p in partials] == [["sep"]]
+        assert list(final.outputs) == ["sep", "slownet"] and final.note == ""
+        assert partials[0].rows[2].flux == final.rows[2].flux  # the same SEP numbers in both
+        # A newer request arriving while the fast phase runs: the slow phase of the old one is skipped.
+        partials.clear()
+        old = model.inspect(state, partial=lambda inspection: (partials.append(inspection),
+                                                               model.inspect(BlendState(blends[1].blend, "newer"))))
+        assert old.result(timeout=60).note == "superseded" and "slownet" not in old.result().outputs
+        assert len(partials) == 1
+        model.close()
+    finally:
+        unregister_method("slownet")
+        engine.method_options.pop("slownet", None)
+
+
+def test_widget_draws_fast_overlays_before_slow_networks(make_napari_viewer, qtbot, engine, tiny, blends):
+    register_method("slownet", "test_engine_support:SlowDeblender", label="slow network", needs_worker=True)
+    try:
+        engine.set_method_options("slownet", seconds_per_blend=0.5)
+        viewer, widget = make_widget(make_napari_viewer, engine, tiny, methods=["sep", "slownet"])
+        widget._last_seconds = 1.0  # as after a slow run
+        current_blend_for(viewer).set(BlendState(blends[0].blend, "pair", truth=blends[0], origin="builder"))
+        qtbot.waitUntil(lambda: widget.partial_count == 1, timeout=30000)
+        assert widget.drawn_count == 0 and "masks: sep" in viewer.layers
+        assert "still running" in widget.status_label.text()
+        wait_drawn(qtbot, widget, 1)
+        assert {row.method for row in widget.table_rows()} == {"truth", "sep", "slownet"}
+        widget.close_inspector()
+    finally:
+        unregister_method("slownet")
+        engine.method_options.pop("slownet", None)

@@ -456,26 +456,34 @@ class InspectorModel:
             engine.close()
 
     # -- one blend ----------------------------------------------------------------------------
-    def inspect(self, state: BlendState, methods=None) -> concurrent.futures.Future:
+    def inspect(self, state: BlendState, methods=None, partial=None) -> concurrent.futures.Future:
         """Run the methods on *state* in the background; returns a Future of :class:`Inspection`.
 
         Every call gets a new request id (``future.request_id``); a request
         that is still queued when a newer one arrives is skipped (its future
         gives an Inspection with ``note == "superseded"`` and no outputs), so
         a burst of changes costs one run, not one per change.
+
+        With *partial* (``partial(Inspection)``, called from the background
+        thread), the methods that need no worker-only library (SEP) run first
+        and are reported at once; the networks follow, unless a newer request
+        has arrived meanwhile (then the result is "superseded").  With slow
+        networks the fast overlays then keep up with the user.
         """
         request_id = next(self._counter)
         self.latest_request = request_id
         methods = list(self.selected if methods is None else methods)
-        future = self._executor.submit(self._inspect, request_id, state, methods)
+        future = self._executor.submit(self._inspect, request_id, state, methods, partial)
         future.request_id = request_id
         return future
 
     def is_latest(self, inspection: Inspection) -> bool:
         return inspection.request_id == self.latest_request
 
-    def _inspect(self, request_id: int, state: BlendState, methods) -> Inspection:
+    def _inspect(self, request_id: int, state: BlendState, methods, partial=None) -> Inspection:
         import time
+
+        from napari_blendphot.deblend.registry import method_info
 
         result = Inspection(request_id, state)
         if request_id != self.latest_request:
@@ -490,29 +498,48 @@ class InspectorModel:
             else:
                 runnable.append(name)
         context = truth_context(state.truth) if state.truth is not None else None
-        if runnable:
-            engine = self.engine
-            try:
-                result.outputs = engine.run(state.image, context, methods=runnable)
-            except WorkerError as exc:
-                if getattr(exc, "exitcode", None) is not None or not engine.worker_pid:
-                    result.errors["worker"] = (f"{exc}. The inspector will use a new worker on the next "
-                                               "change or 'Run'.")
-                    result.outputs = {}
-                else:
-                    result.outputs = self._one_by_one(engine, state, context, runnable, result.errors)
-            except Exception:  # a method refused: find which, keep the others
-                result.outputs = self._one_by_one(engine, state, context, runnable, result.errors)
+        fast = [name for name in runnable if not method_info(name).needs_worker]
+        phases = [fast, [name for name in runnable if name not in fast]] if partial and fast else [runnable]
+        phases = [phase for phase in phases if phase]
+        for number, phase in enumerate(phases):
+            if number > 0:
+                if "worker" in result.errors:  # it died: the next request starts a new one
+                    break
+                self._finish(result, methods, start)
+                partial(result)
+                if request_id != self.latest_request:  # the user moved on: skip the slow methods
+                    return Inspection(request_id, state, note="superseded")
+                result = Inspection(request_id, state, dict(result.outputs), errors=dict(result.errors))
+            result.outputs.update(self._run_methods(state, context, phase, result.errors))
+        self._finish(result, methods, start)
+        return result
+
+    @staticmethod
+    def _finish(result: Inspection, methods, start: float) -> None:
+        import time
+
         result.outputs = {name: result.outputs[name] for name in methods if name in result.outputs}
         if result.outputs:
             try:
-                result.rows, result.table = measure(state, result.outputs)
+                result.rows, result.table = measure(result.state, result.outputs)
             except InputError as exc:
                 result.errors["measurements"] = str(exc)
-        if state.truth is None or not has_usable_truth(state.truth):
+        if result.state.truth is None or not has_usable_truth(result.state.truth):
             result.note = NO_TRUTH_NOTE
         result.seconds = time.perf_counter() - start
-        return result
+
+    def _run_methods(self, state, context, names, errors) -> dict:
+        """Outputs of *names* on *state*; a failing method is recorded in *errors*, the others still run."""
+        engine = self.engine
+        try:
+            return engine.run(state.image, context, methods=names)
+        except WorkerError as exc:
+            if getattr(exc, "exitcode", None) is not None or not engine.worker_pid:
+                errors["worker"] = f"{exc}. The inspector will use a new worker on the next change or 'Run'."
+                return {}
+            return self._one_by_one(engine, state, context, names, errors)
+        except Exception:  # a method refused: find which, keep the others
+            return self._one_by_one(engine, state, context, names, errors)
 
     @staticmethod
     def _one_by_one(engine, state, context, methods, errors) -> dict:

@@ -71,6 +71,8 @@ TRUTH_LAYER = "masks: truth"
 IMAGE_LAYER = "inspected blend"
 #: Debounce of live re-runs while the user drags (ms); single changes run at once.
 DRAG_DEBOUNCE_MS = 70
+#: When the last full run took longer than this (s), the fast methods are drawn before the networks finish.
+PROGRESSIVE_ABOVE_S = 0.2
 LAYER_KIND = "inspector-masks"
 _TABLE_HEADERS = ("Method", "Galaxy", "Flux", "Mag", "Δmag", "IoU", "SEP case")
 _SUMMARY_HEADERS = ("Method", "Galaxy", "N", "Undet.", "⟨Δmag⟩", "σ", "Out. %", "IoU")
@@ -124,6 +126,7 @@ class _Bridge(QObject):
     """Carries results from the model's background thread to the GUI thread (queued signals)."""
 
     inspection_done = Signal(object)
+    partial_done = Signal(object)
     batch_progress = Signal(int, int)
     batch_done = Signal(object)
 
@@ -157,9 +160,12 @@ class DeblendInspectorWidget(QWidget):
         self._pending_interactive = False
         self._requested_at: dict[int, float] = {}
         self.drawn_count = 0
+        self.partial_count = 0
+        self._last_seconds = 0.0
 
         self._bridge = _Bridge()
         self._bridge.inspection_done.connect(self._on_inspection_done)
+        self._bridge.partial_done.connect(self._on_partial)
         self._bridge.batch_progress.connect(self._on_batch_progress)
         self._bridge.batch_done.connect(self._on_batch_done)
         self._timer = QTimer(self)
@@ -486,13 +492,35 @@ class DeblendInspectorWidget(QWidget):
         self._source_state = state
         if not self.model.engine_started:
             self.status_label.setText("starting the inference worker (the first run also loads the models)…")
+        # Slow methods (paper-size networks on a CPU): show the fast ones (SEP) first.
+        partial = self._deliver_partial if self._last_seconds > PROGRESSIVE_ABOVE_S else None
         try:
-            future = self.model.inspect(state)
+            future = self.model.inspect(state, partial=partial)
         except Exception as exc:
             self._show_problem(f"Deblend Inspector: {exc}")
             return
         self._requested_at[future.request_id] = time.perf_counter()
         future.add_done_callback(self._deliver_inspection)
+
+    def _deliver_partial(self, inspection) -> None:  # background thread
+        try:
+            self._bridge.partial_done.emit(inspection)
+        except RuntimeError:  # the widget is gone
+            pass
+
+    def _on_partial(self, inspection) -> None:
+        """The fast methods' overlays while the networks still run (the table waits for all)."""
+        if not self.model.is_latest(inspection):
+            return
+        try:
+            self._update_image(inspection.state)
+            self._update_layers(inspection)
+        except Exception as exc:
+            self._show_problem(f"Deblend Inspector: cannot show the results: {exc}", "error")
+            return
+        self.status_label.setText(f"{', '.join(inspection.outputs)} in {inspection.seconds * 1000:.0f} ms; "
+                                  "the networks are still running…")
+        self.partial_count += 1
 
     def _deliver_inspection(self, future) -> None:  # background thread
         try:
@@ -522,6 +550,7 @@ class DeblendInspectorWidget(QWidget):
             self._show_problem(f"Deblend Inspector: cannot show the results: {exc}", "error")
             return
         self.drawn_count += 1
+        self._last_seconds = inspection.seconds
         if requested is not None:
             self.last_latency = time.perf_counter() - requested
 

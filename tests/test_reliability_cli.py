@@ -83,6 +83,23 @@ def _prepare(case, valid, tmp: Path) -> list[str]:
     if case == "predict-weights-not-a-file":
         return ["predict", str(dataset), "--methods", "blend2flux", "--weights", f"blend2flux={tmp / 'a_file'}",
                 "-o", str(tmp / "res")]
+    if case.startswith("curate-export"):
+        from bad_inputs import toy_sample
+        from napari_blendphot.curation import DecisionStore
+        from napari_blendphot.sample.io_native import read_native
+
+        sidecar = tmp / "session.curation.jsonl"
+        owner = toy_sample(12, seed=5) if case == "curate-export-sidecar-of-another-sample" else read_native(native)
+        store = DecisionStore(sidecar, owner)
+        store.decide(owner.ids[0], "accept")
+        store.decide(owner.ids[1], "accept")
+        if case == "curate-export-damaged-sidecar":
+            with open(sidecar, "a", encoding="utf-8") as handle:
+                handle.write('{"id": 17, "decis')
+        if case == "curate-export-missing-sidecar":
+            sidecar = tmp / "typo.curation.jsonl"
+        output = tmp / ("a_file" if case == "curate-export-output-exists" else "curated.fits")
+        return ["curate-export", str(native), str(sidecar), "-o", str(output)]
     raise KeyError(case)
 
 
@@ -109,6 +126,10 @@ CLI_CASES = {
     "predict-unknown-method": "nosuchmethod",
     "predict-output-exists": "already exists",
     "predict-weights-not-a-file": "a_file",
+    "curate-export-sidecar-of-another-sample": "another sample",
+    "curate-export-damaged-sidecar": "damaged curation sidecar",
+    "curate-export-missing-sidecar": "sidecar not found",
+    "curate-export-output-exists": "already exists",
 }
 
 

@@ -192,6 +192,25 @@ def timed(call, n_per_call: int, min_seconds: float, max_calls: int = 50, cpu_cl
             "cpu_ms_per_blend": 1e3 * cpu / (len(times) * n_per_call), "calls": len(times)}
 
 
+def compare_outputs(model, other, blends: np.ndarray) -> dict:
+    """Largest relative flux difference and mask probability difference of *other* against *model*."""
+    def split(raw):
+        items = list(raw.values()) if isinstance(raw, dict) else [raw]
+        arrays = [np.asarray(item, np.float64) for item in items]
+        return ([a for a in arrays if a.ndim == 2] or [None])[0], ([a for a in arrays if a.ndim == 4] or [None])[0]
+
+    fluxes, masks = split(model.predict_on_batch(blends))
+    other_fluxes, other_masks = split(other.predict_on_batch(blends))
+    found = {}
+    if fluxes is not None:
+        relative = np.abs(other_fluxes - fluxes) / np.maximum(np.abs(fluxes), 1e-30)
+        found.update(flux_rel_median=float(np.median(relative)), flux_rel_max=float(relative.max()))
+    if masks is not None:
+        found.update(mask_abs_max=float(np.abs(other_masks - masks).max()),
+                     mask_flips_at_0_5=float(np.mean((other_masks > 0.5) != (masks > 0.5))))
+    return found
+
+
 def child_main(specs, out_dir: str, batch_sizes, paths, min_seconds: float, threads: int | None) -> None:
     """Build, save, load and time each network; prints one JSON line per network starting with 'RESULT '."""
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -205,6 +224,9 @@ def child_main(specs, out_dir: str, batch_sizes, paths, min_seconds: float, thre
         tf.config.threading.set_inter_op_parallelism_threads(threads)
     for spec in [specs] if isinstance(specs, dict) else specs:
         result = time_network(spec, out_dir, batch_sizes, paths, min_seconds)
+        if "bf16_vs_float32" in result:
+            print(f"  {spec['label']}: bfloat16 against float32, same weights, 16 blends: "
+                  + ", ".join(f"{k} {v:.3g}" for k, v in result["bf16_vs_float32"].items()), flush=True)
         print("RESULT " + json.dumps(result), flush=True)
 
 
@@ -233,7 +255,10 @@ def time_network(spec: dict, out_dir: str, batch_sizes, paths, min_seconds: floa
         keras.config.set_dtype_policy("mixed_bfloat16")
         bf16_model = build_model(spec["method"], **spec["kwargs"])
         keras.config.set_dtype_policy("float32")
+        # Same weights as the float32 model (variables stay float32 under the mixed policy).
+        bf16_model.set_weights(model.get_weights())
         bf16_call = tf.function(lambda x: bf16_model(x, training=False))
+        result["bf16_vs_float32"] = compare_outputs(model, bf16_model, make_blends(16, seed=1))
     for batch in batch_sizes:
         x = make_blends(batch)
         calls = {

@@ -8,7 +8,8 @@ when there is no display) with the Deblend Inspector docked and every method
 ticked.  Like the Blend Builder, each move makes the blend of the same pair
 with a new companion shift (``make_blend``), updates a blend image layer and
 the truth outlines, and sets the shared current blend; the clock stops when
-the inspector has drawn that blend's mask layers and table.  Printed: median
+the inspector has drawn that blend's mask layers and table (with slow networks
+the inspector draws SEP's overlays first: that time is printed too).  Printed: median
 and p95 of the latency, for single moves (``interactive=False``, run at
 once) and for drag moves (``interactive=True``, debounced), with the
 breakdown measured inside the widget: time in the worker request (all
@@ -170,28 +171,39 @@ def main(argv=None) -> int:
     widget._draw = draw_timed
     results = {}
     for mode, interactive in (("single moves", False), ("drag moves", True)):
-        latencies, moving, painting = [], [], []
+        latencies, moving, painting, first = [], [], [], []
         timed_draws.clear()
         blends = [make_blend(central, companion, *shift) for shift in shifts[1:]]
         for blend in blends:
-            n = widget.drawn_count
+            n, partials = widget.drawn_count, widget.partial_count
             t0 = time.perf_counter()
             move(blend, interactive)
             t1 = time.perf_counter()
-            _wait(app, lambda: widget.drawn_count > n and widget.last_inspection.state.truth is blend)
+            seen = []
+
+            def updated():
+                if widget.partial_count > partials and not seen:
+                    seen.append(time.perf_counter())
+                return widget.drawn_count > n and widget.last_inspection.state.truth is blend
+
+            _wait(app, updated)
             t2 = time.perf_counter()
             app.processEvents()  # the canvas repaint queued by the layer updates
             t3 = time.perf_counter()
             latencies.append(t3 - t0)
             moving.append(t1 - t0)
             painting.append(t3 - t2)
-        results[mode] = (latencies, list(timed_draws), moving, painting)
+            if seen:
+                first.append(seen[0] - t0)
+        results[mode] = (latencies, list(timed_draws), moving, painting, first)
 
     load = os.getloadavg()
     print(f"machine: {os.cpu_count()} cores, load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min)")
     print(f"methods: {', '.join(model.selected)}; {moves} moves per mode; window {args.window}")
-    for mode, (latencies, draws, moving, painting) in results.items():
+    for mode, (latencies, draws, moving, painting, first) in results.items():
         print(f"{mode:13s} move -> overlays + table: {_summary(latencies)}")
+        if first:
+            print(f"{'':13s}   SEP overlays first (progressive, {len(first)} moves): {_summary(first)}")
         print(f"{'':13s}   builder-like layer updates + set:  {_summary(moving)}")
         print(f"{'':13s}   worker request (all methods, IPC): {_summary([d[1] for d in draws])}")
         print(f"{'':13s}   inspector layers + table update:   {_summary([d[0] for d in draws])}")

@@ -26,6 +26,17 @@ _FITS_MAX_AXES = 999
 _COUNT_CARD = re.compile(rb"(NAXIS|TFIELDS)([0-9]{0,3}) *= *([-+]?[0-9]+)")
 
 
+def _check_count_card(match, source: str) -> None:
+    keyword, axis, value = match.group(1).decode(), match.group(2).decode(), int(match.group(3))
+    if keyword == "TFIELDS" and axis:
+        return
+    if not axis and value > _FITS_MAX_AXES:
+        raise InputError(source, f"damaged FITS header: {keyword} = {value} "
+                                 f"(the FITS standard allows at most {_FITS_MAX_AXES})")
+    if axis and value < 0:
+        raise InputError(source, f"damaged FITS header: NAXIS{axis} = {value} (axis lengths cannot be negative)")
+
+
 def check_fits_header(path, source: str | None = None) -> None:
     """Refuse a FITS file with damaged ``NAXIS``/``NAXISn``/``TFIELDS`` cards before astropy parses it.
 
@@ -52,18 +63,15 @@ def check_fits_header(path, source: str | None = None) -> None:
                 if not block:
                     break
                 data = tail + block  # the tail catches a card split between two reads
-                for match in _COUNT_CARD.finditer(data):
-                    if (offset - len(tail) + match.start()) % 80:
-                        continue  # not at the start of a header card
-                    keyword, axis, value = match.group(1).decode(), match.group(2).decode(), int(match.group(3))
-                    if keyword == "TFIELDS" and axis:
-                        continue
-                    if not axis and value > _FITS_MAX_AXES:
-                        raise InputError(source, f"damaged FITS header: {keyword} = {value} "
-                                                 f"(the FITS standard allows at most {_FITS_MAX_AXES})")
-                    if axis and value < 0:
-                        raise InputError(source, f"damaged FITS header: NAXIS{axis} = {value} "
-                                                 "(axis lengths cannot be negative)")
+                base = offset - len(tail)
+                for keyword in (b"NAXIS", b"TFIELDS"):
+                    # bytes.find is fast; cards are rare, so the slower regex only sees candidates.
+                    at = data.find(keyword)
+                    while at != -1:
+                        match = _COUNT_CARD.match(data, at) if (base + at) % 80 == 0 else None
+                        if match:
+                            _check_count_card(match, source)
+                        at = data.find(keyword, at + 1)
                 tail = data[-80:]
                 offset += len(block)
     except (OSError, EOFError) as exc:

@@ -327,7 +327,6 @@ def _validate(table, source, require_truth: bool = True) -> None:
                              "evaluation needs the blend catalogue's g1_flux and g2_flux")
         for name in _TRUTH_COLUMNS:
             column = table[name]
-            if hasattr(column, "filled"):  # empty cells -> NaN (an integer column cannot hold NaN)
-                column = column.astype(np.float64)
-            values = column.filled(np.nan) if hasattr(column, "filled") else column
+            # Empty cells -> NaN, via float: an integer column cannot hold NaN.
+            values = column.astype(np.float64).filled(np.nan) if hasattr(column, "filled") else column
             check_true_flux(np.asarray(values, dtype=np.float64), f"{source}: column {name}")

@@ -242,7 +242,8 @@ def validate_sample(images, segmaps, catalog, source: str = "sample"):
     catalog = catalog.copy(copy_data=False)
     catalog["galtype"] = types
     column = catalog["id"]
-    if np.ma.is_masked(getattr(column, "mask", None)) and np.any(column.mask):
+    mask = getattr(column, "mask", None)
+    if mask is not None and np.any(mask):
         raise InputError(source, "column 'id' has empty values")
     ids = np.asarray(column)
     if ids.dtype.kind not in "iu":

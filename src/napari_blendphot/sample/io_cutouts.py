@@ -65,6 +65,7 @@ def is_cutout_folder(path) -> bool:
 def read_cutouts(folder) -> GalaxySample:
     """Read a folder of single-galaxy FITS cutouts (see the module docstring for the keywords)."""
     from astropy.table import Table
+    from astropy.utils.exceptions import AstropyUserWarning
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -76,8 +77,6 @@ def read_cutouts(folder) -> GalaxySample:
     images = np.empty((len(files), STAMP_SIZE, STAMP_SIZE), np.float32)
     segmaps = np.empty((len(files), STAMP_SIZE, STAMP_SIZE), np.int32)
     rows = []
-    from astropy.utils.exceptions import AstropyUserWarning
-
     for index, path in enumerate(files):
         try:
             with warnings.catch_warnings():

@@ -1,0 +1,298 @@
+"""End to end: the 5,000-blend test set through every method with the CLI, then the evaluation.
+
+Run:
+    python benchmarks/bench_evaluate_testset.py BLENDS_DIR          # an existing blend dataset (its test split)
+    python benchmarks/bench_evaluate_testset.py --make-from scratch/mock2000.fits -n 6000 --n-test 5000
+    python benchmarks/bench_evaluate_testset.py --quick             # 200 test blends of the embedded sample
+
+Stages, each a real ``blendphot`` command run as a subprocess and timed
+(wall clock):
+
+0. (without BLENDS_DIR) ``blendphot blend SAMPLE -n N --test-fraction 0.2
+   --n-test NT --seed 0``: making the dataset, reported but not part of the
+   target;
+1. weights: the shipped models under ``src/napari_blendphot/models/weights/``
+   when a method has one; otherwise random-weight models of the shipped
+   configurations (``training/configs/blend2flux_f64.json``,
+   ``unet_d4_f16.json``, ``blend2mask2flux_compact.json``; tiny ones with
+   ``--quick``) are built in a subprocess, saved to temporary ``.keras``
+   files and passed with ``--weights`` (the output says which);
+2. ``blendphot predict DIR --methods sep,blend2flux,unet,blend2mask2flux``
+   (all methods, test split, default chunk size);
+3. ``blendphot evaluate results.csv -o report/``;
+
+and compares predict + evaluate with the target (``--target-seconds``,
+120 s for 5,000 blends).  ``--per-method`` also runs predict once per
+method, to show where the time goes.
+
+Peak memory: for every process of a stage (the ``blendphot`` process, the
+engine's worker, SEP's process pool) the peak resident set ``VmHWM`` is read
+from ``/proc/PID/status`` while it runs (polled every 0.1 s; psutil is used
+to find the descendants when installed), plus ``ru_maxrss`` of
+``RUSAGE_CHILDREN`` (the largest single descendant waited for).  The machine
+is shared: the load average is printed before and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BLENDPHOT = [sys.executable, "-m", "napari_blendphot.cli"]
+METHODS = ("sep", "blend2flux", "unet", "blend2mask2flux")
+NETWORKS = ("blend2flux", "unet", "blend2mask2flux")
+SHIPPED_CONFIGS = {"blend2flux": "blend2flux_f64.json", "unet": "unet_d4_f16.json",
+                   "blend2mask2flux": "blend2mask2flux_compact.json"}
+TINY_CONFIGS = {"blend2flux": {"filters": 4, "depth": 2, "dense_widths": [16, 16]},
+                "unet": {"depth": 2, "filters": 4},
+                "blend2mask2flux": {"unet_depth": 2, "unet_filters": 4, "head_filters": 4, "head_depth": 2,
+                                    "head_dense": [16, 16]}}
+
+
+# --------------------------------------------------------------------------- memory
+def _children_of(pid: int) -> list[int]:
+    """All descendants of *pid* (psutil if installed, else /proc/*/stat)."""
+    try:
+        import psutil
+
+        return [child.pid for child in psutil.Process(pid).children(recursive=True)]
+    except ImportError:
+        pass
+    except Exception:  # the process has just exited
+        return []
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as handle:
+                    parents[int(entry)] = int(handle.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    found, frontier = [], [pid]
+    while frontier:
+        current = frontier.pop()
+        for child, parent in parents.items():
+            if parent == current:
+                found.append(child)
+                frontier.append(child)
+    return found
+
+
+def _status(pid: int) -> dict:
+    """Name and VmHWM / VmRSS (MiB) of a process from /proc, or {} if it is gone."""
+    fields = {}
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            for line in handle:
+                key, _, value = line.partition(":")
+                if key in ("Name", "VmHWM", "VmRSS"):
+                    fields[key] = value.strip()
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            fields["cmdline"] = handle.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return {}
+    for key in ("VmHWM", "VmRSS"):
+        if key in fields:
+            fields[key] = int(fields[key].split()[0]) / 1024
+    return fields
+
+
+def describe_process(cmdline: str) -> str:
+    if "spawn_main" in cmdline or "multiprocessing" in cmdline:
+        return "worker/pool (spawn)"
+    if "napari_blendphot.cli" in cmdline:
+        return "blendphot"
+    return cmdline[:60]
+
+
+def run_stage(name: str, command: list[str], log: Path, poll_s: float = 0.1) -> dict:
+    """Run *command*, polling the peak RSS of it and its descendants; returns timings and peaks."""
+    print(f"[{name}] {' '.join(command)}", flush=True)
+    peaks: dict[int, dict] = {}
+    start = time.perf_counter()
+    with open(log, "w") as output:
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, cwd=REPO)
+        stop = threading.Event()
+
+        def poll() -> None:
+            while not stop.is_set():
+                for pid in [process.pid] + _children_of(process.pid):
+                    status = _status(pid)
+                    if "VmHWM" in status:
+                        record = peaks.setdefault(pid, {"cmdline": status.get("cmdline", ""), "peak_mb": 0.0})
+                        record["peak_mb"] = max(record["peak_mb"], status["VmHWM"])
+                stop.wait(poll_s)
+
+        poller = threading.Thread(target=poll, daemon=True)
+        poller.start()
+        returncode = process.wait()
+        stop.set()
+        poller.join()
+    elapsed = time.perf_counter() - start
+    if returncode != 0:
+        print(log.read_text()[-3000:], file=sys.stderr)
+        raise SystemExit(f"[{name}] failed with exit code {returncode} (log: {log})")
+    processes = sorted(((describe_process(r["cmdline"]), r["peak_mb"], pid) for pid, r in peaks.items()),
+                       key=lambda item: -item[1])
+    summary = ", ".join(f"{label} {peak:.0f} MiB" for label, peak, _ in processes[:4])
+    print(f"[{name}] {elapsed:.1f} s; peak RSS per process: {summary}", flush=True)
+    return {"stage": name, "seconds": elapsed, "command": command,
+            "peaks_mb": [{"process": label, "pid": pid, "peak_mb": peak} for label, peak, pid in processes]}
+
+
+# --------------------------------------------------------------------------- weights
+def shipped_weights() -> dict:
+    """{method: manifest name} of the shipped models (no Keras import)."""
+    from napari_blendphot.models.registry import default_model
+
+    found = {}
+    for method in NETWORKS:
+        manifest = default_model(method)
+        if manifest is not None:
+            found[method] = manifest.name
+    return found
+
+
+_BUILD_SCRIPT = """
+import json, sys
+import keras
+from napari_blendphot.models.io import save_model
+from napari_blendphot.models.networks import build_model
+keras.utils.set_random_seed(0)
+for method, kwargs, path in json.loads(sys.argv[1]):
+    model = build_model(method, **kwargs)
+    save_model(model, path)
+    print(method, model.count_params(), path)
+"""
+
+
+def build_random_models(methods, folder: Path, tiny: bool) -> dict:
+    """Random-weight models of the shipped configs (or tiny ones), built in a subprocess: {method: path}."""
+    jobs = []
+    for method in methods:
+        if tiny:
+            kwargs = TINY_CONFIGS[method]
+        else:
+            with open(REPO / "training" / "configs" / SHIPPED_CONFIGS[method]) as handle:
+                model = json.load(handle)["model"]
+            kwargs = {key: value for key, value in model.items() if key not in ("kind", "unet_config")}
+        jobs.append((method, kwargs, str(folder / f"random_{method}.keras")))
+    environment = dict(os.environ, KERAS_BACKEND=os.environ.get("KERAS_BACKEND", "tensorflow"),
+                       TF_CPP_MIN_LOG_LEVEL="2")
+    subprocess.run([sys.executable, "-c", _BUILD_SCRIPT, json.dumps(jobs)], check=True, env=environment,
+                   stdout=subprocess.DEVNULL)
+    return {method: path for method, _, path in jobs}
+
+
+# --------------------------------------------------------------------------- main
+def load_average() -> str:
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("blends_dir", nargs="?", type=Path, help="existing blend dataset folder")
+    parser.add_argument("--make-from", default="scratch/mock2000.fits",
+                        help="sample to make the dataset from when no BLENDS_DIR is given")
+    parser.add_argument("-n", "--n-blends", type=int, default=6000, help="blends made (with --make-from)")
+    parser.add_argument("--n-test", type=int, default=5000, help="test blends made (with --make-from)")
+    parser.add_argument("--quick", action="store_true",
+                        help="200 test blends of the embedded sample, tiny random networks")
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--chunk-size", type=int, default=None, help="passed to predict (default: its own)")
+    parser.add_argument("--per-method", action="store_true", help="also run predict once per method")
+    parser.add_argument("--random-weights", action="store_true",
+                        help="random-weight models of the shipped configs even if shipped models exist")
+    parser.add_argument("--workdir", type=Path, default=None, help="where the temporary folder goes")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    parser.add_argument("--target-seconds", type=float, default=120.0)
+    parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.make_from, args.n_blends, args.n_test = "embedded", 250, 200
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+
+    folder = Path(tempfile.mkdtemp(prefix="bench_testset_", dir=args.workdir))
+    figures = {"load_average_start": load_average(), "cpus": os.cpu_count(), "stages": []}
+    print(f"bench_evaluate_testset: {os.cpu_count()} CPUs, load average {figures['load_average_start']}, "
+          f"work folder {folder}", flush=True)
+    try:
+        blends_dir = args.blends_dir
+        if blends_dir is None:
+            blends_dir = folder / "blends"
+            figures["stages"].append(run_stage("blend", BLENDPHOT + [
+                "blend", str(args.make_from), "-n", str(args.n_blends), "--test-fraction", "0.2",
+                "--n-test", str(args.n_test), "--seed", "0", "-o", str(blends_dir)], folder / "blend.log"))
+
+        weights_args = []
+        networks = [m for m in methods if m in NETWORKS]
+        shipped = {} if (args.quick or args.random_weights) else shipped_weights()
+        missing = [m for m in networks if m not in shipped]
+        for method in networks:
+            if method in shipped:
+                print(f"weights: {method}: shipped model {shipped[method]}", flush=True)
+        if missing:
+            start = time.perf_counter()
+            paths = build_random_models(missing, folder, tiny=args.quick)
+            kind = "tiny" if args.quick else "shipped-config"
+            print(f"weights: no shipped model used for {', '.join(missing)}: random-weight {kind} models built in "
+                  f"{time.perf_counter() - start:.1f} s (speed only; the metrics below mean nothing for them)",
+                  flush=True)
+            for method, path in paths.items():
+                weights_args += ["--weights", f"{method}={path}"]
+        figures["weights"] = {"shipped": shipped, "random": missing, "tiny": bool(args.quick)}
+
+        results = folder / "results.csv"
+        predict = BLENDPHOT + ["predict", str(blends_dir), "--methods", ",".join(methods), "-o", str(results),
+                               "--split", "test"] + weights_args
+        if args.chunk_size:
+            predict += ["--chunk-size", str(args.chunk_size)]
+        predict_stage = run_stage("predict", predict, folder / "predict.log")
+        figures["stages"].append(predict_stage)
+        for line in (folder / "predict.log").read_text().splitlines():
+            if "blends in" in line or line.startswith("  "):
+                print(f"    {line.strip()}")
+        evaluate_stage = run_stage("evaluate", BLENDPHOT + ["evaluate", str(results), "-o", str(folder / "report")],
+                                   folder / "evaluate.log")
+        figures["stages"].append(evaluate_stage)
+
+        if args.per_method:
+            for method in methods:
+                extra = [a for pair in zip(weights_args[::2], weights_args[1::2]) if pair[1].startswith(method + "=")
+                         for a in pair]
+                command = BLENDPHOT + ["predict", str(blends_dir), "--methods", method, "-o",
+                                       str(folder / f"results_{method}.csv"), "--split", "test"] + extra
+                figures["stages"].append(run_stage(f"predict {method}", command, folder / f"predict_{method}.log"))
+
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        figures["ru_maxrss_children_mb"] = children.ru_maxrss / 1024
+        figures["load_average_end"] = load_average()
+        total = predict_stage["seconds"] + evaluate_stage["seconds"]
+        figures["predict_plus_evaluate_s"] = total
+        print(f"\nload average at the end {figures['load_average_end']}; "
+              f"largest single child process (ru_maxrss, RUSAGE_CHILDREN): {figures['ru_maxrss_children_mb']:.0f} MiB")
+        print(f"predict {predict_stage['seconds']:.1f} s + evaluate {evaluate_stage['seconds']:.1f} s = {total:.1f} s "
+              f"for the test split with {', '.join(methods)}; target {args.target_seconds:.0f} s "
+              f"-> {total / args.target_seconds:.2f} x target ({'met' if total <= args.target_seconds else 'MISSED'})")
+        if args.json:
+            args.json.write_text(json.dumps(figures, indent=1))
+    finally:
+        if args.keep:
+            print(f"kept {folder}")
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

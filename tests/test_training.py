@@ -26,7 +26,7 @@ def blends_dir(tmp_path_factory, toy_sample):
     from napari_blendphot.blend.dataset import write_blend_dataset
 
     out = tmp_path_factory.mktemp("training") / "blends"
-    write_blend_dataset(toy_sample, out, n=96, test_fraction=1 / 6, seed=5)
+    write_blend_dataset(toy_sample, out, n=96, test_fraction=0.2, n_test=16, seed=5)
     return out
 
 
@@ -150,9 +150,13 @@ def test_validation_split_is_seeded_and_disjoint():
 # A whole run, in a TensorFlow subprocess
 # ---------------------------------------------------------------------------
 _DRIVER = """
+import shutil
 import sys
 from training.cli import main
 for argv in {commands!r}:
+    if argv[0] == "copy":  # snapshot a file between two commands
+        shutil.copyfile(argv[1], argv[2])
+        continue
     code = main(argv)
     if code:
         sys.exit(code)
@@ -179,13 +183,16 @@ def test_train_resume_evaluate(blends_dir, tmp_path):
     from napari_blendphot.report.results import read_results
 
     run = tmp_path / "run"
-    # Train 2 epochs, remember the checkpoint, resume to 3 epochs, evaluate: one process, three commands.
-    _run_cli([["train", "tiny_blend2flux", "--blends", str(blends_dir), "--run-dir", str(run), "--epochs", "2"]],
-             tmp_path)
-    state = json.loads((run / "checkpoints" / "state.json").read_text())
+    snapshot = tmp_path / "state_after_train.json"
+    # Train 2 epochs, snapshot the checkpoint state, resume to 3 epochs, evaluate: one TensorFlow process.
+    out = _run_cli([["train", "tiny_blend2flux", "--blends", str(blends_dir), "--run-dir", str(run), "--epochs", "2"],
+                    ["copy", str(run / "checkpoints" / "state.json"), str(snapshot)],
+                    ["resume", str(run), "--epochs", "3"],
+                    ["evaluate", str(run), "--blends", str(blends_dir), "--split", "test"]], tmp_path)
+    state = json.loads(snapshot.read_text())
     assert state["epochs_completed"] == 2
     log = _log(run)
-    assert [int(r["epoch"]) for r in log] == [0, 1]
+    assert [int(r["epoch"]) for r in log] == [0, 1, 2]
     assert float(log[1]["loss"]) < float(log[0]["loss"])
     for name in ("config.json", "run.json", "loss_curve.png", "model.keras", "checkpoints/last.weights.h5",
                  "checkpoints/best.weights.h5", "checkpoints/last.optimizer.npz"):
@@ -193,14 +200,10 @@ def test_train_resume_evaluate(blends_dir, tmp_path):
     record = json.loads((run / "run.json").read_text())
     assert record["seed"] == 2020 and record["data"]["mode"] == "fixed"
     assert record["data"]["dataset"]["blends_sha256"]
-
-    out = _run_cli([["resume", str(run), "--epochs", "3"],
-                    ["evaluate", str(run), "--blends", str(blends_dir), "--split", "test"]], tmp_path)
-    record = json.loads((run / "run.json").read_text())
     # The resumed model started from exactly the checkpoint's weights, at the next epoch.
     assert record["resumes"][0] == {"epoch": 2, "weights_sha256": state["last_weights_sha256"],
                                     "backend": "tensorflow"}
-    assert [int(r["epoch"]) for r in _log(run)] == [0, 1, 2]
+    assert json.loads((run / "checkpoints" / "state.json").read_text())["epochs_completed"] == 3
     assert "resumed" in out
     results = read_results(run / "evaluation" / "results.csv")
     assert len(results) == 16 and "g1_flux_tiny_blend2flux" in results.colnames
@@ -224,3 +227,61 @@ def test_blend2mask2flux_trains_its_unet_first(blends_dir, tmp_path):
     results = read_results(run / "evaluation" / "results.csv")
     iou = np.asarray(results["g1_iou_tiny_blend2mask2flux"], float)
     assert np.all((iou[np.isfinite(iou)] >= 0) & (iou[np.isfinite(iou)] <= 1))
+
+
+# ---------------------------------------------------------------------------
+# Results tables: merging methods, summaries, shipping
+# ---------------------------------------------------------------------------
+def _results(blends_dir, method, fluxes_scale, with_masks=False):
+    from napari_blendphot.blend.dataset import BlendDataset
+    from napari_blendphot.deblend.base import DeblendOutput
+    from napari_blendphot.report.results import build_results_table
+
+    view = BlendDataset(blends_dir).select("test")
+    true = view.fluxes
+    masks = view.masks.astype(np.float32) if with_masks else None
+    output = DeblendOutput(method, true * fluxes_scale, masks)
+    return build_results_table(view.catalog, [output], true_masks=view.masks if with_masks else None)
+
+
+def test_merge_joins_methods_on_blend_id(blends_dir):
+    from training.evaluate import merge_results, summarise
+
+    first = _results(blends_dir, "alpha", 1.1)
+    second = _results(blends_dir, "beta", 0.95, with_masks=True)
+    shuffled = second[np.random.default_rng(0).permutation(len(second))]
+    merged = merge_results([first, shuffled])
+    assert merged.meta["methods"] == ["alpha", "beta"]
+    np.testing.assert_allclose(merged["g1_flux_beta"], 0.95 * np.asarray(merged["g1_flux"]))
+    np.testing.assert_allclose(merged["g2_iou_beta"], 1.0)
+    alpha = summarise(merged, "alpha")
+    assert alpha["flux_mape_pct"] == pytest.approx(10.0)
+    assert alpha["central"]["bias_dmag"] == pytest.approx(-2.5 * np.log10(1.1))
+    assert summarise(merged, "beta")["mean_iou"] == pytest.approx(1.0)
+    with pytest.raises(InputError, match="twice"):
+        merge_results([first, first])
+    with pytest.raises(InputError, match="other blends"):
+        merge_results([first, second[:5]])
+
+
+def test_ship_writes_a_manifest_with_test_metrics(tmp_path):
+    from napari_blendphot.models.registry import list_shipped_models
+    from training.config import load_config, save_config
+    from training.ship import ship_run
+
+    run = tmp_path / "run"
+    (run / "evaluation").mkdir(parents=True)
+    (run / "model.keras").write_bytes(b"stand-in for a saved model")
+    save_config(load_config("blend2flux_f64"), run / "config.json")
+    (run / "run.json").write_text(json.dumps({"seed": 2020, "backend": "jax", "epochs_completed": 97,
+                                              "best_epoch": 86, "data": {"n_train": 22500}}))
+    galaxy = {"n": 5000, "flux_mape_pct": 4.6, "bias_dmag": 0.0, "sigma_dmag": 0.08, "outlier_fraction": 0.001}
+    (run / "evaluation" / "summary.json").write_text(json.dumps(
+        {"flux_mape_pct": 4.6, "central": galaxy, "companion": galaxy, "n_blends": 5000, "split": "test"}))
+    weights = tmp_path / "weights"
+    manifest = ship_run(run, "b2f_test", default=True, description="mock", weights_dir=weights)
+    assert manifest.method == "blend2flux" and manifest.architecture["filters"] == 64
+    assert manifest.test_metrics["flux_mape_pct"] == 4.6
+    assert [m.name for m in list_shipped_models(weights)] == ["b2f_test"]
+    with pytest.raises(FileExistsError):
+        ship_run(run, "b2f_test", weights_dir=weights)

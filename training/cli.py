@@ -94,6 +94,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_sep)
 
+    p = sub.add_parser("ship", help="copy a run's model into the package's shipped weights with its manifest")
+    p.add_argument("run_dir")
+    p.add_argument("--name", required=True, help="shipped model name (file stem)")
+    p.add_argument("--default", action="store_true", help="make it the default model of its method")
+    p.add_argument("--description", default="", help="what the model was trained on, in words")
+    p.add_argument("--notes", default="")
+    p.add_argument("--weights-dir", help="target folder (default: napari_blendphot/models/weights)")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_ship)
+
     p = sub.add_parser("digest", help="SHA-256 digests of a blend dataset (files and the test blends array), "
                                       "to check that two machines made the same bytes")
     p.add_argument("blends", help="blend dataset folder")
@@ -129,6 +139,15 @@ def _build_dataset(args) -> int:
                                sample_path=args.sample if os.path.isfile(args.sample) else None)
     print(f"wrote {path} in {time.perf_counter() - tic:.1f} s; blends.npy sha256 "
           f"{sha256_file(Path(path) / 'blends.npy')}")
+    return 0
+
+
+def _ship(args) -> int:
+    from training.ship import ship_run
+
+    manifest = ship_run(args.run_dir, args.name, default=args.default, description=args.description,
+                        notes=args.notes, weights_dir=args.weights_dir, overwrite=args.overwrite)
+    print(manifest.to_json())
     return 0
 
 

@@ -249,3 +249,32 @@ def merge_results(tables, provenance: dict | None = None):
     if labels:
         merged.meta["labels"] = labels
     return merged
+
+
+def detection_case_table(table, detection_column: str = "detection_sep"):
+    """Flux MAPE (%) of every method per SEP detection case, central and companion.
+
+    Cases (SPEC §5): 0 only the central found, 1 only the companion, 2 both,
+    3 more than two sources; -1 nothing assigned.  Networks are scored on every
+    blend of a case (they always predict both fluxes); SEP only where it
+    measured the galaxy.  Returns a list of dict rows.
+    """
+    from napari_blendphot.report.results import methods_in
+
+    if detection_column not in table.colnames:
+        raise InputError("results table", f"has no column {detection_column!r}")
+    cases = np.asarray(table[detection_column])
+    rows = []
+    for method in methods_in(table):
+        for case in sorted(set(cases.tolist())):
+            keep = cases == case
+            row = {"method": method, "case": int(case), "n_blends": int(keep.sum())}
+            for g, name in (("g1", "central"), ("g2", "companion")):
+                true = np.asarray(table[f"{g}_flux"], np.float64)[keep]
+                pred = np.asarray(table[f"{g}_flux_{method}"], np.float64)[keep]
+                found = np.isfinite(pred)
+                row[f"{name}_n"] = int(found.sum())
+                row[f"{name}_flux_mape_pct"] = (float(100 * np.mean(np.abs(pred[found] - true[found]) / true[found]))
+                                                if found.any() else None)
+            rows.append(row)
+    return rows

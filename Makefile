@@ -13,9 +13,9 @@ demo: setup
 
 # Three pytest processes: TensorFlow and napari's OpenGL must not share one (SPEC §8),
 # and the library must be checked free of TensorFlow outside its worker.  Tests that
-# open a viewer ("gui") and modules that run Keras in-process ("keras_inprocess") are
-# marked automatically (tests/conftest.py).
+# open a viewer are marked "gui" automatically (tests/conftest.py); the modules that
+# run Keras in-process live in tests/keras_inprocess/.
 test: setup
-	.venv/bin/python -m pytest -q -m "not gui and not keras_inprocess"
-	.venv/bin/python -m pytest -q -m keras_inprocess
+	.venv/bin/python -m pytest -q -m "not gui"
+	.venv/bin/python -m pytest -q tests/keras_inprocess
 	.venv/bin/python -m pytest -q -m gui

@@ -30,17 +30,12 @@ def toy_sample():
 # "free(): invalid pointer" at exit).  Tests that open a napari viewer are marked
 # "gui" automatically, and `make test` runs them in their own pytest process
 # (`-m gui`), separate from the tests that load Keras in-process (`-m "not gui"`).
-# Likewise, the few test modules that run Keras inside the test process (torch
-# backend; saving a .keras file imports TensorFlow whatever the backend) get their
-# own process (`-m keras_inprocess`), so the rest can check that the library never
-# loads TensorFlow/Keras outside the inference worker.
+# Likewise, the test modules that run Keras inside the test process live in
+# tests/keras_inprocess/, which only its own pytest process collects.
 _GUI_FIXTURES = {"make_napari_viewer", "make_napari_viewer_proxy", "qtbot", "viewer_model"}
-_KERAS_INPROCESS_MODULES = {"test_models_networks.py", "test_models_io.py"}
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if _GUI_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.gui)
-        if item.path.name in _KERAS_INPROCESS_MODULES:
-            item.add_marker(pytest.mark.keras_inprocess)

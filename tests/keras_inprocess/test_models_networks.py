@@ -14,7 +14,7 @@ os.environ.setdefault("KERAS_BACKEND", "torch")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-keras = pytest.importorskip("keras")
+import keras  # noqa: E402
 
 from napari_blendphot.errors import InputError  # noqa: E402
 from napari_blendphot.models.layers import FluxOutput, StampNormalization  # noqa: E402

@@ -11,7 +11,7 @@ import zipfile  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-keras = pytest.importorskip("keras")
+import keras  # noqa: E402
 
 from napari_blendphot.errors import InputError, OutputExistsError  # noqa: E402
 from napari_blendphot.models.io import check_role, load_model, read_keras_config, save_model  # noqa: E402

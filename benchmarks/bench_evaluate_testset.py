@@ -29,7 +29,12 @@ Peak memory: for every process of a stage (the ``blendphot`` process, the
 engine's worker, SEP's process pool) the peak resident set ``VmHWM`` is read
 from ``/proc/PID/status`` while it runs (polled every 0.1 s; psutil is used
 to find the descendants when installed), plus ``ru_maxrss`` of
-``RUSAGE_CHILDREN`` (the largest single descendant waited for).  The machine
+``RUSAGE_CHILDREN`` (the largest single descendant waited for).  RSS counts
+pages shared between processes (a pool forked from the TensorFlow worker
+shares its TensorFlow pages) in every one of them, so the peak of the summed
+*proportional* set size (``Pss`` of ``/proc/PID/smaps_rollup``) over all the
+processes of the stage is printed too: that is the memory the stage really
+takes.  The machine
 is shared: the load average is printed before and after.
 """
 
@@ -104,12 +109,21 @@ def _status(pid: int) -> dict:
     for key in ("VmHWM", "VmRSS"):
         if key in fields:
             fields[key] = int(fields[key].split()[0]) / 1024
+    try:
+        # Proportional set size: shared pages (a forked pool's copy-on-write TensorFlow) split between sharers.
+        with open(f"/proc/{pid}/smaps_rollup") as handle:
+            for line in handle:
+                if line.startswith("Pss:"):
+                    fields["Pss"] = int(line.split()[1]) / 1024
+                    break
+    except OSError:
+        pass
     return fields
 
 
 def describe_process(cmdline: str) -> str:
     if "spawn_main" in cmdline or "multiprocessing" in cmdline:
-        return "worker/pool (spawn)"
+        return "worker/pool"
     if "napari_blendphot.cli" in cmdline:
         return "blendphot"
     return cmdline[:60]
@@ -119,18 +133,23 @@ def run_stage(name: str, command: list[str], log: Path, poll_s: float = 0.1) -> 
     """Run *command*, polling the peak RSS of it and its descendants; returns timings and peaks."""
     print(f"[{name}] {' '.join(command)}", flush=True)
     peaks: dict[int, dict] = {}
+    total_pss_peak = 0.0
     start = time.perf_counter()
     with open(log, "w") as output:
         process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, cwd=REPO)
         stop = threading.Event()
 
         def poll() -> None:
+            nonlocal total_pss_peak
             while not stop.is_set():
+                total_pss = 0.0
                 for pid in [process.pid] + _children_of(process.pid):
                     status = _status(pid)
                     if "VmHWM" in status:
                         record = peaks.setdefault(pid, {"cmdline": status.get("cmdline", ""), "peak_mb": 0.0})
                         record["peak_mb"] = max(record["peak_mb"], status["VmHWM"])
+                        total_pss += status.get("Pss", 0.0)
+                total_pss_peak = max(total_pss_peak, total_pss)
                 stop.wait(poll_s)
 
         poller = threading.Thread(target=poll, daemon=True)
@@ -145,8 +164,9 @@ def run_stage(name: str, command: list[str], log: Path, poll_s: float = 0.1) -> 
     processes = sorted(((describe_process(r["cmdline"]), r["peak_mb"], pid) for pid, r in peaks.items()),
                        key=lambda item: -item[1])
     summary = ", ".join(f"{label} {peak:.0f} MiB" for label, peak, _ in processes[:4])
-    print(f"[{name}] {elapsed:.1f} s; peak RSS per process: {summary}", flush=True)
-    return {"stage": name, "seconds": elapsed, "command": command,
+    print(f"[{name}] {elapsed:.1f} s; peak RSS per process: {summary}; peak of the summed PSS of all its "
+          f"processes: {total_pss_peak:.0f} MiB", flush=True)
+    return {"stage": name, "seconds": elapsed, "command": command, "peak_total_pss_mb": total_pss_peak,
             "peaks_mb": [{"process": label, "pid": pid, "peak_mb": peak} for label, peak, pid in processes]}
 
 

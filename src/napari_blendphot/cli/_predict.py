@@ -141,7 +141,7 @@ def run(args) -> int:
 
     from napari_blendphot.blend.dataset import BlendDataset, BlendDatasetView
     from napari_blendphot.deblend.engine import InferenceEngine
-    from napari_blendphot.deblend.registry import parse_method_list
+    from napari_blendphot.deblend.registry import method_info, parse_method_list
     from napari_blendphot.errors import InputError, check_output_path
     from napari_blendphot.provenance import make_provenance
     from napari_blendphot.report.results import build_results_table, concatenate_results, write_results
@@ -185,7 +185,8 @@ def run(args) -> int:
         n_blends=int(len(rows)),
         methods=methods,
         method_metadata={name: _method_provenance(meta) for name, meta in metadata.items()},
-        keras_backend=backend,
+        # The backend shapes the numbers only when a network ran.
+        keras_backend=backend if any(method_info(m).needs_worker for m in methods) else None,
         iou_threshold=0.5,
     )
     written = write_results(table, args.output, overwrite=args.overwrite)

@@ -1,4 +1,4 @@
-"""Reliability bugs in modules whose authors are still at work (found by the reliability work).
+"""Reliability bug found in the predict command (reproducibility of SEP-only results).
 
 Each test failed before its module was fixed.
 """

@@ -18,6 +18,8 @@ import pytest
 from napari_blendphot.errors import InputError
 
 REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # training/ sits beside src/, not installed with the package
+    sys.path.insert(0, str(REPO))
 
 
 @pytest.fixture(scope="module")
@@ -134,6 +136,27 @@ def test_stream_batches_are_new_each_epoch_and_reproducible(toy_sample):
     np.testing.assert_array_equal(first[2][0], again[2][0])
     assert not np.array_equal(first[0][0], later[0][0])
     assert first[0][1]["fluxes"].shape == (16, 2)
+
+
+def test_stream_mode_holds_out_validation_galaxies(toy_sample, tmp_path):
+    from napari_blendphot.sample.io_native import write_native
+    from training.config import load_config
+    from training.train import prepare_data
+
+    sample_path = write_native(toy_sample, tmp_path / "toy.fits")
+    config = load_config("tiny_blend2mask2flux", {"data.mode": "stream", "data.blends_per_epoch": 32,
+                                                  "data.validation_blends": 12, "data.validation_fraction": 0.2})
+    source, (x_val, y_val), provenance = prepare_data(config, sample_path=sample_path)
+    assert provenance["mode"] == "stream" and provenance["n_validation_galaxies"] >= 2
+    assert source.steps_per_epoch == 4 and x_val.shape == (12, 128, 128)
+    assert y_val["masks"].shape == (12, 128, 128, 2) and y_val["fluxes"].shape == (12, 2)
+    # Validation galaxies never enter the training stream.
+    train_ids = set(source.stream.ids.tolist())
+    assert provenance["n_train_galaxies"] == len(train_ids)
+    assert not train_ids & set(provenance["validation_galaxy_ids"])
+    assert provenance["n_train_galaxies"] + provenance["n_validation_galaxies"] <= len(toy_sample)
+    x, y = source.batch(0, 0)
+    assert x.shape == (8, 128, 128) and y["masks"].shape == (8, 128, 128, 2)
 
 
 def test_validation_split_is_seeded_and_disjoint():

@@ -384,7 +384,9 @@ def prepare_data(config: dict, blends_dir=None, sample_path=None):
                                                "sha256": sha256_file(sample_path)} if os.path.isfile(sample_path)
                   else str(sample_path),
                   "split_seed": split_seed, "n_train_galaxies": int(len(fit_rows)),
-                  "n_validation_galaxies": int(len(val_rows)), "blends_per_epoch": int(data_cfg["blends_per_epoch"]),
+                  "n_validation_galaxies": int(len(val_rows)),
+                  "validation_galaxy_ids": [int(i) for i in np.asarray(train_sample.catalog["id"])[val_rows]],
+                  "blends_per_epoch": int(data_cfg["blends_per_epoch"]),
                   "n_validation": n_val}
     return source, (x_val, y_val), provenance
 

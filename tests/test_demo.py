@@ -61,6 +61,11 @@ def test_demo_viewer_has_a_first_blend(qtbot):
         assert builder.model.name in names and "companion position" in names
         assert builder.model.sample_name == "embedded mock sample"
         assert "Blend Builder" in viewer.window.dock_widgets
+        if inspector is not None:
+            # Regression: the screenshot did not wait for the first inspection
+            # (the demo looked for a signal the inspector did not expose).
+            assert _demo._waiting_for_inspector(inspector)
+            qtbot.waitUntil(lambda: not _demo._waiting_for_inspector(inspector), timeout=60_000)
         assert "tensorflow" not in sys.modules
     finally:
         viewer.close()

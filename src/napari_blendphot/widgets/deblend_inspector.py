@@ -535,6 +535,11 @@ class DeblendInspectorWidget(QWidget):
             self._reported.add(message)
             _notify(kind, message)
 
+    @property
+    def inspection_done(self):
+        """Qt signal emitted on the GUI thread after each finished inspection (once it is drawn)."""
+        return self._bridge.inspection_done
+
     def _on_inspection_done(self, future) -> None:
         requested = self._requested_at.pop(getattr(future, "request_id", -1), None)
         try:

@@ -160,3 +160,15 @@ def test_sep_masks_recomputed_in_worker(widget, toy_results, qtbot):
     expected = SepTwoPass().deblend(view.blends, view.context()).masks[0]
     np.testing.assert_array_equal(widget.viewer.layers[layer_name].data, masks_to_labels(expected))
     assert "tensorflow" not in sys.modules
+
+
+def test_network_masks_can_be_rerun_with_shipped_weights(qtbot):
+    """Masks of every mask-making method are re-run, networks too when a model is shipped."""
+    from napari_blendphot.models.registry import default_model
+    from napari_blendphot.widgets.failure_browser import can_rerun_masks
+
+    assert can_rerun_masks("sep")
+    assert not can_rerun_masks("blend2flux")  # makes no masks
+    for network in ("unet", "blend2mask2flux"):
+        assert can_rerun_masks(network) == (default_model(network) is not None)
+    assert default_model("unet") is not None  # the plugin ships a U-Net

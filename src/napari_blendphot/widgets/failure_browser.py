@@ -8,8 +8,10 @@ A thin Qt view over :class:`~napari_blendphot.widgets._failure_model.FailureMode
   header to sort; filters above it.
 * **Viewer**: selecting a row shows the blend (``failures: blend``), its true
   masks as outlines (``failures: truth``) and, for methods that make masks
-  and can run here (SEP), their masks re-computed for that one blend in the
-  inference engine's worker process (``failures: <method> masks``); layers
+  and can run here (SEP, and the networks that have shipped weights), their
+  masks re-computed for that one blend in the inference engine's worker
+  process (``failures: <method> masks``; networks with the shipped weights,
+  which may differ from the weights that made the results table); layers
   are updated in place.  The blend becomes the viewer's current blend, so the
   Deblend Inspector follows.  J / K (or the arrow keys in the table) walk the
   filtered list.
@@ -55,7 +57,19 @@ TRUTH_LAYER = "failures: truth"
 #: Viewer keys: next / previous row of the filtered table.
 NEXT_KEY, PREVIOUS_KEY = "J", "K"
 #: Methods whose masks are re-computed for the shown blend when they are in the results.
-RERUN_METHODS = ("sep",)
+def can_rerun_masks(method: str) -> bool:
+    """Whether *method*'s masks can be re-computed here: it makes masks and, if it is a
+    network, a shipped model exists for it (results tables do not store masks)."""
+    from napari_blendphot.deblend.registry import method_info
+
+    info = method_info(method)
+    if not info.makes_masks:
+        return False
+    if not info.needs_worker:
+        return True
+    from napari_blendphot.models.registry import METHODS, default_model
+
+    return method in METHODS and default_model(method) is not None
 _COLUMN_NAMES = list(COLUMNS)
 _DETECTION_TEXT = {NO_DETECTION: "—", -1: "-1 none", 0: "0 central", 1: "1 companion", 2: "2 both", 3: "3 more"}
 _ALL = "all"
@@ -160,10 +174,11 @@ class FailureBrowserWidget(QWidget):
         row = QHBoxLayout()
         self.results_button = QPushButton("Results table…")
         self.dataset_button = QPushButton("Blend dataset…")
-        self.rerun_check = QCheckBox("re-run SEP masks")
+        self.rerun_check = QCheckBox("re-run masks")
         self.rerun_check.setChecked(True)
         self.rerun_check.setToolTip("Masks are not stored in results tables: re-compute them for the shown blend "
-                                    "in the inference worker process")
+                                    "in the inference worker process (SEP, and the networks with their "
+                                    "shipped weights)")
         row.addWidget(self.results_button)
         row.addWidget(self.dataset_button)
         row.addWidget(self.rerun_check)
@@ -490,14 +505,13 @@ class FailureBrowserWidget(QWidget):
 
     # -- masks re-computed in the worker process ---------------------------------------------------
     def mask_methods(self) -> list[str]:
-        """Methods of the results whose masks are re-computed here (registered, make masks, no weights needed)."""
-        from napari_blendphot.deblend.registry import available_methods, method_info
+        """Methods of the results whose masks are re-computed here (registered, make masks, runnable)."""
+        from napari_blendphot.deblend.registry import available_methods
 
         if self.failures is None or not self.rerun_check.isChecked():
             return []
         names = set(available_methods())
-        return [m for m in self.failures.methods
-                if m in RERUN_METHODS and m in names and method_info(m).makes_masks]
+        return [m for m in self.failures.methods if m in names and can_rerun_masks(m)]
 
     def _rerun_masks(self, results_row: int, blend_id) -> None:
         methods = self.mask_methods()

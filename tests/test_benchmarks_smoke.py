@@ -1,0 +1,82 @@
+"""Smoke tests of the benchmark scripts: each runs in its --quick mode, exits 0 and prints its figures.
+
+The scripts are run as subprocesses (as a user would run them), so TensorFlow
+only ever loads in their own processes.  Timings are not asserted: speed
+targets are measured by the scripts themselves (docs/benchmarks.md).  The
+scripts that start TensorFlow (one or two interpreters each) are marked
+``slow``: on the shared 2-core machine each TensorFlow start costs 5-15 s.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BENCHMARKS = REPO / "benchmarks"
+
+
+def run_script(name: str, *args: str, timeout: float = 300) -> str:
+    """Run ``benchmarks/<name> *args``; returns its stdout + stderr, failing the test on a non-zero exit."""
+    environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", KERAS_BACKEND="tensorflow")
+    completed = subprocess.run([sys.executable, str(BENCHMARKS / name), *args], cwd=REPO, env=environment,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout)
+    assert completed.returncode == 0, f"{name} {' '.join(args)} exited {completed.returncode}:\n{completed.stdout[-4000:]}"
+    return completed.stdout
+
+
+def numbers_after(label: str, text: str) -> list[float]:
+    return [float(value) for value in re.findall(re.escape(label) + r"\s*([0-9]+(?:\.[0-9]+)?)", text)]
+
+
+def test_bench_sep_quick():
+    output = run_script("bench_sep.py", "--quick")
+    assert "blends/s" in output or "blends per second" in output, output
+
+
+def test_bench_blend_quick(tmp_path):
+    output = run_script("bench_blend.py", "--quick", "--workdir", str(tmp_path))
+    assert re.search(r"\d", output) and ("RSS" in output or "rss" in output.lower()), output
+
+
+@pytest.mark.slow
+def test_bench_cpu_inference_quick(tmp_path):
+    out_json = tmp_path / "cpu.json"
+    output = run_script("bench_cpu_inference.py", "--quick", "--batch-sizes", "4", "--json", str(out_json))
+    # One line per network and path, with positive throughputs and analytic GFLOP.
+    for path in ("on_batch", "function", "engine"):
+        rates = [float(m) for m in re.findall(rf"\b{path}\s+B=4\s+([0-9.]+) blends/s", output)]
+        assert len(rates) == 3 and all(rate > 0 for rate in rates), output
+    gflops = numbers_after("parameters,", output.replace(" GFLOP/blend", ""))
+    assert len(gflops) == 3 and all(g > 0 for g in gflops), output
+    assert "Budget for 5000 blends" in output and "total, engine:" in output, output
+    assert out_json.exists()
+
+
+@pytest.mark.slow
+def test_bench_evaluate_testset_quick(tmp_path):
+    output = run_script("bench_evaluate_testset.py", "--quick", "--workdir", str(tmp_path))
+    assert re.search(r"\[predict\] [0-9.]+ s; peak RSS per process: .*blendphot \d+ MiB", output), output
+    assert re.search(r"\[evaluate\] [0-9.]+ s", output), output
+    assert "random-weight tiny models" in output, output
+    assert re.search(r"predict [0-9.]+ s \+ evaluate [0-9.]+ s = [0-9.]+ s", output), output
+    # The temporary work folder is removed afterwards.
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_bench_engine_quick():
+    output = run_script("bench_engine.py", "--size", "tiny", "--repeats", "2", "--batch", "16", "--no-transport")
+    assert "ms" in output, output
+
+
+@pytest.mark.slow
+def test_bench_gui_latency_quick():
+    # The script re-runs itself under xvfb-run when there is no display.
+    output = run_script("bench_gui_latency.py", "--quick", "--networks", "tiny")
+    assert "p95" in output, output

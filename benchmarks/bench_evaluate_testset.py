@@ -15,8 +15,9 @@ Stages, each a real ``blendphot`` command run as a subprocess and timed
    when a method has one; otherwise random-weight models of the shipped
    configurations (``training/configs/blend2flux_f64.json``,
    ``unet_d4_f16.json``, ``blend2mask2flux_compact.json``; tiny ones with
-   ``--quick``) are built in a subprocess, saved to temporary ``.keras``
-   files and passed with ``--weights`` (the output says which);
+   ``--quick``; any configuration with ``--model "unet:depth=4,filters=8"``)
+   are built in a subprocess, saved to temporary ``.keras`` files and
+   passed with ``--weights`` (the output says which);
 2. ``blendphot predict DIR --methods sep,blend2flux,unet,blend2mask2flux``
    (all methods, test split, default chunk size);
 3. ``blendphot evaluate results.csv -o report/``;
@@ -196,11 +197,35 @@ for method, kwargs, path in json.loads(sys.argv[1]):
 """
 
 
-def build_random_models(methods, folder: Path, tiny: bool) -> dict:
-    """Random-weight models of the shipped configs (or tiny ones), built in a subprocess: {method: path}."""
+def parse_model_option(text: str) -> tuple[str, dict]:
+    """``"unet:depth=4,filters=8"`` -> ("unet", {"depth": 4, "filters": 8}); lists with ';' (``dense_widths=32;32``)."""
+    def value(item: str):
+        if ";" in item:
+            return [value(part) for part in item.split(";") if part]
+        for kind in (int, float):
+            try:
+                return kind(item)
+            except ValueError:
+                pass
+        return item
+
+    method, _, rest = text.partition(":")
+    if method.strip() not in NETWORKS:
+        raise SystemExit(f"--model {text!r}: the method must be one of {', '.join(NETWORKS)}")
+    kwargs = {}
+    for item in filter(None, rest.split(",")):
+        key, _, raw = item.partition("=")
+        kwargs[key.strip()] = value(raw.strip())
+    return method.strip(), kwargs
+
+
+def build_random_models(methods, folder: Path, tiny: bool, overrides: dict | None = None) -> dict:
+    """Random-weight models of the shipped configs (or tiny ones, or *overrides*), built in a subprocess."""
     jobs = []
     for method in methods:
-        if tiny:
+        if overrides and method in overrides:
+            kwargs = overrides[method]
+        elif tiny:
             kwargs = TINY_CONFIGS[method]
         else:
             with open(REPO / "training" / "configs" / SHIPPED_CONFIGS[method]) as handle:
@@ -233,6 +258,9 @@ def main(argv=None) -> int:
     parser.add_argument("--per-method", action="store_true", help="also run predict once per method")
     parser.add_argument("--random-weights", action="store_true",
                         help="random-weight models of the shipped configs even if shipped models exist")
+    parser.add_argument("--model", action="append", default=[], metavar="METHOD:KEY=VALUE,...",
+                        help='random-weight model of this configuration for a method, e.g. '
+                             '"unet:depth=4,filters=8" (repeatable; replaces the shipped model)')
     parser.add_argument("--workdir", type=Path, default=None, help="where the temporary folder goes")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     parser.add_argument("--target-seconds", type=float, default=120.0)
@@ -256,21 +284,26 @@ def main(argv=None) -> int:
 
         weights_args = []
         networks = [m for m in methods if m in NETWORKS]
+        overrides = dict(parse_model_option(text) for text in args.model)
         shipped = {} if (args.quick or args.random_weights) else shipped_weights()
+        shipped = {method: name for method, name in shipped.items() if method not in overrides}
         missing = [m for m in networks if m not in shipped]
         for method in networks:
             if method in shipped:
                 print(f"weights: {method}: shipped model {shipped[method]}", flush=True)
         if missing:
             start = time.perf_counter()
-            paths = build_random_models(missing, folder, tiny=args.quick)
-            kind = "tiny" if args.quick else "shipped-config"
+            paths = build_random_models(missing, folder, tiny=args.quick, overrides=overrides)
+            kind = "tiny" if args.quick else ("given-config" if overrides else "shipped-config")
+            for method in missing:
+                if method in overrides:
+                    print(f"weights: {method}: random-weight model of {overrides[method]}", flush=True)
             print(f"weights: no shipped model used for {', '.join(missing)}: random-weight {kind} models built in "
                   f"{time.perf_counter() - start:.1f} s (speed only; the metrics below mean nothing for them)",
                   flush=True)
             for method, path in paths.items():
                 weights_args += ["--weights", f"{method}={path}"]
-        figures["weights"] = {"shipped": shipped, "random": missing, "tiny": bool(args.quick)}
+        figures["weights"] = {"shipped": shipped, "random": missing, "tiny": bool(args.quick), "configs": overrides}
 
         results = folder / "results.csv"
         predict = BLENDPHOT + ["predict", str(blends_dir), "--methods", ",".join(methods), "-o", str(results),

@@ -10,39 +10,51 @@ Run:
 Each network is built with :mod:`napari_blendphot.models.networks` (random
 weights: the speed does not depend on them), saved to a temporary ``.keras``
 file and loaded back through :func:`napari_blendphot.models.io.load_model`
-(as the plugin does).  Keras/TensorFlow run only in child processes started
-by this script (one per network), never in this process.  Per batch size
-the child measures:
+(as the plugin does); ``--shipped`` times the trained shipped models with
+their own weights instead.  Keras/TensorFlow run only in child processes
+started by this script (one per network, one for all with ``--quick``) and
+in the engine's worker, never in this process.  Per batch size the child
+measures:
 
 * ``predict``   ``model.predict(x, batch_size=B)`` (Keras' own loop);
 * ``on_batch``  ``model.predict_on_batch(x)`` (what the engine's wrappers call);
 * ``function``  ``tf.function(lambda x: model(x, training=False))``;
 * ``xla``       the same with ``jit_compile=True`` (XLA on the CPU);
 * ``bf16``      ``function`` with the network rebuilt under the
-  ``mixed_bfloat16`` policy (weights in float32, compute in bfloat16);
+  ``mixed_bfloat16`` policy with the same weights (variables float32,
+  compute bfloat16); its outputs are compared with float32's (relative flux
+  and |dmag| differences, mask probability differences and pixels flipped
+  at 0.5);
 
 and this process measures ``engine``: the saved file run through
 :class:`napari_blendphot.deblend.engine.InferenceEngine` (worker process,
 pipe transport, the method wrapper's post-processing) with
 ``method_options={name: {"weights": file, "batch_size": B}}``.
+``--sep-blends N`` also times SEP two-pass through the engine in a worker
+that has the networks loaded (its default process pool against ``n_jobs=1``).
 
-Throughput is blends per second over repeated calls after a warm-up call
-(at least ``--min-seconds`` of timed work per cell).  The analytic cost
-counts the multiply-accumulates of every Conv2D, Conv2DTranspose and Dense
-layer from its input/output shapes (GFLOP = 2 x MAC / 1e9); pooling,
-activations, normalisation and concatenation are left out (< 2 %).
+Throughput is blends per second of the median call after a warm-up call
+(at least ``--min-seconds`` of timed work per cell), and **CPU ms per
+blend** (all threads; for ``engine`` this process plus the worker): on a
+shared machine the CPU time is the load-independent cost.  Inputs are
+synthetic blends (noise plus two Gaussian galaxies), or the test blends of
+``--blends DIR``.  The analytic cost counts the multiply-accumulates of
+every Conv2D, Conv2DTranspose and Dense layer from its input/output shapes
+(GFLOP = 2 x MAC / 1e9); pooling, activations, normalisation and
+concatenation are left out (< 2 %).
 
-The budget at the end takes the best measured path per network at the
-engine's batch size, adds SEP (``--sep-ms-per-blend`` per blend per core,
-run on ``--sep-processes`` processes, default: measured by
-``benchmarks/bench_sep.py``), and compares the sum for ``--n-blends``
-(5,000) with ``--target-seconds`` (120).  Timings on a shared machine are
-noisy: the load average is printed with the results.
+The budget at the end adds, per network, the best direct float32 path, the
+best engine cell, and the engine's CPU time at its default batch size
+divided by the number of cores (the idle-machine estimate), plus SEP
+(``--sep-ms-per-blend`` per blend per core on ``--sep-processes``), for
+``--n-blends`` (5,000) against ``--target-seconds`` (120).  Give one
+configuration per method for a meaningful total.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import subprocess
@@ -257,7 +269,8 @@ def time_network(spec: dict, out_dir: str, batch_sizes, paths, min_seconds: floa
         path = Path(spec["weights_file"])
     else:
         built = build_model(spec["method"], **spec["kwargs"])
-        path = Path(out_dir) / f"{spec['method']}-{abs(hash(json.dumps(spec, sort_keys=True))) % 10**8}.keras"
+        digest = hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+        path = Path(out_dir) / f"{spec['method']}-{digest}.keras"
         save_model(built, path, overwrite=True)
     model = load_model(path, expect=spec["method"])
     result = {"spec": spec, "path": str(path), "parameters": int(model.count_params()),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -173,21 +172,3 @@ def test_importing_models_and_registry_does_not_import_keras():
     )
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert completed.returncode == 0, completed.stderr
-
-
-def test_load_registered_model_verifies_then_loads(tmp_path):
-    os.environ.setdefault("KERAS_BACKEND", "torch")
-    pytest.importorskip("keras")
-    from napari_blendphot.models.io import save_model
-    from napari_blendphot.models.networks import build_unet
-    from napari_blendphot.models.registry import load_registered_model
-
-    folder = tmp_path / "weights"
-    folder.mkdir()
-    path = save_model(build_unet(depth=2, filters=4), folder / "unet_tiny.keras")
-    write_manifest(path, "unet", {"depth": 2, "filters": 4}, TRAINED_ON, {"iou": 0.5})
-    model, manifest = load_registered_model("unet_tiny", weights_dir=folder)
-    assert manifest.method == "unet" and model.output_shape == (None, 128, 128, 2)
-    assert manifest.backend == __import__("keras").backend.backend()
-    with pytest.raises(InputError, match="not blend2flux"):
-        load_registered_model("unet_tiny", expect="blend2flux", weights_dir=folder)

@@ -135,6 +135,9 @@ def run_stage(name: str, command: list[str], log: Path, poll_s: float = 0.1) -> 
     print(f"[{name}] {' '.join(command)}", flush=True)
     peaks: dict[int, dict] = {}
     total_pss_peak = 0.0
+    # CPU time of every descendant that has been waited for (the CLI waits for its worker, the
+    # worker for its pools): the stage's load-independent cost.
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     with open(log, "w") as output:
         process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, cwd=REPO)
@@ -159,15 +162,21 @@ def run_stage(name: str, command: list[str], log: Path, poll_s: float = 0.1) -> 
         stop.set()
         poller.join()
     elapsed = time.perf_counter() - start
+    children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_seconds = (children_after.ru_utime - children_before.ru_utime
+                   + children_after.ru_stime - children_before.ru_stime)
     if returncode != 0:
         print(log.read_text()[-3000:], file=sys.stderr)
         raise SystemExit(f"[{name}] failed with exit code {returncode} (log: {log})")
     processes = sorted(((describe_process(r["cmdline"]), r["peak_mb"], pid) for pid, r in peaks.items()),
                        key=lambda item: -item[1])
     summary = ", ".join(f"{label} {peak:.0f} MiB" for label, peak, _ in processes[:4])
-    print(f"[{name}] {elapsed:.1f} s; peak RSS per process: {summary}; peak of the summed PSS of all its "
-          f"processes: {total_pss_peak:.0f} MiB", flush=True)
-    return {"stage": name, "seconds": elapsed, "command": command, "peak_total_pss_mb": total_pss_peak,
+    print(f"[{name}] {elapsed:.1f} s wall, {cpu_seconds:.1f} s CPU (all its processes; / {os.cpu_count()} cores = "
+          f"{cpu_seconds / (os.cpu_count() or 1):.1f} s on an idle machine if fully parallel); "
+          f"peak RSS per process: {summary}; peak of the summed PSS of all its processes: {total_pss_peak:.0f} MiB",
+          flush=True)
+    return {"stage": name, "seconds": elapsed, "cpu_seconds": cpu_seconds, "command": command,
+            "peak_total_pss_mb": total_pss_peak,
             "peaks_mb": [{"process": label, "pid": pid, "peak_mb": peak} for label, peak, pid in processes]}
 
 
@@ -334,6 +343,8 @@ def main(argv=None) -> int:
         figures["predict_plus_evaluate_s"] = total
         print(f"\nload average at the end {figures['load_average_end']}; "
               f"largest single child process (ru_maxrss, RUSAGE_CHILDREN): {figures['ru_maxrss_children_mb']:.0f} MiB")
+        cpu_total = predict_stage["cpu_seconds"] + evaluate_stage["cpu_seconds"]
+        print(f"CPU time of predict + evaluate: {cpu_total:.1f} s")
         print(f"predict {predict_stage['seconds']:.1f} s + evaluate {evaluate_stage['seconds']:.1f} s = {total:.1f} s "
               f"for the test split with {', '.join(methods)}; target {args.target_seconds:.0f} s "
               f"-> {total / args.target_seconds:.2f} x target ({'met' if total <= args.target_seconds else 'MISSED'})")

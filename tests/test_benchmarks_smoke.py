@@ -61,8 +61,8 @@ def test_bench_cpu_inference_quick(tmp_path):
 @pytest.mark.slow
 def test_bench_evaluate_testset_quick(tmp_path):
     output = run_script("bench_evaluate_testset.py", "--quick", "--workdir", str(tmp_path))
-    assert re.search(r"\[predict\] [0-9.]+ s; peak RSS per process: .*blendphot \d+ MiB", output), output
-    assert re.search(r"\[evaluate\] [0-9.]+ s", output), output
+    assert re.search(r"\[predict\] [0-9.]+ s wall, [0-9.]+ s CPU .*peak RSS per process: .*blendphot \d+ MiB", output), output
+    assert re.search(r"\[evaluate\] [0-9.]+ s wall, [0-9.]+ s CPU", output), output
     assert "random-weight tiny models" in output, output
     assert re.search(r"predict [0-9.]+ s \+ evaluate [0-9.]+ s = [0-9.]+ s", output), output
     # The temporary work folder is removed afterwards.

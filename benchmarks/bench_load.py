@@ -8,10 +8,9 @@ Run (from the repository root)::
     python benchmarks/bench_load.py --part predict | --part gui
 
 Part "predict": ``blendphot predict DATASET --split all --methods sep`` runs as a
-child process over the whole dataset, then all four methods over the first
-``--network-blends`` blends (a dataset of that many blends made with the same
-seed, whose first blends are the same pairs only when the counts agree, so it
-is made separately).  Every 0.5 s the resident memory (RSS, from ``psutil``)
+child process over the whole dataset, then all four methods over
+``--network-blends`` blends (a separate dataset of that many blends, same
+sample and seed; the networks are ~20x slower than SEP).  Every 0.5 s the resident memory (RSS, from ``psutil``)
 of the predict process, of its engine worker (the spawned child) and of the
 worker's SEP process pool is sampled; the predict progress bar on stderr gives
 the RSS at 10 / 50 / 90 % of the blends.  Printed: blends, wall time,
@@ -262,6 +261,13 @@ def part_predict(args, workdir: Path, weights: dict, note: str) -> None:
     n = 2000 if args.quick else args.n_blends
     n_networks = 200 if args.quick else args.network_blends
     dataset = Path(args.dataset) if args.dataset else None
+    if "sep" in args.runs:
+        part_predict_sep(args, workdir, n, dataset)
+    if "networks" in args.runs and weights and n_networks > 0:
+        part_predict_networks(workdir, n_networks, weights, note)
+
+
+def part_predict_sep(args, workdir: Path, n: int, dataset: Path | None) -> None:
     if dataset is None:
         dataset = workdir / f"blends{n}"
         t0 = time.perf_counter()
@@ -272,8 +278,8 @@ def part_predict(args, workdir: Path, weights: dict, note: str) -> None:
     print_predict(figures, f"{dataset.name}, SEP only")
     print(f"machine after: {_load()}")
 
-    if not weights:
-        return
+
+def part_predict_networks(workdir: Path, n_networks: int, weights: dict, note: str) -> None:
     small = workdir / f"blends{n_networks}"
     make_dataset(n_networks, small)
     figures = run_predict(small, ("sep", *weights), workdir / "results_all", weights)
@@ -283,7 +289,8 @@ def part_predict(args, workdir: Path, weights: dict, note: str) -> None:
 
 
 # ------------------------------------------------------------------ GUI session
-def gui_session(moves: int, every: int, weights: dict, note: str, window: str = "1400x900") -> int:
+def gui_session(moves: int, every: int, weights: dict, note: str, window: str = "1400x900",
+                max_seconds: float | None = None) -> int:
     import tracemalloc
 
     import napari
@@ -377,12 +384,17 @@ def gui_session(moves: int, every: int, weights: dict, note: str, window: str = 
     first_snapshot = sample(0, 0.0)
     layer_names = [layer.name for layer in viewer.layers]
     times = []
+    session_start = time.perf_counter()
     for k in range(1, moves + 1):
         t0 = time.perf_counter()
         move(k)
         times.append(time.perf_counter() - t0)
         if k % every == 0:
             last_snapshot = sample(k, float(np.median(times[-every:])))
+            if max_seconds is not None and time.perf_counter() - session_start > max_seconds and k < moves:
+                print(f"STOPPED after {k} of {moves} moves: the time budget of {max_seconds:.0f} s is spent")
+                moves = k
+                break
     tracemalloc.stop()
     print(f"machine: {_load()}")
     print(f"methods: {', '.join(model.selected)}; {moves} moves (half spin-box moves, half drag steps)")
@@ -423,7 +435,9 @@ def part_gui(args, weights_folder: Path, networks: str) -> int:
     moves = 50 if args.quick else args.moves
     every = 10 if args.quick else 100
     command = [sys.executable, __file__, "--gui-child", str(weights_folder), "--moves", str(moves),
-               "--every", str(every), "--networks", networks, "--window", "1000x700" if args.quick else "1400x900"]
+               "--every", str(every), "--networks", networks, "--window", "1000x700" if args.quick else args.window]
+    if args.max_seconds:
+        command += ["--max-seconds", str(args.max_seconds)]
     if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
         if shutil.which("xvfb-run") is None:
             raise SystemExit("no display and no xvfb-run: install xvfb or run under a display")
@@ -444,6 +458,9 @@ def main(argv=None) -> int:
     parser.add_argument("--network-blends", type=int, default=10_000,
                         help="blends of the all-methods predict (default 10,000)")
     parser.add_argument("--moves", type=int, default=1000)
+    parser.add_argument("--runs", default="sep,networks",
+                        help="predict runs: 'sep' (SEP over the whole dataset), 'networks' (all methods "
+                             "over --network-blends), or both (default)")
     parser.add_argument("--networks", choices=("auto", "tiny", "none"),
                         help="auto: the shipped models, else tiny untrained ones; none: SEP only "
                              "(default auto; none with --quick, which must stay under ~40 s)")
@@ -451,7 +468,9 @@ def main(argv=None) -> int:
     parser.add_argument("--build-tiny-models", help=argparse.SUPPRESS)
     parser.add_argument("--gui-child", help=argparse.SUPPRESS)
     parser.add_argument("--every", type=int, default=100, help=argparse.SUPPRESS)
-    parser.add_argument("--window", default="1400x900", help=argparse.SUPPRESS)
+    parser.add_argument("--window", default="1400x900", help="GUI window size WxH")
+    parser.add_argument("--max-seconds", type=float,
+                        help="stop the GUI session at the next sample after this many seconds of moves")
     args = parser.parse_args(argv)
     if args.build_tiny_models:
         _build_tiny_models(args.build_tiny_models)
@@ -459,7 +478,8 @@ def main(argv=None) -> int:
     networks = args.networks or ("none" if args.quick else "auto")
     if args.gui_child:
         folder = Path(args.gui_child)
-        return gui_session(args.moves, args.every, *_weights(folder, networks), window=args.window)
+        return gui_session(args.moves, args.every, *_weights(folder, networks), window=args.window,
+                           max_seconds=args.max_seconds)
 
     workdir = Path(tempfile.mkdtemp(prefix="bench_load_", dir=args.workdir))
     try:

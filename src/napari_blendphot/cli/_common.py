@@ -11,22 +11,34 @@ def add_overwrite(parser) -> None:
 
 
 def progress_printer(label: str, stream=None):
-    """A ``progress(done, total)`` callback drawing a one-line text bar on stderr."""
+    """A ``progress(done, total)`` callback drawing a text bar on stderr.
+
+    On a terminal the bar is redrawn in place at every percent; in a log file
+    (not a terminal) one line is written each time another tenth is passed,
+    whatever the chunk size, and at the end.
+    """
     stream = stream or sys.stderr
-    state = {"last": -1}
+    interactive = getattr(stream, "isatty", lambda: False)()
+    state = {"percent": -1, "tenth": -1}
 
     def progress(done: int, total: int) -> None:
         if total <= 0:
             return
         percent = int(100 * done / total)
-        if percent == state["last"] and done != total:
+        finished = done >= total
+        if interactive:
+            if percent == state["percent"] and not finished:
+                return
+        elif percent // 10 == state["tenth"] and not finished:
             return
-        state["last"] = percent
+        state["percent"], state["tenth"] = percent, percent // 10
         width = 30
-        filled = int(width * done / total)
-        end = "\n" if done >= total else ""
-        if stream.isatty() or done >= total or percent % 10 == 0:
-            stream.write(f"\r{label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}{end}")
-            stream.flush()
+        filled = int(width * min(done, total) / total)
+        bar = f"{label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}"
+        if interactive:
+            stream.write(f"\r{bar}" + ("\n" if finished else ""))
+        else:
+            stream.write(bar + "\n")
+        stream.flush()
 
     return progress

@@ -63,9 +63,12 @@ def network_weights(folder: Path, quick: bool) -> tuple[dict, str]:
     sys.path.insert(0, str(HERE))
     from bench_evaluate_testset import build_random_models, shipped_weights
 
+    from napari_blendphot.models.registry import default_model
+
     shipped = {} if quick else shipped_weights()
     missing = [name for name in NETWORKS if name not in shipped]
-    weights = dict(shipped)
+    # Paths, not shipped names: the inspector's set_weights takes a file.
+    weights = {name: str(default_model(name).path) for name in shipped}
     if missing:
         weights.update(build_random_models(missing, folder, tiny=quick))
     parts = [f"{name}: shipped {shipped[name]}" for name in NETWORKS if name in shipped]

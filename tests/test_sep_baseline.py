@@ -327,3 +327,38 @@ def test_pool_refuses_worker_methods():
 
     with pytest.raises(InputError, match="inference worker"):
         deblend_in_processes(NeedsWorker(), np.zeros((2, 128, 128), np.float32))
+
+
+def test_deep_learning_runtimes_rule_out_fork():
+    """Regression: TensorFlow's native thread pools are invisible to the threading
+    module, so the SEP pool forked a multi-threaded inference worker."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, types\n"
+        "from napari_blendphot.deblend import parallel\n"
+        "before = parallel.default_start_method()\n"
+        "sys.modules['tensorflow'] = types.ModuleType('tensorflow')  # stands in for the loaded runtime\n"
+        "print(before, parallel.default_start_method())\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["fork", "spawn"]
+
+
+def test_memory_mapped_dataset_blends_are_measured(tmp_path):
+    """Regression: read-only memmapped blends reached sep, which failed on every
+    blend, so SEP reported 'not detected' for a whole dataset."""
+    from napari_blendphot.blend.dataset import BlendDataset, write_blend_dataset
+    from napari_blendphot.deblend.sep_baseline import SepTwoPass
+    from napari_blendphot.sample.toy import make_toy_sample
+
+    path = write_blend_dataset(make_toy_sample(40, seed=1), tmp_path / "ds", n=12, test_fraction=0.0, seed=1)
+    dataset = BlendDataset(path)
+    assert not dataset.blends.flags.writeable
+    from_disk = SepTwoPass().deblend(dataset.blends, dataset.context())
+    in_memory = SepTwoPass().deblend(np.array(dataset.blends), dataset.context())
+    assert (from_disk.extra["detection"] >= 0).any()
+    np.testing.assert_array_equal(from_disk.extra["detection"], in_memory.extra["detection"])
+    np.testing.assert_array_equal(from_disk.fluxes, in_memory.fluxes)

@@ -119,6 +119,10 @@ def check_blends(blends, source: str = "blends", allow_single: bool = True) -> n
     if array.shape[0] == 0:
         raise InputError(source, "the batch is empty")
     array = np.ascontiguousarray(array, dtype=np.float32)
+    if not array.flags.writeable:
+        # Read-only input (a memory-mapped blend dataset): sep needs a writable
+        # buffer and fails on every blend otherwise.
+        array = array.copy()
     finite = np.isfinite(array).reshape(len(array), -1).all(axis=1)
     if not finite.all():
         raise InputError(source, f"{int((~finite).sum())} blend(s) contain NaN or infinite pixels "

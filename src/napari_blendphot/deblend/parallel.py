@@ -109,6 +109,9 @@ def _run_chunk(method, blends, context):
 _QT_MODULES = ("PyQt5", "PyQt6", "PySide2", "PySide6")
 
 
+_THREADED_RUNTIMES = ("tensorflow", "jax", "torch")
+
+
 def default_start_method() -> str:
     """``"fork"`` where it is safe and fast, ``"spawn"`` otherwise.
 
@@ -121,6 +124,10 @@ def default_start_method() -> str:
     if "fork" not in multiprocessing.get_all_start_methods():
         return "spawn"
     if threading.active_count() > 1 or any(name in sys.modules for name in _QT_MODULES):
+        return "spawn"
+    # Deep-learning runtimes run native thread pools that the threading module
+    # does not see (TensorFlow in the inference worker): never fork them.
+    if any(name in sys.modules for name in _THREADED_RUNTIMES):
         return "spawn"
     return "fork"
 

@@ -110,7 +110,8 @@ def dataset_blends(path, n: int):
 
     dataset = BlendDataset(path)
     n = min(n, len(dataset))
-    return np.ascontiguousarray(dataset.blends[:n]), dataset.context().subset(slice(0, n))
+    # A copy: the dataset is memory-mapped read-only and sep needs writable buffers.
+    return np.array(dataset.blends[:n], dtype=np.float32), dataset.context().subset(slice(0, n))
 
 
 def best_time(function, repeats: int) -> float:

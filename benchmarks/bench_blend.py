@@ -103,6 +103,7 @@ def main(argv=None) -> int:
     print(f"draw {args.n_blends} pairs + shifts: {draw_time * 1e3:.1f} ms (median of 3)")
 
     workdir = Path(args.workdir or tempfile.gettempdir())
+    workdir.mkdir(parents=True, exist_ok=True)
     out = Path(tempfile.mkdtemp(prefix="bench-blend-", dir=workdir)) / "dataset"
     try:
         tracemalloc.start()

@@ -198,7 +198,7 @@ def write_blend_dataset(sample, out_dir, n: int = 30000, test_fraction: float = 
         with open(staging / PROVENANCE_FILE, "w", encoding="utf-8") as handle:
             json.dump(json.loads(dumps(provenance)), handle, indent=2, sort_keys=True)
             handle.write("\n")
-        _move_into_place(staging, out_dir)
+        move_into_place(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -228,7 +228,12 @@ def _write_arrays(folder: Path, images, central_masks, central, companion, dy, d
             progress(stop, total)
 
 
-def _move_into_place(staging: Path, out_dir: Path) -> None:
+def move_into_place(staging: Path, out_dir: Path) -> None:
+    """Rename a completely written *staging* folder to *out_dir* (replacing an old one).
+
+    The caller has checked that replacing *out_dir* is allowed; a reader never
+    sees a half-written dataset under the final name.
+    """
     if out_dir.exists():
         # Only reached with overwrite=True or an empty folder: swap, then delete the old one.
         old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))

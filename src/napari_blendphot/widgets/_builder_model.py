@@ -15,7 +15,6 @@ companion changed), ``blend_changed(blend)`` after every rebuild,
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -329,6 +328,7 @@ def write_built_blends(blends, out_dir, provenance: dict | None = None, overwrit
     from astropy.table import Table
 
     from napari_blendphot.blend.assemble import CATALOG_COLUMNS
+    from napari_blendphot.blend.dataset import move_into_place
     from napari_blendphot.provenance import dumps
     from napari_blendphot.tables import write_table
 
@@ -364,16 +364,7 @@ def write_built_blends(blends, out_dir, provenance: dict | None = None, overwrit
         with open(staging / "provenance.json", "w", encoding="utf-8") as handle:
             json.dump(json.loads(dumps(provenance or {})), handle, indent=2, sort_keys=True)
             handle.write("\n")
-        if out_dir.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-            os.replace(out_dir, old / "dataset")
-            os.replace(staging, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, out_dir)
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(out_dir, 0o777 & ~mask)
+        move_into_place(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

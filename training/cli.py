@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_blendphot.errors import BlendphotError, InputError
+from napari_blendphot.errors import InputError
 
 BACKENDS = ("tensorflow", "jax", "torch")
 
@@ -246,19 +246,9 @@ def _merge(args) -> int:
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
-    try:
-        return int(args.func(args) or 0)
-    except BlendphotError as exc:
-        print(f"python -m training {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"python -m training {args.command}: interrupted", file=sys.stderr)
-        return 130
+    from napari_blendphot.cli import run_parser
+
+    return run_parser(build_parser(), argv, prog="python -m training")
 
 
 if __name__ == "__main__":  # pragma: no cover

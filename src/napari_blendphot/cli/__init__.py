@@ -36,19 +36,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"napari-blendphot {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module_name in _COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"{__name__}.{module_name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"{__name__}.{module_name}":
-                continue  # command not built yet
-            raise
-        module.register(subparsers)
+        importlib.import_module(f"{__name__}.{module_name}").register(subparsers)
     return parser
 
 
 def main(argv=None) -> int:
     """Entry point of the ``blendphot`` console script; returns the exit code."""
-    parser = build_parser()
+    return run_parser(build_parser(), argv, prog="blendphot")
+
+
+def run_parser(parser: argparse.ArgumentParser, argv, prog: str) -> int:
+    """Parse *argv*, run the chosen sub-command and turn our errors into exit codes.
+
+    Bad input (:class:`BlendphotError`) is one line on stderr and exit code 2,
+    never a traceback; Ctrl-C is exit code 130.  Shared by ``blendphot`` and
+    ``python -m training``.
+    """
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
@@ -56,10 +59,10 @@ def main(argv=None) -> int:
     try:
         result = args.func(args)
     except BlendphotError as exc:
-        print(f"blendphot {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{prog} {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"blendphot {args.command}: interrupted", file=sys.stderr)
+        print(f"{prog} {args.command}: interrupted", file=sys.stderr)
         return 130
     return int(result or 0)
 

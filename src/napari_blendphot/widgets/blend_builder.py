@@ -76,9 +76,9 @@ def _stamp_pixmap(image, side: int = _THUMB) -> QPixmap:
 
 
 def _notify_error(exc: Exception) -> None:
-    from napari.utils.notifications import show_error
+    from napari_blendphot.widgets._notify import notify
 
-    show_error(str(exc))
+    notify("error", str(exc))
 
 
 class _GalaxyPicker(QWidget):

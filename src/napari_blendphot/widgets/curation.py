@@ -41,6 +41,7 @@ from qtpy.QtWidgets import (
 from napari_blendphot.constants import GALTYPES, STAMP_SIZE
 from napari_blendphot.curation.sidecar import REASONS
 from napari_blendphot.display import CENTRAL_LABEL, COMPANION_LABEL, GALAXY_COLORS
+from napari_blendphot.widgets._notify import notify as _notify
 
 #: Layer names (updated in place; never duplicated).
 LAYER_NAMES = ("original", "cleaned", "segmentation")
@@ -69,12 +70,6 @@ SEGMENTATION_COLORS = {None: (0.0, 0.0, 0.0, 0.0), 0: (0.0, 0.0, 0.0, 0.0), 1: G
                        2: GALAXY_COLORS[COMPANION_LABEL]}
 _STATUS_ITEMS = {"all galaxies": "all", "undecided (incl. skipped)": "undecided", "accepted": "accepted",
                  "rejected": "rejected", "skipped": "skipped"}
-
-
-def _notify(kind: str, message: str) -> None:
-    from napari.utils import notifications
-
-    getattr(notifications, f"show_{kind}")(message)
 
 
 def segmentation_labels(segmap):

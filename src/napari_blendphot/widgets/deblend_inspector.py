@@ -63,6 +63,7 @@ from napari_blendphot.widgets._inspector_model import (
     state_from_catalog_row,
     state_from_image,
 )
+from napari_blendphot.widgets._notify import notify as _notify
 
 #: Combo entry for the shared current blend.
 SHARED_SOURCE = "Current blend (Blend Builder, …)"
@@ -88,13 +89,6 @@ _OUTLIER_QCOLOR = QColor(224, 96, 74)
 def mask_layer_name(method: str) -> str:
     """Name of the Labels layer holding *method*'s masks."""
     return f"masks: {method}"
-
-
-def _notify(kind: str, message: str) -> None:
-    from napari.utils import notifications
-
-    {"error": notifications.show_error, "warning": notifications.show_warning,
-     "info": notifications.show_info}[kind](message)
 
 
 def _close_model(model: InspectorModel, *_args) -> None:

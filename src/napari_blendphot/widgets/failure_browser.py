@@ -50,6 +50,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_blendphot.widgets._failure_model import COLUMNS, NO_DETECTION, FailureModel
+from napari_blendphot.widgets._notify import notify as _notify
 
 #: Layer names (updated in place).
 BLEND_LAYER = "failures: blend"
@@ -73,12 +74,6 @@ def can_rerun_masks(method: str) -> bool:
 _COLUMN_NAMES = list(COLUMNS)
 _DETECTION_TEXT = {NO_DETECTION: "—", -1: "-1 none", 0: "0 central", 1: "1 companion", 2: "2 both", 3: "3 more"}
 _ALL = "all"
-
-
-def _notify(kind: str, message: str) -> None:
-    from napari.utils import notifications
-
-    getattr(notifications, f"show_{kind}")(message)
 
 
 class FailureTableModel(QAbstractTableModel):

@@ -130,6 +130,18 @@ def describe_process(cmdline: str) -> str:
     return cmdline[:60]
 
 
+def record_peak(peaks: dict[int, dict], pid: int, status: dict) -> None:
+    """Fold one /proc reading of *pid* into *peaks* (peak VmHWM and the newest non-empty command line).
+
+    The first reading of a just-started child can come before its exec(): its command line is then
+    empty or still the parent's, so the command line is refreshed on every reading, not kept from the first.
+    """
+    record = peaks.setdefault(pid, {"cmdline": "", "peak_mb": 0.0})
+    if status.get("cmdline"):
+        record["cmdline"] = status["cmdline"]
+    record["peak_mb"] = max(record["peak_mb"], status["VmHWM"])
+
+
 def run_stage(name: str, command: list[str], log: Path, poll_s: float = 0.1) -> dict:
     """Run *command*, polling the peak RSS of it and its descendants; returns timings and peaks."""
     print(f"[{name}] {' '.join(command)}", flush=True)
@@ -150,8 +162,7 @@ def run_stage(name: str, command: list[str], log: Path, poll_s: float = 0.1) -> 
                 for pid in [process.pid] + _children_of(process.pid):
                     status = _status(pid)
                     if "VmHWM" in status:
-                        record = peaks.setdefault(pid, {"cmdline": status.get("cmdline", ""), "peak_mb": 0.0})
-                        record["peak_mb"] = max(record["peak_mb"], status["VmHWM"])
+                        record_peak(peaks, pid, status)
                         total_pss += status.get("Pss", 0.0)
                 total_pss_peak = max(total_pss_peak, total_pss)
                 stop.wait(poll_s)

@@ -80,3 +80,27 @@ def test_bench_gui_latency_quick():
     # The script re-runs itself under xvfb-run when there is no display.
     output = run_script("bench_gui_latency.py", "--quick", "--networks", "tiny")
     assert "p95" in output, output
+
+
+def _load_benchmark(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_peak_record_takes_the_command_line_after_exec():
+    # Regression: a child first polled before its exec() had an empty command line (or the parent's),
+    # which was kept for good, so the CLI process was reported without its "blendphot" label.
+    bench = _load_benchmark("bench_evaluate_testset")
+    peaks: dict = {}
+    bench.record_peak(peaks, 42, {"cmdline": "", "VmHWM": 10.0})
+    bench.record_peak(peaks, 42, {"cmdline": "python -m napari_blendphot.cli predict x", "VmHWM": 150.0})
+    bench.record_peak(peaks, 42, {"cmdline": "", "VmHWM": 120.0})  # exiting: cmdline gone, peak kept
+    assert bench.describe_process(peaks[42]["cmdline"]) == "blendphot"
+    assert peaks[42]["peak_mb"] == 150.0
+    bench.record_peak(peaks, 7, {"cmdline": "python bench_evaluate_testset.py", "VmHWM": 50.0})
+    bench.record_peak(peaks, 7, {"cmdline": "python -c from multiprocessing.spawn import spawn_main", "VmHWM": 60.0})
+    assert bench.describe_process(peaks[7]["cmdline"]) == "worker/pool"

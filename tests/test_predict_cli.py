@@ -112,3 +112,34 @@ def test_predict_without_weights_fails_before_starting_a_worker(dataset_dir, tmp
     assert "method 'unet': no shipped model is installed for it (give weights with --weights unet=PATH)" in \
         capsys.readouterr().err
     assert not started
+
+
+def test_predict_precision_option_is_used_and_recorded(dataset_dir, tmp_path, tmp_path_factory):
+    """--precision bfloat16 runs the networks in bfloat16: fluxes close to float32's, and recorded."""
+    from napari_blendphot.report.results import read_results
+
+    built = tiny_models(tmp_path_factory)
+    tables = {}
+    for precision in ("float32", "bfloat16"):
+        out = tmp_path / precision
+        assert main(["predict", str(dataset_dir), "--methods", "sep,blend2flux", "-o", str(out), "--backend",
+                     "tensorflow", "--precision", precision,
+                     "--weights", f"blend2flux={built['paths']['blend2flux']}"]) == 0
+        tables[precision] = read_results(tmp_path / f"{precision}.csv")
+    for precision, table in tables.items():
+        method_metadata = table.meta["provenance"]["parameters"]["method_metadata"]
+        assert method_metadata["blend2flux"]["precision"] == precision
+        assert "precision" not in method_metadata["sep"]
+    for column in ("g1_flux_blend2flux", "g2_flux_blend2flux"):
+        fast, exact = np.asarray(tables["bfloat16"][column]), np.asarray(tables["float32"][column])
+        assert not np.array_equal(fast, exact)
+        np.testing.assert_allclose(fast, exact, rtol=0.05)
+    np.testing.assert_array_equal(np.asarray(tables["bfloat16"]["g1_flux_sep"]),
+                                  np.asarray(tables["float32"]["g1_flux_sep"]))
+
+
+def test_predict_refuses_an_unknown_precision(dataset_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["predict", str(dataset_dir), "--methods", "blend2flux", "-o", str(tmp_path / "x"),
+              "--precision", "float16"])
+    assert "invalid choice: 'float16'" in capsys.readouterr().err

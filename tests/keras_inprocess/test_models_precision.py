@@ -1,0 +1,59 @@
+"""bfloat16 compute on float32 models: which layers change, and how little the outputs move.
+
+Keras runs in this process (torch backend unless KERAS_BACKEND says otherwise).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "torch")
+
+import numpy as np  # noqa: E402
+
+from napari_blendphot.models.networks import build_blend2flux, build_blend2mask2flux  # noqa: E402
+from napari_blendphot.models.precision import FLOAT32_LAYERS, set_compute_precision  # noqa: E402
+
+
+def _stamps(n=4, seed=0):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:128, :128]
+    stamps = rng.normal(0.0, 0.01, (n, 128, 128))
+    stamps += 5.0 * np.exp(-((yy - 64) ** 2 + (xx - 64) ** 2) / 18.0)
+    stamps += 2.0 * np.exp(-((yy - 70) ** 2 + (xx - 52) ** 2) / 10.0)
+    return stamps.astype("float32")
+
+
+def _policies(model):
+    return {layer.name: layer.dtype_policy.name for layer in model.layers}
+
+
+def test_bfloat16_keeps_weights_and_scale_layers_float32():
+    model = build_blend2mask2flux(unet_depth=2, unet_filters=4, head_filters=4, head_depth=2, head_dense=(8,))
+    weights_before = [np.array(w) for w in model.get_weights()]
+    set_compute_precision(model, "bfloat16")
+    policies = _policies(model)
+    for name in FLOAT32_LAYERS:
+        assert policies[name] == "float32", name
+    convolutions = [name for name in policies if "conv" in name]
+    assert convolutions and all(policies[name] == "mixed_bfloat16" for name in convolutions)
+    assert all(w.dtype == "float32" for w in model.weights)
+    for before, after in zip(weights_before, model.get_weights()):
+        np.testing.assert_array_equal(before, after)
+    # And back: float32 again everywhere.
+    set_compute_precision(model, "float32")
+    assert set(_policies(model).values()) == {"float32"}
+
+
+def test_bfloat16_outputs_are_float32_and_close_to_float32_ones():
+    stamps = _stamps()
+    reference = build_blend2flux(filters=4, dense_widths=(8, 8))
+    fast = build_blend2flux(filters=4, dense_widths=(8, 8))
+    fast.set_weights(reference.get_weights())
+    set_compute_precision(fast, "bfloat16")
+    expected = np.asarray(reference.predict_on_batch(stamps))
+    got = np.asarray(fast.predict_on_batch(stamps))
+    assert got.dtype == np.float32 and got.shape == expected.shape
+    assert not np.array_equal(got, expected)  # the computation really ran in bfloat16
+    # bfloat16 keeps 8 bits of mantissa: random tiny networks agree to a few per cent.
+    np.testing.assert_allclose(got, expected, rtol=0.05)

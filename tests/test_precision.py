@@ -1,0 +1,33 @@
+"""Choosing the networks' compute precision (no Keras needed)."""
+
+from __future__ import annotations
+
+import pytest
+
+from napari_blendphot.errors import InputError
+from napari_blendphot.models import precision
+
+
+def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx512f avx512_bf16 avx512_vnni\n\nprocessor\t: 1\n")
+    assert precision.cpu_bfloat16_flags.__wrapped__(cpuinfo) == ("avx512_bf16",)
+    cpuinfo.write_text("flags\t\t: fpu sse2 avx2\n")
+    assert precision.cpu_bfloat16_flags.__wrapped__(cpuinfo) == ()
+    assert precision.cpu_bfloat16_flags.__wrapped__(tmp_path / "missing") == ()
+
+
+@pytest.mark.parametrize("flags, expected", [(("avx512_bf16",), "bfloat16"), (("amx_bf16",), "bfloat16"), ((), "float32")])
+def test_auto_picks_bfloat16_only_where_the_cpu_has_it(monkeypatch, flags, expected):
+    monkeypatch.setattr(precision, "cpu_bfloat16_flags", lambda: flags)
+    assert precision.resolve_precision("auto") == expected
+    assert precision.resolve_precision("float32") == "float32"
+    assert precision.resolve_precision("BFloat16") == "bfloat16"
+
+
+@pytest.mark.parametrize("bad", ["float16", "", None, 16])
+def test_unknown_precision_is_refused_with_the_option_named(bad):
+    with pytest.raises(InputError) as info:
+        precision.resolve_precision(bad, source="option precision of unet")
+    message = str(info.value)
+    assert "option precision of unet" in message and "float32, bfloat16, auto" in message

@@ -124,8 +124,10 @@ def build_network(config: dict, precision: str = "float32"):
     finally:
         keras.config.set_dtype_policy(previous)
     if precision != "float32":
+        from napari_blendphot.models.precision import FLOAT32_LAYERS
+
         for layer in model.layers:
-            if layer.name in ("normalization", "fluxes", "masks"):
+            if layer.name in FLOAT32_LAYERS:
                 layer.dtype_policy = keras.DTypePolicy("float32")
     return model
 

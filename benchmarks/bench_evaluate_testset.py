@@ -275,6 +275,8 @@ def main(argv=None) -> int:
                         help="200 test blends of the embedded sample, tiny random networks")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--chunk-size", type=int, default=None, help="passed to predict (default: its own)")
+    parser.add_argument("--precision", choices=("float32", "bfloat16", "auto"), default=None,
+                        help="passed to predict: the networks' compute precision (default: predict's, float32)")
     parser.add_argument("--per-method", action="store_true", help="also run predict once per method")
     parser.add_argument("--random-weights", action="store_true",
                         help="random-weight models of the shipped configs even if shipped models exist")
@@ -330,6 +332,9 @@ def main(argv=None) -> int:
                                "--split", "test"] + weights_args
         if args.chunk_size:
             predict += ["--chunk-size", str(args.chunk_size)]
+        precision_args = ["--precision", args.precision] if args.precision else []
+        predict += precision_args
+        figures["precision"] = args.precision or "float32"
         predict_stage = run_stage("predict", predict, folder / "predict.log")
         figures["stages"].append(predict_stage)
         for line in (folder / "predict.log").read_text().splitlines():
@@ -345,6 +350,8 @@ def main(argv=None) -> int:
                          for a in pair]
                 command = BLENDPHOT + ["predict", str(blends_dir), "--methods", method, "-o",
                                        str(folder / f"results_{method}.csv"), "--split", "test"] + extra
+                if method != "sep":
+                    command += precision_args
                 figures["stages"].append(run_stage(f"predict {method}", command, folder / f"predict_{method}.log"))
 
         children = resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -142,6 +142,21 @@ def record_peak(peaks: dict[int, dict], pid: int, status: dict) -> None:
     record["peak_mb"] = max(record["peak_mb"], status["VmHWM"])
 
 
+def summarise_peaks(peaks: dict[int, dict], root_pid: int, root_command: list[str], largest: int = 4):
+    """(label, peak MiB, pid) of the stage's own process, then of its *largest* biggest descendants.
+
+    The stage's own process is always listed and labelled from the command that started it, not
+    from /proc: with several pool processes (SEP starts a pool per chunk) and the worker, the
+    ``blendphot`` process can be smaller than four of its descendants, and would otherwise drop
+    out of the list depending on which processes the poller happened to see.
+    """
+    root = peaks.get(root_pid, {"peak_mb": 0.0})
+    listed = [(describe_process(" ".join(root_command)), root["peak_mb"], root_pid)]
+    others = sorted(((describe_process(r["cmdline"]), r["peak_mb"], pid) for pid, r in peaks.items()
+                     if pid != root_pid), key=lambda item: -item[1])
+    return listed + others[:largest]
+
+
 def run_stage(name: str, command: list[str], log: Path, poll_s: float = 0.1) -> dict:
     """Run *command*, polling the peak RSS of it and its descendants; returns timings and peaks."""
     print(f"[{name}] {' '.join(command)}", flush=True)
@@ -179,9 +194,8 @@ def run_stage(name: str, command: list[str], log: Path, poll_s: float = 0.1) -> 
     if returncode != 0:
         print(log.read_text()[-3000:], file=sys.stderr)
         raise SystemExit(f"[{name}] failed with exit code {returncode} (log: {log})")
-    processes = sorted(((describe_process(r["cmdline"]), r["peak_mb"], pid) for pid, r in peaks.items()),
-                       key=lambda item: -item[1])
-    summary = ", ".join(f"{label} {peak:.0f} MiB" for label, peak, _ in processes[:4])
+    processes = summarise_peaks(peaks, process.pid, command, largest=len(peaks))  # all of them, for the JSON
+    summary = ", ".join(f"{label} {peak:.0f} MiB" for label, peak, _ in processes[:5])
     print(f"[{name}] {elapsed:.1f} s wall, {cpu_seconds:.1f} s CPU (all its processes; / {os.cpu_count()} cores = "
           f"{cpu_seconds / (os.cpu_count() or 1):.1f} s on an idle machine if fully parallel); "
           f"peak RSS per process: {summary}; peak of the summed PSS of all its processes: {total_pss_peak:.0f} MiB",

@@ -104,3 +104,19 @@ def test_peak_record_takes_the_command_line_after_exec():
     bench.record_peak(peaks, 7, {"cmdline": "python bench_evaluate_testset.py", "VmHWM": 50.0})
     bench.record_peak(peaks, 7, {"cmdline": "python -c from multiprocessing.spawn import spawn_main", "VmHWM": 60.0})
     assert bench.describe_process(peaks[7]["cmdline"]) == "worker/pool"
+
+
+def test_stage_summary_always_lists_the_stages_own_process():
+    # Regression: the summary listed the 4 largest processes only, so the "blendphot" process
+    # dropped out whenever the worker and 3 pool processes (SEP starts a pool per chunk) were bigger.
+    bench = _load_benchmark("bench_evaluate_testset")
+    command = [sys.executable, "-m", "napari_blendphot.cli", "predict", "blends"]
+    peaks: dict = {}
+    bench.record_peak(peaks, 10, {"cmdline": "", "VmHWM": 90.0})  # the CLI, only ever seen before its exec()
+    for pid, size in ((11, 900.0), (12, 150.0), (13, 140.0), (14, 130.0), (15, 120.0)):
+        bench.record_peak(peaks, pid, {"cmdline": "python -c from multiprocessing.spawn import spawn_main",
+                                       "VmHWM": size})
+    listed = bench.summarise_peaks(peaks, 10, command)
+    assert listed[0] == ("blendphot", 90.0, 10)
+    assert [pid for _, _, pid in listed[1:]] == [11, 12, 13, 14]
+    assert len(bench.summarise_peaks(peaks, 10, command, largest=len(peaks))) == 6

@@ -153,7 +153,7 @@ def test_panel_shortcuts_when_the_focus_is_in_the_widget(widget, sample, sample_
     widget.viewer.window._qt_window.activateWindow()
     widget.progress_bar.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
     widget.progress_bar.setFocus()
-    qtbot.waitUntil(lambda: QApplication.focusWidget() is widget.progress_bar, timeout=5000)
+    qtbot.waitUntil(lambda: QApplication.focusWidget() is widget.progress_bar, timeout=60_000)
     qtbot.keyClick(QApplication.focusWidget(), Qt.Key.Key_A)
     qtbot.keyClick(QApplication.focusWidget(), Qt.Key.Key_3)
     records = _records(sample_file.with_name("toy.fits.curation.jsonl"))
@@ -185,7 +185,7 @@ def test_curate_the_selected_sample_layer(make_napari_viewer, sample, tmp_path, 
     widget = CurationWidget(viewer)
     viewer.layers.selection.active = viewer.layers["toy stamps"]
     widget.layer_button.click()  # opens in a worker thread
-    qtbot.waitUntil(lambda: widget.model is not None, timeout=30_000)
+    qtbot.waitUntil(lambda: widget.model is not None, timeout=120_000)
     assert widget.model.sample is sample
     # an in-memory sample has no file to sit beside: the sidecar goes to the current folder
     assert widget.model.store.path == tmp_path / "toy-sample-seed-21.curation.jsonl"

@@ -65,7 +65,7 @@ def test_demo_viewer_has_a_first_blend(qtbot):
             # Regression: the screenshot did not wait for the first inspection
             # (the demo looked for a signal the inspector did not expose).
             assert _demo._waiting_for_inspector(inspector)
-            qtbot.waitUntil(lambda: not _demo._waiting_for_inspector(inspector), timeout=60_000)
+            qtbot.waitUntil(lambda: not _demo._waiting_for_inspector(inspector), timeout=180_000)
         assert "tensorflow" not in sys.modules
     finally:
         viewer.close()

@@ -152,7 +152,7 @@ def test_sep_masks_recomputed_in_worker(widget, toy_results, qtbot):
     widget.rerun_check.setChecked(True)
     widget.step(+1)
     layer_name = "failures: sep masks"
-    qtbot.waitUntil(lambda: layer_name in widget.viewer.layers, timeout=90_000)
+    qtbot.waitUntil(lambda: layer_name in widget.viewer.layers, timeout=180_000)
     assert widget._engine is not None and widget._engine.worker_pid is not None  # ran in another process
     record = widget.failures.record()
     row = int(np.flatnonzero(np.asarray(dataset.catalog["id"]) == record["blend_id"])[0])

@@ -347,7 +347,7 @@ def test_sample_layers_are_offered_and_loaded_in_background(make_napari_viewer, 
         getattr(viewer, f"add_{kind}")(data, **kwargs)
     assert widget.source_combo.currentText() == "toy stamps"
     widget.use_layer_button.click()
-    qtbot.waitUntil(lambda: widget.model.blend is not None and widget._worker is None, timeout=20000)
+    qtbot.waitUntil(lambda: widget.model.blend is not None and widget._worker is None, timeout=120_000)
     assert widget.model.sample_name == "toy stamps"
     assert len(widget.model.sample) == len(sample)
     _check_layers_match(viewer, widget)

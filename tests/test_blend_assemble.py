@@ -145,7 +145,8 @@ def test_shift_matches_a_roll_with_the_wrapped_part_zeroed():
 
     image = np.random.default_rng(0).normal(size=(2, 32, 32)).astype(np.float32)
 
-    @settings(max_examples=60, deadline=None)
+    # derandomize: the same examples on every run, so CI cannot go red by the luck of the draw.
+    @settings(max_examples=60, deadline=None, derandomize=True)
     @given(st.integers(-40, 40), st.integers(-40, 40))
     def check(dy, dx):
         expected = np.roll(image, (dy, dx), axis=(-2, -1))

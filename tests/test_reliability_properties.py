@@ -1,6 +1,6 @@
 """Property-based tests (hypothesis) of the invariants the pipeline rests on.
 
-Example counts are small (``max_examples`` 10-60, no deadline) so the file
+Example counts are small (``max_examples`` 10-60, no deadline, derandomized) so the file
 runs in seconds; the properties, not the counts, are the point.  Related
 properties elsewhere: ``tests/test_blend_assemble.py`` (shift == roll with
 the wrapped part zeroed) and ``tests/test_sample_io.py`` (native catalogue
@@ -19,8 +19,13 @@ from napari_blendphot.blend.assemble import make_blend, shift_stamp
 from napari_blendphot.constants import STAMP_SIZE
 from napari_blendphot.errors import InputError
 
-FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-SLOW = settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# No deadline (a loaded CI machine is slow) and derandomized: the examples are derived from each
+# test's code, the same on every run, so CI cannot go red by the luck of the draw.  To explore more
+# inputs, raise max_examples locally and drop derandomize.
+FAST = settings(max_examples=40, deadline=None, derandomize=True,
+                suppress_health_check=[HealthCheck.function_scoped_fixture])
+SLOW = settings(max_examples=10, deadline=None, derandomize=True,
+                suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 shifts = st.integers(-(STAMP_SIZE + 10), STAMP_SIZE + 10)
 

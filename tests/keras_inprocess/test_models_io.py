@@ -20,8 +20,15 @@ from napari_blendphot.models.networks import build_blend2flux, build_blend2mask2
 TINY_B2F = {"filters": 4, "dense_widths": (8,)}
 
 
+@pytest.fixture(autouse=True)
+def _seeded_keras():
+    """Initial weights from a fixed seed: no test depends on the luck of the draw or on the tests run before."""
+    keras.utils.set_random_seed(2020)
+
+
 @pytest.fixture(scope="module")
 def saved_b2f(tmp_path_factory):
+    keras.utils.set_random_seed(1)  # module-scoped: set up before the autouse seed above
     model = build_blend2flux(**TINY_B2F)
     path = save_model(model, tmp_path_factory.mktemp("models") / "b2f.keras")
     return model, path

@@ -32,6 +32,12 @@ TINY_UNET = {"depth": 2, "filters": 4}
 TINY_B2M2F = {"unet_depth": 2, "unet_filters": 4, "head_filters": 4, "head_depth": 2, "head_dense": (8,)}
 
 
+@pytest.fixture(autouse=True)
+def _seeded_keras():
+    """Initial weights from a fixed seed: no test depends on the luck of the draw or on the tests run before."""
+    keras.utils.set_random_seed(2020)
+
+
 def _stamps(n=3, seed=0):
     rng = np.random.default_rng(seed)
     stamps = rng.normal(0.0, 0.01, (n, 128, 128))

@@ -6,15 +6,36 @@ Usage::
     python benchmarks/bench_sep.py --quick         # 200 blends, one repeat (CI)
     python benchmarks/bench_sep.py DATASET_DIR     # the first --n blends of a blend dataset folder
 
-Prints, in blends per second (best of ``--repeats`` runs, to damp the noise of
-a shared machine):
+Prints, in blends per second and CPU ms per blend (best of ``--repeats``
+runs, interleaved, to damp the noise of a shared machine; the load average is
+printed with every figure):
 
-* floor: a bare loop of one cold-pass ``sep.extract`` (with segmentation map)
-  per blend, the global rms computed beforehand and not timed;
-* the two-pass on one core (``n_jobs=1``), and its ratio to the floor
-  (target >= 2/3);
-* the two-pass on ``--jobs`` processes (pool start-up included), and the
-  scaling against one core (target near-linear);
+* two floors, each a bare loop of one cold-pass ``sep.extract`` per blend with
+  the method's settings (threshold in units of the global rms, minarea,
+  deblending, segmentation map, the same float32 C-contiguous stamps), the rms
+  computed beforehand and not timed:
+
+  - ``floor, sep defaults``: sep as it ships (a 300,000-entry pixel stack,
+    allocated and linked on every call): the floor of issue 8 as first
+    measured;
+  - ``floor, stamp-sized stack``: the same calls with the stamp-sized pixel
+    stack the two-pass itself uses (``sep_baseline.stamp_sized_pixel_stack``):
+    the like-for-like floor;
+
+* the two-pass on one process (``n_jobs=1``) and its ratio to both floors
+  (target >= 2/3), on CPU time (load-independent) and wall time;
+* with ``--breakdown``: CPU ms per blend of each stage of the two-pass
+  (background, cold pass, hot pass, Kron photometry, assignment, masks) timed
+  inside one run that follows the method step by step, and the Python glue
+  left over against the method's own total;
+* the two-pass on ``--jobs`` processes: the first call (pool start-up
+  included) and warm calls (the pool is kept between calls), scaling against
+  one process on wall time, and the CPU time of the parent and the workers
+  (the load-independent cost of going parallel);
+* with ``--engine-chunks``: the batch sent in 256-blend chunks, as the
+  inference engine does, with a pool started per chunk (the old behaviour)
+  and with the kept pool, for the ``fork`` and ``spawn`` start methods
+  (``spawn`` is what a worker with TensorFlow loaded gets);
 * what fraction of a chunk's time pickling its input and output costs.
 
 Toy blends: Sersic galaxies drawn with :func:`napari_blendphot.sample.toy.sersic_stamp`
@@ -141,7 +162,12 @@ def interleaved_times(functions: dict, repeats: int) -> dict:
     return best
 
 
+def load() -> str:
+    return f"load {os.getloadavg()[0]:.1f}"
+
+
 def floor_loop(blends, rms):
+    """One cold-pass ``sep.extract`` per blend, with the two-pass's own settings and inputs."""
     import sep
 
     from napari_blendphot.deblend.sep_baseline import COLD_PASS
@@ -152,48 +178,176 @@ def floor_loop(blends, rms):
                     segmentation_map=True)
 
 
-def print_breakdown(blends, context, rms, result, repeats):
-    """CPU ms per blend of each stage, timed on its own (sums need not match exactly)."""
+def floor_loop_stamp_stack(blends, rms):
+    from napari_blendphot.deblend.sep_baseline import stamp_sized_pixel_stack
+
+    with stamp_sized_pixel_stack(blends.shape[1] * blends.shape[2]):
+        floor_loop(blends, rms)
+
+
+def instrumented_run(method, blends, context) -> dict:
+    """CPU seconds of each stage over the batch, following ``SepTwoPass._measure_blend`` step by step.
+
+    Uses the method's own helpers (``_extract``, ``_kron_flux``,
+    ``_write_segment_mask``) so the stages cost what they cost in the method;
+    the outputs are checked against the method's at the end, so the copy cannot
+    drift from the real flow unnoticed.
+    """
     import sep
 
-    from napari_blendphot.deblend.sep_baseline import COLD_PASS, HOT_PASS, SepTwoPass
+    from napari_blendphot.deblend.sep_baseline import _write_segment_mask, stamp_sized_pixel_stack
     from napari_blendphot.match.assign import assign_detections
 
-    method = SepTwoPass()
+    clock = time.process_time
+    stages = dict.fromkeys(("constant-stamp check", "background (sep.Background)", "background subtraction",
+                            "cold pass (sep.extract)", "hot pass (sep.extract)", "Kron radius + sums",
+                            "assignment", "masks (segment -> float32)"), 0.0)
+    names = list(stages)
     n = len(blends)
-    hot_rows = np.flatnonzero(result.extra["pass"] == 1)
-    extracted = [method._extract(stamp, sigma, COLD_PASS) for stamp, sigma in zip(blends, rms)]
+    fluxes = np.full((n, 2), np.nan)
+    masks = np.zeros((n, 2) + blends.shape[1:], np.float32)
+    with stamp_sized_pixel_stack(blends.shape[1] * blends.shape[2]):
+        for index in range(n):
+            stamp = blends[index]
+            t0 = clock()
+            constant = stamp.min() == stamp.max()
+            t1 = clock()
+            stages[names[0]] += t1 - t0
+            if constant:
+                continue
+            background = sep.Background(stamp, bw=method.background_box, bh=method.background_box,
+                                        fw=method._filter_size, fh=method._filter_size)
+            rms = float(background.globalrms)
+            t2 = clock()
+            stages[names[1]] += t2 - t1
+            if not method.subtract_background:
+                data = stamp
+            elif method._single_mesh:
+                data = stamp - np.float32(background.globalback)
+            else:
+                data = stamp - background.back(dtype=np.float32)
+            t3 = clock()
+            stages[names[2]] += t3 - t2
+            objects, segmap = method._extract(data, rms, method.cold)
+            t4 = clock()
+            stages[names[3]] += t4 - t3
+            if len(objects) == 1:
+                objects, segmap = method._extract(data, rms, method.hot)
+            t5 = clock()
+            stages[names[4]] += t5 - t4
+            if len(objects) == 0:
+                continue
+            if method.photometry == "auto":
+                flux, _ = method._kron_flux(data, objects, segmap, rms)
+            else:
+                flux = objects["flux"].astype(np.float64)
+            t6 = clock()
+            stages[names[5]] += t6 - t5
+            shift = None if context is None or context.companion_shift is None else context.companion_shift[index]
+            radius = None if context is None or context.central_radius is None else context.central_radius[index]
+            chosen = assign_detections(objects["x"], objects["y"], flux, companion_shift=shift, central_radius=radius)
+            t7 = clock()
+            stages[names[6]] += t7 - t6
+            for slot, source in enumerate((chosen.central, chosen.companion)):
+                if source >= 0:
+                    fluxes[index, slot] = flux[source]
+                    _write_segment_mask(segmap, objects[source], source + 1, masks[index, slot])
+            stages[names[7]] += clock() - t7
+    return stages, fluxes, masks
 
-    def background():
-        for stamp in blends:
-            sep.Background(stamp, bw=128, bh=128, fw=1, fh=1).globalrms
 
-    def hot():
-        for row in hot_rows:
-            method._extract(blends[row], rms[row], HOT_PASS)
+def print_breakdown(method, blends, context, result, repeats):
+    """CPU ms per blend of each stage, from the best of *repeats* instrumented runs."""
+    best_total, best = np.inf, None
+    for _ in range(repeats):
+        start = time.process_time()
+        stages, fluxes, masks = instrumented_run(method, blends, context)
+        total = time.process_time() - start
+        if total < best_total:
+            best_total, best = total, stages
+    np.testing.assert_array_equal(fluxes, result.fluxes)  # the copy follows the method exactly
+    np.testing.assert_array_equal(masks, result.masks)
+    method_cpu = min(_cpu_seconds(lambda: method.deblend(blends, context)) for _ in range(repeats))
+    n = len(blends)
+    print(f"stages of the two-pass, CPU ms per blend (best of {repeats}; {load()}):")
+    for name, seconds in best.items():
+        print(f"  {name:34s} {1e3 * seconds / n:7.3f}")
+    staged = sum(best.values())
+    print(f"  {'sum of the stages':34s} {1e3 * staged / n:7.3f}   (instrumented run in all: "
+          f"{1e3 * best_total / n:.3f}; the method itself: {1e3 * method_cpu / n:.3f}, of which "
+          f"{1e3 * (method_cpu - staged) / n:+.3f} outside these stages: batch set-up, output arrays, Python glue)")
 
-    def kron():
-        for stamp, sigma, (objects, segmap) in zip(blends, rms, extracted):
-            if len(objects):
-                method._kron_flux(stamp, objects, segmap, sigma)
 
-    def assign():
-        for row, (objects, _) in enumerate(extracted):
-            assign_detections(objects["x"], objects["y"], objects["flux"], context.companion_shift[row],
-                              context.central_radius[row])
+def _cpu_seconds(function) -> float:
+    start = time.process_time()
+    function()
+    return time.process_time() - start
 
-    def masks():
-        out = np.zeros((2, 128, 128), np.float32)
-        for _, segmap in extracted:
-            np.equal(segmap, 1, out=out[0], casting="unsafe")
-            np.equal(segmap, 2, out=out[1], casting="unsafe")
 
-    stages = {"background": background, "hot pass (per blend of the batch)": hot, "kron photometry": kron,
-              "masks": masks}
-    if context is not None and context.companion_shift is not None and context.central_radius is not None:
-        stages["assignment"] = assign
-    for name, (_, cpu) in interleaved_times(stages, repeats).items():
-        print(f"  stage {name:36s} {1e3 * cpu / n:.3f} ms/blend")
+def _pool_cpu_seconds() -> float:
+    """CPU seconds used so far by the live pool workers (Linux /proc; NaN elsewhere)."""
+    from napari_blendphot.deblend import parallel
+
+    total = 0.0
+    ticks = os.sysconf("SC_CLK_TCK")
+    try:
+        for executor in list(parallel._pools.values()):
+            for pid in list(getattr(executor, "_processes", {}) or {}):
+                with open(f"/proc/{pid}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+    return total
+
+
+def time_pool(method, blends, context, repeats: int) -> dict:
+    """Wall and CPU (parent, workers) seconds of the pooled two-pass: the first call, then the best warm one."""
+    from napari_blendphot.deblend import parallel
+
+    parallel.shutdown_pools()
+    runs = []
+    for _ in range(1 + repeats):
+        workers_before = _pool_cpu_seconds() if runs else 0.0
+        wall, parent = time.perf_counter(), time.process_time()
+        method.deblend(blends, context)
+        wall, parent = time.perf_counter() - wall, time.process_time() - parent
+        runs.append((wall, parent, _pool_cpu_seconds() - workers_before))
+    first, warm = runs[0], min(runs[1:])
+    return {"first": first, "warm": warm}
+
+
+def engine_chunks(blends, context, jobs: int, repeats: int) -> None:
+    """The batch in 256-blend chunks (as the inference engine sends it): pool per chunk against a kept pool."""
+    from napari_blendphot.deblend import parallel
+    from napari_blendphot.deblend.sep_baseline import SepTwoPass
+
+    chunk = 256
+    method = SepTwoPass(n_jobs=jobs)
+
+    def run(**options):
+        for start in range(0, len(blends), chunk):
+            stop = min(start + chunk, len(blends))
+            sub_context = None if context is None else context.subset(slice(start, stop))
+            if options:
+                parallel.deblend_in_processes(method, blends[start:stop], sub_context, n_jobs=jobs, **options)
+            else:
+                SepTwoPass(n_jobs=1).deblend(blends[start:stop], sub_context)
+
+    n = len(blends)
+    print(f"{n} blends in {chunk}-blend chunks, as the inference engine sends them ({jobs} processes):")
+    serial = min(best_time(run, 1) for _ in range(repeats))
+    print(f"  one process                         {n / serial:6.0f} blends/s wall ({load()})")
+    for start_method in ("fork", "spawn"):
+        per_chunk = best_time(lambda: run(start_method=start_method, keep_pool=False), 1)
+        parallel.shutdown_pools()
+        first = best_time(lambda: run(start_method=start_method), 1)
+        warm = best_time(lambda: run(start_method=start_method), repeats)
+        parallel.shutdown_pools()
+        print(f"  {start_method:5s} pool started per chunk       {n / per_chunk:6.0f} blends/s wall "
+              f"({serial / per_chunk:.2f}x one process; {load()})")
+        print(f"  {start_method:5s} kept pool, first / warm   {n / first:6.0f} / {n / warm:.0f} blends/s wall "
+              f"({serial / first:.2f}x / {serial / warm:.2f}x one process; {load()})")
 
 
 def main(argv=None) -> int:
@@ -203,6 +357,8 @@ def main(argv=None) -> int:
     parser.add_argument("--jobs", type=int, nargs="+", default=[2],
                         help="process counts for the parallel runs (default 2)")
     parser.add_argument("--breakdown", action="store_true", help="also time each stage of the two-pass")
+    parser.add_argument("--engine-chunks", action="store_true",
+                        help="also time 256-blend chunks through a pool per chunk and a kept pool")
     parser.add_argument("--repeats", type=int, default=3, help="best of this many runs (default 3)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--photometry", choices=("auto", "iso"), default="auto")
@@ -213,6 +369,7 @@ def main(argv=None) -> int:
 
     import sep
 
+    from napari_blendphot.deblend import parallel
     from napari_blendphot.deblend.parallel import _pack_masks, _run_chunk
     from napari_blendphot.deblend.sep_baseline import PARALLEL_MIN_BLENDS, SepTwoPass
 
@@ -225,38 +382,53 @@ def main(argv=None) -> int:
         source = f"toy blends (seed {args.seed})"
     n = len(blends)
     print(f"{n} blends from {source}, made in {time.perf_counter() - start:.1f} s; "
-          f"{len(os.sched_getaffinity(0))} cores usable, load average {os.getloadavg()[0]:.1f}")
+          f"{len(os.sched_getaffinity(0))} cores usable, {load()}; sep {sep.__version__}, "
+          f"default pixel stack {sep.get_extract_pixstack()}")
 
     rms = np.array([sep.Background(stamp, bw=128, bh=128, fw=1, fh=1).globalrms for stamp in blends])
     serial_method = SepTwoPass(photometry=args.photometry, n_jobs=1)
     result = serial_method.deblend(blends, context)
-    functions = {
+    times = interleaved_times({
         "floor": lambda: floor_loop(blends, rms),
+        "floor_stack": lambda: floor_loop_stamp_stack(blends, rms),
         "serial": lambda: serial_method.deblend(blends, context),
-    }
-    for jobs in args.jobs:
-        functions[f"jobs{jobs}"] = (lambda method: lambda: method.deblend(blends, context))(
-            SepTwoPass(photometry=args.photometry, n_jobs=jobs))
-    times = interleaved_times(functions, args.repeats)
-    (floor_wall, floor_cpu), (serial_wall, serial_cpu) = times["floor"], times["serial"]
+    }, args.repeats)
+    serial_wall, serial_cpu = times["serial"]
 
     passes = result.extra["pass"]
     detection = result.extra["detection"]
     print(f"cold-only {np.mean(passes == 0):.1%}, hot {np.mean(passes == 1):.1%}; detection 2: "
           f"{np.mean(detection == 2):.1%}, 0/1: {np.mean((detection == 0) | (detection == 1)):.1%}, "
           f"3: {np.mean(detection == 3):.1%}, none: {np.mean(detection == -1):.1%}")
-    print("                              wall blends/s   cpu blends/s   cpu ms/blend")
-    print(f"floor (one sep.extract)      {n / floor_wall:12.0f}   {n / floor_cpu:12.0f}   {1e3 * floor_cpu / n:10.3f}")
-    print(f"two-pass, 1 process          {n / serial_wall:12.0f}   {n / serial_cpu:12.0f}   {1e3 * serial_cpu / n:10.3f}")
-    print(f"two-pass / floor throughput: {floor_cpu / serial_cpu:.2f} on CPU time, {floor_wall / serial_wall:.2f} "
-          f"on wall time (target >= 0.67)")
-    pooled = "pool" if n >= PARALLEL_MIN_BLENDS else f"NOT pooled: fewer than {PARALLEL_MIN_BLENDS} blends"
-    for jobs in args.jobs:
-        wall = times[f"jobs{jobs}"][0]
-        print(f"two-pass, {jobs} processes ({pooled}): {n / wall:.0f} blends/s wall, "
-              f"scaling {serial_wall / wall:.2f}x over 1 process (ideal {jobs}x)")
+    print(f"one process ({load()} after the runs)  wall blends/s   cpu blends/s   cpu ms/blend")
+    for label, key in (("floor, sep defaults", "floor"), ("floor, stamp-sized stack", "floor_stack"),
+                       ("two-pass, 1 process", "serial")):
+        wall, cpu = times[key]
+        print(f"{label:32s} {n / wall:12.0f}   {n / cpu:12.0f}   {1e3 * cpu / n:10.3f}")
+    for label, key in (("sep defaults", "floor"), ("stamp-sized stack", "floor_stack")):
+        floor_wall, floor_cpu = times[key]
+        print(f"two-pass / floor ({label}) throughput: {floor_cpu / serial_cpu:.2f} on CPU time, "
+              f"{floor_wall / serial_wall:.2f} on wall time (target >= 0.67)")
     if args.breakdown:
-        print_breakdown(blends, context, rms, result, args.repeats)
+        print_breakdown(serial_method, blends, context, result, args.repeats)
+
+    for jobs in args.jobs:
+        method = SepTwoPass(photometry=args.photometry, n_jobs=jobs)
+        if n < PARALLEL_MIN_BLENDS:
+            wall = best_time(lambda: method.deblend(blends, context), args.repeats)
+            print(f"two-pass, {jobs} processes: NOT pooled (fewer than {PARALLEL_MIN_BLENDS} blends): "
+                  f"{n / wall:.0f} blends/s wall, {serial_wall / wall:.2f}x one process ({load()})")
+            continue
+        pool = time_pool(method, blends, context, args.repeats)
+        for label, (wall, parent, workers) in (("first call, pool start-up included", pool["first"]),
+                                               ("warm pool (kept between calls)", pool["warm"])):
+            print(f"two-pass, {jobs} processes, {label}: {n / wall:.0f} blends/s wall, scaling "
+                  f"{serial_wall / wall:.2f}x over 1 process (ideal {jobs}x; {load()}); CPU ms/blend: parent "
+                  f"{1e3 * parent / n:.3f}, workers {1e3 * workers / n:.3f} (one process: {1e3 * serial_cpu / n:.3f}; "
+                  f"CPU-bound scaling on free cores <= {jobs * serial_cpu / (parent + workers):.2f}x)")
+        parallel.shutdown_pools()
+    if args.engine_chunks:
+        engine_chunks(blends, context, max(args.jobs), args.repeats)
 
     chunk = blends[:256]
     chunk_context = context.subset(slice(0, len(chunk))) if context is not None else None

@@ -1,0 +1,404 @@
+"""The optimised SEP two-pass gives what a plain implementation of the method gives.
+
+``reference_two_pass`` below is the two-pass written the straightforward way
+(sep's default settings, the full segmentation map compared for every mask,
+the placeholder arithmetic of the Kron aperture always applied), following the
+method as ``sep_baseline``'s docstring states it.  The optimised
+``SepTwoPass`` (stamp-sized pixel stack, box-only mask writes, vectorised
+checks, kept process pool) must reproduce it exactly on seeded blends, for the
+paper's settings and every option.  Also here: the pixel-stack bookkeeping and
+the kept pool's behaviour (reuse, opt-out, shutdown, recovery, workers that
+outlive a killed parent).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from napari_blendphot.deblend import parallel
+from napari_blendphot.deblend.base import BlendContext
+from napari_blendphot.deblend.sep_baseline import (
+    COLD_PASS,
+    HOT_PASS,
+    PASS_NO_NOISE,
+    PASS_SEP_ERROR,
+    SepTwoPass,
+    stamp_sized_pixel_stack,
+)
+from napari_blendphot.match.assign import DETECTION_NONE, assign_detections
+from napari_blendphot.sample.toy import sersic_stamp
+
+N_BLENDS = 48
+
+
+def seeded_blends(n: int = N_BLENDS, seed: int = 7):
+    """Sersic pairs with noise: separated, close (hot pass), superposed, faint, plus blank and constant stamps."""
+    rng = np.random.default_rng(seed)
+    blends = np.empty((n, 128, 128), np.float32)
+    shifts = np.empty((n, 2))
+    radii = np.empty(n)
+    for i in range(n):
+        r1, r2 = rng.uniform(1.5, 9.0, size=2)
+        distance = rng.uniform(0.3, 4.0) * max(r1, r2)
+        angle = rng.uniform(0, 2 * np.pi)
+        dy, dx = int(round(distance * np.sin(angle))), int(round(distance * np.cos(angle)))
+        f1, f2 = rng.uniform(2.0, 60.0, size=2)
+        central = sersic_stamp(f1, r1, rng.choice([1.0, 4.0]), q=rng.uniform(0.3, 1.0), theta=rng.uniform(0, np.pi))
+        companion = sersic_stamp(f2, r2, rng.choice([1.0, 2.0]), dy=dy, dx=dx, q=rng.uniform(0.3, 1.0))
+        blends[i] = central + companion + rng.normal(0.0, 0.01, (128, 128)).astype(np.float32)
+        shifts[i] = dy, dx
+        radii[i] = r1
+    blends[3] = 0.0  # blank padding
+    blends[4] = 2.5  # constant
+    blends[5] += np.float32(0.03)  # a pedestal for the background subtraction
+    shifts[6] = np.nan  # no truth: the heuristic assignment
+    for row, (dy, dx) in ((7, (-30, 25)), (8, (35, 35))):  # a third galaxy: more than two sources
+        blends[row] += sersic_stamp(30.0, 3.0, 1.0, dy=dy, dx=dx)
+    # A small source in a negative ring: its Kron sum is negative, so the radius is
+    # undefined and the circular aperture replaces the ellipse.
+    yy, xx = np.mgrid[:128, :128] - np.array([24, 24])[:, None, None]
+    r2 = yy ** 2 + xx ** 2
+    blends[9] += (0.6 * np.exp(-r2 / 3.0) - 0.08 * ((r2 >= 16) & (r2 <= 100))).astype(np.float32)
+    return blends, BlendContext(shifts, radii)
+
+
+def reference_kron(data, objects, segmap, rms, mask_other_segments):
+    import sep
+
+    x, y, a, b, theta = (objects[key] for key in ("x", "y", "a", "b", "theta"))
+    masking = {}
+    if mask_other_segments:
+        masking = {"seg_id": np.arange(1, len(objects) + 1, dtype=np.int32), "segmap": segmap}
+    good = (a > 0) & (b > 0) & np.isfinite(a) & np.isfinite(b)
+    a_safe, b_safe, theta_safe = np.where(good, a, 1.0), np.where(good, b, 1.0), np.where(good, theta, 0.0)
+    kron_radius, _ = sep.kron_radius(data, x, y, a_safe, b_safe, theta_safe, 6.0, **masking)
+    defined = good & np.isfinite(kron_radius) & (kron_radius > 0)
+    scale = np.where(defined, np.maximum(2.5 * np.where(defined, kron_radius, 0.0), 3.5), 1.0)
+    circle = ~defined | (scale * np.sqrt(a_safe * b_safe) < 1.75)
+    flux, error, _ = sep.sum_ellipse(data, x, y, a_safe, b_safe, theta_safe, scale, err=rms, subpix=1, **masking)
+    flux, error = np.array(flux, np.float64), np.array(error, np.float64)
+    for i in np.flatnonzero(circle):
+        circle_masking = {"seg_id": masking["seg_id"][i:i + 1], "segmap": segmap} if masking else {}
+        circle_flux, circle_error, _ = sep.sum_circle(data, x[i:i + 1], y[i:i + 1], 1.75, err=rms, subpix=1,
+                                                      **circle_masking)
+        flux[i], error[i] = circle_flux[0], circle_error[0]
+    return flux, error
+
+
+def reference_two_pass(blends, context, subtract_background=True, photometry="auto", background_box=128,
+                       mask_other_segments=True):
+    """The two-pass, one blend at a time, the plain way, with sep's default settings."""
+    import sep
+
+    n = len(blends)
+    fluxes, errors = np.full((n, 2), np.nan), np.full((n, 2), np.nan)
+    masks = np.zeros((n, 2, 128, 128), np.float32)
+    detection = np.full(n, DETECTION_NONE, np.int8)
+    n_sources = np.zeros(n, np.int16)
+    passes = np.zeros(n, np.int8)
+    assignment = np.zeros(n, np.int8)
+    for i, stamp in enumerate(blends):
+        shift = None if context is None else context.companion_shift[i]
+        radius = None if context is None else context.central_radius[i]
+        assignment[i] = shift is not None and bool(np.isfinite(shift).all())
+        if stamp.min() == stamp.max():
+            passes[i] = PASS_NO_NOISE
+            continue
+        filter_size = 1 if background_box >= 128 else 3
+        background = sep.Background(stamp, bw=background_box, bh=background_box, fw=filter_size, fh=filter_size)
+        rms = background.globalrms
+        data = stamp
+        if subtract_background:
+            data = stamp - (np.float32(background.globalback) if background_box >= 128 else background.back())
+        found = []
+        for params in (COLD_PASS, HOT_PASS):
+            objects, segmap = sep.extract(data, params.threshold, err=rms, minarea=params.minarea,
+                                          deblend_cont=params.deblend_cont, deblend_nthresh=params.deblend_nthresh,
+                                          segmentation_map=True)
+            found.append((objects, segmap))
+            if len(objects) != 1:
+                break
+        objects, segmap = found[-1]
+        passes[i] = len(found) - 1
+        if len(objects) == 0:
+            continue
+        if photometry == "auto":
+            flux, error = reference_kron(data, objects, segmap, rms, mask_other_segments)
+        else:
+            flux, error = objects["flux"].astype(np.float64), rms * np.sqrt(objects["npix"].astype(np.float64))
+        chosen = assign_detections(objects["x"], objects["y"], flux, companion_shift=shift, central_radius=radius)
+        for slot, source in enumerate((chosen.central, chosen.companion)):
+            if source >= 0:
+                fluxes[i, slot], errors[i, slot] = flux[source], error[source]
+                masks[i, slot] = segmap == source + 1
+        detection[i], n_sources[i], assignment[i] = chosen.detection, len(objects), chosen.used_truth
+    return fluxes, errors, masks, detection, n_sources, passes, assignment
+
+
+def assert_matches_reference(output, reference):
+    fluxes, errors, masks, detection, n_sources, passes, assignment = reference
+    np.testing.assert_array_equal(output.fluxes, fluxes)
+    np.testing.assert_array_equal(output.extra["g1_flux_err"], errors[:, 0])
+    np.testing.assert_array_equal(output.extra["g2_flux_err"], errors[:, 1])
+    np.testing.assert_array_equal(output.masks, masks)
+    for key, expected in (("detection", detection), ("n_sources", n_sources), ("pass", passes),
+                          ("assignment", assignment)):
+        np.testing.assert_array_equal(output.extra[key], expected, err_msg=key)
+        assert output.extra[key].dtype == expected.dtype, key
+
+
+@pytest.fixture(scope="module")
+def batch():
+    return seeded_blends()
+
+
+def test_the_seeded_blends_exercise_every_branch(batch, monkeypatch):
+    import sep
+
+    blends, context = batch
+    circles = []
+    sum_circle = sep.sum_circle
+
+    def recording_sum_circle(data, x, *args, **kwargs):
+        circles.append(len(x))
+        return sum_circle(data, x, *args, **kwargs)
+
+    monkeypatch.setattr(sep, "sum_circle", recording_sum_circle)
+    out = SepTwoPass().deblend(blends, context)
+    assert circles  # Kron's circular fallback
+    passes, detection = out.extra["pass"], out.extra["detection"]
+    assert {0, 1, PASS_NO_NOISE} <= set(passes.tolist())
+    assert {DETECTION_NONE, 0, 1, 2, 3} <= set(detection.tolist())
+    assert set(out.extra["assignment"].tolist()) == {0, 1}
+
+
+@pytest.mark.parametrize("options", [
+    {},
+    {"subtract_background": False},
+    {"photometry": "iso"},
+    {"mask_other_segments": False},
+    {"background_box": 64},
+    {"subtract_background": False, "photometry": "iso"},
+], ids=lambda options: ",".join(f"{k}={v}" for k, v in options.items()) or "paper")
+def test_two_pass_equals_the_reference(batch, options):
+    blends, context = batch
+    assert_matches_reference(SepTwoPass(**options).deblend(blends, context),
+                             reference_two_pass(blends, context, **options))
+
+
+@pytest.mark.parametrize("mask_other_segments", [True, False])
+def test_kron_flux_equals_the_reference_on_edge_shapes(batch, mask_other_segments):
+    """Tiny but valid ellipses (the circle replaces them on the fast path), degenerate and NaN shapes."""
+    import sep
+
+    blends, _ = batch
+    data = blends[0] - np.float32(np.median(blends[0]))
+    objects, segmap = sep.extract(data, 5.0, err=0.01, minarea=10, segmentation_map=True)
+    assert len(objects) >= 2
+    method = SepTwoPass(mask_other_segments=mask_other_segments)
+    tiny = objects.copy()
+    tiny["a"], tiny["b"] = 0.3, 0.2  # valid shape, aperture below the 1.75 px circle
+    degenerate = objects.copy()
+    degenerate["a"][0], degenerate["b"][-1] = 0.0, np.nan
+    for case in (objects, tiny, degenerate):
+        flux, error = method._kron_flux(data, case, segmap, 0.01)
+        expected_flux, expected_error = reference_kron(data, case, segmap, 0.01, mask_other_segments)
+        np.testing.assert_array_equal(flux, expected_flux)
+        np.testing.assert_array_equal(error, expected_error)
+
+
+def test_two_pass_equals_the_reference_without_truth(batch):
+    blends, _ = batch
+    assert_matches_reference(SepTwoPass().deblend(blends), reference_two_pass(blends, None))
+
+
+def test_pool_equals_the_reference(batch):
+    blends, context = batch
+    pooled = parallel.deblend_in_processes(SepTwoPass(), blends, context, n_jobs=2, chunk_size=16,
+                                           start_method="fork")
+    assert_matches_reference(pooled, reference_two_pass(blends, context))
+
+
+def test_pixel_stack_is_restored_and_shared():
+    import sep
+
+    before = sep.get_extract_pixstack()
+    with stamp_sized_pixel_stack(128 * 128):
+        assert sep.get_extract_pixstack() == 128 * 128 + 2
+        with stamp_sized_pixel_stack(64 * 64):  # nested, smaller: keeps the larger stack
+            assert sep.get_extract_pixstack() == 128 * 128 + 2
+        assert sep.get_extract_pixstack() == 128 * 128 + 2
+    assert sep.get_extract_pixstack() == before
+    with pytest.raises(RuntimeError), stamp_sized_pixel_stack(128 * 128):
+        raise RuntimeError("the block failed")
+    assert sep.get_extract_pixstack() == before
+
+
+def test_pixel_stack_restored_after_concurrent_threads(batch):
+    import sep
+
+    blends, context = batch
+    before = sep.get_extract_pixstack()
+    expected = SepTwoPass().deblend(blends[:12], context.subset(slice(0, 12)))
+    results, errors = [], []
+
+    def work():
+        try:
+            results.append(SepTwoPass().deblend(blends[:12], context.subset(slice(0, 12))))
+        except BaseException as error:  # reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=work) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors and len(results) == 3
+    for result in results:
+        np.testing.assert_array_equal(result.fluxes, expected.fluxes)
+    assert sep.get_extract_pixstack() == before
+
+
+def test_a_stamp_entirely_above_threshold_fits_the_stamp_sized_stack():
+    """Every pixel above threshold is the worst case of the stack size (n_pixels + 2)."""
+    rng = np.random.default_rng(0)
+    plateau = (1.0 + rng.normal(0, 0.01, (128, 128))).astype(np.float32)
+    out = SepTwoPass(subtract_background=False).deblend(plateau)
+    assert out.extra["pass"].tolist() != [PASS_SEP_ERROR]
+    assert out.extra["n_sources"].tolist() == [1]
+    assert out.masks[0, 0].sum() == 128 * 128
+
+
+def test_results_do_not_depend_on_the_process_pixel_stack(monkeypatch):
+    """A small stack set elsewhere in the process used to make big sources fail (pass -2)."""
+    import sep
+
+    rng = np.random.default_rng(1)
+    stamp = rng.normal(0, 0.01, (128, 128)).astype(np.float32)
+    stamp[30:90, 30:90] += 1.0  # 3,600 pixels above threshold
+    default = SepTwoPass(subtract_background=False).deblend(stamp)
+    previous = sep.get_extract_pixstack()
+    sep.set_extract_pixstack(1000)
+    try:
+        small = SepTwoPass(subtract_background=False).deblend(stamp)
+        assert sep.get_extract_pixstack() == 1000
+    finally:
+        sep.set_extract_pixstack(previous)
+    assert small.extra["pass"].tolist() == default.extra["pass"].tolist() != [PASS_SEP_ERROR]
+    np.testing.assert_array_equal(small.fluxes, default.fluxes)
+
+
+# ------------------------------------------------------------------ kept pool
+
+
+class WorkerPid:
+    """A stand-in method that reports which worker process deblended each blend."""
+
+    name, label, makes_masks, needs_worker = "pid", "worker pid", False, False
+
+    def deblend(self, blends, context=None, progress=None):
+        from napari_blendphot.deblend.base import DeblendOutput
+
+        if (blends[:, 0, 0] < 0).any():  # a marked blend: the worker dies, as a crash would
+            os._exit(3)
+        pids = np.full(len(blends), os.getpid(), np.int64)
+        return DeblendOutput(self.name, np.zeros((len(blends), 2)), None, {"pid": pids}, {})
+
+
+def _pid_batch(n=8):
+    return np.ones((n, 128, 128), np.float32)
+
+
+def test_pool_is_kept_and_reused_between_calls():
+    parallel.shutdown_pools()
+    first = parallel.deblend_in_processes(WorkerPid(), _pid_batch(), n_jobs=2, chunk_size=1, start_method="fork")
+    assert len(parallel._pools) == 1
+    second = parallel.deblend_in_processes(WorkerPid(), _pid_batch(), n_jobs=2, chunk_size=1)
+    assert len(parallel._pools) == 1  # no start method asked: the live pool of 2 is reused
+    pool_pids = set(next(iter(parallel._pools.values()))._processes)
+    assert set(first.extra["pid"]) <= pool_pids and set(second.extra["pid"]) <= pool_pids
+    assert os.getpid() not in pool_pids
+    parallel.shutdown_pools()
+    assert parallel._pools == {}
+    third = parallel.deblend_in_processes(WorkerPid(), _pid_batch(), n_jobs=2, chunk_size=1, start_method="fork")
+    assert not set(third.extra["pid"]) & pool_pids  # a fresh pool after the shutdown
+    parallel.shutdown_pools()
+
+
+def test_private_pool_is_not_kept():
+    parallel.shutdown_pools()
+    out = parallel.deblend_in_processes(WorkerPid(), _pid_batch(), n_jobs=2, chunk_size=2, start_method="fork",
+                                        keep_pool=False)
+    assert parallel._pools == {}
+    assert os.getpid() not in set(out.extra["pid"])
+
+
+def test_a_crashed_worker_breaks_one_call_and_the_next_gets_a_fresh_pool():
+    from concurrent.futures.process import BrokenProcessPool
+
+    parallel.shutdown_pools()
+    marked = _pid_batch()
+    marked[5, 0, 0] = -1.0
+    with pytest.raises(BrokenProcessPool):
+        parallel.deblend_in_processes(WorkerPid(), marked, n_jobs=2, chunk_size=1, start_method="fork")
+    assert parallel._pools == {}
+    out = parallel.deblend_in_processes(WorkerPid(), _pid_batch(), n_jobs=2, chunk_size=1, start_method="fork")
+    assert len(out.extra["pid"]) == 8
+    parallel.shutdown_pools()
+
+
+def test_cancel_leaves_the_next_call_correct(batch):
+    blends, context = batch
+    event = threading.Event()
+    event.set()
+    with pytest.raises(parallel.DeblendCancelled):
+        parallel.deblend_in_processes(SepTwoPass(), blends, context, n_jobs=2, chunk_size=4, cancel_event=event,
+                                      start_method="fork")
+    pooled = parallel.deblend_in_processes(SepTwoPass(), blends, context, n_jobs=2, chunk_size=4,
+                                           start_method="fork")
+    np.testing.assert_array_equal(pooled.fluxes, SepTwoPass().deblend(blends, context).fluxes)
+    parallel.shutdown_pools()
+
+
+def _state(pid: int) -> str:
+    """A process's state letter from /proc ('' once it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("State:"):
+                return line.split()[1]
+    except OSError:
+        pass
+    return ""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads process states from Linux /proc")
+def test_kept_workers_exit_when_their_parent_is_killed():
+    code = textwrap.dedent("""
+        import os, signal, sys
+        import numpy as np
+        sys.path.insert(0, sys.argv[1])
+        from test_sep_speed_equivalence import WorkerPid
+        from napari_blendphot.deblend import parallel
+        parallel.deblend_in_processes(WorkerPid(), np.ones((4, 128, 128), np.float32), n_jobs=2, chunk_size=1,
+                                      start_method="fork")
+        (executor,) = parallel._pools.values()
+        print(" ".join(str(pid) for pid in executor._processes), flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)  # no shutdown, no exit handlers
+    """)
+    done = subprocess.run([sys.executable, "-c", code, str(Path(__file__).parent)], capture_output=True, text=True,
+                          timeout=120)
+    pids = [int(pid) for pid in done.stdout.split()]
+    assert len(pids) == 2, done.stderr
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and any(_state(pid) not in ("", "Z", "X") for pid in pids):
+        time.sleep(0.2)
+    assert all(_state(pid) in ("", "Z", "X") for pid in pids), [_state(pid) for pid in pids]

@@ -20,6 +20,16 @@ from napari_blendphot.errors import InputError
 from napari_blendphot.sample.toy import sersic_stamp
 
 NOISE = 0.01
+
+
+@pytest.fixture(autouse=True)
+def no_pool_outlives_a_test():
+    """Stop kept process pools after every test: a pool's manager thread left running
+    would make the next test's explicit ``fork`` fork a multi-threaded process."""
+    yield
+    from napari_blendphot.deblend.parallel import shutdown_pools
+
+    shutdown_pools()
 CENTRE = 64
 
 

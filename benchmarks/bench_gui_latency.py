@@ -74,13 +74,55 @@ def _weights(kind: str, folder: str) -> tuple[dict, str]:
     return paths, note
 
 
-def _wait(app, condition, timeout: float = 120.0) -> None:
+def _wait(app, condition, timeout: float = 120.0, busy: bool = False) -> None:
+    """Run the Qt event loop until *condition()* holds.
+
+    The loop sleeps until an event arrives, as the application's own loop
+    does (the inspector's result arrives as a queued signal, which wakes
+    it); a 20 ms timer keeps *condition* and the timeout checked.  With
+    *busy*, it polls instead (processEvents every 0.5 ms: the harness of
+    earlier runs, which keeps the GUI thread busy meanwhile).
+    """
+    from qtpy.QtCore import QEventLoop, QTimer
+
     start = time.perf_counter()
-    while not condition():
-        app.processEvents()
-        if time.perf_counter() - start > timeout:
-            raise TimeoutError("the inspector did not update in time")
-        time.sleep(0.0005)
+    timer = QTimer()
+    timer.start(20)
+    try:
+        while not condition():
+            if busy:
+                app.processEvents()
+                time.sleep(0.0005)
+            else:
+                app.processEvents(QEventLoop.ProcessEventsFlag.WaitForMoreEvents)
+            if time.perf_counter() - start > timeout:
+                raise TimeoutError("the inspector did not update in time")
+    finally:
+        timer.stop()
+
+
+def _process_cpu_seconds(pid: int | None = None) -> float:
+    """User + system CPU time of this process (all its threads) or of process *pid*; NaN if unreadable."""
+    if pid is None:
+        return time.process_time()
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
+def _xvfb_pids() -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == "Xvfb":
+                    pids.append(int(entry.name))
+            except OSError:
+                pass
+    return pids
 
 
 def main(argv=None) -> int:
@@ -89,6 +131,12 @@ def main(argv=None) -> int:
     parser.add_argument("--moves", type=int, default=100)
     parser.add_argument("--networks", choices=("auto", "shipped", "tiny", "paper"), default="auto")
     parser.add_argument("--screenshot", help="save a window screenshot (PNG) at the end")
+    parser.add_argument("--precision", choices=("float32", "bfloat16", "auto"), default="float32",
+                        help="compute precision of the networks (the inspector's 'Network precision')")
+    parser.add_argument("--busy-wait", action="store_true",
+                        help="poll the event loop every 0.5 ms while waiting (the harness of earlier runs)")
+    parser.add_argument("--profile", metavar="N", type=int, default=0,
+                        help="also print the N costliest functions of the GUI thread over the single moves (cProfile)")
     parser.add_argument("--window", default="1600x1000",
                         help="window size WxH (repaints under software OpenGL scale with its area)")
     args = parser.parse_args(argv)
@@ -126,7 +174,7 @@ def main(argv=None) -> int:
     viewer = napari.Viewer(show=True)
     width, height = (int(v) for v in args.window.lower().split("x"))
     viewer.window._qt_window.resize(width, height)
-    model = InspectorModel(methods=["sep", *NETWORKS])
+    model = InspectorModel(methods=["sep", *NETWORKS], precision=args.precision)
     for name in NETWORKS:
         model.set_weights(name, weights[name])
     widget = DeblendInspectorWidget(viewer, model=model)
@@ -166,16 +214,27 @@ def main(argv=None) -> int:
     def draw_timed(inspection):
         t0 = time.perf_counter()
         original_draw(inspection)
-        timed_draws.append((time.perf_counter() - t0, inspection.seconds))
+        timed_draws.append((time.perf_counter() - t0, inspection))
 
     widget._draw = draw_timed
+    worker_pid = model.engine.worker_pid
+    xvfb = _xvfb_pids()
     results = {}
+    profiler = None
+    if args.profile:
+        import cProfile
+
+        profiler = cProfile.Profile()
     for mode, interactive in (("single moves", False), ("drag moves", True)):
-        latencies, moving, painting, first = [], [], [], []
+        if profiler is not None:
+            profiler.enable() if not interactive else profiler.disable()
+        rows = {key: [] for key in ("latency", "moving", "painting", "first", "gui_cpu", "worker_cpu", "x_cpu")}
         timed_draws.clear()
         blends = [make_blend(central, companion, *shift) for shift in shifts[1:]]
         for blend in blends:
             n, partials = widget.drawn_count, widget.partial_count
+            cpu0 = (_process_cpu_seconds(), _process_cpu_seconds(worker_pid),
+                    sum(_process_cpu_seconds(pid) for pid in xvfb))
             t0 = time.perf_counter()
             move(blend, interactive)
             t1 = time.perf_counter()
@@ -186,28 +245,50 @@ def main(argv=None) -> int:
                     seen.append(time.perf_counter())
                 return widget.drawn_count > n and widget.last_inspection.state.truth is blend
 
-            _wait(app, updated)
+            _wait(app, updated, busy=args.busy_wait)
             t2 = time.perf_counter()
             app.processEvents()  # the canvas repaint queued by the layer updates
             t3 = time.perf_counter()
-            latencies.append(t3 - t0)
-            moving.append(t1 - t0)
-            painting.append(t3 - t2)
+            rows["gui_cpu"].append(_process_cpu_seconds() - cpu0[0])
+            rows["worker_cpu"].append(_process_cpu_seconds(worker_pid) - cpu0[1])
+            rows["x_cpu"].append(sum(_process_cpu_seconds(pid) for pid in xvfb) - cpu0[2])
+            rows["latency"].append(t3 - t0)
+            rows["moving"].append(t1 - t0)
+            rows["painting"].append(t3 - t2)
             if seen:
-                first.append(seen[0] - t0)
-        results[mode] = (latencies, list(timed_draws), moving, painting, first)
+                rows["first"].append(seen[0] - t0)
+        rows["draws"] = list(timed_draws)
+        results[mode] = rows
 
+    if profiler is not None:
+        import pstats
+
+        profiler.disable()
+        print(f"GUI thread over the single moves, {args.profile} costliest functions (cumulative):")
+        pstats.Stats(profiler, stream=sys.stdout).sort_stats("cumulative").print_stats(args.profile)
     load = os.getloadavg()
     print(f"machine: {os.cpu_count()} cores, load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min)")
-    print(f"methods: {', '.join(model.selected)}; {moves} moves per mode; window {args.window}")
-    for mode, (latencies, draws, moving, painting, first) in results.items():
-        print(f"{mode:13s} move -> overlays + table: {_summary(latencies)}")
-        if first:
-            print(f"{'':13s}   SEP overlays first (progressive, {len(first)} moves): {_summary(first)}")
-        print(f"{'':13s}   builder-like layer updates + set:  {_summary(moving)}")
-        print(f"{'':13s}   worker request (all methods, IPC): {_summary([d[1] for d in draws])}")
-        print(f"{'':13s}   inspector layers + table update:   {_summary([d[0] for d in draws])}")
-        print(f"{'':13s}   final canvas repaint:              {_summary(painting)}")
+    precisions = sorted({str(out.metadata.get("precision")) for out in widget.last_inspection.outputs.values()
+                         if "precision" in (out.metadata or {})})
+    print(f"methods: {', '.join(model.selected)}; network precision {args.precision} "
+          f"(used: {', '.join(precisions) or 'n/a'}); {moves} moves per mode; window {args.window}; "
+          f"{'busy-polling' if args.busy_wait else 'idle'} event loop while waiting")
+    for mode, rows in results.items():
+        draws = rows["draws"]
+        timings = [inspection.timings for _, inspection in draws]
+        print(f"{mode:13s} move -> overlays + table: {_summary(rows['latency'])}")
+        if rows["first"]:
+            print(f"{'':13s}   SEP overlays first (progressive, {len(rows['first'])} moves): {_summary(rows['first'])}")
+        print(f"{'':13s}   builder-like layer updates + set:  {_summary(rows['moving'])}")
+        print(f"{'':13s}   inspector request (methods+table): {_summary([i.seconds for _, i in draws])}")
+        print(f"{'':13s}     worker request (IPC included):   {_summary([t.get('request', np.nan) for t in timings])}")
+        print(f"{'':13s}     methods' compute in the worker:  {_summary([t.get('compute', np.nan) for t in timings])}")
+        print(f"{'':13s}     table numbers (measure):         {_summary([t.get('measure', np.nan) for t in timings])}")
+        print(f"{'':13s}   inspector layers + table update:   {_summary([d for d, _ in draws])}")
+        print(f"{'':13s}   final canvas repaint:              {_summary(rows['painting'])}")
+        print(f"{'':13s}   CPU per move: GUI process {1000 * statistics.median(rows['gui_cpu']):.0f} ms, "
+              f"worker {1000 * statistics.median(rows['worker_cpu']):.0f} ms, "
+              f"Xvfb {1000 * statistics.median(rows['x_cpu']):.0f} ms (medians)")
     # What one repaint of this window costs here (software OpenGL under Xvfb), for scale.
     def repaint_times():
         times = []
@@ -241,7 +322,7 @@ def main(argv=None) -> int:
             engine.run(blend.blend, truth_context(blend), methods=[name])
             times.append(time.perf_counter() - t0)
         print(f"  {name:16s} {_summary(times)}")
-    p95 = 1000 * _percentile(results["single moves"][0], 95)
+    p95 = 1000 * _percentile(results["single moves"]["latency"], 95)
     verdict = "met" if p95 <= TARGET_P95_MS else "MISSED"
     print(f"target p95 <= {TARGET_P95_MS:.0f} ms (single moves): {verdict} ({p95:.0f} ms)")
     if args.screenshot:

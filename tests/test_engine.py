@@ -152,6 +152,19 @@ def test_cancel_between_chunks_keeps_partial_results(engine, blends):
     assert len(engine.run(blends[:3], methods=["slow"])["slow"]) == 3
 
 
+def test_each_methods_own_time_in_the_worker_is_reported(engine, blends):
+    engine.set_method_options("slow", seconds_per_blend=0.03)
+    try:
+        engine.run(blends[:4], methods=["sep", "slow"], chunk_size=2)
+        seconds = dict(engine.last_compute_seconds)
+        assert sorted(seconds) == ["sep", "slow"] and seconds["sep"] > 0
+        assert seconds["slow"] >= 4 * 0.03  # summed over the request's two chunks (it sleeps that long)
+        engine.run(blends[:1], methods=["sep"])
+        assert list(engine.last_compute_seconds) == ["sep"]  # per request, not accumulated across requests
+    finally:
+        engine.set_method_options("slow")
+
+
 def test_submit_and_cancel_a_running_future(engine, slow_method, blends):
     engine.set_method_options("slow", seconds_per_blend=0.05)
     try:

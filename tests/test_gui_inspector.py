@@ -161,6 +161,17 @@ def test_a_queued_request_is_dropped_when_a_newer_one_arrives(engine, blends):
         engine.method_options.pop("slowgui", None)
 
 
+def test_an_inspection_records_where_its_time_went(engine, blends):
+    model = InspectorModel(methods=["sep"], engine=engine)
+    inspection = model.inspect(BlendState(blends[0].blend, "b", truth=blends[0])).result(timeout=60)
+    model.close()
+    timings = inspection.timings
+    assert sorted(timings) == ["compute", "measure", "request"]
+    # The methods' time in the worker is part of the request, which is part of the whole inspection.
+    assert 0 < timings["compute"] < timings["request"] <= inspection.seconds
+    assert 0 < timings["measure"] <= inspection.seconds
+
+
 def test_missing_shipped_weights_are_reported_and_sep_still_runs(engine, blends, tmp_path, monkeypatch):
     from napari_blendphot.models import registry
 
@@ -430,6 +441,48 @@ def test_live_drag_bursts_run_once_and_live_off_waits_for_run(make_napari_viewer
     widget.run_button.click()
     wait_drawn(qtbot, widget, 2)
     assert widget.last_inspection.state.name == "not live"
+    widget.close_inspector()
+
+
+def test_status_text_changes_do_not_relayout_the_window(make_napari_viewer, qtbot, engine, tiny):
+    # Regression: the status line was a QLabel, whose every new text (each run's timing) asked the
+    # dock and napari's main window for a new layout, and so one more full-window repaint per run.
+    from qtpy.QtCore import QEvent, QObject
+
+    viewer, widget = make_widget(make_napari_viewer, engine, tiny, methods=["sep"], show=True)
+    qtbot.wait(50)
+
+    class LayoutRequests(QObject):
+        count = 0
+
+        def eventFilter(self, watched, event):
+            if event.type() == QEvent.Type.LayoutRequest:
+                LayoutRequests.count += 1
+            return False
+
+    counter = LayoutRequests()
+    widget.installEventFilter(counter)
+    for text in ("sep in 12 ms", "sep, blend2flux, unet, blend2mask2flux in 153 ms", "no method ticked"):
+        widget.status_label.setText(text)
+        qtbot.wait(10)
+    widget.removeEventFilter(counter)
+    assert LayoutRequests.count == 0
+    assert widget.status_label.text() == "no method ticked" and widget.status_label.toolTip() == "no method ticked"
+    widget.close_inspector()
+
+
+def test_progressive_drawing_follows_the_methods_compute_time(make_napari_viewer, qtbot, engine, tiny, blends):
+    # Regression: the choice followed the run's wall time, which on a busy machine grows with the load
+    # and the repaints; fast methods then got the slower two-phase runs (one more repaint per run).
+    viewer, widget = make_widget(make_napari_viewer, engine, tiny, methods=["sep", "unet"])
+    widget._last_seconds = 1.0  # as after a slow run: this one is progressive
+    current_blend_for(viewer).set(BlendState(blends[0].blend, "pair", truth=blends[0], origin="builder"))
+    wait_drawn(qtbot, widget, 1)
+    assert widget.partial_count == 1
+    assert widget._last_seconds == widget.last_inspection.timings["compute"] < 0.5
+    current_blend_for(viewer).set(BlendState(blends[1].blend, "pair", truth=blends[1], origin="builder"))
+    wait_drawn(qtbot, widget, 2)
+    assert widget.partial_count == 1  # tiny networks compute in well under 0.5 s: one phase
     widget.close_inspector()
 
 

@@ -21,7 +21,8 @@ Worker -> parent:
 
 - ``("ready", pid, backend)`` once, at start;
 - ``("method_start", chunk_index, name)`` before each method;
-- ``("method_done", chunk_index, name, payload)`` with the method's output;
+- ``("method_done", chunk_index, name, payload, seconds)`` with the method's output
+  and the wall time its ``deblend`` took in the worker (IPC excluded);
 - ``("chunk_done", chunk_index)``;
 - ``("warm", {name: metadata})``;
 - ``("result", value)`` of a call;
@@ -34,6 +35,7 @@ import contextlib
 import os
 import sys
 import tempfile
+import time
 import traceback
 
 import numpy as np
@@ -193,7 +195,9 @@ def _run_chunk(conn, methods: _Methods, chunk_index: int, blends, context, specs
         conn.send(("method_start", chunk_index, name))
         try:
             method = methods.get(name, factory, options)
+            start = time.perf_counter()
             output = method.deblend(blends, context)
+            seconds = time.perf_counter() - start
             if len(output.fluxes) != len(blends):
                 raise RuntimeError(f"method {name!r} returned {len(output.fluxes)} results for {len(blends)} blends")
             output.method = name
@@ -201,5 +205,5 @@ def _run_chunk(conn, methods: _Methods, chunk_index: int, blends, context, specs
         except Exception as exc:
             conn.send(("error", chunk_index, name, describe_exception(exc)))
             return
-        conn.send(("method_done", chunk_index, name, payload))
+        conn.send(("method_done", chunk_index, name, payload, seconds))
     conn.send(("chunk_done", chunk_index))

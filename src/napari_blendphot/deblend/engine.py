@@ -234,6 +234,8 @@ class InferenceEngine:
         self._active_cancel: set = set()
         self._futures: weakref.WeakSet = weakref.WeakSet()
         self.restarts = 0
+        #: ``{method: seconds}`` its ``deblend`` took in the worker during the last request (IPC excluded).
+        self.last_compute_seconds: dict[str, float] = {}
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -443,6 +445,7 @@ class InferenceEngine:
 
         with self._lock:
             self._request_total = total
+            self.last_compute_seconds = {}
             try:
                 self._ensure_worker()
                 done = 0
@@ -632,6 +635,8 @@ class InferenceEngine:
                 current = message[2]
             elif kind == "method_done":
                 outputs[message[2]] = unpack_output(message[3])
+                seconds = self.last_compute_seconds
+                seconds[message[2]] = seconds.get(message[2], 0.0) + message[4]
             elif kind == "chunk_done":
                 return outputs
             elif kind == "error":

@@ -146,7 +146,11 @@ class Inspection:
     ``outputs``: ``{method: DeblendOutput}`` of the methods that ran;
     ``rows``: the table lines (truth first when known);
     ``table``: the one-row results table (None without truth);
-    ``errors``: ``{method or "worker": message}``; ``note``: a line for the user.
+    ``errors``: ``{method or "worker": message}``; ``note``: a line for the user;
+    ``seconds``: wall time of the whole request (methods and measurements);
+    ``timings``: its parts in seconds: ``"request"`` (the engine requests, IPC
+    included), ``"compute"`` (the methods' own time in the worker) and
+    ``"measure"`` (the table's numbers).
     """
 
     request_id: int
@@ -157,6 +161,7 @@ class Inspection:
     errors: dict = field(default_factory=dict)
     note: str = ""
     seconds: float = 0.0
+    timings: dict = field(default_factory=dict)
 
 
 def _label(name: str) -> str:
@@ -319,13 +324,21 @@ class InspectorModel:
         default: the model creates one on first use and owns it.
     chunk_size : int
         Blends per request of a blend-set run (progress and cancel granularity).
+    precision : {"float32", "bfloat16", "auto"}
+        Compute precision of the network methods (their ``precision`` option,
+        :mod:`napari_blendphot.models.precision`); what each run used is in its
+        outputs' metadata, the layers' metadata and the exported table.
     """
 
     methods_changed = Signal()
     status = Signal(str)
 
-    def __init__(self, methods=None, engine=None, chunk_size: int = 64):
+    def __init__(self, methods=None, engine=None, chunk_size: int = 64, precision: str = "float32"):
         from napari_blendphot.deblend.registry import available_methods
+        from napari_blendphot.models.precision import resolve_precision
+
+        resolve_precision(precision, source="precision")  # refuse a bad value now, not in the worker
+        self.precision = precision.lower()
 
         self.available = tuple(available_methods())
         self.weights: dict[str, str | None] = {}
@@ -343,6 +356,7 @@ class InspectorModel:
         self.latest_request = 0
         self._checked_weights: dict = {}
         self._closed = False
+        self._last_compute = float("nan")
 
     # -- configuration ----------------------------------------------------------------------
     def set_selected(self, name: str, on: bool) -> None:
@@ -378,6 +392,36 @@ class InspectorModel:
             self.selected = [m for m in self.available if m in self.selected or m == name]
         self.methods_changed.emit()
 
+    def set_precision(self, precision: str) -> None:
+        """Compute the networks in *precision* ("float32", "bfloat16" or "auto") from the next run on."""
+        from napari_blendphot.models.precision import resolve_precision
+
+        resolve_precision(precision, source="network precision")
+        self.precision = precision.lower()
+        if self._engine is not None:
+            for name in _NETWORK_METHODS:
+                if name in self.available:
+                    # Keep the engine's other options (weights set on a borrowed engine, say).
+                    options = dict(self._engine.method_options.get(name, {}))
+                    options.pop("precision", None)
+                    if self.precision != "float32":
+                        options["precision"] = self.precision
+                    self._engine.set_method_options(name, **options)
+        self.methods_changed.emit()
+
+    def _resolved_precision(self) -> str:
+        from napari_blendphot.models.precision import resolve_precision
+
+        return resolve_precision(self.precision)
+
+    def precision_description(self) -> str:
+        """The precision the networks will use, in words ("auto" says what it resolves to here)."""
+        from napari_blendphot.models.precision import resolve_precision
+
+        if self.precision == "auto":
+            return f"auto: {resolve_precision('auto')} on this CPU"
+        return self.precision
+
     def weights_description(self, name: str) -> str:
         """What weights *name* will use, in words (for the view)."""
         from pathlib import Path
@@ -395,9 +439,13 @@ class InspectorModel:
         return f"shipped: {manifest.name}" if manifest is not None else "no shipped model"
 
     def _options(self, name: str) -> dict:
+        options = {}
         if self.weights.get(name):
-            return {"weights": str(self.weights[name])}
-        return {}
+            options["weights"] = str(self.weights[name])
+        if name in _NETWORK_METHODS and self.precision != "float32":
+            # float32 is the networks' default: left out, the options stay those of a plain engine.
+            options["precision"] = self.precision
+        return options
 
     def check_method(self, name: str) -> str | None:
         """Why *name* cannot run now (None if it can): a network with no usable weights."""
@@ -509,8 +557,13 @@ class InspectorModel:
                 partial(result)
                 if request_id != self.latest_request:  # the user moved on: skip the slow methods
                     return Inspection(request_id, state, note="superseded")
-                result = Inspection(request_id, state, dict(result.outputs), errors=dict(result.errors))
+                result = Inspection(request_id, state, dict(result.outputs), errors=dict(result.errors),
+                                    timings=dict(result.timings))
+            request_start = time.perf_counter()
+            self._last_compute = float("nan")
             result.outputs.update(self._run_methods(state, context, phase, result.errors))
+            result.timings["request"] = result.timings.get("request", 0.0) + time.perf_counter() - request_start
+            result.timings["compute"] = result.timings.get("compute", 0.0) + self._last_compute
         self._finish(result, methods, start)
         return result
 
@@ -520,10 +573,12 @@ class InspectorModel:
 
         result.outputs = {name: result.outputs[name] for name in methods if name in result.outputs}
         if result.outputs:
+            measure_start = time.perf_counter()
             try:
                 result.rows, result.table = measure(result.state, result.outputs)
             except InputError as exc:
                 result.errors["measurements"] = str(exc)
+            result.timings["measure"] = time.perf_counter() - measure_start
         if result.state.truth is None or not has_usable_truth(result.state.truth):
             result.note = NO_TRUTH_NOTE
         result.seconds = time.perf_counter() - start
@@ -532,7 +587,9 @@ class InspectorModel:
         """Outputs of *names* on *state*; a failing method is recorded in *errors*, the others still run."""
         engine = self.engine
         try:
-            return engine.run(state.image, context, methods=names)
+            outputs = engine.run(state.image, context, methods=names)
+            self._last_compute = sum(engine.last_compute_seconds.values())
+            return outputs
         except WorkerError as exc:
             if getattr(exc, "exitcode", None) is not None or not engine.worker_pid:
                 errors["worker"] = f"{exc}. The inspector will use a new worker on the next change or 'Run'."
@@ -596,7 +653,9 @@ class InspectorModel:
         table.meta["provenance"] = make_provenance("inspect-blend-set", None, None, blends=source,
                                                    split=split or "all", methods=methods,
                                                    weights={m: self.weights.get(m) for m in methods
-                                                            if self.weights.get(m)})
+                                                            if self.weights.get(m)},
+                                                   precision={m: self._resolved_precision() for m in methods
+                                                              if m in _NETWORK_METHODS})
         return table
 
     def submit_blend_set(self, blend_set, split=None, methods=None, progress=None) -> concurrent.futures.Future:

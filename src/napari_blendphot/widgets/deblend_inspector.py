@@ -28,8 +28,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from qtpy.QtCore import QObject, Qt, QTimer, Signal
-from qtpy.QtGui import QColor, QGuiApplication
+from qtpy.QtCore import QObject, QSize, Qt, QTimer, Signal
+from qtpy.QtGui import QColor, QGuiApplication, QPainter
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
@@ -72,8 +72,10 @@ TRUTH_LAYER = "masks: truth"
 IMAGE_LAYER = "inspected blend"
 #: Debounce of live re-runs while the user drags (ms); single changes run at once.
 DRAG_DEBOUNCE_MS = 70
-#: When the last full run took longer than this (s), the fast methods are drawn before the networks finish.
-PROGRESSIVE_ABOVE_S = 0.2
+#: When the methods of the last full run computed for longer than this (s, in the worker), the fast
+#: methods are drawn before the networks finish.  Not lower: the early drawing costs one more canvas
+#: repaint per run, which on a busy machine competes with the networks it is meant to hide.
+PROGRESSIVE_ABOVE_S = 0.5
 LAYER_KIND = "inspector-masks"
 _TABLE_HEADERS = ("Method", "Galaxy", "Flux", "Mag", "Δmag", "IoU", "SEP case")
 _SUMMARY_HEADERS = ("Method", "Galaxy", "N", "Undet.", "⟨Δmag⟩", "σ", "Out. %", "IoU")
@@ -114,6 +116,47 @@ def _grouped_errors(errors: dict) -> list[str]:
     elif missing:
         lines.insert(0, errors[missing[0]])
     return lines
+
+
+class _StatusLine(QWidget):
+    """A gray status text whose changes repaint only itself.
+
+    A QLabel asks for a new layout on every text change; the request climbs
+    to napari's main window, which lays out and repaints the whole window,
+    once more per run (a full-window composition: tens of ms under software
+    OpenGL).  This widget's size never depends on its text: *lines* lines
+    high, the text wrapped and clipped to them (the tooltip has all of it).
+    """
+
+    def __init__(self, lines: int = 2, parent=None):
+        super().__init__(parent)
+        self._text = ""
+        self._lines = lines
+        self.setFixedHeight(self.fontMetrics().lineSpacing() * lines + 2)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+
+    def text(self) -> str:
+        return self._text
+
+    def setText(self, text: str) -> None:
+        if text == self._text:
+            return
+        self._text = text
+        self.setToolTip(text)
+        self.update()
+
+    def sizeHint(self) -> QSize:
+        return QSize(200, self.height())
+
+    def minimumSizeHint(self) -> QSize:
+        return QSize(50, self.height())
+
+    def paintEvent(self, event) -> None:
+        painter = QPainter(self)
+        painter.setPen(self.palette().placeholderText().color())
+        painter.drawText(self.rect(), int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop
+                                          | Qt.TextFlag.TextWordWrap), self._text)
+        painter.end()
 
 
 class _Bridge(QObject):
@@ -267,9 +310,7 @@ class DeblendInspectorWidget(QWidget):
             "SEP's detection case (the paper's flag): 0 only the central found, 1 only the companion, "
             "2 both, 3 more than two sources")
         layout.addWidget(self.table, 1)
-        self.status_label = QLabel("")
-        self.status_label.setWordWrap(True)
-        self.status_label.setStyleSheet("color: gray")
+        self.status_label = _StatusLine()
         layout.addWidget(self.status_label)
         self.error_label = QLabel("")
         self.error_label.setWordWrap(True)
@@ -549,7 +590,9 @@ class DeblendInspectorWidget(QWidget):
             self._show_problem(f"Deblend Inspector: cannot show the results: {exc}", "error")
             return
         self.drawn_count += 1
-        self._last_seconds = inspection.seconds
+        compute = inspection.timings.get("compute", float("nan"))
+        # The methods' own time, not the wall time: that grows with the machine's load and the repaints.
+        self._last_seconds = compute if np.isfinite(compute) else inspection.seconds
         if requested is not None:
             self.last_latency = time.perf_counter() - requested
 
@@ -621,10 +664,10 @@ class DeblendInspectorWidget(QWidget):
         if isinstance(data, np.ndarray) and data.shape == outlines.shape and data.dtype == outlines.dtype \
                 and data.flags.writeable:
             if not np.array_equal(data, outlines):
-                # In place + refresh: half the cost of assigning layer.data (no dims/extent
-                # recomputation for a same-shape update), measured in bench_gui_latency.py.
+                # In place + refresh: a third of the cost of assigning layer.data (no dims or
+                # extent recomputation: the shape is the same; the highlight does not depend on the data).
                 data[...] = outlines
-                layer.refresh()
+                layer.refresh(extent=False, highlight=False)
         else:
             layer.data = outlines
         current = layer.features

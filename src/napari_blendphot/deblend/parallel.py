@@ -149,6 +149,8 @@ PARENT_CHECK_SECONDS = 1.0
 _pools_lock = threading.Lock()
 #: Live pools by (processes, start method).
 _pools: dict[tuple[int, str], ProcessPoolExecutor] = {}
+#: Calls in progress on each kept pool (a discarded pool stops when its last call ends).
+_pool_users: dict[ProcessPoolExecutor, int] = {}
 
 
 def _exit_with_parent() -> None:
@@ -170,8 +172,8 @@ def _exit_with_parent() -> None:
     threading.Thread(target=watch, name="blendphot-parent-watch", daemon=True).start()
 
 
-def _shared_pool(n_jobs: int, start_method: str | None) -> tuple[ProcessPoolExecutor, tuple[int, str]]:
-    """A live pool of *n_jobs* workers, started on first use and then reused.
+def _acquire_pool(n_jobs: int, start_method: str | None) -> tuple[ProcessPoolExecutor, tuple[int, str]]:
+    """A live pool of *n_jobs* workers, started on first use and then reused; release it after the call.
 
     Without an explicit *start_method*, any live pool of that size is reused:
     its workers were started safely when it was made, whatever threads this
@@ -179,26 +181,43 @@ def _shared_pool(n_jobs: int, start_method: str | None) -> tuple[ProcessPoolExec
     ``fork`` for every later call).
     """
     with _pools_lock:
+        executor = key = None
         if start_method is None:
-            for key, executor in _pools.items():
-                if key[0] == n_jobs and not getattr(executor, "_broken", False):
-                    return executor, key
-            start_method = default_start_method()
-        key = (n_jobs, start_method)
-        executor = _pools.get(key)
-        if executor is None or getattr(executor, "_broken", False):
-            executor = ProcessPoolExecutor(max_workers=n_jobs, mp_context=multiprocessing.get_context(start_method),
-                                           initializer=_exit_with_parent)
-            _pools[key] = executor
+            for candidate_key, candidate in _pools.items():
+                if candidate_key[0] == n_jobs and not getattr(candidate, "_broken", False):
+                    executor, key = candidate, candidate_key
+                    break
+            else:
+                start_method = default_start_method()
+        if executor is None:
+            key = (n_jobs, start_method)
+            executor = _pools.get(key)
+            if executor is None or getattr(executor, "_broken", False):
+                executor = ProcessPoolExecutor(max_workers=n_jobs,
+                                               mp_context=multiprocessing.get_context(start_method),
+                                               initializer=_exit_with_parent)
+                _pools[key] = executor
+        _pool_users[executor] = _pool_users.get(executor, 0) + 1
         return executor, key
 
 
-def _discard_pool(key, executor) -> None:
-    """Forget a pool (broken, or left busy by a cancelled call) and stop it without waiting."""
+def _release_pool(key, executor, discard: bool) -> None:
+    """End a call's use of a kept pool; *discard* drops the pool from reuse (broken, or busy after a failure).
+
+    A discarded pool stops once no other call uses it, so a failing call never
+    cancels the chunks of another thread's call on the same pool.
+    """
     with _pools_lock:
-        if _pools.get(key) is executor:
+        users = _pool_users.get(executor, 1) - 1
+        if discard and _pools.get(key) is executor:
             del _pools[key]
-    executor.shutdown(wait=False, cancel_futures=True)
+        stop = users <= 0 and _pools.get(key) is not executor
+        if users <= 0:
+            _pool_users.pop(executor, None)
+        else:
+            _pool_users[executor] = users
+    if stop:
+        executor.shutdown(wait=False, cancel_futures=True)
 
 
 def shutdown_pools(wait: bool = True) -> None:
@@ -206,6 +225,7 @@ def shutdown_pools(wait: bool = True) -> None:
     with _pools_lock:
         executors = list(_pools.values())
         _pools.clear()
+        _pool_users.clear()
     for executor in executors:
         executor.shutdown(wait=wait, cancel_futures=True)
 
@@ -271,7 +291,7 @@ def deblend_in_processes(method, blends, context: BlendContext | None = None, n_
     starts = list(range(0, total, chunk_size))
     worker_method = _serial_copy(method)
     if keep_pool:
-        executor, pool_key = _shared_pool(n_jobs, start_method)
+        executor, pool_key = _acquire_pool(n_jobs, start_method)
     else:
         executor = ProcessPoolExecutor(max_workers=min(n_jobs, len(starts)),
                                        mp_context=multiprocessing.get_context(start_method or default_start_method()))
@@ -301,16 +321,18 @@ def deblend_in_processes(method, blends, context: BlendContext | None = None, n_
                 if progress is not None:
                     progress(done, total)
     except BaseException as error:
+        for future in pending:
+            future.cancel()
         if pool_key is None:
             executor.shutdown(wait=False, cancel_futures=True)
         else:
-            for future in pending:
-                future.cancel()
-            # A shared pool still busy with this call's chunks (or broken) would delay
-            # or fail the next call: let it finish them alone and start a fresh one then.
-            if isinstance(error, BrokenProcessPool) or any(not future.done() for future in pending):
-                _discard_pool(pool_key, executor)
+            # A kept pool still busy with this call's chunks (or broken) would delay or
+            # fail the next call: let it finish them alone and start a fresh one then.
+            broken = isinstance(error, BrokenProcessPool)
+            _release_pool(pool_key, executor, discard=broken or any(not future.done() for future in pending))
         raise
     if pool_key is None:
         executor.shutdown(wait=True)
+    else:
+        _release_pool(pool_key, executor, discard=False)
     return assembler.output()

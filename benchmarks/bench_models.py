@@ -77,11 +77,18 @@ def realistic_blends(n: int, seed: int, size: int = 128) -> np.ndarray:
     return out
 
 
+#: Max-pooling implementation of the benchmarked models (``--pooling``; see models.networks.POOLINGS).
+POOLING = {"value": "window"}
+
+
 def build(name: str, precision: str):
     from training.config import load_config
     from training.train import build_network, compile_network
 
-    config = load_config(MODELS[name], {"training.precision": precision})
+    overrides = {"training.precision": precision}
+    if POOLING["value"] != "window":
+        overrides["model.pooling"] = POOLING["value"]
+    config = load_config(MODELS[name], overrides)
     model = build_network(config, precision)
     compile_network(model, config)
     return model, config
@@ -289,12 +296,16 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--min-time", type=float, default=0.3, help="seconds per timed block")
     parser.add_argument("--pool", type=int, default=4, help="distinct device batches cycled through (jax)")
+    parser.add_argument("--pooling", choices=("window", "reshape"), default="window",
+                        help="max-pooling implementation (reshape: same model, max-reduction gradient "
+                             "instead of XLA's select_and_scatter)")
     parser.add_argument("--json", help="write all rows to this JSON file")
     args = parser.parse_args(argv)
+    POOLING["value"] = args.pooling
     os.environ["KERAS_BACKEND"] = args.backend
     import keras
 
-    info = {"backend": keras.backend.backend(), "keras": keras.__version__}
+    info = {"backend": keras.backend.backend(), "keras": keras.__version__, "pooling": args.pooling}
     if args.backend == "jax":
         import jax
 

@@ -229,3 +229,41 @@ def test_mask_encodings_round_trip():
         decode_masks(two, "ogg")
     with pytest.raises(InputError, match=r"\(N, 2, H, W\)"):
         encode_masks(masks[:, :1], "two")
+
+
+@pytest.mark.parametrize("builder, config", [(build_blend2flux, TINY_B2F), (build_unet, TINY_UNET),
+                                             (build_blend2mask2flux, TINY_B2M2F)])
+def test_reshape_pooling_gives_the_same_model(builder, config, tmp_path):
+    """pooling="reshape" changes how max-pooling is computed (under JAX), not the model: same weights, outputs."""
+    from napari_blendphot.models.io import load_model, save_model
+    from napari_blendphot.models.layers import BlockMaxPool2D
+
+    window = builder(**config)
+    reshape = builder(**config, pooling="reshape")
+    assert reshape.count_params() == window.count_params()
+    assert [layer.name for layer in reshape.layers] == [layer.name for layer in window.layers]
+    assert any(isinstance(layer, BlockMaxPool2D) for layer in reshape.layers)
+    assert not any(isinstance(layer, keras.layers.MaxPooling2D) for layer in reshape.layers)
+    reshape.set_weights(window.get_weights())
+    stamps = _stamps(n=3)
+    expected = keras.tree.map_structure(np.asarray, window.predict_on_batch(stamps))
+    got = keras.tree.map_structure(np.asarray, reshape.predict_on_batch(stamps))
+    keras.tree.map_structure(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), expected, got)
+    # And it saves and loads in safe mode (the layer is registered).
+    path = tmp_path / "reshape.keras"
+    save_model(reshape, path)
+    loaded = load_model(path, safe_mode=True, compile=False)
+    again = keras.tree.map_structure(np.asarray, loaded.predict_on_batch(stamps))
+    keras.tree.map_structure(np.testing.assert_array_equal, got, again)
+
+
+def test_block_max_pool_matches_max_pooling_2d_and_refuses_odd_sizes():
+    from napari_blendphot.models.layers import BlockMaxPool2D
+
+    values = np.random.default_rng(3).normal(size=(2, 6, 8, 3)).astype("float32")
+    expected = np.asarray(keras.layers.MaxPooling2D(2)(values))
+    np.testing.assert_array_equal(np.asarray(BlockMaxPool2D()(values)), expected)
+    with pytest.raises(ValueError, match="even"):
+        BlockMaxPool2D()(values[:, :5])
+    with pytest.raises(ValueError, match="pooling must be one of"):
+        build_blend2flux(**TINY_B2F, pooling="average")

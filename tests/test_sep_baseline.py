@@ -24,11 +24,13 @@ NOISE = 0.01
 
 @pytest.fixture(autouse=True)
 def no_pool_outlives_a_test():
-    """Stop kept process pools after every test: a pool's manager thread left running
-    would make the next test's explicit ``fork`` fork a multi-threaded process."""
-    yield
+    """Stop kept process pools around every test (also one another test file left):
+    a pool's manager thread left running would make a test's explicit ``fork``
+    fork a multi-threaded process."""
     from napari_blendphot.deblend.parallel import shutdown_pools
 
+    shutdown_pools()
+    yield
     shutdown_pools()
 CENTRE = 64
 

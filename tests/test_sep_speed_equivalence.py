@@ -425,6 +425,19 @@ def _state(pid: int) -> str:
     return ""
 
 
+def test_a_worker_sees_a_lost_parent_even_if_it_started_after_the_loss():
+    """Regression: a worker that started after the pool's process died took its new
+    parent for the real one and waited forever (seen under load: a worker that had
+    not run a task yet when the parent was killed)."""
+    finished = subprocess.Popen([sys.executable, "-c", "pass"])
+    finished.wait(timeout=60)  # reaped: its pid no longer exists
+    gone = finished.pid
+    my_parent = os.getppid()
+    assert not parallel._pool_parent_gone(my_parent, os.getpid())  # both alive: keep working
+    assert parallel._pool_parent_gone(my_parent, gone)  # the pool's process no longer exists
+    assert parallel._pool_parent_gone(gone, os.getpid())  # reparented: the watched parent is not ours
+
+
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads process states from Linux /proc")
 def test_kept_workers_exit_when_their_parent_is_killed():
     code = textwrap.dedent("""

@@ -153,19 +153,36 @@ _pools: dict[tuple[int, str], ProcessPoolExecutor] = {}
 _pool_users: dict[ProcessPoolExecutor, int] = {}
 
 
-def _exit_with_parent() -> None:
-    """Pool worker initializer: end this worker when its parent process is gone.
+def _process_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, someone else's (the pid was reused)
+        return False
+    return False
+
+
+def _pool_parent_gone(watched_pid: int, creator_pid: int) -> bool:
+    """Whether a pool worker has lost its parent (*watched_pid*) or the process that made the pool."""
+    return os.getppid() != watched_pid or _process_gone(creator_pid)
+
+
+def _exit_with_parent(creator_pid: int, parent_is_creator: bool) -> None:
+    """Pool worker initializer: end this worker when the process that made the pool is gone.
 
     A worker blocks on its task queue, and every worker holds that queue's
-    write end too, so a parent killed without shutting the pool down would
-    leave its workers waiting forever.  Being reparented is the sign.  (The
-    parent is the pool's process for ``fork`` and ``spawn``, the fork server
-    for ``forkserver``, which itself ends with the pool's process.)
+    write end too, so a pool's process killed without shutting the pool down
+    would leave its workers waiting forever.  The signs: being reparented, or
+    the pool's process no longer existing.  With ``fork`` and ``spawn`` the
+    worker's parent is the pool's process (*creator_pid*), and a worker that
+    starts after it died sees another parent at once; with ``forkserver`` the
+    parent is the fork server, which itself ends with the pool's process.
     """
-    parent_pid = os.getppid()
+    watched_pid = creator_pid if parent_is_creator else os.getppid()
 
     def watch():
-        while os.getppid() == parent_pid:
+        while not _pool_parent_gone(watched_pid, creator_pid):
             time.sleep(PARENT_CHECK_SECONDS)
         os._exit(0)
 
@@ -195,7 +212,8 @@ def _acquire_pool(n_jobs: int, start_method: str | None) -> tuple[ProcessPoolExe
             if executor is None or getattr(executor, "_broken", False):
                 executor = ProcessPoolExecutor(max_workers=n_jobs,
                                                mp_context=multiprocessing.get_context(start_method),
-                                               initializer=_exit_with_parent)
+                                               initializer=_exit_with_parent,
+                                               initargs=(os.getpid(), start_method != "forkserver"))
                 _pools[key] = executor
         _pool_users[executor] = _pool_users.get(executor, 0) + 1
         return executor, key

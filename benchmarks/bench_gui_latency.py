@@ -265,7 +265,7 @@ def main(argv=None) -> int:
 
         profiler.disable()
         print(f"GUI thread over the single moves, {args.profile} costliest functions (cumulative):")
-        pstats.Stats(profiler, stream=sys.stdout).sort_stats("cumulative").print_stats(args.profile)
+        pstats.Stats(profiler, stream=sys.stdout).sort_stats(os.environ.get("BENCH_PROFILE_SORT", "cumulative")).print_stats(args.profile)
     load = os.getloadavg()
     print(f"machine: {os.cpu_count()} cores, load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min)")
     precisions = sorted({str(out.metadata.get("precision")) for out in widget.last_inspection.outputs.values()

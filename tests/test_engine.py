@@ -10,7 +10,8 @@ import time
 
 import numpy as np
 import pytest
-from test_engine_support import crash_worker, expected_slow_fluxes, slow_identity, toy_blends
+from test_engine_support import (crash_worker, expected_slow_fluxes, flux_totals, refuse_outputs, slow_identity,
+                                 toy_blends)
 
 from napari_blendphot.deblend.base import BlendContext
 from napari_blendphot.deblend.engine import Cancelled, EngineFuture, InferenceEngine
@@ -163,6 +164,24 @@ def test_each_methods_own_time_in_the_worker_is_reported(engine, blends):
         assert list(engine.last_compute_seconds) == ["sep"]  # per request, not accumulated across requests
     finally:
         engine.set_method_options("slow")
+
+
+def test_run_then_post_processes_the_outputs_in_the_worker(engine, blends):
+    outputs, totals = engine.run_then(blends[:3], None, ["sep", "slow"], flux_totals, 2.0)
+    assert list(outputs) == ["sep", "slow"] and len(outputs["slow"]) == 3
+    np.testing.assert_allclose(outputs["slow"].fluxes, expected_slow_fluxes(blends[:3]))
+    assert totals == pytest.approx({name: 2.0 * float(np.nansum(out.fluxes)) for name, out in outputs.items()})
+    assert sorted(engine.last_compute_seconds) == ["sep", "slow"]
+    # A failing step keeps its type and message, and the outputs the methods gave.
+    with pytest.raises(InputError, match="refused \\['sep'\\]") as info:
+        engine.run_then(blends[:2], None, ["sep"], refuse_outputs)
+    assert info.value.in_post and len(info.value.partial["sep"]) == 2
+    # A failing method raises as in run(); the engine stays usable.
+    with pytest.raises(InputError):
+        engine.run_then(blends[:2], None, ["nosuchmethod"], flux_totals)
+    assert engine.run_then(blends[:1], None, ["slow"], flux_totals)[1]["slow"] > 0
+    with pytest.raises(InputError, match="cannot be sent"):
+        engine.run_then(blends[:1], None, ["slow"], lambda outputs: None)
 
 
 def test_submit_and_cancel_a_running_future(engine, slow_method, blends):

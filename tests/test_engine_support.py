@@ -99,6 +99,18 @@ class SlowDeblender:
                              {"seconds_per_blend": self.seconds_per_blend})
 
 
+def flux_totals(outputs: dict, scale: float = 1.0) -> dict:
+    """``{method: scale * sum of its fluxes}``: a stand-in post-processing step for ``run_then``."""
+    return {name: scale * float(np.nansum(output.fluxes)) for name, output in outputs.items()}
+
+
+def refuse_outputs(outputs: dict) -> None:
+    """A post-processing step that fails (``run_then`` must keep the outputs)."""
+    from napari_blendphot.errors import InputError
+
+    raise InputError("outputs", f"refused {sorted(outputs)}")
+
+
 def expected_slow_fluxes(blends) -> np.ndarray:
     blends = np.asarray(blends, np.float32)
     return np.column_stack([blends.sum(axis=(1, 2), dtype=np.float64), blends.max(axis=(1, 2))])

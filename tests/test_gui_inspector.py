@@ -25,6 +25,7 @@ from napari_blendphot.widgets._inspector_model import (
     NO_TRUTH_NOTE,
     InspectorModel,
     layer_features,
+    measure,
     rows_as_tsv,
     state_from_image,
     truth_catalog,
@@ -170,6 +171,12 @@ def test_an_inspection_records_where_its_time_went(engine, blends):
     # The methods' time in the worker is part of the request, which is part of the whole inspection.
     assert 0 < timings["compute"] < timings["request"] <= inspection.seconds
     assert 0 < timings["measure"] <= inspection.seconds
+    # The worker measured (one phase): the same lines as measuring here.
+    local_rows, _ = measure(inspection.state, inspection.outputs)
+    assert [row.as_tuple()[:3] + row.as_tuple()[-1:] for row in inspection.rows] == \
+        [row.as_tuple()[:3] + row.as_tuple()[-1:] for row in local_rows]
+    np.testing.assert_array_equal([row.as_tuple()[3:7] for row in inspection.rows],
+                                  [row.as_tuple()[3:7] for row in local_rows])
 
 
 def test_missing_shipped_weights_are_reported_and_sep_still_runs(engine, blends, tmp_path, monkeypatch):
@@ -447,10 +454,11 @@ def test_live_drag_bursts_run_once_and_live_off_waits_for_run(make_napari_viewer
 def test_status_text_changes_do_not_relayout_the_window(make_napari_viewer, qtbot, engine, tiny):
     # Regression: the status line was a QLabel, whose every new text (each run's timing) asked the
     # dock and napari's main window for a new layout, and so one more full-window repaint per run.
-    from qtpy.QtCore import QEvent, QObject
+    from qtpy.QtCore import QCoreApplication, QEvent, QObject
 
     viewer, widget = make_widget(make_napari_viewer, engine, tiny, methods=["sep"], show=True)
     qtbot.wait(50)
+    QCoreApplication.sendPostedEvents(widget, QEvent.Type.LayoutRequest.value)  # the set-up's own layout
 
     class LayoutRequests(QObject):
         count = 0
@@ -464,7 +472,7 @@ def test_status_text_changes_do_not_relayout_the_window(make_napari_viewer, qtbo
     widget.installEventFilter(counter)
     for text in ("sep in 12 ms", "sep, blend2flux, unet, blend2mask2flux in 153 ms", "no method ticked"):
         widget.status_label.setText(text)
-        qtbot.wait(10)
+        QCoreApplication.sendPostedEvents(widget, QEvent.Type.LayoutRequest.value)  # what the text change asked
     widget.removeEventFilter(counter)
     assert LayoutRequests.count == 0
     assert widget.status_label.text() == "no method ticked" and widget.status_label.toolTip() == "no method ticked"
@@ -484,6 +492,60 @@ def test_progressive_drawing_follows_the_methods_compute_time(make_napari_viewer
     wait_drawn(qtbot, widget, 2)
     assert widget.partial_count == 1  # tiny networks compute in well under 0.5 s: one phase
     widget.close_inspector()
+
+
+def test_model_precision_is_checked_and_reaches_only_the_networks(engine, tiny):
+    with pytest.raises(InputError, match="not a precision"):
+        InspectorModel(methods=["sep"], engine=engine, precision="half")
+    model = InspectorModel(methods=["sep", "unet"], engine=engine)
+    try:
+        with pytest.raises(InputError, match="not a precision"):
+            model.set_precision("float16")
+        model.set_precision("bfloat16")
+        # The borrowed engine keeps the weights it was given; only the precision is added.
+        assert engine.method_options["unet"] == {"weights": tiny["paths"]["unet"], "precision": "bfloat16"}
+        assert "precision" not in engine.method_options.get("sep", {})
+        assert model.precision_description() == "bfloat16"
+        model.set_precision("float32")  # the networks' default: the option is dropped again
+        assert engine.method_options["unet"] == {"weights": tiny["paths"]["unet"]}
+    finally:
+        model.set_precision("float32")
+        model.close()
+
+
+def test_network_precision_choice_is_used_and_recorded(make_napari_viewer, qtbot, engine, tiny, blends, tmp_path,
+                                                       monkeypatch):
+    from napari_blendphot.tables import read_table
+
+    viewer, widget = make_widget(make_napari_viewer, engine, tiny, methods=["sep", *NETWORKS])
+    try:
+        assert widget.precision_combo.currentData() == "float32"
+        widget.set_precision("bfloat16")
+        assert widget.model.precision == "bfloat16"
+        current_blend_for(viewer).set(BlendState(blends[0].blend, "pair", truth=blends[0], origin="builder"))
+        wait_drawn(qtbot, widget, 1)
+        outputs = widget.last_inspection.outputs
+        assert widget.last_inspection.errors == {}
+        assert {name: outputs[name].metadata["precision"] for name in NETWORKS} == dict.fromkeys(NETWORKS, "bfloat16")
+        assert viewer.layers["masks: unet"].metadata["precision"] == "bfloat16"
+        assert "precision" not in viewer.layers["masks: sep"].metadata
+        assert "networks in bfloat16" in widget.status_label.text()
+        # The GUI's numbers are the library's at the same precision.
+        direct = engine.run(blends[0].blend, truth_context(blends[0]), methods=list(NETWORKS))
+        assert direct["unet"].metadata["precision"] == "bfloat16"
+        rows = {(row.method, row.galaxy): row for row in widget.table_rows()}
+        for name in NETWORKS:
+            for k, galaxy in enumerate(("central", "companion")):
+                assert rows[name, galaxy].flux == pytest.approx(float(direct[name].fluxes[0, k]), rel=1e-5)
+        # The saved table says which precision gave its numbers.
+        monkeypatch.setattr(widget, "_ask_save_path", lambda *args: str(tmp_path / "table.csv"))
+        written = widget.save_table()
+        assert read_table(written).meta["precision"] == dict.fromkeys(NETWORKS, "bfloat16")
+    finally:
+        widget.set_precision("float32")  # the engine is shared with the other tests
+        widget.close_inspector()
+    assert engine.method_options["unet"] == {"weights": tiny["paths"]["unet"]}
+    assert "tensorflow" not in sys.modules
 
 
 def test_mask_layers_stay_above_images_added_later(make_napari_viewer, qtbot, engine, tiny, blends):

@@ -10,8 +10,10 @@ Messages are tuples over one duplex :class:`multiprocessing.connection.Connectio
 
 Parent -> worker:
 
-- ``("chunk", chunk_index, blends, context, specs)``: run every method of
-  *specs* (``[(name, factory, options), ...]``, in order) on *blends*;
+- ``("chunk", chunk_index, blends, context, specs, post)``: run every method of
+  *specs* (``[(name, factory, options), ...]``, in order) on *blends*; then,
+  when *post* is ``(function, args, kwargs)``, ``function(outputs, *args, **kwargs)``
+  with ``outputs = {name: DeblendOutput}``;
 - ``("warm_up", specs)``: create the methods and run their ``warm_up()``;
 - ``("call", function, args, kwargs)``: run a picklable function here
   (inspecting models without importing Keras in the caller, making test models);
@@ -23,6 +25,8 @@ Worker -> parent:
 - ``("method_start", chunk_index, name)`` before each method;
 - ``("method_done", chunk_index, name, payload, seconds)`` with the method's output
   and the wall time its ``deblend`` took in the worker (IPC excluded);
+- ``("post_done", chunk_index, value)`` or ``("post_error", chunk_index, error_info)``
+  after the methods, when the chunk has a *post* function;
 - ``("chunk_done", chunk_index)``;
 - ``("warm", {name: metadata})``;
 - ``("result", value)`` of a call;
@@ -190,7 +194,8 @@ def _warm_up(conn, methods: _Methods, specs) -> None:
     conn.send(("warm", info))
 
 
-def _run_chunk(conn, methods: _Methods, chunk_index: int, blends, context, specs) -> None:
+def _run_chunk(conn, methods: _Methods, chunk_index: int, blends, context, specs, post=None) -> None:
+    outputs = {}
     for name, factory, options in specs:
         conn.send(("method_start", chunk_index, name))
         try:
@@ -206,4 +211,13 @@ def _run_chunk(conn, methods: _Methods, chunk_index: int, blends, context, specs
             conn.send(("error", chunk_index, name, describe_exception(exc)))
             return
         conn.send(("method_done", chunk_index, name, payload, seconds))
+        outputs[name] = output
+    if post is not None:
+        function, args, kwargs = post
+        try:
+            value = function(outputs, *args, **kwargs)
+        except Exception as exc:
+            conn.send(("post_error", chunk_index, describe_exception(exc)))
+        else:
+            conn.send(("post_done", chunk_index, value))
     conn.send(("chunk_done", chunk_index))

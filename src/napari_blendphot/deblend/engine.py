@@ -234,6 +234,7 @@ class InferenceEngine:
         self._active_cancel: set = set()
         self._futures: weakref.WeakSet = weakref.WeakSet()
         self.restarts = 0
+        self._post_answer = None
         #: ``{method: seconds}`` its ``deblend`` took in the worker during the last request (IPC excluded).
         self.last_compute_seconds: dict[str, float] = {}
 
@@ -423,6 +424,65 @@ class InferenceEngine:
             raise
         return {name: DeblendOutput.concatenate(outputs) for name, outputs in parts.items()}
 
+    def run_then(self, blends, context: BlendContext | None, methods, function, *args, **kwargs):
+        """Deblend *blends* (one chunk), then run ``function(outputs, *args, **kwargs)`` in the worker.
+
+        For work on the outputs that needs no Qt (the inspector's table
+        numbers, say): it runs in the worker straight after the methods,
+        without a second round trip and without taking the caller's CPU
+        and GIL (a GUI's, busy repainting meanwhile).
+
+        Parameters
+        ----------
+        blends, context, methods
+            As in :meth:`run`; the blends travel as one chunk, whatever their number.
+        function
+            Module-level function (picklable by name); its arguments and
+            result must be picklable.
+
+        Returns
+        -------
+        (dict {name: DeblendOutput}, value)
+
+        Raises
+        ------
+        Exception
+            What :meth:`run` raises; or what *function* raised, with the
+            methods' outputs as ``.partial`` and ``.in_post = True``.
+        """
+        name = getattr(function, "__qualname__", repr(function))
+        post = (function, args, kwargs)
+        try:
+            pickle.dumps(post)
+        except Exception as exc:
+            raise InputError(f"function {name!r}", f"cannot be sent to the worker process: {exc}") from None
+        blends = self._check_batch_shape(blends)
+        specs = self._specs(methods)
+        total = len(blends)
+        if context is not None:
+            self._check_context(context, total)
+        with self._lock:
+            self._request_total = total
+            self.last_compute_seconds = {}
+            self._post_answer = None
+            self._ensure_worker()
+            chunk = check_blends(blends[:], source=f"blends[0:{total}]")
+            try:
+                outputs = self._run_chunk(0, f"blends 0-{total - 1}", chunk, context, specs, post)
+            except BaseException as exc:
+                exc.partial = {key: parts[0] for key, parts in getattr(exc, "_method_parts", {}).items()}
+                raise
+            finally:
+                answer, self._post_answer = self._post_answer, None
+        outputs = {spec[0]: outputs[spec[0]] for spec in specs}
+        if answer is None or answer[0] != "post_done":
+            exc = (_rebuild_exception(answer[2], f"calling {name} on the outputs") if answer is not None
+                   else WorkerError(f"the inference worker did not answer {name}"))
+            exc.partial = outputs
+            exc.in_post = True  # the methods themselves succeeded
+            raise exc
+        return outputs, answer[2]
+
     def stream(self, blends, context: BlendContext | None = None, methods=None, progress: ProgressCallback | None = None,
                cancel=None, chunk_size: int | None = None) -> Iterator[ChunkResult]:
         """Like :meth:`run`, but yield a :class:`ChunkResult` per chunk (bounded memory).
@@ -610,11 +670,11 @@ class InferenceEngine:
         error._method_parts = method_parts
         raise error from cause
 
-    def _run_chunk(self, chunk_index, where, chunk, chunk_context, specs) -> dict:
-        """Send one chunk, collect every method's output."""
+    def _run_chunk(self, chunk_index, where, chunk, chunk_context, specs, post=None) -> dict:
+        """Send one chunk, collect every method's output (and *post*'s answer in ``self._post_answer``)."""
         from napari_blendphot.deblend._worker import unpack_output
 
-        self._send(("chunk", chunk_index, chunk, chunk_context, specs), f"receiving {where}")
+        self._send(("chunk", chunk_index, chunk, chunk_context, specs, post), f"receiving {where}")
         outputs: dict[str, DeblendOutput] = {}
         current = None
         while True:
@@ -637,6 +697,8 @@ class InferenceEngine:
                 outputs[message[2]] = unpack_output(message[3])
                 seconds = self.last_compute_seconds
                 seconds[message[2]] = seconds.get(message[2], 0.0) + message[4]
+            elif kind in ("post_done", "post_error"):
+                self._post_answer = message
             elif kind == "chunk_done":
                 return outputs
             elif kind == "error":

@@ -182,13 +182,30 @@ def measure(state: BlendState, outputs: dict, zero_points: dict | None = None) -
     :func:`~napari_blendphot.metrics.binned.galaxy_measurements` (magnitudes and
     dmag with each method's zero point).  Without truth, magnitudes only.
     """
+    return measure_truth(outputs, state.truth, zero_points)
+
+
+def timed_measure(outputs: dict, truth) -> tuple[list, object, float]:
+    """:func:`measure_truth` and the seconds it took (what the inspector runs in the worker)."""
+    import time
+
+    start = time.perf_counter()
+    rows, table = measure_truth(outputs, truth)
+    return rows, table, time.perf_counter() - start
+
+
+def measure_truth(outputs: dict, truth, zero_points: dict | None = None) -> tuple[list, object]:
+    """:func:`measure` for a :class:`~napari_blendphot.blend.assemble.Blend` truth (or None).
+
+    Needs no Qt: the inspector runs it in the inference worker, straight after
+    the methods (:meth:`~napari_blendphot.deblend.engine.InferenceEngine.run_then`).
+    """
     from napari_blendphot.metrics.binned import galaxy_measurements, zero_point_of
     from napari_blendphot.metrics.selection import detection_case_name
     from napari_blendphot.report.results import build_results_table
     from napari_blendphot.sample.galaxy_sample import flux_to_mag
 
     zero_points = {name: zp for name, zp in (zero_points or {}).items() if name in outputs}
-    truth = state.truth
     rows: list[GalaxyRow] = []
     table = None
     if has_usable_truth(truth):
@@ -238,15 +255,23 @@ def layer_features(rows, method: str) -> dict:
     return features
 
 
-def rows_as_table(rows, blend_name: str = ""):
-    """The table lines as an astropy Table (for CSV export)."""
+def rows_as_table(rows, blend_name: str = "", precisions: dict | None = None):
+    """The table lines as an astropy Table (for CSV export); *precisions*: ``{method: precision}`` used."""
     from astropy.table import Table
 
     table = Table(rows=[row.as_tuple() for row in rows] or None, names=ROW_COLUMNS,
                   dtype=(str, str, str, float, float, float, float, str))
     table.meta["blend"] = blend_name
     table.meta["zero_point"] = ZERO_POINT
+    if precisions:
+        table.meta["precision"] = dict(precisions)
     return table
+
+
+def precisions_used(outputs: dict) -> dict:
+    """``{method: precision}`` of the outputs that record one (the network methods)."""
+    return {name: str(output.metadata["precision"]) for name, output in outputs.items()
+            if "precision" in (output.metadata or {})}
 
 
 def format_value(column: str, value) -> str:
@@ -332,6 +357,8 @@ class InspectorModel:
 
     methods_changed = Signal()
     status = Signal(str)
+    #: Compute the table lines in the worker, straight after the methods (single-phase runs).
+    measure_in_worker = True
 
     def __init__(self, methods=None, engine=None, chunk_size: int = 64, precision: str = "float32"):
         from napari_blendphot.deblend.registry import available_methods
@@ -357,6 +384,7 @@ class InspectorModel:
         self._checked_weights: dict = {}
         self._closed = False
         self._last_compute = float("nan")
+        self._premeasured = None
 
     # -- configuration ----------------------------------------------------------------------
     def set_selected(self, name: str, on: bool) -> None:
@@ -561,18 +589,24 @@ class InspectorModel:
                                     timings=dict(result.timings))
             request_start = time.perf_counter()
             self._last_compute = float("nan")
-            result.outputs.update(self._run_methods(state, context, phase, result.errors))
+            self._premeasured = None
+            # One phase: the worker measures too, straight after the methods (no GUI-process CPU or GIL).
+            result.outputs.update(self._run_methods(state, context, phase, result.errors,
+                                                    measure_in_worker=self.measure_in_worker and len(phases) == 1))
             result.timings["request"] = result.timings.get("request", 0.0) + time.perf_counter() - request_start
             result.timings["compute"] = result.timings.get("compute", 0.0) + self._last_compute
-        self._finish(result, methods, start)
+        self._finish(result, methods, start, self._premeasured)
+        self._premeasured = None
         return result
 
     @staticmethod
-    def _finish(result: Inspection, methods, start: float) -> None:
+    def _finish(result: Inspection, methods, start: float, premeasured=None) -> None:
         import time
 
         result.outputs = {name: result.outputs[name] for name in methods if name in result.outputs}
-        if result.outputs:
+        if premeasured is not None and premeasured[0] == tuple(result.outputs):
+            result.rows, result.table, result.timings["measure"] = premeasured[1]
+        elif result.outputs:
             measure_start = time.perf_counter()
             try:
                 result.rows, result.table = measure(result.state, result.outputs)
@@ -583,19 +617,30 @@ class InspectorModel:
             result.note = NO_TRUTH_NOTE
         result.seconds = time.perf_counter() - start
 
-    def _run_methods(self, state, context, names, errors) -> dict:
-        """Outputs of *names* on *state*; a failing method is recorded in *errors*, the others still run."""
+    def _run_methods(self, state, context, names, errors, measure_in_worker: bool = False) -> dict:
+        """Outputs of *names* on *state*; a failing method is recorded in *errors*, the others still run.
+
+        With *measure_in_worker*, the worker also computes the table lines
+        (:func:`timed_measure`), kept in ``self._premeasured``.
+        """
         engine = self.engine
         try:
-            outputs = engine.run(state.image, context, methods=names)
+            if measure_in_worker:
+                outputs, measured = engine.run_then(state.image, context, names, timed_measure, state.truth)
+                self._premeasured = (tuple(outputs), measured)
+            else:
+                outputs = engine.run(state.image, context, methods=names)
             self._last_compute = sum(engine.last_compute_seconds.values())
             return outputs
-        except WorkerError as exc:
-            if getattr(exc, "exitcode", None) is not None or not engine.worker_pid:
+        except Exception as exc:
+            if getattr(exc, "in_post", False):  # the methods ran; measuring here reports the problem
+                self._last_compute = sum(engine.last_compute_seconds.values())
+                return exc.partial
+            worker_gone = getattr(exc, "exitcode", None) is not None or not engine.worker_pid
+            if isinstance(exc, WorkerError) and worker_gone:
                 errors["worker"] = f"{exc}. The inspector will use a new worker on the next change or 'Run'."
                 return {}
-            return self._one_by_one(engine, state, context, names, errors)
-        except Exception:  # a method refused: find which, keep the others
+            # A method refused (or the worker failed one): find which, keep the others.
             return self._one_by_one(engine, state, context, names, errors)
 
     @staticmethod

@@ -57,6 +57,7 @@ from napari_blendphot.widgets._inspector_model import (
     InspectorModel,
     format_value,
     layer_features,
+    precisions_used,
     rows_as_table,
     rows_as_tsv,
     state_from_blend_set,
@@ -273,6 +274,24 @@ class DeblendInspectorWidget(QWidget):
                 reset.setToolTip(f"Back to the shipped {name} model")
                 reset.clicked.connect(functools.partial(self.set_weights, name, None))
                 grid.addWidget(reset, row, 3)
+        precision_row = len(self.model.available)
+        precision_label = QLabel("Network precision:")
+        grid.addWidget(precision_label, precision_row, 0)
+        self.precision_combo = QComboBox()
+        from napari_blendphot.models.precision import resolve_precision
+
+        for value, text in (("float32", "float32 (the published metrics)"), ("bfloat16", "bfloat16 (faster)"),
+                            ("auto", f"auto ({resolve_precision('auto')} on this CPU)")):
+            self.precision_combo.addItem(text, value)
+        self.precision_combo.setCurrentIndex(self.precision_combo.findData(self.model.precision))
+        tip = ("Compute precision of the networks.  bfloat16 is about twice as fast on CPUs with native "
+               "bfloat16 (AVX512-BF16, AMX) and changes fluxes by a few thousandths of a magnitude; on other "
+               "CPUs it is emulated and slower.  'auto' picks bfloat16 only where it is native.  What a run "
+               "used is in the status line, the mask layers' metadata and the saved table.")
+        self.precision_combo.setToolTip(tip)
+        precision_label.setToolTip(tip)
+        self.precision_combo.currentIndexChanged.connect(self._on_precision_changed)
+        grid.addWidget(self.precision_combo, precision_row, 1, 1, 3)
         grid.setColumnStretch(1, 1)
         layout.addWidget(methods_box)
         self._update_weights_labels()
@@ -367,6 +386,11 @@ class DeblendInspectorWidget(QWidget):
                 box.blockSignals(True)
                 box.setChecked(name in self.model.selected)
                 box.blockSignals(False)
+        index = self.precision_combo.findData(self.model.precision)
+        if index >= 0 and index != self.precision_combo.currentIndex():
+            self.precision_combo.blockSignals(True)
+            self.precision_combo.setCurrentIndex(index)
+            self.precision_combo.blockSignals(False)
 
     def _update_weights_labels(self) -> None:
         for name, label in self.weights_labels.items():
@@ -483,6 +507,26 @@ class DeblendInspectorWidget(QWidget):
     def _on_live_toggled(self, on: bool) -> None:
         self.model.live = bool(on)
         if on:
+            self.schedule()
+
+    def set_precision(self, precision: str) -> None:
+        """Compute the networks in *precision* ("float32", "bfloat16" or "auto") and re-run."""
+        index = self.precision_combo.findData(precision)
+        if index < 0:
+            _notify("error", f"Deblend Inspector: {precision!r} is not a network precision")
+            return
+        self.precision_combo.setCurrentIndex(index)  # -> _on_precision_changed
+
+    def _on_precision_changed(self, *_args) -> None:
+        precision = self.precision_combo.currentData()
+        if precision == self.model.precision:
+            return
+        try:
+            self.model.set_precision(precision)
+        except InputError as exc:
+            _notify("error", f"Deblend Inspector: {exc}")
+            return
+        if self.model.live:
             self.schedule()
 
     def _on_method_toggled(self, name: str, on: bool) -> None:
@@ -616,6 +660,9 @@ class DeblendInspectorWidget(QWidget):
             self.error_label.setVisible(False)
         timing = (f"{', '.join(inspection.outputs)} in {inspection.seconds * 1000:.0f} ms" if inspection.outputs
                   else "no method gave results")
+        precisions = set(precisions_used(inspection.outputs).values())
+        if precisions:
+            timing += f"; networks in {', '.join(sorted(precisions))}"
         self.status_label.setText(timing)
         self._update_image(state)
         self._update_layers(inspection)
@@ -713,7 +760,9 @@ class DeblendInspectorWidget(QWidget):
             added |= self._set_mask_layer(name, mask_layer_name(name), np.asarray(output.masks)[0],
                                  layer_features(inspection.rows, name),
                                  {"blendphot_kind": LAYER_KIND, "method": name, "blend": state.name,
-                                  "label": output.metadata.get("label", name)})
+                                  "label": output.metadata.get("label", name),
+                                  **({"precision": output.metadata["precision"]}
+                                     if "precision" in output.metadata else {})})
             drawn.add(name)
         if added:
             self._keep_masks_on_top()
@@ -805,7 +854,8 @@ class DeblendInspectorWidget(QWidget):
         name = self.last_inspection.state.name
         try:
             # The dialog has already asked before replacing an existing file.
-            written = write_table(rows_as_table(self.table_rows(), name), path, overwrite=True)
+            table = rows_as_table(self.table_rows(), name, precisions_used(self.last_inspection.outputs))
+            written = write_table(table, path, overwrite=True)
         except Exception as exc:
             _notify("error", f"Deblend Inspector: cannot save {path}: {exc}")
             return None

@@ -17,14 +17,15 @@ SCRIPT = textwrap.dedent("""
     from napari_blendphot.models.losses import flux_mape
 
     rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[:128, :128]
-    stamps = rng.normal(0.0, 0.01, (4, 128, 128)) + 3.0 * np.exp(-((yy - 64) ** 2 + (xx - 60) ** 2) / 12.0)
+    yy, xx = np.mgrid[:32, :32]
+    stamps = rng.normal(0.0, 0.01, (4, 32, 32)) + 3.0 * np.exp(-((yy - 16) ** 2 + (xx - 14) ** 2) / 6.0)
     stamps = stamps.astype("float32")
     truth = np.abs(rng.normal(300.0, 50.0, (4, 2))).astype("float32")
     grads, outputs = {}, {}
     for pooling in ("window", "reshape"):
         keras.utils.set_random_seed(1)
-        model = build_blend2flux(filters=4, dense_widths=(8, 8), pooling=pooling)
+        # Small stamps and one level keep JAX's compilation short; every layer kind is there.
+        model = build_blend2flux(filters=4, depth=1, dense_widths=(8,), stamp_size=32, pooling=pooling)
         if pooling == "reshape":
             model.set_weights(reference_weights)
         else:
@@ -33,7 +34,7 @@ SCRIPT = textwrap.dedent("""
             outputs, _ = model.stateless_call(trainable, [v.value for v in model.non_trainable_variables], stamps)
             return jax.numpy.mean(flux_mape(truth, outputs))
         grads[pooling] = jax.grad(loss)([v.value for v in model.trainable_variables])
-        outputs[pooling] = np.asarray(model.predict_on_batch(stamps))
+        outputs[pooling] = np.asarray(model(stamps))
     np.testing.assert_allclose(outputs["window"], outputs["reshape"], rtol=1e-5)
     for a, b in zip(grads["window"], grads["reshape"]):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-7)
@@ -46,4 +47,4 @@ def test_reshape_pooling_gives_the_same_outputs_and_gradients_under_jax():
     completed = subprocess.run([sys.executable, "-c", SCRIPT], env=environment, capture_output=True, text=True,
                                timeout=600)
     assert completed.returncode == 0, completed.stderr[-3000:]
-    assert "same gradients 16" in completed.stdout, completed.stdout  # 8 layers with kernel + bias
+    assert "same gradients 10" in completed.stdout, completed.stdout  # 5 layers with kernel + bias

@@ -6,6 +6,15 @@ from pathlib import Path
 
 import pytest
 
+try:  # hypothesis comes with the test extra; the profile makes every @given test reproducible in CI
+    from hypothesis import settings as _hypothesis_settings
+
+    # No wall-clock deadline (a loaded 2-core machine is slow) and the same examples on every run.
+    _hypothesis_settings.register_profile("blendphot", deadline=None, derandomize=True)
+    _hypothesis_settings.load_profile("blendphot")
+except ImportError:  # pragma: no cover - hypothesis is in the test extra
+    pass
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: The paper's published per-blend results, beside the checkout (never copied into it).
 PAPER_CATALOG = REPO_ROOT.parent / "shared" / "paper" / "output_catalog.csv"

@@ -20,6 +20,7 @@ from napari_blendphot.errors import InputError
 from napari_blendphot.sample.toy import sersic_stamp
 
 NOISE = 0.01
+CENTRE = 64
 
 
 @pytest.fixture(autouse=True)
@@ -32,7 +33,6 @@ def no_pool_outlives_a_test():
     shutdown_pools()
     yield
     shutdown_pools()
-CENTRE = 64
 
 
 def make_blend(central, companion, seed=0, pedestal=0.0):

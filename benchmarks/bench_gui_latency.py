@@ -135,6 +135,9 @@ def main(argv=None) -> int:
                         help="compute precision of the networks (the inspector's 'Network precision')")
     parser.add_argument("--busy-wait", action="store_true",
                         help="poll the event loop every 0.5 ms while waiting (the harness of earlier runs)")
+    parser.add_argument("--settle", metavar="MS", type=float, default=0.0,
+                        help="idle event loop for MS ms after each move (isolated moves; default 0: back to back, "
+                             "each move starting while the previous one's deferred repaints are pending)")
     parser.add_argument("--profile", metavar="N", type=int, default=0,
                         help="also print the N costliest functions of the GUI thread over the single moves (cProfile)")
     parser.add_argument("--window", default="1600x1000",
@@ -257,6 +260,8 @@ def main(argv=None) -> int:
             rows["painting"].append(t3 - t2)
             if seen:
                 rows["first"].append(seen[0] - t0)
+            if args.settle > 0:
+                _wait(app, lambda until=time.perf_counter() + args.settle / 1000: time.perf_counter() >= until)
         rows["draws"] = list(timed_draws)
         results[mode] = rows
 
@@ -272,7 +277,8 @@ def main(argv=None) -> int:
                          if "precision" in (out.metadata or {})})
     print(f"methods: {', '.join(model.selected)}; network precision {args.precision} "
           f"(used: {', '.join(precisions) or 'n/a'}); {moves} moves per mode; window {args.window}; "
-          f"{'busy-polling' if args.busy_wait else 'idle'} event loop while waiting")
+          f"{'busy-polling' if args.busy_wait else 'idle'} event loop while waiting; "
+          f"{f'{args.settle:.0f} ms idle between moves' if args.settle else 'moves back to back'}")
     for mode, rows in results.items():
         draws = rows["draws"]
         timings = [inspection.timings for _, inspection in draws]

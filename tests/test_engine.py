@@ -10,8 +10,8 @@ import time
 
 import numpy as np
 import pytest
-from test_engine_support import (crash_worker, expected_slow_fluxes, flux_totals, refuse_outputs, slow_identity,
-                                 toy_blends)
+from test_engine_support import (crash_worker, environment_variables, expected_slow_fluxes, flux_totals, refuse_outputs,
+                                 slow_identity, toy_blends)
 
 from napari_blendphot.deblend.base import BlendContext
 from napari_blendphot.deblend.engine import Cancelled, EngineFuture, InferenceEngine
@@ -182,6 +182,15 @@ def test_run_then_post_processes_the_outputs_in_the_worker(engine, blends):
     assert engine.run_then(blends[:1], None, ["slow"], flux_totals)[1]["slow"] > 0
     with pytest.raises(InputError, match="cannot be sent"):
         engine.run_then(blends[:1], None, ["slow"], lambda outputs: None)
+
+
+def test_worker_environment_is_set_and_the_callers_own_values_win(monkeypatch):
+    monkeypatch.setenv("BLENDPHOT_TEST_KEPT", "caller")
+    environment = {"BLENDPHOT_TEST_SET": "engine", "BLENDPHOT_TEST_KEPT": "engine"}
+    with InferenceEngine(["sep"], environment=environment) as engine:
+        seen = engine.call(environment_variables, "BLENDPHOT_TEST_SET", "BLENDPHOT_TEST_KEPT")
+    assert seen == {"BLENDPHOT_TEST_SET": "engine", "BLENDPHOT_TEST_KEPT": "caller"}
+    assert "BLENDPHOT_TEST_SET" not in os.environ  # set in the worker only
 
 
 def test_submit_and_cancel_a_running_future(engine, slow_method, blends):

@@ -104,6 +104,13 @@ def flux_totals(outputs: dict, scale: float = 1.0) -> dict:
     return {name: scale * float(np.nansum(output.fluxes)) for name, output in outputs.items()}
 
 
+def environment_variables(*names: str) -> dict:
+    """``{name: value or None}`` of the process this runs in (the worker, through ``InferenceEngine.call``)."""
+    import os
+
+    return {name: os.environ.get(name) for name in names}
+
+
 def refuse_outputs(outputs: dict) -> None:
     """A post-processing step that fails (``run_then`` must keep the outputs)."""
     from napari_blendphot.errors import InputError

@@ -193,6 +193,10 @@ class InferenceEngine:
         It is set in the worker's environment only.
     chunk_size : int
         Default blends per chunk.
+    environment : dict, optional
+        Environment variables set in the worker before anything loads
+        (e.g. ``{"TF_NUM_INTRAOP_THREADS": "1"}``); a variable already set in
+        the caller's environment keeps the caller's value.
 
     Notes
     -----
@@ -206,7 +210,7 @@ class InferenceEngine:
     """
 
     def __init__(self, methods=("sep", "blend2flux", "unet", "blend2mask2flux"), method_options: dict | None = None,
-                 backend: str | None = None, chunk_size: int = DEFAULT_CHUNK_SIZE):
+                 backend: str | None = None, chunk_size: int = DEFAULT_CHUNK_SIZE, environment: dict | None = None):
         from napari_blendphot.deblend.registry import method_info
 
         if isinstance(methods, str):
@@ -223,6 +227,7 @@ class InferenceEngine:
         if self.backend not in BACKENDS:
             raise InputError("backend", f"{self.backend!r} is not a Keras backend", f"choose from {', '.join(BACKENDS)}")
         self.chunk_size = self._check_chunk_size(chunk_size)
+        self.environment = {str(key): str(value) for key, value in (environment or {}).items()}
         self._process = None
         self._conn = None
         self._finalizer = None
@@ -265,7 +270,7 @@ class InferenceEngine:
         context = multiprocessing.get_context("spawn")
         parent_conn, child_conn = context.Pipe(duplex=True)
         # Not a daemon: SEP may start its own process pool inside the worker.
-        process = context.Process(target=worker_main, args=(child_conn, self.backend),
+        process = context.Process(target=worker_main, args=(child_conn, self.backend, self.environment),
                                   name="blendphot-inference", daemon=False)
         process.start()
         child_conn.close()

@@ -120,3 +120,11 @@ def test_stage_summary_always_lists_the_stages_own_process():
     assert listed[0] == ("blendphot", 90.0, 10)
     assert [pid for _, _, pid in listed[1:]] == [11, 12, 13, 14]
     assert len(bench.summarise_peaks(peaks, 10, command, largest=len(peaks))) == 6
+
+
+def test_bench_pool_gradient_tiny():
+    output = run_script("bench_pool_gradient.py", "--batch", "2", "--filters", "8", "--size", "32", "--steps", "2")
+    for name in ("reduce_window", "reshape_max"):
+        assert re.search(rf"{name}\s+[0-9.]+ ms/step wall\s+[0-9.]+ ms/step CPU", output), output
+    # The two poolings give the same gradient (no tied maxima in random data).
+    assert "largest relative gradient difference 0.00e+00" in output, output

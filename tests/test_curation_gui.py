@@ -189,3 +189,132 @@ def test_curate_the_selected_sample_layer(make_napari_viewer, sample, tmp_path, 
     assert widget.model.sample is sample
     # an in-memory sample has no file to sit beside: the sidecar goes to the current folder
     assert widget.model.store.path == tmp_path / "toy-sample-seed-21.curation.jsonl"
+
+
+# -- page of thumbnails ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def shown_widget(make_napari_viewer, sample_file, qtbot):
+    from napari_blendphot.widgets.curation import CurationWidget
+
+    viewer = make_napari_viewer(show=True)
+    widget = CurationWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Curation")
+    widget.reviewer_edit.setText("tester")
+    widget.open_sample(str(sample_file), background=False)
+    widget.page_rows_spin.setValue(2)
+    widget.page_columns_spin.setValue(3)
+    return widget
+
+
+def _edge_colours(layer):
+    from napari.utils.colormaps.standardize_color import transform_color
+
+    def rounded(rgba):
+        return tuple(round(float(v), 3) for v in rgba)
+
+    return [rounded(c) for c in layer.edge_color], lambda hex_: rounded(transform_color(hex_)[0])
+
+
+def _click_tile(widget, qtbot, slot):
+    """A real left click (Qt press + release) on the centre of tile *slot* of the page."""
+    from qtpy.QtCore import QPoint, Qt
+    from qtpy.QtTest import QTest
+
+    from napari_blendphot.widgets.curation import PAGE_LAYER
+
+    viewer = widget.viewer
+    viewer.reset_view()
+    layer = viewer.layers[PAGE_LAYER]
+    y, x = widget.page_layout().tile_origin(slot)
+    half = widget.page_layout().stamp_size // 2
+    qt_canvas = viewer.window._qt_viewer.canvas
+    transform = qt_canvas.layer_to_visual[layer].node.get_transform(map_from="visual", map_to="canvas")
+    px, py = transform.map([x + half, y + half])[:2]
+    native = qt_canvas._scene_canvas.native
+    qtbot.waitUntil(native.isVisible, timeout=60_000)
+    assert 0 < px < native.width() and 0 < py < native.height(), "tile centre off the canvas"
+    QTest.mouseClick(native, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, QPoint(int(px), int(py)))
+
+
+def test_page_of_thumbnails(shown_widget, sample, qtbot):
+    from napari_blendphot.clean.neighbours import clean_stamp, galaxy_rng
+    from napari_blendphot.curation.pages import CURRENT_COLOR, DECISION_COLORS
+    from napari_blendphot.display import asinh_stretch
+    from napari_blendphot.widgets.curation import PAGE_LAYER, PAGE_TILES_LAYER
+
+    widget = shown_widget
+    viewer = widget.viewer
+    assert PAGE_LAYER not in viewer.layers
+    _press(viewer, "G")  # the page on
+    assert widget.page_check.isChecked()
+    mosaic, tiles = viewer.layers[PAGE_LAYER], viewer.layers[PAGE_TILES_LAYER]
+    layout = widget.page_layout()
+    assert layout.per_page == 6 and mosaic.data.shape == layout.shape
+    # tile 4 is the cleaned stamp of row 4, stretched on its own; the page sits right of the panels
+    expected, _ = clean_stamp(sample.images[4], sample.segmaps[4], galaxy_rng(0, sample.ids[4]))
+    y, x = layout.tile_origin(4)
+    np.testing.assert_allclose(mosaic.data[y:y + 128, x:x + 128], asinh_stretch(expected), atol=1e-6)
+    assert mosaic.translate[1] > viewer.layers["segmentation"].translate[1] + 128
+    assert list(tiles.features["row"]) == [0, 1, 2, 3, 4, 5, 0]  # six tiles + the current frame
+    assert widget.page_label.text().startswith("page 1 / 5")
+    assert viewer.layers.selection.active is viewer.layers["original"]
+
+    # decisions recolour the outlines in place; the current frame follows
+    _press(viewer, "A")
+    _press(viewer, "3")
+    colours, colour = _edge_colours(tiles)
+    assert colours[0] == colour(DECISION_COLORS["accept"]) and colours[1] == colour(DECISION_COLORS["reject"])
+    assert colours[2] == colour(DECISION_COLORS[None]) and colours[-1] == colour(CURRENT_COLOR)
+    assert list(tiles.features["row"])[-1] == 2 and list(tiles.features["label"])[:2] == [
+        f"{sample.ids[0]} ok", f"{sample.ids[1]} rej 3"]
+    n_layers = len(viewer.layers)
+
+    # PageDown / PageUp: first galaxy of the next / previous page, layers updated in place
+    _press(viewer, "PageDown")
+    assert widget.model.index == 6 and mosaic.metadata["page_rows"] == [6, 7, 8, 9, 10, 11]
+    assert len(viewer.layers) == n_layers and viewer.layers[PAGE_LAYER] is mosaic
+    widget.page_next_button.click()
+    assert widget.model.index == 12
+    _press(viewer, "PageUp")
+    _press(viewer, "PageUp")
+    assert widget.model.index == 0 and widget.page_label.text().startswith("page 1 / 5")
+
+    # a click on a tile opens that galaxy
+    _click_tile(widget, qtbot, 4)
+    qtbot.waitUntil(lambda: widget.model.index == 4, timeout=60_000)
+    np.testing.assert_array_equal(viewer.layers["original"].data, sample.images[4])
+    assert list(tiles.features["row"])[-1] == 4
+
+    # the filter changes the page: only the rejected galaxy
+    widget.status_combo.setCurrentText("rejected")
+    assert mosaic.metadata["page_rows"] == [1] and widget.model.index == 1
+    assert list(tiles.features["row"]) == [1, 1]
+    assert not mosaic.data[:, layout.step:].any()  # empty tiles stay black
+    widget.status_combo.setCurrentText("all galaxies")
+
+    # a bigger grid is rebuilt at once; G again takes the page away
+    widget.page_rows_spin.setValue(3)
+    assert mosaic.data.shape == widget.page_layout().shape and len(tiles.features) == 9 + 1
+    _press(viewer, "G")
+    assert PAGE_LAYER not in viewer.layers and PAGE_TILES_LAYER not in viewer.layers
+    assert widget._on_page_click not in viewer.mouse_drag_callbacks
+    _press(viewer, "Right")  # the walk goes on without the page
+    assert widget.model.index == 2 and PAGE_LAYER not in viewer.layers
+    assert "tensorflow" not in sys.modules
+
+
+def test_page_click_outside_the_tiles_changes_nothing(shown_widget, qtbot):
+    from napari_blendphot.widgets.curation import PAGE_LAYER
+
+    widget = shown_widget
+    widget.page_check.setChecked(True)
+    layer = widget.viewer.layers[PAGE_LAYER]
+    layout = widget.page_layout()
+    gap_world = layer.data_to_world((10, layout.stamp_size + layout.gap / 2))  # in the gap after tile 0
+    assert widget._slot_under(gap_world) is None
+    assert widget._slot_under(layer.data_to_world((10, 10))) == 0
+    assert widget._slot_under(layer.data_to_world((-30, 10))) is None
+    widget.open_tile(99)  # no such tile: ignored
+    assert widget.model.index == 0

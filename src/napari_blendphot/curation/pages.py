@@ -199,10 +199,10 @@ def tile_outlines(selection: PageSelection, ids, decisions, layout: PageLayout) 
     gap = float(layout.gap)
     size = layout.stamp_size
     # Both outlines sit in the gap, so they never hide pixels: the decision outline in the
-    # inner part (0.05-0.35 gap from the stamp), the current galaxy's frame in the middle
-    # (0.4-0.6 gap), clear of the neighbouring tile's outline (from 0.65 gap).
-    tile_offset, tile_width = 0.2 * gap, max(0.3 * gap, 0.5)
-    current_offset, current_width = 0.5 * gap, max(0.2 * gap, 0.5)
+    # inner part (0.05-0.3 gap from the stamp), the current galaxy's frame in the middle
+    # (0.35-0.65 gap), clear of the neighbouring tile's outline (from 0.7 gap).
+    tile_offset, tile_width = 0.175 * gap, max(0.25 * gap, 0.5)
+    current_offset, current_width = 0.5 * gap, max(0.3 * gap, 0.5)
     corners, colours, widths, labels, kinds, rows = [], [], [], [], [], []
 
     def frame(slot, offset):

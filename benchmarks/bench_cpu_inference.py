@@ -394,7 +394,7 @@ def sep_engine_cells(results: list[dict], args) -> list[dict]:
     cells = []
     with InferenceEngine(methods, method_options=options, chunk_size=256) as engine:
         engine.warm_up()  # TensorFlow loaded in the worker, as in predict: the SEP pool then spawns
-        for label, sep_options in (("n_jobs=None (pool per chunk)", {}), ("n_jobs=1", {"n_jobs": 1})):
+        for label, sep_options in (("n_jobs=None (a process pool kept across chunks)", {}), ("n_jobs=1", {"n_jobs": 1})):
             engine.set_method_options("sep", **sep_options)
             engine.warm_up(["sep"])
             cell = timed(lambda: engine.run(blends, context, methods=["sep"]), len(blends), args.min_seconds,

@@ -146,7 +146,7 @@ def summarise_peaks(peaks: dict[int, dict], root_pid: int, root_command: list[st
     """(label, peak MiB, pid) of the stage's own process, then of its *largest* biggest descendants.
 
     The stage's own process is always listed and labelled from the command that started it, not
-    from /proc: with several pool processes (SEP starts a pool per chunk) and the worker, the
+    from /proc: with several pool processes (SEP's process pool) and the worker, the
     ``blendphot`` process can be smaller than four of its descendants, and would otherwise drop
     out of the list depending on which processes the poller happened to see.
     """

@@ -414,8 +414,23 @@ def test_cancel_leaves_the_next_call_correct(batch):
     parallel.shutdown_pools()
 
 
-def _state(pid: int) -> str:
-    """A process's state letter from /proc ('' once it is gone)."""
+def _start_time(pid: int) -> str:
+    """A process's start time (clock ticks after boot, /proc/PID/stat field 22); '' once it is gone."""
+    try:
+        # The command name (field 2) may hold spaces: split after its closing parenthesis.
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def _state(pid: int, start_time: str | None = None) -> str:
+    """A process's state letter from /proc ('' once it is gone).
+
+    With *start_time*, a process now holding *pid* but started at another time
+    (the pid was recycled after the one we watched exited) counts as gone.
+    """
+    if start_time is not None and _start_time(pid) != start_time:
+        return ""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("State:"):
@@ -456,7 +471,9 @@ def test_kept_workers_exit_when_their_parent_is_killed():
                           timeout=120)
     pids = [int(pid) for pid in done.stdout.split()]
     assert len(pids) == 2, done.stderr
+    # Watch these processes, not whatever later reuses their pids (pid_max can be small).
+    started = {pid: _start_time(pid) for pid in pids}
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and any(_state(pid) not in ("", "Z", "X") for pid in pids):
+    while time.monotonic() < deadline and any(_state(pid, started[pid]) not in ("", "Z", "X") for pid in pids):
         time.sleep(0.2)
-    assert all(_state(pid) in ("", "Z", "X") for pid in pids), [_state(pid) for pid in pids]
+    assert all(_state(pid, started[pid]) in ("", "Z", "X") for pid in pids), [_state(pid) for pid in pids]

@@ -257,7 +257,7 @@ def test_page_of_thumbnails(shown_widget, sample, qtbot):
     y, x = layout.tile_origin(4)
     np.testing.assert_allclose(mosaic.data[y:y + 128, x:x + 128], asinh_stretch(expected), atol=1e-6)
     assert mosaic.translate[1] > viewer.layers["segmentation"].translate[1] + 128
-    assert list(tiles.features["row"]) == [0, 1, 2, 3, 4, 5, 0]  # six tiles + the current frame
+    assert list(tiles.features["row"]) == [0, 1, 2, 3, 4, 5] * 2  # six tiles + their current frames
     assert widget.page_label.text().startswith("page 1 / 5")
     assert viewer.layers.selection.active is viewer.layers["original"]
 
@@ -266,8 +266,9 @@ def test_page_of_thumbnails(shown_widget, sample, qtbot):
     _press(viewer, "3")
     colours, colour = _edge_colours(tiles)
     assert colours[0] == colour(DECISION_COLORS["accept"]) and colours[1] == colour(DECISION_COLORS["reject"])
-    assert colours[2] == colour(DECISION_COLORS[None]) and colours[-1] == colour(CURRENT_COLOR)
-    assert list(tiles.features["row"])[-1] == 2 and list(tiles.features["label"])[:2] == [
+    assert colours[2] == colour(DECISION_COLORS[None]) and colours[6 + 2] == colour(CURRENT_COLOR)
+    assert [c for c in colours if c == colour(CURRENT_COLOR)] == [colour(CURRENT_COLOR)]
+    assert list(tiles.features["label"])[:2] == [
         f"{sample.ids[0]} ok", f"{sample.ids[1]} rej 3"]
     n_layers = len(viewer.layers)
 
@@ -285,18 +286,19 @@ def test_page_of_thumbnails(shown_widget, sample, qtbot):
     _click_tile(widget, qtbot, 4)
     qtbot.waitUntil(lambda: widget.model.index == 4, timeout=60_000)
     np.testing.assert_array_equal(viewer.layers["original"].data, sample.images[4])
-    assert list(tiles.features["row"])[-1] == 4
+    colours, colour = _edge_colours(tiles)
+    assert colours.index(colour(CURRENT_COLOR)) == 6 + 4
 
     # the filter changes the page: only the rejected galaxy
     widget.status_combo.setCurrentText("rejected")
     assert mosaic.metadata["page_rows"] == [1] and widget.model.index == 1
-    assert list(tiles.features["row"]) == [1, 1]
+    assert list(tiles.features["row"]) == [1, 1] and len(tiles.data) == 2
     assert not mosaic.data[:, layout.step:].any()  # empty tiles stay black
     widget.status_combo.setCurrentText("all galaxies")
 
     # a bigger grid is rebuilt at once; G again takes the page away
     widget.page_rows_spin.setValue(3)
-    assert mosaic.data.shape == widget.page_layout().shape and len(tiles.features) == 9 + 1
+    assert mosaic.data.shape == widget.page_layout().shape and len(tiles.features) == 2 * 9
     _press(viewer, "G")
     assert PAGE_LAYER not in viewer.layers and PAGE_TILES_LAYER not in viewer.layers
     assert widget._on_page_click not in viewer.mouse_drag_callbacks
@@ -318,3 +320,20 @@ def test_page_click_outside_the_tiles_changes_nothing(shown_widget, qtbot):
     assert widget._slot_under(layer.data_to_world((-30, 10))) is None
     widget.open_tile(99)  # no such tile: ignored
     assert widget.model.index == 0
+
+
+def test_deleting_a_page_layer_turns_the_page_off(shown_widget):
+    from napari_blendphot.widgets.curation import PAGE_LAYER, PAGE_TILES_LAYER
+
+    widget = shown_widget
+    viewer = widget.viewer
+    widget.page_check.setChecked(True)
+    viewer.layers.remove(PAGE_LAYER)
+    assert not widget.page_check.isChecked() and PAGE_TILES_LAYER not in viewer.layers
+    assert widget._on_page_click not in viewer.mouse_drag_callbacks
+    widget.do("accept")  # no page layer comes back uninvited
+    assert PAGE_LAYER not in viewer.layers
+    widget.page_check.setChecked(True)
+    assert PAGE_LAYER in viewer.layers and PAGE_TILES_LAYER in viewer.layers
+    widget.close()
+    assert widget._on_page_click not in viewer.mouse_drag_callbacks

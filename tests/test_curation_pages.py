@@ -8,6 +8,7 @@ import pytest
 from napari_blendphot.curation.pages import (
     CURRENT_COLOR,
     DECISION_COLORS,
+    HIDDEN_COLOR,
     PageLayout,
     build_mosaic,
     page_of,
@@ -104,12 +105,13 @@ def test_outlines_show_decisions_and_the_current_galaxy():
     decisions = {100: _decision(100, "accept"), 101: _decision(101, "reject", REASONS[2]),
                  104: _decision(104, "reject", "cosmic ray")}
     outlines = tile_outlines(selection, ids, decisions, layout)
-    assert outlines.kinds == ["tile"] * 4 + ["current"]
-    assert outlines.rows == [0, 1, 2, 4, 2]
+    assert outlines.kinds == ["tile"] * 4 + ["current"] * 4
+    assert outlines.rows == [0, 1, 2, 4] * 2
     assert outlines.edge_colors == [DECISION_COLORS["accept"], DECISION_COLORS["reject"], DECISION_COLORS[None],
-                                    DECISION_COLORS["reject"], CURRENT_COLOR]
-    assert outlines.labels == ["100 ok", "101 rej 3", "102", "104 rej", ""]
-    assert outlines.corners.shape == (5, 2, 2)
+                                    DECISION_COLORS["reject"], HIDDEN_COLOR, HIDDEN_COLOR, CURRENT_COLOR,
+                                    HIDDEN_COLOR]
+    assert outlines.labels == ["100 ok", "101 rej 3", "102", "104 rej", "", "", "", ""]
+    assert outlines.corners.shape == (8, 2, 2)
     # every outline lies in the gaps: it encloses its own tile and no pixel of another one
     for corners, row, width in zip(outlines.corners, outlines.rows, outlines.edge_widths):
         slot = selection.rows.index(row)
@@ -119,8 +121,15 @@ def test_outlines_show_decisions_and_the_current_galaxy():
         assert y1 - width / 2 > y + 9.5 and x1 - width / 2 > x + 9.5
         assert y1 + width / 2 < y + layout.step - 0.5 and x1 + width / 2 < x + layout.step - 0.5
     # the current frame is outside its decision outline
-    tile, current = outlines.corners[2], outlines.corners[4]
+    tile, current = outlines.corners[2], outlines.corners[6]
     assert (current[0] < tile[0]).all() and (current[1] > tile[1]).all()
+    # another current galaxy on the same page: the same rectangles, other colours
+    moved = tile_outlines(page_of([0, 1, 2, 4], 4, per_page=4), ids, decisions, layout)
+    np.testing.assert_array_equal(moved.corners, outlines.corners)
+    assert moved.edge_colors[4:] == [HIDDEN_COLOR] * 3 + [CURRENT_COLOR]
+    # off the page (outside the filter): no visible frame
+    away = tile_outlines(page_of([0, 1, 2, 4], 3, per_page=4), ids, decisions, layout)
+    assert CURRENT_COLOR not in away.edge_colors
 
 
 def test_decision_colours_are_distinct():

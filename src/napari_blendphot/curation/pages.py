@@ -21,7 +21,7 @@ import numpy as np
 
 from napari_blendphot.errors import InputError
 
-__all__ = ["DECISION_COLORS", "CURRENT_COLOR", "PageLayout", "PageSelection", "TileOutlines", "page_of",
+__all__ = ["DECISION_COLORS", "CURRENT_COLOR", "HIDDEN_COLOR", "PageLayout", "PageSelection", "TileOutlines", "page_of",
            "build_mosaic", "tile_outlines", "decision_tag"]
 
 #: Outline colour of a tile per decision (Okabe-Ito: bluish green, vermillion, yellow, grey).
@@ -33,6 +33,8 @@ DECISION_COLORS = {
 }
 #: Outline of the current galaxy's tile (drawn outside its decision outline).
 CURRENT_COLOR = "#FFFFFF"
+#: Colour of the current-galaxy frames of the other tiles (present but invisible).
+HIDDEN_COLOR = "#00000000"
 #: Largest grid side accepted (a 20 x 20 page of 128-pixel stamps is 2,600 pixels wide).
 MAX_GRID_SIDE = 20
 
@@ -174,7 +176,14 @@ def decision_tag(record) -> str:
 class TileOutlines:
     """Rectangles for a napari Shapes layer: ``corners`` (n, 2, 2) [[y0, x0], [y1, x1]] in mosaic
     pixels, ``edge_colors`` (hex), ``edge_widths``, ``labels`` (text), ``kinds``
-    (``"tile"`` or ``"current"``) and ``rows`` (sample row of each rectangle)."""
+    (``"tile"`` or ``"current"``) and ``rows`` (sample row of each rectangle).
+
+    Every tile has both rectangles (all the ``"tile"`` ones first, then the
+    ``"current"`` frames, in tile order); only the current galaxy's frame is
+    visible.  The rectangles thus depend on the page alone: a decision or a
+    move within the page changes colours and text, never the shapes, which
+    napari updates much faster.
+    """
 
     corners: np.ndarray
     edge_colors: list
@@ -185,7 +194,7 @@ class TileOutlines:
 
 
 def tile_outlines(selection: PageSelection, ids, decisions, layout: PageLayout) -> TileOutlines:
-    """Outline, colour and text of every tile of *selection*, plus a white frame around the current one.
+    """Outline, colour and text of every tile of *selection*, and a white frame around the current one.
 
     Parameters
     ----------
@@ -219,12 +228,12 @@ def tile_outlines(selection: PageSelection, ids, decisions, layout: PageLayout) 
         labels.append(f"{galaxy_id} {decision_tag(record)}".strip())
         kinds.append("tile")
         rows.append(int(row))
-    if selection.current_slot is not None:
-        corners.append(frame(selection.current_slot, current_offset))
-        colours.append(CURRENT_COLOR)
+    for slot, row in enumerate(selection.rows):
+        corners.append(frame(slot, current_offset))
+        colours.append(CURRENT_COLOR if slot == selection.current_slot else HIDDEN_COLOR)
         widths.append(current_width)
         labels.append("")
         kinds.append("current")
-        rows.append(int(selection.rows[selection.current_slot]))
+        rows.append(int(row))
     return TileOutlines(np.asarray(corners, dtype=np.float64).reshape(-1, 2, 2), colours, widths, labels,
                         kinds, rows)

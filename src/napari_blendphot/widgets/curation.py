@@ -618,9 +618,9 @@ class CurationWidget(QWidget):
                 self.viewer.reset_view()
             if self._on_page_click not in self.viewer.mouse_drag_callbacks:
                 self.viewer.mouse_drag_callbacks.append(self._on_page_click)
+                self.viewer.layers.events.removed.connect(self._on_layer_removed)
             return
-        if self._on_page_click in self.viewer.mouse_drag_callbacks:
-            self.viewer.mouse_drag_callbacks.remove(self._on_page_click)
+        self._release_page_hooks()
         for name in (PAGE_TILES_LAYER, PAGE_LAYER):
             if name in self.viewer.layers:
                 self.viewer.layers.remove(name)
@@ -628,6 +628,16 @@ class CurationWidget(QWidget):
         self.page_label.setText("")
         if "original" in self.viewer.layers:
             self.viewer.reset_view()
+
+    def _release_page_hooks(self) -> None:
+        if self._on_page_click in self.viewer.mouse_drag_callbacks:
+            self.viewer.mouse_drag_callbacks.remove(self._on_page_click)
+            self.viewer.layers.events.removed.disconnect(self._on_layer_removed)
+
+    def _on_layer_removed(self, event) -> None:
+        # The reviewer deleted a page layer from the layer list: that means "page off".
+        if event.value.name in (PAGE_LAYER, PAGE_TILES_LAYER) and self.page_check.isChecked():
+            self.page_check.setChecked(False)
 
     def _show_page(self, *_) -> None:
         """Draw (or update in place) the mosaic and the tile outlines of the current page."""
@@ -640,7 +650,7 @@ class CurationWidget(QWidget):
         selection = self.page_selection()
         translate = (0, len(LAYER_NAMES) * (STAMP_SIZE + PANEL_GAP) + PAGE_OFFSET)
         key = (selection.rows, layout, model.clean_seed, id(model))
-        if key != self._page_key:  # the thumbnails changed, not just the decisions
+        if key != self._page_key or PAGE_LAYER not in self.viewer.layers:  # new thumbnails, not just decisions
             mosaic = build_mosaic([model.cleaned_stamp(row)[0] for row in selection.rows], layout)
             if PAGE_LAYER in self.viewer.layers:
                 self.viewer.layers[PAGE_LAYER].data = mosaic
@@ -655,7 +665,7 @@ class CurationWidget(QWidget):
             self._page_key = key
         self.viewer.layers[PAGE_LAYER].metadata["page_rows"] = list(selection.rows)
         outlines = tile_outlines(selection, model.sample.ids, model.store.current, layout)
-        self._draw_tiles(outlines, translate)
+        self._draw_tiles(outlines, translate, (selection.rows, layout))
         self._page_selection = selection
         shown = len(selection.rows)
         first = selection.page * layout.per_page
@@ -664,7 +674,7 @@ class CurationWidget(QWidget):
         self.page_previous_button.setEnabled(selection.page > 0)
         self.page_next_button.setEnabled(selection.page + 1 < selection.n_pages)
 
-    def _draw_tiles(self, outlines, translate) -> None:
+    def _draw_tiles(self, outlines, translate, page_key) -> None:
         import pandas as pd
 
         features = pd.DataFrame({"label": outlines.labels, "kind": outlines.kinds, "row": outlines.rows})
@@ -681,17 +691,21 @@ class CurationWidget(QWidget):
             self._bind_layer_keys(layer)
             if "original" in self.viewer.layers:
                 self.viewer.layers.selection.active = self.viewer.layers["original"]
-            return
-        layer = self.viewer.layers[PAGE_TILES_LAYER]
-        # Replace the rectangles in place: the layer (and its place in the list) stays.
-        layer.data = corners
-        layer.shape_type = ["rectangle"] * len(corners)
-        layer.features = features
-        if corners:
-            layer.edge_color = outlines.edge_colors
-            layer.edge_width = outlines.edge_widths
-            layer.face_color = "transparent"
-        layer.text = text
+        else:
+            layer = self.viewer.layers[PAGE_TILES_LAYER]
+            if layer.metadata.get("page_key") != page_key:
+                # Another page: new rectangles, in the same layer (it keeps its place in the list).
+                layer.data = corners
+                layer.shape_type = ["rectangle"] * len(corners)
+                if corners:
+                    layer.edge_width = outlines.edge_widths
+                    layer.face_color = "transparent"
+            # Same page: only colours and text change (the rectangles stay; see tile_outlines).
+            layer.features = features
+            if corners:
+                layer.edge_color = outlines.edge_colors
+            layer.text = text
+        layer.metadata["page_key"] = page_key
 
     def _slot_under(self, world_position):
         """Tile of the page under a canvas (world) position, or None."""
@@ -778,6 +792,7 @@ class CurationWidget(QWidget):
         super().showEvent(event)
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt API)
+        self._release_page_hooks()
         if self._viewer_keys_bound:
             self._restore_viewer_keys()
             self._viewer_keys_bound = False

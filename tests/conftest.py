@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,20 @@ except ImportError:  # pragma: no cover - hypothesis is in the test extra
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: The paper's published per-blend results, beside the checkout (never copied into it).
 PAPER_CATALOG = REPO_ROOT.parent / "shared" / "paper" / "output_catalog.csv"
+
+
+@pytest.fixture(autouse=True)
+def no_kept_sep_pool_outlives_a_test():
+    """Stop SEP's kept process pools after every test, in every module.
+
+    A kept pool has a manager thread; a later test that forks (SEP with the
+    fork start method, a subprocess) would fork a multi-threaded process.
+    Nothing is imported here: only a test that used the pools pays for this.
+    """
+    yield
+    parallel = sys.modules.get("napari_blendphot.deblend.parallel")
+    if parallel is not None:
+        parallel.shutdown_pools()
 
 
 @pytest.fixture(scope="session")

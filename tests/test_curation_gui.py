@@ -221,19 +221,21 @@ def _click_tile(widget, qtbot, slot):
     """A real left click (Qt press + release) on the centre of tile *slot* of the page."""
     from qtpy.QtCore import QPoint, Qt
     from qtpy.QtTest import QTest
+    from qtpy.QtWidgets import QApplication
 
     from napari_blendphot.widgets.curation import PAGE_LAYER
 
     viewer = widget.viewer
+    qt_canvas = viewer.window._qt_viewer.canvas
+    native = qt_canvas._scene_canvas.native
+    qtbot.waitUntil(native.isVisible, timeout=60_000)
+    QApplication.processEvents()  # the canvas has its final size before the view is fitted to it
     viewer.reset_view()
     layer = viewer.layers[PAGE_LAYER]
     y, x = widget.page_layout().tile_origin(slot)
     half = widget.page_layout().stamp_size // 2
-    qt_canvas = viewer.window._qt_viewer.canvas
     transform = qt_canvas.layer_to_visual[layer].node.get_transform(map_from="visual", map_to="canvas")
     px, py = transform.map([x + half, y + half])[:2]
-    native = qt_canvas._scene_canvas.native
-    qtbot.waitUntil(native.isVisible, timeout=60_000)
     assert 0 < px < native.width() and 0 < py < native.height(), "tile centre off the canvas"
     QTest.mouseClick(native, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, QPoint(int(px), int(py)))
 
@@ -322,6 +324,39 @@ def test_page_click_outside_the_tiles_changes_nothing(shown_widget, qtbot):
     assert widget.model.index == 0
 
 
+def _drag(widget, path, button=1):
+    """Feed napari's drag-callback protocol (press, moves, release) to the page's click handler."""
+    from types import SimpleNamespace
+
+    event = SimpleNamespace(type="mouse_press", button=button, modifiers=(), position=path[0])
+    handler = widget._on_page_click(widget.viewer, event)
+    try:
+        next(handler)
+        for position in path[1:]:
+            event.type, event.position = "mouse_move", position
+            next(handler)
+        event.type = "mouse_release"
+        next(handler)
+    except StopIteration:
+        pass
+
+
+def test_page_drag_pans_without_opening_a_tile(shown_widget):
+    from napari_blendphot.widgets.curation import PAGE_LAYER
+
+    widget = shown_widget
+    widget.page_check.setChecked(True)
+    layer = widget.viewer.layers[PAGE_LAYER]
+    layout = widget.page_layout()
+    centre = lambda slot: layer.data_to_world(np.add(layout.tile_origin(slot), 64))  # noqa: E731
+    _drag(widget, [centre(0), centre(1), centre(3)])  # a pan from tile 0 to tile 3
+    assert widget.model.index == 0
+    _drag(widget, [centre(3)], button=2)  # right button: not a selection
+    assert widget.model.index == 0
+    _drag(widget, [centre(3), centre(3)])  # a click (a move within the tile is still a click)
+    assert widget.model.index == 3
+
+
 def test_deleting_a_page_layer_turns_the_page_off(shown_widget):
     from napari_blendphot.widgets.curation import PAGE_LAYER, PAGE_TILES_LAYER
 
@@ -337,3 +372,5 @@ def test_deleting_a_page_layer_turns_the_page_off(shown_widget):
     assert PAGE_LAYER in viewer.layers and PAGE_TILES_LAYER in viewer.layers
     widget.close()
     assert widget._on_page_click not in viewer.mouse_drag_callbacks
+    widget.show()  # shown again with the page still on: clicks work again
+    assert widget._on_page_click in viewer.mouse_drag_callbacks

@@ -616,9 +616,7 @@ class CurationWidget(QWidget):
             self._show_page()
             if not had_page and PAGE_LAYER in self.viewer.layers:
                 self.viewer.reset_view()
-            if self._on_page_click not in self.viewer.mouse_drag_callbacks:
-                self.viewer.mouse_drag_callbacks.append(self._on_page_click)
-                self.viewer.layers.events.removed.connect(self._on_layer_removed)
+            self._hook_page()
             return
         self._release_page_hooks()
         for name in (PAGE_TILES_LAYER, PAGE_LAYER):
@@ -628,6 +626,11 @@ class CurationWidget(QWidget):
         self.page_label.setText("")
         if "original" in self.viewer.layers:
             self.viewer.reset_view()
+
+    def _hook_page(self) -> None:
+        if self._on_page_click not in self.viewer.mouse_drag_callbacks:
+            self.viewer.mouse_drag_callbacks.append(self._on_page_click)
+            self.viewer.layers.events.removed.connect(self._on_layer_removed)
 
     def _release_page_hooks(self) -> None:
         if self._on_page_click in self.viewer.mouse_drag_callbacks:
@@ -787,8 +790,11 @@ class CurationWidget(QWidget):
                                          f"{record.decision.upper() if record else 'undecided'}")
 
     def showEvent(self, event) -> None:  # noqa: N802 (Qt API)
-        if self.model is not None:  # shown again after a close: take the keys back
+        if self.model is not None:  # shown again after a close: take the keys (and the clicks) back
             self._bind_viewer_keys()
+            if self.page_check.isChecked():
+                self._hook_page()
+                self._show_page()
         super().showEvent(event)
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt API)

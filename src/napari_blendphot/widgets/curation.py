@@ -681,7 +681,7 @@ class CurationWidget(QWidget):
         import pandas as pd
 
         features = pd.DataFrame({"label": outlines.labels, "kind": outlines.kinds, "row": outlines.rows})
-        text = {"string": "{label}", "anchor": "upper_left", "color": "white", "size": 8,
+        text = {"string": "{label}", "anchor": "upper_left", "color": "white", "size": 7,
                 "translation": [22, 6]}  # inside the tile corner (text hangs up from its anchor)
         corners = list(outlines.corners)
         if PAGE_TILES_LAYER not in self.viewer.layers:

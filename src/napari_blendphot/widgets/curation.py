@@ -322,7 +322,8 @@ class CurationWidget(QWidget):
 
     def _set_enabled(self, enabled: bool) -> None:
         for widget in (self.page_check, self.page_rows_spin, self.page_columns_spin, self.page_previous_button,
-                       self.page_next_button, self.accept_button, self.skip_button, self.undo_button, self.free_reject_button,
+                       self.page_next_button, self.accept_button, self.skip_button, self.undo_button,
+                       self.free_reject_button,
                        self.note_button, self.previous_button, self.next_button, self.type_combo,
                        self.export_button, *self.reject_buttons):
             widget.setEnabled(enabled)
@@ -365,7 +366,8 @@ class CurationWidget(QWidget):
     # -- actions ---------------------------------------------------------------------------------
     def do(self, name: str) -> None:
         """Run the action of a shortcut (``accept``, ``reject1``..``reject4``, ``skip``, ``undo``,
-        ``note``, ``type``, ``previous``, ``next``, ``page``, ``page_previous``, ``page_next``); errors become notifications."""
+        ``note``, ``type``, ``previous``, ``next``, ``page``, ``page_previous``, ``page_next``); errors
+        become notifications."""
         from napari_blendphot.errors import BlendphotError
 
         if self.model is None:

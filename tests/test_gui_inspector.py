@@ -513,17 +513,6 @@ def test_model_precision_is_checked_and_reaches_only_the_networks(engine, tiny):
         model.close()
 
 
-def test_the_inspectors_own_engine_gives_the_networks_one_thread():
-    from napari_blendphot.widgets._inspector_model import INTERACTIVE_WORKER_ENVIRONMENT
-
-    model = InspectorModel(methods=["sep"])
-    try:
-        assert model.engine.environment == INTERACTIVE_WORKER_ENVIRONMENT  # created, its worker not started
-        assert INTERACTIVE_WORKER_ENVIRONMENT["TF_NUM_INTRAOP_THREADS"] == "1" and not model.engine_started
-    finally:
-        model.close()
-
-
 def test_network_precision_choice_is_used_and_recorded(make_napari_viewer, qtbot, engine, tiny, blends, tmp_path,
                                                        monkeypatch):
     from napari_blendphot.tables import read_table

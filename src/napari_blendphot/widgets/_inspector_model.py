@@ -42,11 +42,6 @@ GALAXIES = ("central", "companion")
 #: Columns of the inspector table (and of :func:`rows_as_table`).
 ROW_COLUMNS = ("method", "label", "galaxy", "flux", "mag", "dmag", "iou", "detection")
 NO_TRUTH_NOTE = "no truth: dmag and IoU unavailable"
-#: Worker environment of the inspector's engine: one compute thread for the networks.  On a
-#: small machine the GUI's repaints (software OpenGL uses every core) and a multi-threaded network
-#: slow each other down; for one blend at a time, one thread is as fast and leaves a core to the
-#: GUI (bench_gui_latency.py).  Variables set in the user's environment win.
-INTERACTIVE_WORKER_ENVIRONMENT = {"TF_NUM_INTRAOP_THREADS": "1", "OMP_NUM_THREADS": "1"}
 #: Network methods whose default weights come from the shipped models.
 _NETWORK_METHODS = ("blend2flux", "unet", "blend2mask2flux")
 
@@ -516,8 +511,7 @@ class InspectorModel:
             if self._engine is None:
                 from napari_blendphot.deblend.engine import InferenceEngine
 
-                self._engine = InferenceEngine(("sep",), chunk_size=self.chunk_size,
-                                               environment=INTERACTIVE_WORKER_ENVIRONMENT)
+                self._engine = InferenceEngine(("sep",), chunk_size=self.chunk_size)
                 for name in self.available:
                     options = self._options(name)
                     if options:

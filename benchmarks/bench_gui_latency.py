@@ -1,7 +1,8 @@
 """Deblend Inspector latency: from a companion move to the overlays and the table updated.
 
 Run:  python benchmarks/bench_gui_latency.py [--quick] [--moves 100] [--networks auto|shipped|tiny|paper]
-                                            [--window 1600x1000] [--screenshot shot.png]
+                                            [--precision float32|bfloat16|auto] [--window 1600x1000]
+                                            [--settle MS] [--busy-wait] [--profile N] [--screenshot shot.png]
 
 A real napari viewer (under Xvfb: the script re-runs itself with ``xvfb-run -a``
 when there is no display) with the Deblend Inspector docked and every method
@@ -13,8 +14,13 @@ the inspector draws SEP's overlays first: that time is printed too).  Printed: m
 and p95 of the latency, for single moves (``interactive=False``, run at
 once) and for drag moves (``interactive=True``, debounced), with the
 breakdown measured inside the widget: time in the worker request (all
-methods, IPC included), time to update layers and table, and each method's
-own request time measured afterwards through the same engine.
+methods, IPC included; of which the methods' own time in the worker and
+the table numbers), time to update layers and table, the final repaint,
+the CPU time per move of the GUI process and of the worker (independent
+of the machine's load, unlike the wall times), and each method's own
+request time measured afterwards through the same engine.  While waiting,
+the script sleeps in the Qt event loop as an application does
+(``--busy-wait``: polls it every 0.5 ms, the harness of earlier runs).
 
 Networks: the shipped models when installed ("auto"/"shipped"), otherwise
 tiny untrained ones built by a throwaway worker ("tiny", said in the output);
@@ -269,8 +275,9 @@ def main(argv=None) -> int:
         import pstats
 
         profiler.disable()
-        print(f"GUI thread over the single moves, {args.profile} costliest functions (cumulative):")
-        pstats.Stats(profiler, stream=sys.stdout).sort_stats(os.environ.get("BENCH_PROFILE_SORT", "cumulative")).print_stats(args.profile)
+        print(f"GUI thread over the single moves, {args.profile} costliest functions:")
+        order = os.environ.get("BENCH_PROFILE_SORT", "cumulative")  # or "tottime"
+        pstats.Stats(profiler, stream=sys.stdout).sort_stats(order).print_stats(args.profile)
     load = os.getloadavg()
     print(f"machine: {os.cpu_count()} cores, load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min)")
     precisions = sorted({str(out.metadata.get("precision")) for out in widget.last_inspection.outputs.values()

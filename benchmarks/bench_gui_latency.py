@@ -119,18 +119,6 @@ def _process_cpu_seconds(pid: int | None = None) -> float:
         return float("nan")
 
 
-def _xvfb_pids() -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if (entry / "comm").read_text().strip() == "Xvfb":
-                    pids.append(int(entry.name))
-            except OSError:
-                pass
-    return pids
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="10 moves (CI smoke test)")
@@ -227,7 +215,6 @@ def main(argv=None) -> int:
 
     widget._draw = draw_timed
     worker_pid = model.engine.worker_pid
-    xvfb = _xvfb_pids()
     results = {}
     profiler = None
     if args.profile:
@@ -237,13 +224,12 @@ def main(argv=None) -> int:
     for mode, interactive in (("single moves", False), ("drag moves", True)):
         if profiler is not None:
             profiler.enable() if not interactive else profiler.disable()
-        rows = {key: [] for key in ("latency", "moving", "painting", "first", "gui_cpu", "worker_cpu", "x_cpu")}
+        rows = {key: [] for key in ("latency", "moving", "painting", "first", "gui_cpu", "worker_cpu")}
         timed_draws.clear()
         blends = [make_blend(central, companion, *shift) for shift in shifts[1:]]
         for blend in blends:
             n, partials = widget.drawn_count, widget.partial_count
-            cpu0 = (_process_cpu_seconds(), _process_cpu_seconds(worker_pid),
-                    sum(_process_cpu_seconds(pid) for pid in xvfb))
+            cpu0 = (_process_cpu_seconds(), _process_cpu_seconds(worker_pid))
             t0 = time.perf_counter()
             move(blend, interactive)
             t1 = time.perf_counter()
@@ -260,7 +246,6 @@ def main(argv=None) -> int:
             t3 = time.perf_counter()
             rows["gui_cpu"].append(_process_cpu_seconds() - cpu0[0])
             rows["worker_cpu"].append(_process_cpu_seconds(worker_pid) - cpu0[1])
-            rows["x_cpu"].append(sum(_process_cpu_seconds(pid) for pid in xvfb) - cpu0[2])
             rows["latency"].append(t3 - t0)
             rows["moving"].append(t1 - t0)
             rows["painting"].append(t3 - t2)
@@ -300,8 +285,7 @@ def main(argv=None) -> int:
         print(f"{'':13s}   inspector layers + table update:   {_summary([d for d, _ in draws])}")
         print(f"{'':13s}   final canvas repaint:              {_summary(rows['painting'])}")
         print(f"{'':13s}   CPU per move: GUI process {1000 * statistics.median(rows['gui_cpu']):.0f} ms, "
-              f"worker {1000 * statistics.median(rows['worker_cpu']):.0f} ms, "
-              f"Xvfb {1000 * statistics.median(rows['x_cpu']):.0f} ms (medians)")
+              f"worker {1000 * statistics.median(rows['worker_cpu']):.0f} ms (medians)")
     # What one repaint of this window costs here (software OpenGL under Xvfb), for scale.
     def repaint_times():
         times = []

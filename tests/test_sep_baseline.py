@@ -23,18 +23,6 @@ NOISE = 0.01
 CENTRE = 64
 
 
-@pytest.fixture(autouse=True)
-def no_pool_outlives_a_test():
-    """Stop kept process pools around every test (also one another test file left):
-    a pool's manager thread left running would make a test's explicit ``fork``
-    fork a multi-threaded process."""
-    from napari_blendphot.deblend.parallel import shutdown_pools
-
-    shutdown_pools()
-    yield
-    shutdown_pools()
-
-
 def make_blend(central, companion, seed=0, pedestal=0.0):
     """Blend of two exponential-ish Sersic galaxies plus seeded Gaussian noise.
 

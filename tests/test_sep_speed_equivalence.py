@@ -40,18 +40,6 @@ from napari_blendphot.sample.toy import sersic_stamp
 N_BLENDS = 48
 
 
-@pytest.fixture(autouse=True)
-def no_pool_outlives_a_test():
-    """Stop kept process pools around every test (also one another test file left):
-    a pool's manager thread left running would make a test's explicit ``fork``
-    fork a multi-threaded process."""
-    from napari_blendphot.deblend.parallel import shutdown_pools
-
-    shutdown_pools()
-    yield
-    shutdown_pools()
-
-
 def seeded_blends(n: int = N_BLENDS, seed: int = 7):
     """Sersic pairs with noise: separated, close (hot pass), superposed, faint, plus blank and constant stamps."""
     rng = np.random.default_rng(seed)

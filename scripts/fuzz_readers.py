@@ -46,7 +46,6 @@ import traceback
 import warnings
 from pathlib import Path
 
-import numpy as np
 
 TARGETS = ("native", "candels", "cutouts", "dataset", "results")
 
@@ -76,44 +75,19 @@ def _alarm(signum, frame):
 
 # -- valid inputs -----------------------------------------------------------------------------
 
-def build_valid_inputs(root: Path, n_galaxies: int = 8) -> dict[str, Path]:
-    """Write one small valid input per target under *root*; return {target: path}."""
-    from astropy.io import fits
+def build_valid_inputs(root: Path) -> dict[str, Path]:
+    """Write one small valid input per target under *root*; return {target: path}.
 
-    from napari_blendphot.blend.dataset import BlendDataset, write_blend_dataset
-    from napari_blendphot.deblend.base import DeblendOutput
-    from napari_blendphot.report.results import build_results_table, write_results
-    from napari_blendphot.sample.io_candels import write_candels_layout
-    from napari_blendphot.sample.io_native import write_native
-    from napari_blendphot.sample.toy import make_toy_sample
+    The same inputs as the bad-input corpus starts from
+    (``tests/bad_inputs.write_valid_inputs``), so the fuzzer and the corpus
+    break the same files.
+    """
+    tests_dir = str(Path(__file__).resolve().parents[1] / "tests")
+    if tests_dir not in sys.path:
+        sys.path.insert(0, tests_dir)
+    from bad_inputs import write_valid_inputs
 
-    sample = make_toy_sample(n_galaxies, seed=7)
-    paths = {"native": write_native(sample, root / "sample.fits")}
-    paths["candels"] = write_candels_layout(sample, root / "candels")
-    cutouts = root / "cutouts"
-    cutouts.mkdir()
-    for i in range(3):
-        header = fits.Header()
-        row = sample.catalog[i]
-        header["GALTYPE"] = str(row["galtype"])
-        header["RADIUS"] = float(row["radius"])
-        header["MAG"] = float(row["mag"])
-        header["ID"] = int(row["id"])
-        header["Z"] = float(row["z"])
-        fits.HDUList([fits.PrimaryHDU(sample.images[i], header=header),
-                      fits.ImageHDU(sample.segmaps[i], name="SEG")]).writeto(cutouts / f"g{i}.fits")
-    paths["cutouts"] = cutouts
-    paths["dataset"] = write_blend_dataset(sample, root / "dataset", n=6, test_fraction=0.5, seed=3)
-    dataset = BlendDataset(paths["dataset"])
-    rng = np.random.default_rng(0)
-    fluxes = dataset.fluxes * rng.uniform(0.8, 1.2, size=dataset.fluxes.shape)
-    fluxes[0, 1] = np.nan
-    output = DeblendOutput("sep", fluxes, extra={"detection": np.array([2, 0, 2, 2, 3, 2], np.int8)})
-    table = build_results_table(dataset.catalog, [output], provenance={"step": "fuzz"})
-    write_results(table, root / "results")
-    paths["results"] = root / "results.csv"
-    paths["results_fits"] = root / "results.fits"
-    return paths
+    return write_valid_inputs(root)
 
 
 # -- mutations --------------------------------------------------------------------------------

@@ -205,8 +205,6 @@ def instrumented_run(method, blends, context) -> dict:
     the outputs are checked against the method's at the end, so the copy cannot
     drift from the real flow unnoticed.
     """
-    import sep
-
     from napari_blendphot.deblend.sep_baseline import _write_segment_mask, stamp_sized_pixel_stack
     from napari_blendphot.match.assign import assign_detections
 
@@ -227,17 +225,10 @@ def instrumented_run(method, blends, context) -> dict:
             stages[names[0]] += t1 - t0
             if constant:
                 continue
-            background = sep.Background(stamp, bw=method.background_box, bh=method.background_box,
-                                        fw=method._filter_size, fh=method._filter_size)
-            rms = float(background.globalrms)
+            background, rms = method._background(stamp)
             t2 = clock()
             stages[names[1]] += t2 - t1
-            if not method.subtract_background:
-                data = stamp
-            elif method._single_mesh:
-                data = stamp - np.float32(background.globalback)
-            else:
-                data = stamp - background.back(dtype=np.float32)
+            data = method._subtracted(stamp, background)
             t3 = clock()
             stages[names[2]] += t3 - t2
             objects, segmap = method._extract(data, rms, method.cold)

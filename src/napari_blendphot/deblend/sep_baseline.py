@@ -226,6 +226,23 @@ class SepTwoPass:
         }
         return DeblendOutput(self.name, out.fluxes, out.masks, extra, self._metadata(extra))
 
+    def _background(self, stamp: np.ndarray):
+        """sep's background of *stamp* and its global rms (the detection error)."""
+        import sep
+
+        background = sep.Background(stamp, bw=self.background_box, bh=self.background_box,
+                                    fw=self._filter_size, fh=self._filter_size)
+        return background, float(background.globalrms)
+
+    def _subtracted(self, stamp: np.ndarray, background) -> np.ndarray:
+        """The image the passes detect on: *stamp* minus its background, unless that is switched off."""
+        if not self.subtract_background:
+            return stamp
+        if self._single_mesh:
+            # One mesh: the background is a constant, a scalar subtraction (no map needed).
+            return stamp - np.float32(background.globalback)
+        return stamp - background.back(dtype=np.float32)
+
     def _measure_blend(self, stamp: np.ndarray, shift, radius, out: "_BatchOutputs", row: int) -> None:
         """Detect, assign and measure one (non-constant) blend into row *row* of *out*.
 
@@ -233,22 +250,12 @@ class SepTwoPass:
         pass 0, assignment = whether a true shift is known), so the early exits
         only set what differs.
         """
-        import sep
-
         try:
-            background = sep.Background(stamp, bw=self.background_box, bh=self.background_box,
-                                        fw=self._filter_size, fh=self._filter_size)
-            rms = float(background.globalrms)
+            background, rms = self._background(stamp)
             if not (math.isfinite(rms) and rms > 0):
                 out.pass_used[row] = PASS_NO_NOISE
                 return
-            if not self.subtract_background:
-                data = stamp
-            elif self._single_mesh:
-                # One mesh: the background is a constant, a scalar subtraction (no map needed).
-                data = stamp - np.float32(background.globalback)
-            else:
-                data = stamp - background.back(dtype=np.float32)
+            data = self._subtracted(stamp, background)
             objects, segmap = self._extract(data, rms, self.cold)
             pass_used = 0
             if len(objects) == 1:

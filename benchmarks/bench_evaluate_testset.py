@@ -233,15 +233,10 @@ for method, kwargs, path in json.loads(sys.argv[1]):
 
 def parse_model_option(text: str) -> tuple[str, dict]:
     """``"unet:depth=4,filters=8"`` -> ("unet", {"depth": 4, "filters": 8}); lists with ';' (``dense_widths=32;32``)."""
-    def value(item: str):
-        if ";" in item:
-            return [value(part) for part in item.split(";") if part]
-        for kind in (int, float):
-            try:
-                return kind(item)
-            except ValueError:
-                pass
-        return item
+    here = str(Path(__file__).resolve().parent)
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    from bench_cpu_inference import parse_value as value  # the same value syntax as its --config overrides
 
     method, _, rest = text.partition(":")
     if method.strip() not in NETWORKS:

@@ -52,6 +52,9 @@ class DeblendOutput:
     masks : (N, 2, 128, 128) float32 in [0, 1] (probabilities or 0/1), or None.
     extra : per-blend arrays of length N (e.g. ``{"detection": int8}``).
     metadata : method name, configuration, weights digest, notes.
+    flux_errors : (N, 2) float64 1-sigma flux uncertainties [central, companion]
+        in the stamp's units, or None for a method that gives none.  Finite and
+        positive where the flux is measured, NaN where it is not (never inf).
     """
 
     method: str
@@ -59,6 +62,7 @@ class DeblendOutput:
     masks: np.ndarray | None = None
     extra: dict = field(default_factory=dict)
     metadata: dict = field(default_factory=dict)
+    flux_errors: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.fluxes)
@@ -70,7 +74,9 @@ class DeblendOutput:
         first = parts[0]
         masks = None if first.masks is None else np.concatenate([p.masks for p in parts])
         extra = {k: np.concatenate([p.extra[k] for p in parts]) for k in first.extra}
-        return DeblendOutput(first.method, np.concatenate([p.fluxes for p in parts]), masks, extra, dict(first.metadata))
+        errors = None if first.flux_errors is None else np.concatenate([p.flux_errors for p in parts])
+        return DeblendOutput(first.method, np.concatenate([p.fluxes for p in parts]), masks, extra,
+                             dict(first.metadata), errors)
 
 
 @runtime_checkable

@@ -50,11 +50,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_build_dataset)
 
+    p = sub.add_parser("bank", help="the train split of a sample as noiseless models (.npz) for synth-mode "
+                                     "training (training/synth.py), compact enough to carry to a GPU")
+    p.add_argument("sample", help="the noisy sample (native FITS) whose catalogue and segmentation are used")
+    p.add_argument("--models", required=True, help="its noiseless models (blendphot make-sample --models-out)")
+    p.add_argument("-o", "--output", required=True, help="bank file to write (.npz)")
+    p.add_argument("--seed", type=int, default=2020, help="split seed: the --seed of the matching `blendphot blend`")
+    p.add_argument("--test-fraction", type=float, default=0.2)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_bank)
+
     p = sub.add_parser("train", help="start a training run")
     p.add_argument("config", help="configuration file or name of one in training/configs")
     p.add_argument("--run-dir", required=True, help="run folder to create")
     p.add_argument("--blends", help="blend dataset folder (fixed-data mode)")
     p.add_argument("--sample", help="isolated sample (stream mode)")
+    p.add_argument("--bank", help="galaxy bank .npz (synth mode; sets data.bank)")
     p.add_argument("--epochs", type=_positive_int, help="override training.max_epochs")
     p.add_argument("--batch-size", type=_positive_int, help="override training.batch_size (named deviation)")
     p.add_argument("--precision", choices=("float32", "mixed_bfloat16", "mixed_float16"),
@@ -142,6 +153,15 @@ def _build_dataset(args) -> int:
     return 0
 
 
+def _bank(args) -> int:
+    from training.bank import make_bank
+
+    summary = make_bank(args.sample, args.models, args.output, args.seed, args.test_fraction,
+                        overwrite=args.overwrite)
+    print(f"wrote {summary['path']}: {summary['n_galaxies']} training galaxies, {summary['bytes'] / 1e6:.1f} MB")
+    return 0
+
+
 def _ship(args) -> int:
     from training.ship import ship_run
 
@@ -174,6 +194,9 @@ def _overrides(args) -> dict:
             overrides[dotted] = value
     if args.sample and not args.blends:
         overrides["data.mode"] = "stream"
+    if args.bank:
+        overrides["data.mode"] = "synth"
+        overrides["data.bank"] = str(Path(args.bank).resolve())
     for item in args.set:
         key, sep, text = item.partition("=")
         if not sep or ("." not in key and key not in ("name", "description")):

@@ -35,7 +35,7 @@ from napari_blendphot.errors import InputError
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 MODEL_KINDS = ("blend2flux", "unet", "blend2mask2flux")
-DATA_MODES = ("fixed", "stream")
+DATA_MODES = ("fixed", "stream", "synth")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
 #: The paper's protocol (SPEC §6): Adam 1e-4, halve on plateau (patience 5),
@@ -59,6 +59,10 @@ DEFAULT_TRAINING = {
     # Batches prepared ahead of the accelerator by worker threads.
     "prefetch_batches": 8,
     "data_workers": 4,
+    # Validation quantity of the schedule (plateau, early stopping, best checkpoint):
+    # "val_loss" (the paper's), or e.g. "val_fluxes_loss" to follow the flux MAPE alone
+    # when a model also carries an uncertainty or mask loss.
+    "monitor": "val_loss",
     # blend2mask2flux end-to-end loss weights (SPEC §6).
     "loss_weights": {"fluxes": 1.0, "masks": 0.1},
 }
@@ -78,6 +82,10 @@ DEFAULT_DATA = {
     "rule": "published",
     # Use at most this many training blends (tests and quick runs); None = all.
     "max_train_blends": None,
+    # Synth mode (training/synth.py): the galaxy bank (.npz of noiseless models) and the
+    # augmentations (keys of training.synth.Augmentation; missing ones take its defaults).
+    "bank": None,
+    "augmentation": {},
 }
 
 

@@ -194,3 +194,60 @@ CUSTOM_OBJECTS = {
     "blendphot>SelectChannels": SelectChannels,
     "blendphot>BlockMaxPool2D": BlockMaxPool2D,
 }
+
+
+@keras.saving.register_keras_serializable(package="blendphot")
+class FluxUncertainty(keras.layers.Layer):
+    """Log fluxes and their log uncertainties, ``(N, 4)``: ``[ln f_c, ln f_k, ln s_c, ln s_k]``.
+
+    ``s`` is the predicted standard deviation of ``ln(flux)`` (a relative
+    1-sigma flux error: ``flux_err = flux * s``).  The first two columns repeat
+    the network's log fluxes, ``ln(scale * flux_scale) + clip(z)``, with the
+    gradient stopped: the loss on this output (a Gaussian negative log
+    likelihood of the true log flux, :func:`~napari_blendphot.models.losses.log_flux_nll`)
+    then trains only the uncertainty branch and never moves the fluxes, which
+    stay trained on the paper's MAPE.  ``ln s`` is clipped to
+    ``[min_log_sigma, max_log_sigma]`` (1e-3 to e^2 relative error) so that an
+    untrained or wild branch cannot give zero or overflowing errors.
+
+    Call
+    ----
+    [z, scale, log_sigma] : (N, k), (N, 1) and (N, k) tensors; returns (N, 2k).
+    """
+
+    def __init__(self, flux_scale: float = 1000.0, max_log: float = 20.0, min_log_sigma: float = -6.9,
+                 max_log_sigma: float = 2.0, **kwargs):
+        super().__init__(**kwargs)
+        self.flux_scale = float(flux_scale)
+        self.max_log = float(max_log)
+        self.min_log_sigma = float(min_log_sigma)
+        self.max_log_sigma = float(max_log_sigma)
+
+    def call(self, inputs):
+        log_ratio, scale, log_sigma = inputs
+        log_ratio = ops.clip(ops.cast(log_ratio, "float32"), -self.max_log, self.max_log)
+        scale = ops.cast(scale, "float32")
+        log_flux = ops.log(scale * self.flux_scale) + log_ratio
+        log_sigma = ops.clip(ops.cast(log_sigma, "float32"), self.min_log_sigma, self.max_log_sigma)
+        return ops.concatenate([ops.stop_gradient(log_flux), log_sigma], axis=-1)
+
+    def compute_output_shape(self, input_shapes):
+        shape = tuple(input_shapes[0])
+        return (*shape[:-1], 2 * shape[-1])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(flux_scale=self.flux_scale, max_log=self.max_log, min_log_sigma=self.min_log_sigma,
+                      max_log_sigma=self.max_log_sigma)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="blendphot")
+class StopGradient(keras.layers.Layer):
+    """Identity whose gradient is zero (no weights): a branch trained on top of it cannot move what is below."""
+
+    def call(self, inputs):
+        return ops.stop_gradient(inputs)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)

@@ -23,7 +23,14 @@ import keras
 
 from napari_blendphot.constants import STAMP_SIZE
 from napari_blendphot.errors import InputError
-from napari_blendphot.models.layers import BlockMaxPool2D, FluxOutput, SelectChannels, StampNormalization
+from napari_blendphot.models.layers import (
+    BlockMaxPool2D,
+    FluxOutput,
+    FluxUncertainty,
+    SelectChannels,
+    StampNormalization,
+    StopGradient,
+)
 
 #: Mask encodings of the paper (SPEC §4.7): channel order of the U-Net output.
 MASK_ENCODINGS = {
@@ -61,10 +68,16 @@ def _check_positive_int(name: str, value) -> int:
     return int(value)
 
 
-def _flux_cnn(x, filters: int, depth: int, dense_widths, prefix: str, pooling: str = "window"):
+#: Width of the hidden layer of the flux-uncertainty branch.
+UNCERTAINTY_WIDTH = 64
+
+
+def _flux_cnn(x, filters: int, depth: int, dense_widths, prefix: str, pooling: str = "window",
+              return_hidden: bool = False):
     """Convolution stack + dense layers shared by blend2flux and the b2m2f head.
 
-    Returns the (N, 2) linear output ``z`` (log flux ratios).
+    Returns the (N, 2) linear output ``z`` (log flux ratios), and with
+    ``return_hidden`` also the last hidden layer (what the uncertainty branch reads).
     """
     for level in range(depth):
         width = filters * 2**level
@@ -81,7 +94,27 @@ def _flux_cnn(x, filters: int, depth: int, dense_widths, prefix: str, pooling: s
         x = keras.layers.Dense(
             int(width), activation="selu", kernel_initializer="lecun_normal", name=f"{prefix}_dense{index}"
         )(x)
-    return keras.layers.Dense(2, activation=None, name=f"{prefix}_log_flux")(x)
+    log_flux = keras.layers.Dense(2, activation=None, name=f"{prefix}_log_flux")(x)
+    return (log_flux, x) if return_hidden else log_flux
+
+
+def _uncertainty_branch(hidden, log_flux, scale, flux_scale: float, prefix: str):
+    """The flux-uncertainty output: ``[ln f (no gradient), ln sigma]`` per galaxy (docs/uncertainty.md).
+
+    The branch reads the flux network's last hidden layer and its log-flux
+    output through stop-gradients, so training it (Gaussian NLL of the true
+    log flux) never changes the fluxes.  Its bias starts at ln 0.05 (5 %
+    errors), the right order for blended galaxies.
+    """
+    features = keras.layers.Concatenate(axis=-1, name=f"{prefix}_sigma_input")(
+        [StopGradient(name=f"{prefix}_sigma_stop_hidden")(hidden), StopGradient(name=f"{prefix}_sigma_stop_z")(log_flux)]
+    )
+    x = keras.layers.Dense(UNCERTAINTY_WIDTH, activation="selu", kernel_initializer="lecun_normal",
+                           name=f"{prefix}_sigma_dense")(features)
+    log_sigma = keras.layers.Dense(2, activation=None, kernel_initializer="zeros",
+                                   bias_initializer=keras.initializers.Constant(-3.0),
+                                   name=f"{prefix}_log_sigma")(x)
+    return FluxUncertainty(flux_scale, name="flux_uncertainty")([log_flux, scale, log_sigma])
 
 
 def _check_flux_cnn(stamp_size: int, depth: int) -> None:
@@ -102,6 +135,7 @@ def build_blend2flux(
     flux_scale: float = 1000.0,
     stamp_size: int = STAMP_SIZE,
     pooling: str = "window",
+    uncertainty: bool = False,
     name: str = "blend2flux",
 ):
     """The blend2flux CNN (paper §3.2, Table 2).
@@ -126,6 +160,8 @@ def build_blend2flux(
         2x2 max-pooling implementation: Keras' ``MaxPooling2D`` (default, the
         shipped models) or :class:`~napari_blendphot.models.layers.BlockMaxPool2D`
         (same outputs and weights, faster gradients under XLA).
+    uncertainty : bool
+        Add the flux-uncertainty output (:class:`FluxUncertainty`, docs/uncertainty.md).
     name : str
         Model name.
 
@@ -133,7 +169,9 @@ def build_blend2flux(
     -------
     keras.Model
         Input (N, stamp_size, stamp_size) raw stamps; output (N, 2) fluxes
-        [central, companion] in the stamps' units, from a layer named ``"fluxes"``.
+        [central, companion] in the stamps' units, from a layer named ``"fluxes"``;
+        with ``uncertainty`` a dict ``{"fluxes", "flux_uncertainty"}`` (the
+        latter (N, 4): ``[ln f_c, ln f_k, ln sigma_c, ln sigma_k]``).
     """
     filters = _check_positive_int("filters", filters)
     depth = _check_positive_int("depth", depth)
@@ -141,9 +179,13 @@ def build_blend2flux(
     dense_widths = (filters, filters) if dense_widths is None else tuple(int(w) for w in dense_widths)
     stamps = keras.Input(shape=(stamp_size, stamp_size), name="stamps")
     normalised, scale = StampNormalization(normalization, input_scale, name="normalization")(stamps)
-    log_flux = _flux_cnn(normalised, filters, depth, dense_widths, prefix="b2f", pooling=_check_pooling(pooling))
+    log_flux, hidden = _flux_cnn(normalised, filters, depth, dense_widths, prefix="b2f",
+                                 pooling=_check_pooling(pooling), return_hidden=True)
     fluxes = FluxOutput(flux_scale, name="fluxes")([log_flux, scale])
-    return keras.Model(stamps, fluxes, name=name)
+    if not uncertainty:
+        return keras.Model(stamps, fluxes, name=name)
+    errors = _uncertainty_branch(hidden, log_flux, scale, flux_scale, prefix="b2f")
+    return keras.Model(stamps, {"fluxes": fluxes, "flux_uncertainty": errors}, name=name)
 
 
 def _unet_masks(normalised, depth: int, filters: int, n_masks: int, up_kernel_size: int, pooling: str = "window"):
@@ -247,6 +289,7 @@ def build_blend2mask2flux(
     flux_scale: float = 1000.0,
     stamp_size: int = STAMP_SIZE,
     pooling: str = "window",
+    uncertainty: bool = False,
     name: str = "blend2mask2flux",
 ):
     """blend2mask2flux: U-Net masks, then a flux CNN on [blend, masks] (paper §3.3).
@@ -261,11 +304,14 @@ def build_blend2mask2flux(
     the paper's "about 18.5 M".  ``pooling`` is :func:`build_blend2flux`'s,
     for the U-Net and the head.
 
+    ``uncertainty`` adds the ``"flux_uncertainty"`` output of :func:`build_blend2flux`.
+
     Returns
     -------
     keras.Model
         Input (N, H, W) raw stamps; outputs a dict ``{"masks": (N, H, W,
-        n_masks), "fluxes": (N, 2)}`` (fluxes in the stamps' units).
+        n_masks), "fluxes": (N, 2)}`` (fluxes in the stamps' units), plus
+        ``"flux_uncertainty"`` with ``uncertainty``.
     """
     unet_depth = _check_positive_int("unet_depth", unet_depth)
     unet_filters = _check_positive_int("unet_filters", unet_filters)
@@ -280,10 +326,13 @@ def build_blend2mask2flux(
                         pooling=_check_pooling(pooling))
     pair = SelectChannels([channels.index("central"), channels.index("companion")], name="head_masks")(masks)
     head_input = keras.layers.Concatenate(axis=-1, name="head_input")([normalised, pair])
-    log_flux = _flux_cnn(head_input, head_filters, head_depth, tuple(int(w) for w in head_dense), prefix="head",
-                         pooling=pooling)
+    log_flux, hidden = _flux_cnn(head_input, head_filters, head_depth, tuple(int(w) for w in head_dense),
+                                 prefix="head", pooling=pooling, return_hidden=True)
     fluxes = FluxOutput(flux_scale, name="fluxes")([log_flux, scale])
-    return keras.Model(stamps, {"masks": masks, "fluxes": fluxes}, name=name)
+    outputs = {"masks": masks, "fluxes": fluxes}
+    if uncertainty:
+        outputs["flux_uncertainty"] = _uncertainty_branch(hidden, log_flux, scale, flux_scale, prefix="head")
+    return keras.Model(stamps, outputs, name=name)
 
 
 def load_unet_weights(b2m2f_model, unet_model) -> list[str]:

@@ -30,7 +30,7 @@ from napari_blendphot.errors import InputError
 PRECISIONS = ("float32", "bfloat16", "auto")
 
 #: Layers kept in float32 under a bfloat16 policy (names used by :mod:`napari_blendphot.models.networks`).
-FLOAT32_LAYERS = ("normalization", "fluxes", "masks")
+FLOAT32_LAYERS = ("normalization", "fluxes", "masks", "flux_uncertainty")
 
 #: CPU flags (Linux ``/proc/cpuinfo``) of native bfloat16 arithmetic.
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")

@@ -1,0 +1,374 @@
+"""Training blends synthesised on the accelerator, with augmentations (issue 12).
+
+The paper trained on one fixed set of 25,000 blends of noisy stamps.  Here the
+networks see a new blend at every step, made from a *bank* of noiseless galaxy
+models (PSF-convolved, before noise; ``blendphot make-sample --models-out``):
+
+* pairs and companion shifts drawn by the project's own pairing rules
+  (:func:`napari_blendphot.blend.pairing.draw_pairs`) at every batch;
+* each galaxy independently turned by one of the 8 rotations/flips of the
+  square, and moved by a sub-pixel offset (the central galaxy's light centre
+  jitters around pixel [64, 64] as in real cut-outs; the companion's integer
+  shift gets a fractional part);
+* flux rescaling: a common factor for the pair (the blend gets brighter or
+  fainter against the noise) and a small independent one per galaxy;
+* a PSF variation per blend: an extra Gaussian blur of the whole blend (the
+  bank's models already carry the mock's own per-galaxy PSF spread);
+* fresh noise at every step: white or drizzle-like correlated background at a
+  per-blend level around the level of a blend of two noisy stamps, plus the
+  Poisson noise of the galaxies' light for a per-blend exposure time.
+
+Everything after the parameter draw runs in ``keras.ops`` on the training
+device (one bilinear resampling gather per galaxy does rotation, flip and
+shift; noise from ``keras.random`` with a per-batch seed), so the CPU only
+draws a few numbers per blend and the accelerator is never starved.  The batch
+of epoch *e*, step *i* depends only on ``(seed, e, i)``.
+
+Targets: the true total fluxes of both galaxies (light outside the stamp
+counts, as in the catalogue) times their flux factors; the true masks (the
+bank's central-segment masks, moved exactly like the light, nearest pixel).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from napari_blendphot.constants import STAMP_SIZE
+from napari_blendphot.errors import InputError
+
+#: Arrays a bank holds (``np.load`` of a ``.npz``): models float32 (G, 128, 128),
+#: masks uint8 (G, 128, 128) central segment, fluxes/mags/radii float64 (G,), ids int64 (G,).
+BANK_KEYS = ("models", "masks", "fluxes", "mags", "radii", "ids")
+
+#: The mock's white background rms per pixel of one stamp (e-/s), SPEC §3.
+STAMP_RMS = 0.0106
+
+#: The 8 symmetries of the square as (swap axes, flip rows, flip columns).
+DIHEDRAL = tuple((swap, fy, fx) for swap in (0, 1) for fy in (0, 1) for fx in (0, 1))
+
+
+@dataclass
+class Augmentation:
+    """What varies from one training blend to the next (defaults: docs/training.md).
+
+    Attributes
+    ----------
+    dihedral : bool
+        Each galaxy turned by one of the 8 rotations/flips.
+    central_jitter_px : float
+        The central galaxy's centre moves by up to this many pixels along
+        each axis (uniform), fractional parts included.
+    companion_subpixel : bool
+        The companion's integer shift gets a uniform fraction in [-0.5, 0.5).
+    pair_flux_mag : float
+        Common flux factor ``10**(-0.4 u)``, ``u`` uniform in [-x, x] mag.
+    galaxy_flux_mag : float
+        Independent per-galaxy factor, same form.
+    blur_sigma_px : tuple of float
+        Extra Gaussian PSF blur of the blend, sigma uniform in this range (pixels).
+    noise_rms : tuple of float
+        Background rms per pixel (e-/s), log-uniform in this range.  A blend of
+        two noisy stamps has sqrt(2) x 0.0106; one cut-out of an image 0.0106.
+    correlated_fraction : float
+        Share of blends with drizzle-like correlated background noise.
+    correlation : tuple of float
+        Strength ``a`` of the separable kernel ``[a, 1, a]`` (per axis), uniform.
+    exposure_time_s : tuple of float
+        Exposure time for the Poisson noise of the galaxies' light (log-uniform).
+    """
+
+    dihedral: bool = True
+    central_jitter_px: float = 0.5
+    companion_subpixel: bool = True
+    pair_flux_mag: float = 0.5
+    galaxy_flux_mag: float = 0.2
+    blur_sigma_px: tuple = (0.0, 0.6)
+    noise_rms: tuple = (STAMP_RMS * 0.9, STAMP_RMS * 2.0)
+    correlated_fraction: float = 0.5
+    correlation: tuple = (0.1, 0.6)
+    exposure_time_s: tuple = (1500.0, 6000.0)
+
+    @classmethod
+    def from_config(cls, given: dict | None) -> "Augmentation":
+        given = dict(given or {})
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(given) - known)
+        if unknown:
+            raise InputError("data.augmentation", f"unknown key(s) {unknown}", f"known: {sorted(known)}")
+        for key, value in given.items():
+            if isinstance(value, list):
+                given[key] = tuple(value)
+        return cls(**given)
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+def load_bank(path) -> dict:
+    """Read a galaxy bank (``.npz``) and check its arrays."""
+    try:
+        with np.load(path, allow_pickle=False) as saved:
+            bank = {key: saved[key] for key in saved.files}
+    except (OSError, ValueError) as exc:
+        raise InputError(path, f"cannot read the galaxy bank: {exc}") from None
+    missing = [k for k in BANK_KEYS if k not in bank]
+    if missing:
+        raise InputError(path, f"galaxy bank misses array(s) {missing}", "make it with `python -m training bank`")
+    n = len(bank["models"])
+    if bank["models"].shape[1:] != (STAMP_SIZE, STAMP_SIZE) or bank["masks"].shape != bank["models"].shape:
+        raise InputError(path, f"models {bank['models'].shape} / masks {bank['masks'].shape}: expected (G, 128, 128)")
+    for key in ("fluxes", "mags", "radii", "ids"):
+        if bank[key].shape != (n,):
+            raise InputError(path, f"{key} has shape {bank[key].shape}, expected ({n},)")
+    bank["models"] = np.ascontiguousarray(bank["models"], np.float32)
+    bank["masks"] = np.ascontiguousarray(bank["masks"] != 0, np.uint8)
+    return bank
+
+
+@dataclass
+class BatchPlan:
+    """The numbers that fix one batch (drawn on the CPU, numpy only)."""
+
+    central: np.ndarray         # (B,) bank rows
+    companion: np.ndarray       # (B,)
+    offsets: np.ndarray         # (B, 2, 2) float32 [galaxy, (dy, dx)] centre offsets from pixel 64
+    dihedral: np.ndarray        # (B, 2) int32 codes 0..7
+    flux_factors: np.ndarray    # (B, 2) float32
+    blur_sigma: np.ndarray      # (B,) float32
+    noise_rms: np.ndarray       # (B,) float32
+    correlation: np.ndarray     # (B,) float32 (0 = white)
+    inverse_exposure: np.ndarray  # (B,) float32 1/t
+    noise_seed: np.ndarray      # (2,) uint32
+    fluxes: np.ndarray          # (B, 2) float32 targets
+    extra: dict = field(default_factory=dict)
+
+
+def plan_batch(bank: dict, size: int, rng: np.random.Generator, augmentation: Augmentation,
+               rule: str = "published", companions=None) -> BatchPlan:
+    """Draw the pairs, shifts and augmentation parameters of one batch."""
+    from napari_blendphot.blend.pairing import draw_pairs
+
+    aug = augmentation
+    pairs = draw_pairs(bank["mags"], bank["radii"], size, rng, rule, companions=companions)
+    offsets = np.zeros((size, 2, 2), np.float64)
+    if aug.central_jitter_px > 0:
+        offsets[:, 0] = rng.uniform(-aug.central_jitter_px, aug.central_jitter_px, (size, 2))
+    offsets[:, 1, 0] = pairs.dy
+    offsets[:, 1, 1] = pairs.dx
+    if aug.companion_subpixel:
+        offsets[:, 1] += rng.uniform(-0.5, 0.5, (size, 2))
+    dihedral = rng.integers(0, 8, (size, 2)) if aug.dihedral else np.zeros((size, 2), np.int64)
+    pair_mag = rng.uniform(-aug.pair_flux_mag, aug.pair_flux_mag, (size, 1)) if aug.pair_flux_mag else 0.0
+    own_mag = rng.uniform(-aug.galaxy_flux_mag, aug.galaxy_flux_mag, (size, 2)) if aug.galaxy_flux_mag else 0.0
+    factors = 10.0 ** (-0.4 * (np.zeros((size, 2)) + pair_mag + own_mag))
+    blur = rng.uniform(aug.blur_sigma_px[0], aug.blur_sigma_px[1], size)
+    log_rms = rng.uniform(math.log(aug.noise_rms[0]), math.log(aug.noise_rms[1]), size)
+    correlated = rng.random(size) < aug.correlated_fraction
+    strength = np.where(correlated, rng.uniform(aug.correlation[0], aug.correlation[1], size), 0.0)
+    log_t = rng.uniform(math.log(aug.exposure_time_s[0]), math.log(aug.exposure_time_s[1]), size)
+    seed = rng.integers(0, 2**32, 2, dtype=np.uint64).astype(np.uint32)
+    true = np.column_stack([bank["fluxes"][pairs.central], bank["fluxes"][pairs.companion]]) * factors
+    return BatchPlan(
+        central=pairs.central.astype(np.int32), companion=pairs.companion.astype(np.int32),
+        offsets=offsets.astype(np.float32), dihedral=dihedral.astype(np.int32),
+        flux_factors=factors.astype(np.float32), blur_sigma=blur.astype(np.float32),
+        noise_rms=np.exp(log_rms).astype(np.float32), correlation=strength.astype(np.float32),
+        inverse_exposure=np.exp(-log_t).astype(np.float32), noise_seed=seed, fluxes=true.astype(np.float32),
+        extra={"dy": pairs.dy, "dx": pairs.dx},
+    )
+
+
+# ---------------------------------------------------------------------------
+# The synthesis itself, in keras.ops (runs on the training device)
+# ---------------------------------------------------------------------------
+def _source_coordinates(offsets, dihedral):
+    """Where each output pixel reads from in the (centred) galaxy model, (B, H, W) y and x."""
+    from keras import ops
+
+    size = STAMP_SIZE
+    centre = float(size // 2)
+    grid = ops.arange(size, dtype="float32") - centre
+    gy = ops.reshape(grid, (1, size, 1)) - ops.reshape(offsets[:, 0], (-1, 1, 1))
+    gx = ops.reshape(grid, (1, 1, size)) - ops.reshape(offsets[:, 1], (-1, 1, 1))
+    gy = gy + ops.zeros((1, 1, size))
+    gx = gx + ops.zeros((1, size, 1))
+    # Undo the symmetry: output = model transformed by (swap, flip y, flip x) applied last to first.
+    code = ops.reshape(dihedral, (-1, 1, 1))
+    flip_x = ops.cast(code % 2, "float32")
+    flip_y = ops.cast((code // 2) % 2, "float32")
+    swap = ops.cast(code // 4, "float32")
+    gx = gx * (1.0 - 2.0 * flip_x)
+    gy = gy * (1.0 - 2.0 * flip_y)
+    sy = swap * gx + (1.0 - swap) * gy
+    sx = swap * gy + (1.0 - swap) * gx
+    return sy + centre, sx + centre
+
+
+def _resample(images, sy, sx, order: int):
+    """Bilinear (order 1) or nearest (order 0) samples of *images* (B, H, W) at (sy, sx); zero outside."""
+    from keras import ops
+
+    size = STAMP_SIZE
+    batch = ops.shape(images)[0]
+    flat = ops.reshape(images, (batch, size * size))
+
+    def tap(yi, xi):
+        inside = (yi >= 0) & (yi <= size - 1) & (xi >= 0) & (xi <= size - 1)
+        index = ops.cast(ops.clip(yi, 0, size - 1) * size + ops.clip(xi, 0, size - 1), "int32")
+        values = ops.take_along_axis(flat, ops.reshape(index, (batch, size * size)), axis=1)
+        return ops.reshape(values, (batch, size, size)) * ops.cast(inside, flat.dtype)
+
+    if order == 0:
+        return tap(ops.floor(sy + 0.5), ops.floor(sx + 0.5))
+    y0, x0 = ops.floor(sy), ops.floor(sx)
+    wy, wx = sy - y0, sx - x0
+    return ((1 - wy) * (1 - wx) * tap(y0, x0) + (1 - wy) * wx * tap(y0, x0 + 1)
+            + wy * (1 - wx) * tap(y0 + 1, x0) + wy * wx * tap(y0 + 1, x0 + 1))
+
+
+def _separable(images, weights):
+    """Convolve each image with its own separable kernel: weights (B, 2r+1), along rows then columns."""
+    from keras import ops
+
+    size = STAMP_SIZE
+    radius = (int(weights.shape[-1]) - 1) // 2
+    padded = ops.pad(images, [[0, 0], [radius, radius], [0, 0]])
+    out = 0.0
+    for k in range(2 * radius + 1):
+        out = out + ops.reshape(weights[:, k], (-1, 1, 1)) * padded[:, k:k + size, :]
+    padded = ops.pad(out, [[0, 0], [0, 0], [radius, radius]])
+    out = 0.0
+    for k in range(2 * radius + 1):
+        out = out + ops.reshape(weights[:, k], (-1, 1, 1)) * padded[:, :, k:k + size]
+    return out
+
+
+def synthesize(models, masks, central, companion, offsets, dihedral, flux_factors, blur_sigma, noise_rms,
+               correlation, inverse_exposure, noise_seed):
+    """Noisy blends (B, H, W) and their true masks (B, H, W, 2) from a plan (keras.ops tensors)."""
+    import keras
+    from keras import ops
+
+    galaxies, targets = [], []
+    for role, rows in enumerate((central, companion)):
+        image = ops.take(models, rows, axis=0)
+        mask = ops.cast(ops.take(masks, rows, axis=0), "float32")
+        sy, sx = _source_coordinates(offsets[:, role], dihedral[:, role])
+        galaxies.append(_resample(image, sy, sx, order=1) * ops.reshape(flux_factors[:, role], (-1, 1, 1)))
+        targets.append(_resample(mask, sy, sx, order=0))
+    clean = galaxies[0] + galaxies[1]
+    # PSF variation: one extra Gaussian blur of the whole blend (sigma 0 = identity).
+    taps = ops.arange(-3, 4, dtype="float32")
+    sigma = ops.reshape(ops.maximum(blur_sigma, 1e-3), (-1, 1))
+    kernel = ops.exp(-0.5 * ops.square(taps[None, :] / sigma))
+    clean = _separable(clean, kernel / ops.sum(kernel, axis=1, keepdims=True))
+    # Background: white, or drizzle-like [a, 1, a] per axis normalised to unit variance.
+    shape = ops.shape(clean)
+    white = keras.random.normal(shape, seed=noise_seed)
+    a = ops.reshape(correlation, (-1, 1))
+    kernel = ops.concatenate([a, ops.ones_like(a), a], axis=1) / ops.sqrt(1.0 + 2.0 * ops.square(a))
+    background = _separable(white, kernel) * ops.reshape(noise_rms, (-1, 1, 1))
+    shot = keras.random.normal(shape, seed=noise_seed + 1) * ops.sqrt(
+        ops.maximum(clean, 0.0) * ops.reshape(inverse_exposure, (-1, 1, 1)))
+    blends = clean + background + shot
+    return blends, ops.stack(targets, axis=-1)
+
+
+def compiled_synthesize():
+    """:func:`synthesize`, jit-compiled where the backend compiles (JAX, TensorFlow)."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return jax.jit(synthesize)
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(synthesize, jit_compile=False, reduce_retracing=True)
+    return synthesize
+
+
+class SynthBlends:
+    """Training batches made on the device from a galaxy bank (a ``training/data.py`` source).
+
+    Parameters
+    ----------
+    bank : dict
+        From :func:`load_bank` (the training galaxies only).
+    blends_per_epoch, batch_size, seed, targets
+        As for :class:`training.data.StreamBlends`.
+    augmentation : Augmentation
+    rule : str
+        Shift rule of :mod:`napari_blendphot.blend.pairing`.
+    """
+
+    def __init__(self, bank: dict, blends_per_epoch: int, batch_size: int, seed: int, targets=("fluxes",),
+                 augmentation: Augmentation | None = None, rule: str = "published"):
+        from keras import ops
+
+        from napari_blendphot.blend.pairing import MAX_DMAG, CompanionTable
+
+        self.bank = bank
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)
+        self.targets = tuple(targets)
+        self.augmentation = augmentation or Augmentation()
+        self.rule = rule
+        self.steps_per_epoch = int(blends_per_epoch) // self.batch_size
+        if self.steps_per_epoch == 0:
+            raise InputError("data.blends_per_epoch", f"{blends_per_epoch} is less than one batch")
+        self._companions = CompanionTable(bank["mags"], MAX_DMAG)
+        # The bank lives on the device for the whole run.
+        self._models = ops.convert_to_tensor(bank["models"])
+        self._masks = ops.convert_to_tensor(bank["masks"])
+        self._synthesize = compiled_synthesize()
+
+    def plan(self, epoch: int, index: int) -> BatchPlan:
+        rng = np.random.default_rng([self.seed, int(epoch), 3, int(index)])
+        return plan_batch(self.bank, self.batch_size, rng, self.augmentation, self.rule, self._companions)
+
+    def make(self, plan: BatchPlan):
+        """``(blends, masks)`` device tensors of a plan."""
+        return self._synthesize(self._models, self._masks, plan.central, plan.companion, plan.offsets,
+                                plan.dihedral, plan.flux_factors, plan.blur_sigma, plan.noise_rms,
+                                plan.correlation, plan.inverse_exposure, plan.noise_seed)
+
+    def batch(self, epoch: int, index: int):
+        plan = self.plan(epoch, index)
+        blends, masks = self.make(plan)
+        y = {}
+        if "fluxes" in self.targets:
+            y["fluxes"] = plan.fluxes
+        if "masks" in self.targets:
+            y["masks"] = masks
+        return blends, y
+
+    def epoch_batches(self, epoch: int):
+        for index in range(self.steps_per_epoch):
+            yield lambda index=index: self.batch(epoch, index)
+
+    def fixed_set(self, n: int, seed: int):
+        """*n* blends made once with their own seed (validation), as numpy arrays, plus their plans' extras."""
+        from keras import ops
+
+        rng = np.random.default_rng([int(seed), 11])
+        xs, fluxes, masks = [], [], []
+        for start in range(0, n, self.batch_size):
+            size = min(self.batch_size, n - start)
+            plan = plan_batch(self.bank, size, rng, self.augmentation, self.rule, self._companions)
+            blends, target = self.make(plan)
+            xs.append(ops.convert_to_numpy(blends))
+            fluxes.append(plan.fluxes)
+            if "masks" in self.targets:
+                masks.append(ops.convert_to_numpy(target).astype(np.uint8))
+        y = {}
+        if "fluxes" in self.targets:
+            y["fluxes"] = np.concatenate(fluxes)
+        if "masks" in self.targets:
+            y["masks"] = np.concatenate(masks)
+        return np.concatenate(xs).astype(np.float32), y

@@ -278,19 +278,25 @@ def synthesize(models, masks, central, companion, offsets, dihedral, flux_factor
 
 
 def compiled_synthesize():
-    """:func:`synthesize`, jit-compiled where the backend compiles (JAX, TensorFlow)."""
+    """:func:`synthesize`, jit-compiled under JAX (the training backend on GPUs).
+
+    JAX takes the noise seed as a (2,) tensor, so one compilation serves every
+    batch; the other backends take integer seeds (``keras.random``'s rule) and
+    run eagerly (they serve tests and CPU runs, where the network dominates).
+    """
     import keras
 
-    backend = keras.backend.backend()
-    if backend == "jax":
+    if keras.backend.backend() == "jax":
         import jax
 
         return jax.jit(synthesize)
-    if backend == "tensorflow":
-        import tensorflow as tf
 
-        return tf.function(synthesize, jit_compile=False, reduce_retracing=True)
-    return synthesize
+    def eager(*args):
+        *rest, seed = args
+        seed = np.asarray(seed, np.uint64)
+        return synthesize(*rest, int((seed[0] << np.uint64(16)) ^ seed[-1]) % (2**31 - 2))
+
+    return eager
 
 
 class SynthBlends:

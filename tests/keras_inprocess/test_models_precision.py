@@ -39,7 +39,9 @@ def _policies(model):
 
 
 def test_bfloat16_keeps_weights_and_scale_layers_float32():
-    model = build_blend2mask2flux(unet_depth=2, unet_filters=4, head_filters=4, head_depth=2, head_dense=(8,))
+    # With the flux-uncertainty output, so that every layer of FLOAT32_LAYERS exists.
+    model = build_blend2mask2flux(unet_depth=2, unet_filters=4, head_filters=4, head_depth=2, head_dense=(8,),
+                                  uncertainty=True)
     weights_before = [np.array(w) for w in model.get_weights()]
     set_compute_precision(model, "bfloat16")
     policies = _policies(model)

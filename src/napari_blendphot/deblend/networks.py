@@ -130,22 +130,31 @@ class KerasDeblender:
         return self.model.predict_on_batch(x)
 
     @staticmethod
-    def _split_outputs(raw) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """(fluxes (B, 2), masks (B, H, W, C)) from whatever structure the model returns."""
+    def _split_outputs(raw) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+        """(fluxes (B, 2), masks (B, H, W, C), flux uncertainty (B, 4) or None) from the model's outputs.
+
+        Dict outputs are read by name; unnamed ones by shape: (B, 2) fluxes,
+        (B, 4) ``[ln f_c, ln f_k, ln sigma_c, ln sigma_k]``, 4-D masks.
+        """
         if isinstance(raw, dict):
-            items = list(raw.values())
+            named = {key: np.asarray(value) for key, value in raw.items()}
+            if {"fluxes", "masks", "flux_uncertainty"} & set(named):
+                return named.get("fluxes"), named.get("masks"), named.get("flux_uncertainty")
+            items = list(named.values())
         elif isinstance(raw, (list, tuple)):
             items = list(raw)
         else:
             items = [raw]
-        fluxes = masks = None
+        fluxes = masks = uncertainty = None
         for item in items:
             array = np.asarray(item)
-            if array.ndim == 2:
+            if array.ndim == 2 and array.shape[1] == 4:
+                uncertainty = array
+            elif array.ndim == 2:
                 fluxes = array
             elif array.ndim == 4:
                 masks = array
-        return fluxes, masks
+        return fluxes, masks, uncertainty
 
     def _to_two_masks(self, masks: np.ndarray) -> np.ndarray:
         """Network mask channels -> (B, 2, H, W) float32 [central, companion].
@@ -165,12 +174,17 @@ class KerasDeblender:
         return np.ascontiguousarray(decode_masks(masks, encoding), dtype=np.float32)
 
     def _predict(self, blends: np.ndarray, progress: ProgressCallback | None):
-        """Run the model over *blends* in batches: (fluxes (N, 2) or None, masks (N, 2, H, W) or None)."""
+        """Run the model over *blends* in batches.
+
+        Returns (fluxes (N, 2) or None, masks (N, 2, H, W) or None, relative
+        1-sigma flux errors (N, 2) or None): the last from a model with the
+        flux-uncertainty output, ``exp(ln sigma)`` before any calibration.
+        """
         n = len(blends)
-        fluxes = masks = None
+        fluxes = masks = relative = None
         for start in range(0, n, self.batch_size):
             stop = min(start + self.batch_size, n)
-            batch_fluxes, batch_masks = self._split_outputs(self._forward(blends[start:stop]))
+            batch_fluxes, batch_masks, batch_sigma = self._split_outputs(self._forward(blends[start:stop]))
             if batch_fluxes is not None:
                 if fluxes is None:
                     fluxes = np.empty((n, 2), np.float64)
@@ -182,9 +196,34 @@ class KerasDeblender:
                 if masks is None:
                     masks = np.empty((n, 2, STAMP_SIZE, STAMP_SIZE), np.float32)
                 masks[start:stop] = self._to_two_masks(batch_masks)
+            if batch_sigma is not None:
+                if relative is None:
+                    relative = np.empty((n, 2), np.float64)
+                relative[start:stop] = np.exp(np.asarray(batch_sigma, np.float64)[:, 2:4])
             if progress is not None:
                 progress(stop, n)
-        return fluxes, masks
+        return fluxes, masks, relative
+
+    def _flux_errors(self, fluxes, relative) -> np.ndarray | None:
+        """1-sigma flux errors in the stamp's units: calibrated relative sigma x flux (NaN where no flux)."""
+        if relative is None or fluxes is None:
+            return None
+        scale = self.error_scale()
+        errors = np.abs(fluxes) * relative * scale
+        errors[~(np.isfinite(errors) & np.isfinite(fluxes))] = np.nan
+        return errors
+
+    def error_scale(self) -> float:
+        """The calibration factor of the model's predicted sigma (manifest ``flux_error_calibration.scale``; 1 if none)."""
+        calibration = self.manifest.get("flux_error_calibration") or {}
+        scale = calibration.get("scale", 1.0)
+        try:
+            scale = float(scale)
+        except (TypeError, ValueError):
+            raise InputError(self.weights_path, f"manifest flux_error_calibration.scale {scale!r} is not a number") from None
+        if not np.isfinite(scale) or scale <= 0:
+            raise InputError(self.weights_path, f"manifest flux_error_calibration.scale {scale!r} is not positive")
+        return scale
 
     def metadata(self) -> dict:
         import keras
@@ -228,10 +267,10 @@ class Blend2FluxDeblender(KerasDeblender):
     def deblend(self, blends, context: BlendContext | None = None,
                 progress: ProgressCallback | None = None) -> DeblendOutput:
         blends = self._checked(blends)
-        fluxes, _ = self._predict(blends, progress)
+        fluxes, _, relative = self._predict(blends, progress)
         if fluxes is None:
             raise InputError(self.weights_path, "the model does not output fluxes (B, 2): not a blend2flux model")
-        return DeblendOutput(self.name, fluxes, None, {}, self.metadata())
+        return DeblendOutput(self.name, fluxes, None, {}, self.metadata(), self._flux_errors(fluxes, relative))
 
 
 class UNetDeblender(KerasDeblender):
@@ -248,16 +287,46 @@ class UNetDeblender(KerasDeblender):
     def deblend(self, blends, context: BlendContext | None = None,
                 progress: ProgressCallback | None = None) -> DeblendOutput:
         blends = self._checked(blends)
-        _, masks = self._predict(blends, progress)
+        _, masks, _ = self._predict(blends, progress)
         if masks is None:
             raise InputError(self.weights_path, "the model does not output masks (B, H, W, C): not a U-Net")
         inside = masks > MASK_THRESHOLD
-        fluxes = np.einsum("nkij,nij->nk", inside, blends.astype(np.float64), dtype=np.float64)
+        pixels = blends.astype(np.float64)
+        fluxes = np.einsum("nkij,nij->nk", inside, pixels, dtype=np.float64)
         # An empty mask means the network did not find that galaxy.
         fluxes[~inside.any(axis=(2, 3))] = np.nan
         metadata = self.metadata()
         metadata["flux_rule"] = f"sum of blend pixels with mask > {MASK_THRESHOLD}"
-        return DeblendOutput(self.name, fluxes, masks, {}, metadata)
+        errors = self._mask_flux_errors(pixels, masks, inside, fluxes)
+        metadata["flux_error_rule"] = ("sqrt(a^2 (npix rms^2 + ((F(p>0.25) - F(p>0.75)) / 2)^2) + (b F)^2), rms from "
+                                       "the pixels outside both masks; a, b from the manifest's "
+                                       "flux_error_calibration (docs/uncertainty.md)")
+        return DeblendOutput(self.name, fluxes, masks, {}, metadata, errors)
+
+    def _mask_flux_errors(self, pixels, masks, inside, fluxes) -> np.ndarray:
+        """Errors of mask-sum fluxes: the noise in the mask and how much the flux depends on the mask's edge."""
+        background = (masks < 0.25).all(axis=1)
+        values = np.where(background, pixels, np.nan).reshape(len(pixels), -1)
+        with np.errstate(all="ignore"):
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                median = np.nanmedian(values, axis=1, keepdims=True)
+                rms = 1.4826 * np.nanmedian(np.abs(values - median), axis=1)
+        rms = np.where(np.isfinite(rms), rms, 0.0)
+        npix = inside.sum(axis=(2, 3))
+        wide = np.einsum("nkij,nij->nk", masks > 0.25, pixels, dtype=np.float64)
+        tight = np.einsum("nkij,nij->nk", masks > 0.75, pixels, dtype=np.float64)
+        raw = np.sqrt(npix * rms[:, None] ** 2 + (0.5 * (wide - tight)) ** 2)
+        calibration = self.manifest.get("flux_error_calibration") or {}
+        a = float(calibration.get("a", calibration.get("scale", 1.0)))
+        b = float(calibration.get("b", 0.0))
+        errors = np.sqrt((a * raw) ** 2 + (b * np.abs(fluxes)) ** 2)
+        errors[~np.isfinite(fluxes) | ~np.isfinite(errors)] = np.nan
+        # A zero error (empty background, exact mask) is never claimed: one pixel's noise at least.
+        floor = np.maximum(rms, 1e-12)[:, None]
+        return np.where(np.isfinite(errors), np.maximum(errors, floor), np.nan)
 
 
 class Blend2Mask2FluxDeblender(KerasDeblender):
@@ -270,8 +339,8 @@ class Blend2Mask2FluxDeblender(KerasDeblender):
     def deblend(self, blends, context: BlendContext | None = None,
                 progress: ProgressCallback | None = None) -> DeblendOutput:
         blends = self._checked(blends)
-        fluxes, masks = self._predict(blends, progress)
+        fluxes, masks, relative = self._predict(blends, progress)
         if fluxes is None or masks is None:
             raise InputError(self.weights_path, "the model must output both fluxes (B, 2) and masks "
                              "(B, H, W, C): not a blend2mask2flux model")
-        return DeblendOutput(self.name, fluxes, masks, {}, self.metadata())
+        return DeblendOutput(self.name, fluxes, masks, {}, self.metadata(), self._flux_errors(fluxes, relative))

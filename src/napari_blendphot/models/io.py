@@ -214,14 +214,21 @@ def check_role(model, role: str, source=None) -> None:
         raise InputError(source, f"expected one input of raw stamps (N, H, W), found {[_shape(t) for t in inputs]}", hint)
     height, width = _shape(inputs[0])[1:]
     mask_shapes = {(None, height, width, 2), (None, height, width, 3)}
+    # The optional flux-uncertainty output (N, 4) of the flux networks (docs/uncertainty.md).
+    errors_ok = outputs.get("flux_uncertainty", (None, 4)) == (None, 4)
     if role == "blend2flux":
-        ok = len(outputs) == 1 and list(outputs.values())[0] == (None, 2)
-        wanted = "one output of fluxes (N, 2)"
+        if set(outputs) == {"fluxes", "flux_uncertainty"}:
+            ok = outputs["fluxes"] == (None, 2) and errors_ok
+        else:
+            ok = len(outputs) == 1 and list(outputs.values())[0] == (None, 2)
+        wanted = "one output of fluxes (N, 2) (and optionally 'flux_uncertainty' (N, 4))"
     elif role == "unet":
         ok = len(outputs) == 1 and list(outputs.values())[0] in mask_shapes
         wanted = f"one output of masks (N, {height}, {width}, 2 or 3)"
     else:
-        ok = set(outputs) == {"masks", "fluxes"} and outputs["fluxes"] == (None, 2) and outputs["masks"] in mask_shapes
-        wanted = f"outputs {{'masks': (N, {height}, {width}, 2 or 3), 'fluxes': (N, 2)}}"
+        ok = (set(outputs) - {"flux_uncertainty"} == {"masks", "fluxes"} and outputs["fluxes"] == (None, 2)
+              and outputs["masks"] in mask_shapes and errors_ok)
+        wanted = (f"outputs {{'masks': (N, {height}, {width}, 2 or 3), 'fluxes': (N, 2)}} "
+                  "(and optionally 'flux_uncertainty' (N, 4))")
     if not ok:
         raise InputError(source, f"expected {wanted}, found {outputs}", hint)

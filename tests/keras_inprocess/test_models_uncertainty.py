@@ -1,0 +1,111 @@
+"""The flux-uncertainty output of the networks (docs/uncertainty.md) and the errors the deblenders return.
+
+Keras runs in this process (PyTorch backend unless KERAS_BACKEND says otherwise).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "torch")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import keras  # noqa: E402
+
+from napari_blendphot.models.losses import compile_model, log_flux_nll  # noqa: E402
+from napari_blendphot.models.networks import build_blend2flux, build_blend2mask2flux  # noqa: E402
+
+TINY = {"filters": 4, "dense_widths": (8, 8)}
+
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    keras.utils.set_random_seed(11)
+
+
+def _stamps(n=8, seed=0):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:128, :128]
+    stamps = rng.normal(0.0, 0.01, (n, 128, 128))
+    stamps += rng.uniform(1, 5, (n, 1, 1)) * np.exp(-((yy - 64) ** 2 + (xx - 64) ** 2) / 18.0)
+    return stamps.astype("float32")
+
+
+def test_nll_is_the_gaussian_log_likelihood_of_the_log_flux():
+    true = np.array([[10.0, 20.0]], np.float32)
+    log_flux = np.log([[11.0, 18.0]])
+    log_sigma = np.log([[0.1, 0.2]])
+    prediction = np.concatenate([log_flux, log_sigma], axis=1).astype(np.float32)
+    r = (np.log(true) - log_flux) / np.exp(log_sigma)
+    expected = np.mean(0.5 * r ** 2 + log_sigma)
+    assert float(keras.ops.convert_to_numpy(log_flux_nll(true, prediction))[0]) == pytest.approx(expected, rel=1e-5)
+
+
+def test_uncertainty_output_repeats_the_log_fluxes_and_scales_with_the_stamp():
+    model = build_blend2flux(uncertainty=True, **TINY)
+    stamps = _stamps()
+    out = model.predict(stamps, verbose=0)
+    np.testing.assert_allclose(out["flux_uncertainty"][:, :2], np.log(out["fluxes"]), rtol=1e-4, atol=1e-4)
+    doubled = model.predict(2 * stamps, verbose=0)
+    np.testing.assert_allclose(doubled["fluxes"], 2 * out["fluxes"], rtol=1e-4)
+    # Relative errors do not depend on the units of the stamp.
+    np.testing.assert_allclose(doubled["flux_uncertainty"][:, 2:], out["flux_uncertainty"][:, 2:], atol=1e-4)
+
+
+@pytest.mark.parametrize("builder,args", [(build_blend2flux, TINY),
+                                          (build_blend2mask2flux, {"unet_depth": 2, "unet_filters": 2,
+                                                                   "head_filters": 4, "head_depth": 2,
+                                                                   "head_dense": (8,)})])
+def test_training_the_uncertainty_alone_never_moves_the_fluxes(builder, args):
+    model = builder(uncertainty=True, **args)
+    stamps = _stamps()
+    before = model.predict(stamps, verbose=0)
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss={"flux_uncertainty": log_flux_nll})
+    target = before["fluxes"] * 1.5  # residuals to learn from
+    model.fit(stamps, {"flux_uncertainty": target}, epochs=3, batch_size=4, verbose=0)
+    after = model.predict(stamps, verbose=0)
+    np.testing.assert_allclose(after["fluxes"], before["fluxes"], rtol=1e-6)
+    assert not np.allclose(after["flux_uncertainty"][:, 2:], before["flux_uncertainty"][:, 2:])
+
+
+def test_compile_model_trains_fluxes_and_uncertainty():
+    model = build_blend2flux(uncertainty=True, **TINY)
+    compile_model(model, "blend2flux", learning_rate=1e-3)
+    stamps = _stamps(16)
+    fluxes = np.stack([stamps.sum(axis=(1, 2)), 0.5 * stamps.sum(axis=(1, 2))], axis=1).astype("float32")
+    history = model.fit(stamps, {"fluxes": fluxes, "flux_uncertainty": fluxes}, epochs=2, batch_size=8, verbose=0)
+    assert {"fluxes_loss", "flux_uncertainty_loss"} <= set(history.history)
+
+
+def test_deblenders_return_calibrated_errors(tmp_path):
+    from napari_blendphot.deblend.networks import Blend2FluxDeblender, UNetDeblender
+    from napari_blendphot.models.io import save_model
+    from napari_blendphot.models.networks import build_unet
+
+    model = build_blend2flux(uncertainty=True, **TINY)
+    path = tmp_path / "b2f.keras"
+    save_model(model, path)
+    stamps = _stamps()
+    raw = Blend2FluxDeblender(weights=str(path)).deblend(stamps)
+    predicted = model.predict(stamps, verbose=0)
+    np.testing.assert_allclose(raw.flux_errors, raw.fluxes * np.exp(predicted["flux_uncertainty"][:, 2:]),
+                               rtol=1e-4)
+    # A manifest's calibration scale multiplies the errors.
+    deblender = Blend2FluxDeblender(weights=str(path))
+    deblender.manifest = {"flux_error_calibration": {"scale": 1.7}}
+    np.testing.assert_allclose(deblender.deblend(stamps).flux_errors, 1.7 * raw.flux_errors, rtol=1e-6)
+    deblender.manifest = {"flux_error_calibration": {"scale": -1}}
+    with pytest.raises(ValueError, match="not positive"):
+        deblender.deblend(stamps)
+
+    unet_path = tmp_path / "unet.keras"
+    save_model(build_unet(depth=2, filters=2), unet_path)
+    out = UNetDeblender(weights=str(unet_path)).deblend(stamps)
+    measured = np.isfinite(out.fluxes)
+    assert np.array_equal(measured, np.isfinite(out.flux_errors))
+    assert (out.flux_errors[measured] > 0).all()
+    json.dumps(out.metadata)  # the error rule is recorded and serialisable
+    assert "flux_error_rule" in out.metadata

@@ -1,0 +1,145 @@
+"""Training blends synthesised on the device (training/synth.py): geometry, targets, noise, determinism.
+
+Keras runs in this process (PyTorch backend unless KERAS_BACKEND says otherwise).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("KERAS_BACKEND", "torch")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:  # training/ sits beside src/
+    sys.path.insert(0, str(REPO))
+
+from napari_blendphot.blend.assemble import assemble_pairs  # noqa: E402
+from training.synth import Augmentation, SynthBlends, _resample, _source_coordinates  # noqa: E402
+
+#: No augmentation and (almost) no noise: synthesis must reduce to the blending protocol.
+PLAIN = Augmentation(dihedral=False, central_jitter_px=0.0, companion_subpixel=False, pair_flux_mag=0.0,
+                     galaxy_flux_mag=0.0, blur_sigma_px=(0.0, 0.0), noise_rms=(1e-12, 1e-12),
+                     correlated_fraction=0.0, exposure_time_s=(1e30, 1e30))
+
+
+@pytest.fixture(scope="module")
+def bank():
+    """A small bank: smooth asymmetric 'galaxies' (two offset Gaussians each) with their masks."""
+    rng = np.random.default_rng(3)
+    n = 24
+    yy, xx = np.mgrid[:128, :128] - 64.0
+    models = np.empty((n, 128, 128), np.float32)
+    for i in range(n):
+        r = rng.uniform(2, 8)
+        models[i] = np.exp(-(yy ** 2 + xx ** 2) / (2 * r * r)) + 0.5 * np.exp(
+            -((yy - r) ** 2 + (xx - 0.5 * r) ** 2) / (r * r))
+    models *= rng.uniform(0.5, 5, (n, 1, 1)).astype(np.float32)
+    masks = (models > 0.05).astype(np.uint8)
+    mags = rng.uniform(20, 22, n)
+    return {"models": models, "masks": masks, "fluxes": 10 ** (-0.4 * (mags - 25.96)), "mags": mags,
+            "radii": rng.uniform(3, 8, n), "ids": np.arange(n, dtype=np.int64)}
+
+
+def _numpy(x):
+    from keras import ops
+
+    return np.asarray(ops.convert_to_numpy(x))
+
+
+def test_without_augmentation_it_is_the_blending_protocol(bank):
+    source = SynthBlends(bank, 64, 32, seed=1, targets=("fluxes", "masks"), augmentation=PLAIN)
+    plan = source.plan(0, 0)
+    blends, masks = source.make(plan)
+    reference = assemble_pairs(bank["models"], bank["masks"], plan.central, plan.companion, plan.extra["dy"],
+                               plan.extra["dx"], galaxy1=False, galaxy2=False)
+    np.testing.assert_allclose(_numpy(blends), reference["blends"], atol=1e-5)
+    assert np.array_equal(_numpy(masks).astype(np.uint8), np.moveaxis(reference["masks"], 1, -1))
+    expected = np.column_stack([bank["fluxes"][plan.central], bank["fluxes"][plan.companion]])
+    np.testing.assert_allclose(plan.fluxes, expected, rtol=1e-6)
+
+
+def test_the_eight_symmetries_turn_about_the_centre_pixel():
+    rng = np.random.default_rng(0)
+    image = rng.random((1, 128, 128)).astype(np.float32)
+    seen = set()
+    for code in range(8):
+        sy, sx = _source_coordinates(np.zeros((1, 2), np.float32), np.array([code], np.int32))
+        out = _numpy(_resample(image, sy, sx, order=1))[0]
+        y, x = np.mgrid[:128, :128] - 64
+        swap, flip_y, flip_x = code // 4, (code // 2) % 2, code % 2
+        x = -x if flip_x else x
+        y = -y if flip_y else y
+        y, x = (x, y) if swap else (y, x)
+        y, x = y + 64, x + 64
+        inside = (y >= 0) & (y < 128) & (x >= 0) & (x < 128)
+        expected = np.where(inside, image[0][np.clip(y, 0, 127), np.clip(x, 0, 127)], 0.0)
+        np.testing.assert_array_equal(out, expected)
+        assert out[64, 64] == image[0, 64, 64]  # the galaxy stays centred
+        seen.add(out.tobytes())
+    assert len(seen) == 8
+
+
+def test_masks_move_with_the_light_and_fluxes_with_the_factors(bank):
+    augmentation = Augmentation(noise_rms=(1e-12, 1e-12), exposure_time_s=(1e30, 1e30), blur_sigma_px=(0.0, 0.0))
+    source = SynthBlends(bank, 64, 32, seed=2, targets=("fluxes", "masks"), augmentation=augmentation)
+    plan = source.plan(3, 1)
+    expected = np.column_stack([bank["fluxes"][plan.central], bank["fluxes"][plan.companion]]) * plan.flux_factors
+    np.testing.assert_allclose(plan.fluxes, expected, rtol=1e-6)
+    assert not np.allclose(plan.flux_factors, 1.0)
+    # Each galaxy alone: its light-weighted centre lies inside its own mask, at its offset.
+    alone = dict(plan.__dict__)
+    alone["flux_factors"] = plan.flux_factors * np.array([1.0, 0.0], np.float32)
+    blends, masks = source._synthesize(source._models, source._masks, *(alone[k] for k in (
+        "central", "companion", "offsets", "dihedral", "flux_factors", "blur_sigma", "noise_rms", "correlation",
+        "inverse_exposure", "noise_seed")))
+    blends, masks = _numpy(blends), _numpy(masks)
+    for i in range(len(blends)):
+        light = blends[i]
+        cy = (light.sum(axis=1) * np.arange(128)).sum() / light.sum()
+        cx = (light.sum(axis=0) * np.arange(128)).sum() / light.sum()
+        assert masks[i, int(round(cy)), int(round(cx)), 0] == 1
+        assert abs(cy - 64) < 8 and abs(cx - 64) < 8
+
+
+def test_same_seed_epoch_and_step_give_the_same_batch(bank):
+    source = SynthBlends(bank, 64, 16, seed=7, targets=("fluxes",))
+    a, ya = source.batch(2, 1)
+    b, yb = source.batch(2, 1)
+    c, _ = source.batch(2, 2)
+    assert np.array_equal(_numpy(a), _numpy(b)) and np.array_equal(ya["fluxes"], yb["fluxes"])
+    assert not np.array_equal(_numpy(a), _numpy(c))
+
+
+def test_noise_has_the_requested_level_white_and_correlated():
+    empty = {"models": np.zeros((4, 128, 128), np.float32), "masks": np.zeros((4, 128, 128), np.uint8),
+             "fluxes": np.ones(4), "mags": np.full(4, 21.0), "radii": np.full(4, 4.0), "ids": np.arange(4)}
+    for fraction in (0.0, 1.0):
+        augmentation = Augmentation(noise_rms=(0.02, 0.02), correlated_fraction=fraction, correlation=(0.5, 0.5))
+        source = SynthBlends(empty, 64, 64, seed=1, augmentation=augmentation)
+        blends = _numpy(source.batch(0, 0)[0])
+        assert blends.std() == pytest.approx(0.02, rel=0.02)
+        neighbours = np.corrcoef(blends[:, 10:-10, 10:-11].ravel(), blends[:, 10:-10, 11:-10].ravel())[0, 1]
+        # [a, 1, a] / sqrt(1 + 2 a^2) per axis: correlation of neighbours 2a / (1 + 2a^2) = 2/3 for a = 0.5.
+        assert neighbours == pytest.approx(0.0 if fraction == 0 else 2 / 3, abs=0.02)
+
+
+def test_poisson_noise_follows_the_light(bank):
+    augmentation = Augmentation(dihedral=False, central_jitter_px=0.0, companion_subpixel=False, pair_flux_mag=0.0,
+                                galaxy_flux_mag=0.0, blur_sigma_px=(0.0, 0.0), noise_rms=(1e-12, 1e-12),
+                                correlated_fraction=0.0, exposure_time_s=(10.0, 10.0))
+    source = SynthBlends(bank, 64, 64, seed=4, augmentation=augmentation)
+    plan = source.plan(0, 0)
+    noisy = _numpy(source.make(plan)[0])
+    quiet = dict(plan.__dict__)
+    quiet["inverse_exposure"] = np.zeros_like(plan.inverse_exposure)
+    clean = _numpy(source._synthesize(source._models, source._masks, *(quiet[k] for k in (
+        "central", "companion", "offsets", "dihedral", "flux_factors", "blur_sigma", "noise_rms", "correlation",
+        "inverse_exposure", "noise_seed")))[0])
+    for light in (clean > 1.0, (clean > 0.01) & (clean < 0.1)):
+        z = (noisy - clean)[light] / np.sqrt(clean[light] / 10.0)
+        assert light.sum() > 1000 and z.std() == pytest.approx(1.0, abs=0.05)

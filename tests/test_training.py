@@ -236,6 +236,43 @@ def test_train_resume_evaluate(blends_dir, tmp_path):
     assert (run / "evaluation" / "report").is_dir()
 
 
+def test_synth_mode_bank_train_and_resume_elsewhere(toy_sample, tmp_path):
+    """A galaxy bank of the train split, a synth-mode run with the uncertainty output, resumed from a moved bank."""
+    from napari_blendphot.blend.dataset import BlendDataset, write_blend_dataset
+    from napari_blendphot.sample.io_native import write_native
+
+    sample_path = tmp_path / "toy.fits"
+    write_native(toy_sample, sample_path)
+    models = tmp_path / "models.npz"
+    np.savez(models, models=toy_sample.images, ids=np.asarray(toy_sample.catalog["id"]))
+    config = tmp_path / "synth.json"
+    config.write_text(json.dumps({
+        "name": "tiny_synth", "model": {"kind": "blend2flux", "filters": 4, "dense_widths": [8, 8],
+                                        "uncertainty": True},
+        "training": {"batch_size": 8, "max_epochs": 3, "learning_rate": 1e-3, "monitor": "val_fluxes_loss"},
+        "data": {"mode": "synth", "blends_per_epoch": 32, "validation_blends": 16}}))
+    bank, moved, run = tmp_path / "bank.npz", tmp_path / "elsewhere" / "bank.npz", tmp_path / "run"
+    moved.parent.mkdir()
+    _run_cli([["bank", str(sample_path), "--models", str(models), "-o", str(bank), "--seed", "5"],
+              ["train", str(config), "--bank", str(bank), "--run-dir", str(run), "--epochs", "2"],
+              ["copy", str(bank), str(moved)],
+              ["resume", str(run), "--epochs", "3", "--bank", str(moved)]], tmp_path)
+    # The bank holds exactly the train split of `blendphot blend --seed 5 --test-fraction 0.2`.
+    blends = tmp_path / "blends"
+    write_blend_dataset(toy_sample, blends, n=40, test_fraction=0.2, n_test=10, seed=5)
+    test_ids = set(np.asarray(BlendDataset(blends).select("test").catalog["g1_id"]).tolist())
+    with np.load(bank) as saved:
+        bank_ids = set(saved["ids"].tolist())
+        assert saved["models"].dtype == np.float16 and json.loads(str(saved["provenance"]))["step"] == "bank"
+    assert bank_ids and not bank_ids & test_ids
+    assert len(bank_ids) + len({int(i) for i in toy_sample.catalog["id"]} - bank_ids) == len(toy_sample)
+    record = json.loads((run / "run.json").read_text())
+    assert record["data"]["mode"] == "synth" and record["resumes"][0]["epoch"] == 2
+    assert json.loads((run / "config.json").read_text())["data"]["bank"] == str(moved.resolve())
+    assert [int(r["epoch"]) for r in _log(run)] == [0, 1, 2]
+    assert "fluxes_loss" in _log(run)[0] and "flux_uncertainty_loss" in _log(run)[0]
+
+
 @pytest.mark.slow
 def test_blend2mask2flux_trains_its_unet_first(blends_dir, tmp_path):
     from napari_blendphot.report.results import read_results

@@ -83,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--epochs", type=_positive_int, help="new max_epochs (also restarts an early-stopped run)")
     p.add_argument("--max-wall-time", type=float)
+    p.add_argument("--bank", help="a synth run's galaxy bank at a new path (must be the same file)")
     p.add_argument("--backend", choices=BACKENDS)
     p.set_defaults(func=_resume)
 
@@ -226,7 +227,8 @@ def _resume(args) -> int:
     from training.train import _Paused, resume
 
     try:
-        resume(args.run_dir, backend=args.backend, max_epochs=args.epochs, max_wall_time_s=args.max_wall_time)
+        resume(args.run_dir, backend=args.backend, max_epochs=args.epochs, max_wall_time_s=args.max_wall_time,
+               bank=args.bank)
     except _Paused as exc:
         print(f"{args.run_dir}: paused: {exc}")
     return 0

@@ -505,13 +505,40 @@ def train(config: dict, run_dir, blends_dir=None, sample_path=None, backend: str
 
 
 def resume(run_dir, backend: str | None = None, max_epochs: int | None = None, verbose: int = 2,
-           max_wall_time_s: float | None = None) -> dict:
-    """Continue a run from its last checkpoint (model, optimizer, epoch, schedule, data position)."""
+           max_wall_time_s: float | None = None, bank=None) -> dict:
+    """Continue a run from its last checkpoint (model, optimizer, epoch, schedule, data position).
+
+    ``bank`` gives a synth run's galaxy bank at a new path (another machine):
+    it must be the same file (sha256 of the run's data provenance).
+    """
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").is_file():
         raise InputError(run_dir, "not a training run folder (config.json missing)")
+    if bank is not None:
+        _move_bank(run_dir, Path(bank))
     return _run(run_dir, backend=backend, max_epochs=max_epochs, verbose=verbose, resuming=True,
                 max_wall_time_s=max_wall_time_s)
+
+
+def _move_bank(run_dir: Path, bank: Path) -> None:
+    """Point a synth run (and its U-Net stage) at the same bank file at another path."""
+    from napari_blendphot.provenance import sha256_file
+    from training.config import save_config
+
+    if not bank.is_file():
+        raise InputError(bank, "galaxy bank not found")
+    digest = sha256_file(bank)
+    for folder in (run_dir, run_dir / "unet_stage"):
+        if not (folder / "config.json").is_file():
+            continue
+        config = _read_json(folder / "config.json")
+        if config["data"].get("mode") != "synth":
+            raise InputError(folder, "--bank is for synth-mode runs only")
+        recorded = (_read_json(folder / "run.json").get("data") or {}).get("bank", {}).get("sha256")
+        if recorded and recorded != digest:
+            raise InputError(bank, f"is not the bank this run trained on (sha256 {digest[:12]}..., run: {recorded[:12]}...)")
+        config["data"]["bank"] = str(bank.resolve())
+        save_config(config, folder / "config.json")
 
 
 def _run(run_dir: Path, backend=None, max_epochs=None, verbose=2, resuming=False, max_wall_time_s=None) -> dict:

@@ -263,7 +263,12 @@ def test_synth_mode_bank_train_and_resume_elsewhere(toy_sample, tmp_path):
     test_ids = set(np.asarray(BlendDataset(blends).select("test").catalog["g1_id"]).tolist())
     with np.load(bank) as saved:
         bank_ids = set(saved["ids"].tolist())
-        assert saved["models"].dtype == np.float16 and json.loads(str(saved["provenance"]))["step"] == "bank"
+        assert saved["models_q"].dtype == np.int32 and json.loads(str(saved["provenance"]))["step"] == "bank"
+    from training.synth import load_bank
+
+    loaded = load_bank(bank)  # dequantised: within half a step (plus the dither) of the models
+    rows = np.searchsorted(np.asarray(toy_sample.catalog["id"]), loaded["ids"])
+    assert np.abs(loaded["models"] - toy_sample.images[rows]).max() <= 0.0106 / 8 + 1e-6
     assert bank_ids and not bank_ids & test_ids
     assert len(bank_ids) + len({int(i) for i in toy_sample.catalog["id"]} - bank_ids) == len(toy_sample)
     record = json.loads((run / "run.json").read_text())

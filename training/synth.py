@@ -39,8 +39,9 @@ import numpy as np
 from napari_blendphot.constants import STAMP_SIZE
 from napari_blendphot.errors import InputError
 
-#: Arrays a bank holds (``np.load`` of a ``.npz``): models float32 (G, 128, 128),
-#: masks uint8 (G, 128, 128) central segment, fluxes/mags/radii float64 (G,), ids int64 (G,).
+#: Arrays a bank holds (``np.load`` of a ``.npz``): models float32 (G, 128, 128) (stored as
+#: ``models_q`` integers x ``model_step``, training/bank.py), masks uint8 (G, 128, 128) central
+#: segment, fluxes/mags/radii float64 (G,), ids int64 (G,).
 BANK_KEYS = ("models", "masks", "fluxes", "mags", "radii", "ids")
 
 #: The mock's white background rms per pixel of one stamp (e-/s), SPEC §3.
@@ -114,6 +115,8 @@ def load_bank(path) -> dict:
             bank = {key: saved[key] for key in saved.files}
     except (OSError, ValueError) as exc:
         raise InputError(path, f"cannot read the galaxy bank: {exc}") from None
+    if "models_q" in bank and "model_step" in bank:
+        bank["models"] = (bank.pop("models_q") * float(bank.pop("model_step"))).astype(np.float32)
     missing = [k for k in BANK_KEYS if k not in bank]
     if missing:
         raise InputError(path, f"galaxy bank misses array(s) {missing}", "make it with `python -m training bank`")

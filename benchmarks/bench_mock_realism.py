@@ -54,15 +54,15 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-n", type=int, default=300, help="galaxies per mock (default 300)")
     parser.add_argument("--seed", type=int, default=2024)
-    parser.add_argument("--real", default=str(REPO.parent.parent / "shared" / "realgal"),
+    parser.add_argument("--real", default=str(next((p / "shared" / "realgal" for p in (REPO.parent, REPO.parent.parent)
+                                                    if (p / "shared" / "realgal").exists()),
+                                                   REPO.parent / "shared" / "realgal")),
                         help="folder of real galaxies (default ../shared/realgal)")
     parser.add_argument("--figure", default=None, help="write the histogram figure here (PNG)")
     parser.add_argument("--cache", default=None, help="folder caching the measurements")
     args = parser.parse_args(argv)
     cache = Path(args.cache) if args.cache else None
     real_path = Path(args.real)
-    if not real_path.exists():
-        real_path = Path("/work/shared/realgal")
 
     real = _measured("realgal", lambda: load_sample(real_path), cache)
     mocks = {

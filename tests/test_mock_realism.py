@@ -18,9 +18,10 @@ pytest.importorskip("statmorph")
 
 from napari_blendphot.sample import mock, mock_realism  # noqa: E402
 
-REALGAL = Path(__file__).resolve().parents[1].parent.parent / "shared" / "realgal"
-if not REALGAL.exists():
-    REALGAL = Path("/work/shared/realgal")
+# ../shared beside the repository (CI's layout), or above a worktree folder.
+_ROOT = Path(__file__).resolve().parents[1]
+REALGAL = next((p / "shared" / "realgal" for p in (_ROOT.parent, _ROOT.parent.parent)
+                if (p / "shared" / "realgal").exists()), _ROOT.parent / "shared" / "realgal")
 
 
 def test_statmorph_statistics_are_sane_on_known_galaxies():

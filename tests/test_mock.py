@@ -1,4 +1,4 @@
-"""Tests of the GalSim CANDELS-like mock generator and of the embedded sample made with it."""
+"""Tests of mock v1 (the GalSim CANDELS-like generator; v2: test_mock_v2.py) and of the embedded sample."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ SEED = 11
 @pytest.fixture(scope="module")
 def small_mock():
     """Four galaxies with their noise-free stamps (drawn once for the module)."""
-    return mock.make_mock_sample(4, SEED, return_noiseless=True)
+    return mock.make_mock_sample(4, SEED, return_noiseless=True, mock_version=1)
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,7 @@ def real_population(paper_catalog_path):
 # --- (a) determinism --------------------------------------------------------------------------
 def test_same_seed_gives_identical_bytes(small_mock):
     sample, noiseless = small_mock
-    again, noiseless_again = mock.make_mock_sample(4, SEED, return_noiseless=True)
+    again, noiseless_again = mock.make_mock_sample(4, SEED, return_noiseless=True, mock_version=1)
     assert sample.images.tobytes() == again.images.tobytes()
     assert sample.segmaps.tobytes() == again.segmaps.tobytes()
     assert noiseless.tobytes() == noiseless_again.tobytes()
@@ -61,9 +61,9 @@ def test_same_seed_gives_identical_bytes(small_mock):
 
 def test_different_seed_differs_and_galaxy_i_does_not_depend_on_n(small_mock):
     sample, _ = small_mock
-    other = mock.make_mock_sample(2, SEED + 1)
+    other = mock.make_mock_sample(2, SEED + 1, mock_version=1)
     assert not np.array_equal(other.images, sample.images[:2])
-    prefix = mock.make_mock_sample(2, SEED)
+    prefix = mock.make_mock_sample(2, SEED, mock_version=1)
     assert prefix.images.tobytes() == sample.images[:2].tobytes()
     assert prefix.segmaps.tobytes() == sample.segmaps[:2].tobytes()
 
@@ -80,7 +80,7 @@ def test_type_mix_is_even_for_any_n():
 # --- flux, centring and noise -------------------------------------------------------------
 def test_noise_free_flux_and_centring():
     sample, noiseless = mock.make_mock_sample(3, 5, neighbour_fraction=0.0, exposure_time=None,
-                                              return_noiseless=True)
+                                              return_noiseless=True, mock_version=1)
     catalog = sample.catalog
     stamp_flux = noiseless.sum(axis=(1, 2), dtype=np.float64)
     np.testing.assert_allclose(stamp_flux, catalog["stamp_flux"], rtol=1e-5)
@@ -98,7 +98,7 @@ def test_noise_free_flux_and_centring():
 def test_background_noise_has_the_candels_rms():
     # 5-sigma 27.4 AB in r = 0.17": F = 0.2655 e-/s, A = 25.22 px -> 0.0106 e-/s per pixel.
     assert mock.candels_pixel_rms() == pytest.approx(0.01057, abs=2e-5)
-    sample, noiseless = mock.make_mock_sample(2, 3, neighbour_fraction=0.0, return_noiseless=True)
+    sample, noiseless = mock.make_mock_sample(2, 3, neighbour_fraction=0.0, return_noiseless=True, mock_version=1)
     residual = (sample.images - noiseless)[:, :, :20]  # stamp edge: background only
     assert np.std(residual) == pytest.approx(mock.candels_pixel_rms(), rel=0.05)
 
@@ -108,7 +108,7 @@ def test_bad_arguments_raise_input_error():
                    {"n": 2, "seed": 1, "neighbour_fraction": 1.5}, {"n": 2, "seed": 1, "noise_rms": 0.0},
                    {"n": 2, "seed": 1, "exposure_time": -1.0}):
         with pytest.raises(InputError):
-            mock.make_mock_sample(**kwargs)
+            mock.make_mock_sample(**kwargs, mock_version=1)
 
 
 # --- (b) population --------------------------------------------------------------------------
@@ -198,7 +198,7 @@ def test_undetected_centre_is_redrawn_never_left_as_background(monkeypatch):
     fail for the first 5 noise draws of galaxy 0 (its first galaxy draw) and the
     first noise draw of galaxy 1.
     """
-    reference = mock.make_mock_sample(2, 8)
+    reference = mock.make_mock_sample(2, 8, mock_version=1)
     real_segment = mock.segment_stamp
     calls = {"n": 0}
 
@@ -208,7 +208,7 @@ def test_undetected_centre_is_redrawn_never_left_as_background(monkeypatch):
         return np.zeros_like(segmap) if calls["n"] in (1, 2, 3, 4, 5, 7) else segmap
 
     monkeypatch.setattr(mock, "segment_stamp", flaky_segment)
-    sample = mock.make_mock_sample(2, 8)
+    sample = mock.make_mock_sample(2, 8, mock_version=1)
     assert np.all(sample.segmaps[:, CENTER, CENTER] > 255)
     assert sample.provenance["parameters"]["redrawn_ids"] == {"galaxy": [mock.FIRST_ID], "noise": [mock.FIRST_ID + 1]}
     assert sample.catalog["mag"][0] != reference.catalog["mag"][0]  # another galaxy
@@ -217,7 +217,7 @@ def test_undetected_centre_is_redrawn_never_left_as_background(monkeypatch):
 
 
 def test_neighbours_stay_clear_of_the_central_galaxy():
-    sample = mock.make_mock_sample(3, 21, neighbour_fraction=1.0)
+    sample = mock.make_mock_sample(3, 21, neighbour_fraction=1.0, mock_version=1)
     assert np.all(np.asarray(sample.catalog["n_neighbours"]) >= 1)
     for galaxy in sample:
         labels = np.unique(galaxy.segmap)

@@ -29,6 +29,18 @@ def register(subparsers) -> None:
                         help="background rms per pixel in e-/s (default: CANDELS depth, 0.0106)")
     parser.add_argument("--no-source-noise", action="store_true",
                         help="leave out the Poisson noise of the galaxies (background noise only)")
+    parser.add_argument("--mock-version", type=int, choices=(1, 2), default=2,
+                        help="2 (default): structured galaxies (arms, bars, clumps, dust lanes, tidal features), "
+                             "PSF variations and correlated noise; 1: the earlier smooth model, byte-identical "
+                             "for the same seed")
+    parser.add_argument("--population", choices=("candels", "broad"), default="candels",
+                        help="candels (default): the paper's magnitudes, radii and types; broad (v2 only, for "
+                             "training): more large and faint galaxies (radii to 48 px, mag 18-23.5) and more "
+                             "frequent, stronger features")
+    parser.add_argument("--models-out", default=None, metavar="FILE.npz",
+                        help="also write the noiseless models (central galaxy alone, neighbours alone) and "
+                             "each galaxy's noise parameters to this .npz, for napari_blendphot.sample."
+                             "mock_noise.add_mock_noise")
     add_overwrite(parser)
     parser.set_defaults(func=run)
 
@@ -44,17 +56,32 @@ def run(args) -> int:
         raise InputError("argument -n", f"must be a positive integer, got {args.n_galaxies}")
     if args.quantize is not None and not args.quantize > 0:
         raise InputError("argument --quantize", f"must be a positive number, got {args.quantize}")
+    if args.population != "candels" and args.mock_version == 1:
+        raise InputError("argument --population", "version 1 has only the candels population",
+                         "use --mock-version 2")
+    if args.models_out is not None and not str(args.models_out).endswith(".npz"):
+        raise InputError(args.models_out, "the models file must end in .npz")
     # Fail before minutes of drawing, not after.
     check_output_path(args.output, args.overwrite)
+    if args.models_out is not None:
+        check_output_path(args.models_out, args.overwrite)
 
     start = time.perf_counter()
-    sample = make_mock_sample(
+    result = make_mock_sample(
         args.n_galaxies, args.seed, progress=progress_printer("make-sample"),
         neighbour_fraction=args.neighbour_fraction, noise_rms=args.noise_rms,
         exposure_time=None if args.no_source_noise else DEFAULT_EXPOSURE_TIME,
+        mock_version=args.mock_version, population=args.population, keep_models=args.models_out is not None,
     )
+    sample, models = result if args.models_out is not None else (result, None)
     elapsed = time.perf_counter() - start
     path = write_native(sample, args.output, overwrite=args.overwrite, quantize=args.quantize)
+    if models is not None:
+        from napari_blendphot.sample.mock_noise import write_models
+
+        models_path = write_models(models, args.models_out, sample.provenance)
+        print(f"wrote {models_path} ({models_path.stat().st_size / 1e6:.1f} MB): noiseless models and noise "
+              "parameters", file=sys.stderr)
     print(sample.summary())
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) in {elapsed:.1f} s "
           f"({1000 * elapsed / len(sample):.1f} ms per stamp)", file=sys.stderr)

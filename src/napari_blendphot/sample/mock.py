@@ -388,6 +388,7 @@ def _draw_stamp(rng, galtype, psf, rms, neighbour_fraction, exposure_time):
     # half-pixel offset puts the galaxy on pixel [64, 64] (0-based).
     galsim.Convolve(profile, psf).drawImage(image, offset=(0.5, 0.5))
     stamp_flux = float(image.array.sum(dtype=np.float64))
+    model = image.array.copy()  # the central galaxy alone (keep_models)
 
     neighbours = []
     if rng.uniform() < neighbour_fraction:
@@ -410,7 +411,7 @@ def _draw_stamp(rng, galtype, psf, rms, neighbour_fraction, exposure_time):
             break
     else:
         return None
-    return {"image": noisy, "noiseless": clean, "segmap": segmap, "noise_draws": noise_draw,
+    return {"image": noisy, "noiseless": clean, "model": model, "segmap": segmap, "noise_draws": noise_draw,
             "mag": mag, "flux": flux, "radius": radius, "z": round(z, 4), "stamp_flux": stamp_flux,
             "n_neighbours": len(neighbours), **{k: float(v) for k, v in shape.items()}}
 
@@ -453,10 +454,20 @@ def _check_arguments(n, seed, neighbour_fraction, noise_rms, exposure_time):
         raise InputError("argument exposure_time", f"must be a positive number or None, got {exposure_time}")
 
 
+#: Versions of the mock generator (2 is the default; 1 is kept byte-identical for old test sets).
+MOCK_VERSIONS = (1, 2)
+
+
 def make_mock_sample(n: int, seed: int, progress=None, neighbour_fraction: float = 0.35,
                      noise_rms: float | None = None, exposure_time: float | None = DEFAULT_EXPOSURE_TIME,
-                     return_noiseless: bool = False):
-    """Draw *n* CANDELS-like galaxies with GalSim (see the module docstring for the model).
+                     return_noiseless: bool = False, mock_version: int = 2, population: str = "candels",
+                     keep_models: bool = False):
+    """Draw *n* CANDELS-like galaxies with GalSim.
+
+    ``mock_version=2`` (default) draws the structured galaxies of
+    :mod:`napari_blendphot.sample.mock_v2`; ``mock_version=1`` the smooth model of
+    this module's docstring, byte-identical to what earlier versions made for the
+    same seed.
 
     Parameters
     ----------
@@ -474,11 +485,23 @@ def make_mock_sample(n: int, seed: int, progress=None, neighbour_fraction: float
     exposure_time : float or None
         Exposure time (s) setting the source's Poisson noise; ``None`` for no source noise.
     return_noiseless : bool
-        Also return the noise-free stamps (central galaxy + neighbours).
+        Also return the noise-free stamps (central galaxy + neighbours); version 1 only
+        (version 2 gives more with *keep_models*).
+    mock_version : int
+        1 or 2 (see above).
+    population : str
+        ``"candels"`` (the paper's sample) or, version 2 only, ``"broad"`` (wider
+        magnitudes, radii and feature mix, for training).
+    keep_models : bool
+        Also return a dict with the noiseless models: ``models`` (N, 128, 128) float32,
+        the PSF-convolved central galaxy alone; ``neighbours``, the noiseless neighbours
+        alone; and the noise parameters ``noise_rms``, ``noise_kernel`` (N, 3, 3),
+        ``exposure_time`` for :func:`napari_blendphot.sample.mock_noise.add_mock_noise`.
 
     Returns
     -------
-    GalaxySample, or (GalaxySample, ndarray) with *return_noiseless*
+    GalaxySample, or (GalaxySample, ndarray) with *return_noiseless*, or (GalaxySample, dict)
+    with *keep_models*.  Version 1's catalogue:
         Catalogue columns ``id, mag, flux, radius, z, galtype`` plus ``stamp_flux``
         (noise-free flux of the central galaxy inside the stamp), ``segval``
         (``seg[64, 64]``), ``n_neighbours``, ``bulge_fraction``, ``axis_ratio``
@@ -496,6 +519,23 @@ def make_mock_sample(n: int, seed: int, progress=None, neighbour_fraction: float
     from napari_blendphot.provenance import make_provenance
 
     _check_arguments(n, seed, neighbour_fraction, noise_rms, exposure_time)
+    if mock_version not in MOCK_VERSIONS or isinstance(mock_version, bool):
+        raise InputError("argument mock_version", f"must be one of {list(MOCK_VERSIONS)}, got {mock_version!r}")
+    if population not in ("candels", "broad"):
+        raise InputError("argument population", f"unknown population {population!r}", "expected candels or broad")
+    if mock_version == 2:
+        if return_noiseless:
+            raise InputError("argument return_noiseless", "is a version 1 option", "use keep_models=True")
+        from napari_blendphot.sample.mock_v2 import make_mock_sample_v2
+
+        return make_mock_sample_v2(n, seed, progress=progress, neighbour_fraction=neighbour_fraction,
+                                   noise_rms=noise_rms, exposure_time=exposure_time, population=population,
+                                   keep_models=keep_models)
+    if population != "candels":
+        raise InputError("argument population", "version 1 has only the 'candels' population",
+                         "use mock_version=2")
+    if return_noiseless and keep_models:
+        raise InputError("argument keep_models", "cannot be combined with return_noiseless")
     n, seed = int(n), int(seed)
     rms = float(noise_rms) if noise_rms is not None else candels_pixel_rms()
     psf = make_psf()
@@ -504,6 +544,8 @@ def make_mock_sample(n: int, seed: int, progress=None, neighbour_fraction: float
     images = np.empty((n, STAMP_SIZE, STAMP_SIZE), np.float32)
     segmaps = np.empty((n, STAMP_SIZE, STAMP_SIZE), np.int32)
     noiseless = np.empty((n, STAMP_SIZE, STAMP_SIZE), np.float32) if return_noiseless else None
+    models = np.empty((n, STAMP_SIZE, STAMP_SIZE), np.float32) if keep_models else None
+    neighbour_models = np.empty_like(models) if keep_models else None
     columns = {name: [] for name in ("id", "mag", "flux", "radius", "z", "galtype", "stamp_flux", "segval",
                                      "n_neighbours", "bulge_fraction", "axis_ratio", "sersic_n")}
     redrawn = {"noise": [], "galaxy": []}
@@ -522,6 +564,9 @@ def make_mock_sample(n: int, seed: int, progress=None, neighbour_fraction: float
         images[i] = drawn["image"]
         if noiseless is not None:
             noiseless[i] = drawn["noiseless"]
+        if models is not None:
+            models[i] = drawn["model"]
+            neighbour_models[i] = drawn["noiseless"] - drawn["model"]
         id_offset = SEGMENT_ID_OFFSET + int(rng.integers(0, 60000))
         segmaps[i] = np.where(drawn["segmap"] > 0, drawn["segmap"] + np.int32(id_offset), 0)
 
@@ -552,13 +597,17 @@ def make_mock_sample(n: int, seed: int, progress=None, neighbour_fraction: float
     )
     sample = GalaxySample(images, segmaps, catalog, provenance=provenance,
                           source=f"CANDELS-like mock (seed {seed})")
+    if keep_models:
+        return sample, {"models": models, "neighbours": neighbour_models, "ids": np.asarray(catalog["id"]),
+                        "noise_rms": np.full(n, rms), "noise_kernel": np.tile(np.pad([[1.0]], 1), (n, 1, 1)),
+                        "exposure_time": np.full(n, 0.0 if exposure_time is None else float(exposure_time))}
     return (sample, noiseless) if return_noiseless else sample
 
 
-def time_per_stamp(n: int = 50, seed: int = 0) -> float:
+def time_per_stamp(n: int = 50, seed: int = 0, mock_version: int = 2) -> float:
     """Mean wall time (s) to make one mock stamp (noise and segmentation included)."""
     start = time.perf_counter()
-    make_mock_sample(n, seed)
+    make_mock_sample(n, seed, mock_version=mock_version)
     return (time.perf_counter() - start) / n
 
 

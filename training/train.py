@@ -115,7 +115,7 @@ def configure_backend(backend: str | None) -> str:
 # ---------------------------------------------------------------------------
 def model_arguments(model_config: dict) -> dict:
     """Builder arguments of a model configuration (everything but the training-side keys)."""
-    skip = {"kind", "unet_config", "unet_weights", "freeze_unet", "unet_trainable_from_epoch"}
+    skip = {"kind", "unet_config", "unet_weights", "freeze_unet", "init_weights", "head_init"}
     return {k: (tuple(v) if isinstance(v, list) else v) for k, v in model_config.items() if k not in skip}
 
 
@@ -575,6 +575,9 @@ def _run(run_dir: Path, backend=None, max_epochs=None, verbose=2, resuming=False
 
         copied = load_unet_weights(model, load_model(unet_path))
         record["unet_layers_copied"] = len(copied)
+    fresh = state["epochs_completed"] == 0 and not (run_dir / CHECKPOINT_DIR / "last.weights.h5").exists()
+    if fresh:
+        record.update(_initial_weights(model, config))
     compile_network(model, config, learning_rate=state["learning_rate"])
     ckpt = run_dir / CHECKPOINT_DIR
     if state["epochs_completed"] > 0:
@@ -643,6 +646,44 @@ def _run(run_dir: Path, backend=None, max_epochs=None, verbose=2, resuming=False
     plot_loss_curve(run_dir)
     print(f"{run_dir}: {record['status']} ({state['stopped']}); best val_loss {state['best_val_loss']:.4g} "
           f"at epoch {state['best_epoch']}", flush=True)
+    return record
+
+
+def _model_path(given, config: dict, key: str) -> Path:
+    path = Path(given)
+    if not path.is_absolute():
+        path = Path(config["base_dir"]) / path
+    if path.is_dir():
+        path = path / "model.keras"
+    if not path.is_file():
+        raise InputError(given, f"model.{key}: no such .keras file or run folder")
+    return path
+
+
+def _initial_weights(model, config: dict) -> dict:
+    """Warm starts named in the configuration (recorded in run.json with the files' sha256).
+
+    ``model.init_weights``: continue from a saved model of the same architecture;
+    ``model.head_init``: blend2mask2flux's head from a trained blend2flux
+    (:func:`napari_blendphot.models.networks.init_head_from_blend2flux`).
+    """
+    from napari_blendphot.models.io import load_model
+    from napari_blendphot.models.networks import copy_matching_weights, init_head_from_blend2flux
+    from napari_blendphot.provenance import sha256_file
+
+    record = {}
+    given = config["model"].get("init_weights")
+    if given:
+        path = _model_path(given, config, "init_weights")
+        copied = copy_matching_weights(model, load_model(path))
+        record["init_weights"] = {"file": path.name, "sha256": sha256_file(path), "layers": len(copied)}
+    given = config["model"].get("head_init")
+    if given:
+        if config["model"]["kind"] != "blend2mask2flux":
+            raise InputError("model.head_init", "is for blend2mask2flux models only")
+        path = _model_path(given, config, "head_init")
+        copied = init_head_from_blend2flux(model, load_model(path, expect="blend2flux"))
+        record["head_init"] = {"file": path.name, "sha256": sha256_file(path), "layers": len(copied)}
     return record
 
 

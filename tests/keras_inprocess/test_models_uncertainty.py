@@ -109,3 +109,26 @@ def test_deblenders_return_calibrated_errors(tmp_path):
     assert (out.flux_errors[measured] > 0).all()
     json.dumps(out.metadata)  # the error rule is recorded and serialisable
     assert "flux_error_rule" in out.metadata
+
+
+def test_head_initialised_from_blend2flux_computes_its_fluxes_and_errors():
+    from napari_blendphot.models.networks import copy_matching_weights, init_head_from_blend2flux
+
+    b2f = build_blend2flux(uncertainty=True, **TINY)
+    b2m2f = build_blend2mask2flux(unet_depth=2, unet_filters=2, head_filters=4, head_depth=2, head_dense=(8, 8),
+                                  uncertainty=True)
+    copied = init_head_from_blend2flux(b2m2f, b2f)
+    assert "head_conv0a" in copied and "head_log_sigma" in copied
+    stamps = _stamps()
+    expected, got = b2f.predict(stamps, verbose=0), b2m2f.predict(stamps, verbose=0)
+    np.testing.assert_allclose(got["fluxes"], expected["fluxes"], rtol=1e-5)
+    np.testing.assert_allclose(got["flux_uncertainty"], expected["flux_uncertainty"], rtol=1e-5, atol=1e-5)
+    # A head of another shape is refused, naming the layer.
+    wide = build_blend2mask2flux(unet_depth=2, unet_filters=2, head_filters=8, head_depth=2, head_dense=(8, 8),
+                                 uncertainty=True)
+    with pytest.raises(ValueError, match="b2f_conv0a"):
+        init_head_from_blend2flux(wide, b2f)
+    # Continuing from a model of the same architecture copies every weighted layer.
+    twin = build_blend2flux(uncertainty=True, **TINY)
+    assert len(copy_matching_weights(twin, b2f)) == len([layer for layer in b2f.layers if layer.weights])
+    np.testing.assert_allclose(twin.predict(stamps, verbose=0)["fluxes"], expected["fluxes"], rtol=1e-6)

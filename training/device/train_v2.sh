@@ -1,18 +1,27 @@
 #!/usr/bin/env bash
-# Round-2 training in one GPU call (the `device` tool's H200): blend2flux, the U-Net, then two
-# blend2mask2flux heads on the frozen U-Net, all on blends synthesised from a galaxy bank.
+# Round-2 training in one GPU call (the `device` tool's H200): chains of training runs, all in
+# parallel on the one GPU, on blends synthesised from a galaxy bank (training/synth.py).
 #
-#   bash training/device/train_v2.sh BANK.npz [RESUME_TAR_PARTS...]
+#   bash training/device/train_v2.sh BANK.npz [CHAIN ...]
 #
-# Runs every chain in parallel on the one GPU, prints progress every 30 s, and leaves in $OUT:
-# each run's model.keras (<name>.keras), runs_logs.tar.gz (config, run.json, log.csv,
-# state.json, loss curves, the chains' logs) and runs_ckpt.tar.gz.part-* (the checkpoints, so
-# that a later call resumes with `python -m training resume`: pass the parts back as arguments).
-# Time limits (s) per stage come from the environment (defaults fit one 10-minute call).
+# A CHAIN is STAGE[+STAGE...], run one after the other; a STAGE is NAME:CONFIG:WALL_S[:UNET]
+# where UNET (blend2mask2flux only) is the run NAME of an earlier stage or @PATH of a U-Net
+# .keras.  Without chains, the first call's plan: blend2flux_v2, and unet_v2 followed by two
+# blend2mask2flux heads.  A run folder that exists already is resumed, not restarted.
+#
+# Leaves in $OUT each run's model.keras as NAME.keras (split in 15 MB parts NAME.keras.part-*
+# when larger: `cat NAME.keras.part-* > NAME.keras`) and runs_logs.tar.gz (configs, run.json,
+# log.csv, state.json, loss curves, the chains' logs).  What comes back from a call is at most
+# 8 files of 16 MiB, 64 MiB together: plan the chains so that their models fit.
 set -uo pipefail
 REPO=$(pwd)
-BANK=${1:?usage: train_v2.sh BANK.npz [checkpoint tar parts]}
+BANK=${1:?usage: train_v2.sh BANK.npz [CHAIN ...]}
 shift
+if [ $# -eq 0 ]; then
+  set -- "b2f:blend2flux_v2:440" \
+         "unet:unet_v2:200+blend2mask2flux_v2_h32:blend2mask2flux_v2_h32:215:unet" \
+         "wait_unet+blend2mask2flux_v2_h64:blend2mask2flux_v2_h64:215:unet"
+fi
 WORK=${BP_WORK:-/tmp/bp}
 OUT=${OUT:-$WORK/out}
 T=$WORK/runs
@@ -23,34 +32,37 @@ if [ -d .whl ] && [ -z "${NO_WHEELS:-}" ] && [ ! -d /tmp/site/keras ]; then
 fi
 export PYTHONPATH=/tmp/site:$REPO/src:$REPO
 PY=${PY:-python3}
-B2F=${B2F:-blend2flux_v2}; UNET=${UNET:-unet_v2}; HEADS=${HEADS:-"blend2mask2flux_v2_h32 blend2mask2flux_v2_h64"}
-W_B2F=${W_B2F:-470}; W_UNET=${W_UNET:-230}; W_HEAD=${W_HEAD:-220}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
 $PY -c "import jax, keras; print('jax', jax.__version__, jax.devices(), 'keras', keras.__version__)" || exit 1
 
-if [ $# -gt 0 ]; then  # resume: unpack the checkpoints of an earlier call
-  cat "$@" | tar xzf - -C "$WORK" || exit 1
-fi
-
-# start_or_resume NAME CONFIG WALL [train args...]
-start_or_resume() {
-  local name=$1 config=$2 wall=$3; shift 3
+# stage NAME:CONFIG:WALL[:UNET] -- train (or resume) one run
+stage() {
+  IFS=: read -r name config wall unet <<< "$1"
+  if [ "$name" = wait_unet ]; then  # wait for a U-Net that another chain trains
+    while [ ! -f "$T/unet/model.keras" ] || ! grep -q '"status": "\(finished\|paused\)"' "$T/unet/run.json" 2>/dev/null; do sleep 5; done
+    return 0
+  fi
+  local extra=()
+  if [ -n "${unet:-}" ]; then
+    case "$unet" in @*) extra=(--set "model.unet_weights=\"$REPO/${unet#@}\"");; *) extra=(--set "model.unet_weights=\"$T/$unet\"");; esac
+  fi
   if [ -f "$T/$name/config.json" ]; then
     $PY -m training resume "$T/$name" --backend jax --max-wall-time "$wall" --bank "$BANK"
   else
-    $PY -m training train "$config" --bank "$BANK" --run-dir "$T/$name" --backend jax --max-wall-time "$wall" "$@"
+    $PY -m training train "$config" --bank "$BANK" --run-dir "$T/$name" --backend jax --max-wall-time "$wall" "${extra[@]}"
   fi
 }
 
-( start_or_resume b2f "$B2F" "$W_B2F" ) > "$WORK/logs/b2f.log" 2>&1 &
-(
-  start_or_resume unet "$UNET" "$W_UNET" || exit 1
-  for head in $HEADS; do
-    name=$(basename "$head" .json)
-    ( start_or_resume "$name" "$head" "$W_HEAD" --set "model.unet_weights=\"$T/unet\"" ) > "$WORK/logs/$name.log" 2>&1 &
-  done
-  wait
-) > "$WORK/logs/unet_chain.log" 2>&1 &
+index=0
+for chain in "$@"; do
+  index=$((index + 1))
+  (
+    IFS=+ read -ra stages <<< "$chain"
+    for spec in "${stages[@]}"; do
+      stage "$spec" || exit 1
+    done
+  ) > "$WORK/logs/chain$index.log" 2>&1 &
+done
 
 started=$(date +%s)
 while [ -n "$(jobs -rp)" ]; do
@@ -65,7 +77,12 @@ wait
 cd "$WORK"
 for run in runs/*/; do
   name=$(basename "$run")
-  [ -f "$run/model.keras" ] && cp "$run/model.keras" "$OUT/$name.keras"
+  [ -f "$run/model.keras" ] || continue
+  if [ "$(stat -c %s "$run/model.keras")" -gt 15728640 ]; then
+    split -b 15m "$run/model.keras" "$OUT/$name.keras.part-"
+  else
+    cp "$run/model.keras" "$OUT/$name.keras"
+  fi
 done
 logs=()
 for run in runs/*/ runs/*/unet_stage/; do
@@ -74,6 +91,5 @@ for run in runs/*/ runs/*/unet_stage/; do
   done
 done
 tar czf "$OUT/runs_logs.tar.gz" "${logs[@]}" logs
-tar czf - --exclude='*.png' --exclude='model.keras' runs | split -b 15m - "$OUT/runs_ckpt.tar.gz.part-"
 grep -h -E "Traceback|Error" logs/*.log | head -20
 ls -la "$OUT"

@@ -375,6 +375,66 @@ def load_unet_weights(b2m2f_model, unet_model) -> list[str]:
     return copied
 
 
+def copy_matching_weights(target, source, rename=None) -> list[str]:
+    """Copy weights layer by layer from *source* into *target* where names (after *rename*) and shapes match.
+
+    Used to continue training from a saved model of the same architecture
+    (every weighted layer must then match: anything else fails loudly).
+    Returns the names of the layers copied.
+    """
+    rename = rename or (lambda name: name)
+    target_layers = {layer.name: layer for layer in target.layers}
+    copied = []
+    for layer in source.layers:
+        weights = layer.get_weights()
+        if not weights:
+            continue
+        twin = target_layers.get(rename(layer.name))
+        if twin is None or [w.shape for w in twin.get_weights()] != [w.shape for w in weights]:
+            raise InputError(f"model '{source.name}'", f"layer {layer.name!r} has no counterpart of the same shape "
+                             f"in '{target.name}'", "initialise only from a model of the same architecture")
+        twin.set_weights(weights)
+        copied.append(twin.name)
+    return copied
+
+
+def init_head_from_blend2flux(b2m2f_model, b2f_model) -> list[str]:
+    """Start blend2mask2flux's flux head from a trained blend2flux of the same shape.
+
+    The head is blend2flux's CNN reading 3 channels [blend, central mask,
+    companion mask]; the blend channel's first-layer filters are copied and
+    the mask channels' start at zero, so the head starts out computing exactly
+    blend2flux's fluxes (and uncertainties) and training can only add what the
+    masks tell.  Needs ``head_filters``, ``head_depth`` and ``head_dense`` equal
+    to blend2flux's ``filters``, ``depth`` and ``dense_widths``.
+    """
+    import numpy as np
+
+    targets = {layer.name: layer for layer in b2m2f_model.layers}
+    copied = []
+    for layer in b2f_model.layers:
+        weights = layer.get_weights()
+        if not weights or not layer.name.startswith("b2f_"):
+            continue
+        name = "head_" + layer.name[len("b2f_"):]
+        twin = targets.get(name)
+        if twin is None:
+            raise InputError(f"model '{b2f_model.name}'", f"layer {layer.name!r} has no counterpart {name!r}",
+                             "build the head with blend2flux's filters, depth and dense widths")
+        wanted = twin.get_weights()
+        if name == "head_conv0a" and wanted[0].shape[3] == weights[0].shape[3] and weights[0].shape[2] == 1:
+            kernel = np.zeros_like(wanted[0])
+            kernel[:, :, :1, :] = weights[0]
+            weights = [kernel, weights[1]]
+        if [w.shape for w in wanted] != [w.shape for w in weights]:
+            raise InputError(f"model '{b2f_model.name}'", f"layer {layer.name!r} has weights "
+                             f"{[w.shape for w in weights]}, {name!r} expects {[w.shape for w in wanted]}",
+                             "build the head with blend2flux's filters, depth and dense widths")
+        twin.set_weights(weights)
+        copied.append(name)
+    return copied
+
+
 def encode_masks(masks, encoding: str = "two"):
     """Turn true masks (N, 2, H, W) [central, companion] into U-Net targets (N, H, W, C).
 

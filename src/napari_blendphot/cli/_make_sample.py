@@ -36,16 +36,16 @@ def register(subparsers) -> None:
 def run(args) -> int:
     import time
 
-    from napari_blendphot.errors import InputError, check_output_path
-    from napari_blendphot.sample.io_native import write_native
+    from napari_blendphot.errors import InputError
+    from napari_blendphot.sample.io_native import check_native_output, write_native
     from napari_blendphot.sample.mock import DEFAULT_EXPOSURE_TIME, make_mock_sample
 
     if args.n_galaxies < 1:
         raise InputError("argument -n", f"must be a positive integer, got {args.n_galaxies}")
     if args.quantize is not None and not args.quantize > 0:
         raise InputError("argument --quantize", f"must be a positive number, got {args.quantize}")
-    # Fail before minutes of drawing, not after.
-    check_output_path(args.output, args.overwrite)
+    # Fail before minutes of drawing, not after: location, free space, what would be replaced.
+    check_native_output(args.output, args.overwrite, args.n_galaxies, source=f"argument -o {args.output}")
 
     start = time.perf_counter()
     sample = make_mock_sample(

@@ -192,6 +192,11 @@ def _filled_float(column) -> np.ndarray:
     return np.asarray(column, dtype=np.float64)
 
 
+#: Largest pixel value a sample may hold: beyond it the sums of squares that photometry
+#: computes over a 128x128 stamp in 32-bit floats overflow (1e15^2 x 16384 < 3.4e38).
+MAX_PIXEL = 1e15
+
+
 def validate_sample(images, segmaps, catalog, source: str = "sample"):
     """Check and normalise the three parts of a sample; raise :class:`InputError`.
 
@@ -232,6 +237,12 @@ def validate_sample(images, segmaps, catalog, source: str = "sample"):
         first = int(np.flatnonzero(bad.reshape(len(images), -1).any(axis=1))[0])
         raise InputError(source, f"{int(bad.reshape(len(images), -1).any(axis=1).sum())} stamp(s) contain NaN or "
                          f"infinite pixels (first: row {first}, id {catalog['id'][first]})")
+    huge = (np.abs(images) > MAX_PIXEL).reshape(len(images), -1).any(axis=1)
+    if huge.any():
+        first = int(np.flatnonzero(huge)[0])
+        raise InputError(source, f"{int(huge.sum())} stamp(s) hold pixel values beyond +-{MAX_PIXEL:g} (first: "
+                         f"row {first}, id {catalog['id'][first]}, value {float(np.abs(images[first]).max()):.3g})",
+                         "a blend of such stamps overflows 32-bit floats: a damaged or unscaled image?")
     try:
         types = np.char.strip(np.asarray(catalog["galtype"]).astype(str))
     except UnicodeDecodeError:

@@ -56,6 +56,8 @@ def read_candels(folder) -> GalaxySample:
     """
     from astropy.table import Table
 
+    from napari_blendphot.tables import read_csv
+
     folder = Path(folder)
     if not folder.exists():
         raise InputError(folder, "folder not found")
@@ -73,7 +75,7 @@ def read_candels(folder) -> GalaxySample:
 
     csv_path = folder / CATALOG_FILE
     try:
-        raw = Table.read(csv_path, format="ascii.csv", fast_reader=False)
+        raw = read_csv(csv_path)
     except Exception as exc:  # astropy raises several types for unreadable CSV
         raise InputError(csv_path, f"cannot read as CSV: {' '.join(str(exc).split())}") from None
     # Some versions of the file have padded header names.

@@ -229,7 +229,12 @@ def write_candels_layout(sample: GalaxySample, folder, overwrite: bool = False) 
             "segval": column("segval", sample.segmaps[:, 64, 64]),
         }
     )
-    np.save(folder / IMAGES_FILE, np.ascontiguousarray(sample.images, np.float32))
-    np.save(folder / SEGMAPS_FILE, np.ascontiguousarray(sample.segmaps, np.int32))
-    table.write(folder / CATALOG_FILE, format="ascii.csv", overwrite=True)
+    from napari_blendphot.atomic import atomic_output
+
+    for name, array in ((IMAGES_FILE, np.ascontiguousarray(sample.images, np.float32)),
+                        (SEGMAPS_FILE, np.ascontiguousarray(sample.segmaps, np.int32))):
+        with atomic_output(folder / name, replace=overwrite) as tmp:
+            np.save(tmp, array)
+    with atomic_output(folder / CATALOG_FILE, replace=overwrite) as tmp:
+        table.write(tmp, format="ascii.csv")
     return folder

@@ -31,7 +31,7 @@ from napari_blendphot.errors import InputError, OutputExistsError
 #: ``Software`` text chunk of every PNG the project writes (how a figure is recognised as ours).
 PNG_SOFTWARE = "napari-blendphot"
 #: Room kept free beyond what an output needs (other writers, file system overhead).
-SPACE_MARGIN_BYTES = 16 * 1024**2
+SPACE_MARGIN_BYTES = 1024**2
 
 
 # -- location ------------------------------------------------------------------------------------

@@ -36,6 +36,29 @@ def _check_count_card(match, source: str) -> None:
         raise InputError(source, f"damaged FITS header: NAXIS{axis} = {value} (axis lengths cannot be negative)")
 
 
+#: Longest primary header accepted (blocks of 2880 bytes); ours take one or two.
+_MAX_HEADER_BLOCKS = 64
+
+
+def _check_primary_end(start: bytes, source: str) -> None:
+    """The primary header must end with an ``END`` card before its data or the next header.
+
+    Without it astropy reads on into the data looking for one: seconds and
+    several times the file's size in memory for a large file, then a wrong
+    reading or a confusing error.
+    """
+    if not start.startswith(b"SIMPLE"):
+        return
+    for at in range(0, len(start) - 79, 80):
+        card = start[at:at + 80]
+        keyword = card[:8].rstrip()
+        if keyword == b"END":
+            return
+        if at and (keyword == b"XTENSION" or keyword == b"SIMPLE" or any(b < 32 or b > 126 for b in card)):
+            break
+    raise InputError(source, "damaged FITS file: the primary header has no END card")
+
+
 def check_fits_header(path, source: str | None = None) -> None:
     """Refuse a FITS file with damaged ``NAXIS``/``NAXISn``/``TFIELDS`` cards before astropy parses it.
 
@@ -43,7 +66,9 @@ def check_fits_header(path, source: str | None = None) -> None:
     ``TFIELDS`` above 999 (the FITS standard's limit; astropy loops over that
     many axes or columns: minutes and gigabytes for ``99999999``) and a
     negative axis length (``NAXIS2 = -1`` gives a negative data size, and
-    astropy keeps re-reading the same header).  This scan of the raw bytes
+    astropy keeps re-reading the same header); a primary header without its
+    ``END`` card (astropy reads on through the data, with several times the
+    file's size in memory).  This scan of the raw bytes
     (gzip-compressed files are decompressed on the fly) is cheap by comparison.
     """
     import gzip
@@ -57,6 +82,8 @@ def check_fits_header(path, source: str | None = None) -> None:
     offset = 0
     try:
         with opener(path, "rb") as handle:
+            _check_primary_end(handle.read(_MAX_HEADER_BLOCKS * 2880), source)
+            handle.seek(0)
             while True:
                 block = handle.read(1 << 22)
                 if not block:

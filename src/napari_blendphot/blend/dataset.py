@@ -346,7 +346,7 @@ class BlendDataset:
         counts = {name: len(a) for name, a in arrays.items()}
         if len(set(counts.values())) != 1:
             raise InputError(self.path, f"array files disagree on the number of blends: {counts}")
-        self.catalog, self.catalog_path = _read_catalog(self.path)
+        self._catalog_file, self.catalog = _read_catalog(self.path)
         if len(self.catalog) != counts["blends"]:
             raise InputError(self.path, f"catalogue has {len(self.catalog)} rows but the arrays hold "
                                         f"{counts['blends']} blends")
@@ -367,8 +367,13 @@ class BlendDataset:
                 raise InputError(provenance_file, f"not valid JSON: {exc}") from None
             if not isinstance(self.provenance, dict):
                 raise InputError(provenance_file, "does not hold a JSON object")
-        _check_ids_are_rows(self.catalog, self.catalog_path)
-        _check_catalogs_agree(self.path, self.catalog, self.catalog_path, self.provenance)
+        _check_ids_are_rows(self.catalog, self._catalog_file)
+        _check_catalogs_agree(self.path, self.catalog, self._catalog_file, self.provenance)
+
+    @property
+    def catalog_path(self) -> Path:
+        """The catalogue file that was read (``catalog.fits`` when both exist; they must agree)."""
+        return self._catalog_file
 
     def __len__(self) -> int:
         return len(self.blends)
@@ -484,7 +489,7 @@ def _read_catalog(path: Path):
                         catalog[column] = np.char.strip(np.asarray(catalog[column]).astype(str))
                     except UnicodeDecodeError:
                         raise InputError(file, f"column {column!r} holds bytes that are not text") from None
-            return catalog, file
+            return file, catalog
     raise InputError(path, "blend dataset has no catalog.fits or catalog.csv")
 
 

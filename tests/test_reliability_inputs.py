@@ -108,3 +108,24 @@ def test_catalogues_are_compared_only_when_changed_since_writing(valid, tmp_path
     (folder / "catalog.csv").write_text((folder / "catalog.csv").read_text() + "\n")
     BlendDataset(folder)
     assert len(reads) == 3
+
+
+def test_a_sample_with_a_3e38_pixel_is_kept_by_the_file_but_refused_for_blending(valid, tmp_path, capsys):
+    """A 3e38 pixel is finite in float32 but made SEP's fluxes infinite, counted as "not detected"."""
+    from napari_blendphot.blend.dataset import write_blend_dataset
+    from napari_blendphot.sample.galaxy_sample import GalaxySample
+    from napari_blendphot.sample.io_native import read_native, write_native
+    from napari_blendphot.sample.toy import make_toy_sample
+
+    sample = make_toy_sample(40, seed=1234)
+    images = np.array(sample.images)
+    images[3, 64, 64] = 3e38
+    hot = GalaxySample(images, sample.segmaps, sample.catalog, source="hot")
+    path = write_native(hot, tmp_path / "hot.fits")
+    assert read_native(path).images[3, 64, 64] == np.float32(3e38)  # the file format stays exact
+    with pytest.raises(InputError, match="pixel values beyond"):
+        write_blend_dataset(hot, tmp_path / "ds", n=10, seed=1)
+    assert main(["blend", str(path), "-n", "10", "--seed", "1", "-o", str(tmp_path / "ds")]) == 2
+    err = capsys.readouterr().err
+    assert "hot.fits: 1 stamp(s) hold pixel values beyond +-1e+15 (first: row 3" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hot.fits"]

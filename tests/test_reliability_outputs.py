@@ -539,3 +539,12 @@ def test_huge_or_non_integer_blend_counts_are_refused_at_once(valid, tmp_path, c
         main(["blend", str(valid["native"]), "-n", "1e20", "--seed", "1", "-o", str(tmp_path / "ds")])
     assert info.value.code == 2 and "invalid int value" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_fetch_checks_free_space_before_downloading(tmp_path, capsys, monkeypatch):
+    import napari_blendphot.outputs as outputs
+
+    monkeypatch.setattr(outputs, "free_bytes", lambda folder: 50 * 1000**2)
+    _refused(["fetch-candels", "--cache-dir", tmp_path / "cache", "--url", "http://127.0.0.1:9/none.tar.gz"], capsys,
+             "not enough free space")
+    assert not (tmp_path / "cache" / "candels-blender-data.tar.gz").exists()

@@ -149,7 +149,7 @@ def write_blend_dataset(sample, out_dir, n: int = 30000, test_fraction: float = 
     """
     from napari_blendphot.blend.split import split_indices
     from napari_blendphot.provenance import make_provenance
-    from napari_blendphot.sample.galaxy_sample import central_segment
+    from napari_blendphot.sample.galaxy_sample import central_segment, check_pixel_range
     from napari_blendphot.tables import write_table
 
     out_dir = Path(out_dir)
@@ -163,6 +163,7 @@ def write_blend_dataset(sample, out_dir, n: int = 30000, test_fraction: float = 
     if not 0.0 <= float(test_fraction) < 1.0:
         raise InputError("test_fraction", f"must be in [0, 1), got {test_fraction!r}")
     check_dataset_output(out_dir, overwrite, int(n), inputs=[sample_path])
+    check_pixel_range(sample)
 
     # Independent streams for the split and each side's pairs, all from one seed.
     split_seed, train_seed, test_seed = np.random.SeedSequence(int(seed)).spawn(3)

@@ -46,6 +46,7 @@ def run(args) -> int:
 
     from napari_blendphot.blend.dataset import BlendDataset, check_dataset_output, summarize_blends, write_blend_dataset
     from napari_blendphot.errors import InputError
+    from napari_blendphot.sample.galaxy_sample import check_pixel_range
     from napari_blendphot.sample.io import load_sample
 
     if args.n_blends < 1:
@@ -61,6 +62,7 @@ def run(args) -> int:
 
     start = time.perf_counter()
     sample = load_sample(args.sample)
+    check_pixel_range(sample, args.sample)  # before the cleaning, not after
     print(sample.summary(), file=sys.stderr)
     # Hash the file the stamps came from ('embedded' resolves to a file too); the
     # cleaning that follows is recorded in the sample's provenance.

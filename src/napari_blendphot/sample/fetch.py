@@ -165,6 +165,8 @@ def download_archive(cache_dir=None, url: str = DEFAULT_URL, sha256: str | None 
 #: archive built to fill the disk (a "tar bomb": gigabytes of zeros compress
 #: to megabytes).
 MAX_UNPACKED_BYTES = 8 * 1024**3
+#: Disk space checked before fetching: the archive and the unpacked sample, with room to spare.
+FETCH_BYTES = 450 * 1000**2
 MAX_MEMBERS = 1000
 
 
@@ -328,6 +330,10 @@ def fetch_candels(cache_dir=None, url: str = DEFAULT_URL, sha256: str | None = K
         unpacked_from = (_marker_lines(target) or [""])[0]
         if not sha256 or unpacked_from == sha256.lower().removeprefix("sha256:"):
             return _data_folder(target, target)
+    # The archive (~120 MB) and what it unpacks to (~0.27 GB): room for both before downloading.
+    from napari_blendphot.outputs import check_free_space
+
+    check_free_space(cache, FETCH_BYTES, _cache_source(cache_dir))
     archive = download_archive(cache, url=url, sha256=sha256, force=force, progress=progress)
     return extract_archive(archive, target, force=True)
 

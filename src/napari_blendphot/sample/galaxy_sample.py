@@ -192,9 +192,27 @@ def _filled_float(column) -> np.ndarray:
     return np.asarray(column, dtype=np.float64)
 
 
-#: Largest pixel value a sample may hold: beyond it the sums of squares that photometry
-#: computes over a 128x128 stamp in 32-bit floats overflow (1e15^2 x 16384 < 3.4e38).
+#: Largest pixel value a sample may have to be blended and measured: beyond it the sums of
+#: squares that photometry computes over a 128x128 stamp in 32-bit floats overflow
+#: (1e15^2 x 16384 < 3.4e38).  A sample file may hold any finite value (the format is exact).
 MAX_PIXEL = 1e15
+
+
+def check_pixel_range(sample, source=None) -> None:
+    """Refuse a sample whose stamps hold values no photometry can sum (|pixel| > :data:`MAX_PIXEL`).
+
+    A 3e38 pixel is finite in float32, but SEP's sums over it are infinite:
+    such a galaxy came out "not detected" instead of as a damaged input.
+    """
+    images = sample.images
+    source = source if source is not None else (getattr(sample, "source", None) or "sample")
+    peaks = np.abs(images.reshape(len(images), -1)).max(axis=1)
+    huge = peaks > MAX_PIXEL
+    if huge.any():
+        first = int(np.flatnonzero(huge)[0])
+        raise InputError(source, f"{int(huge.sum())} stamp(s) hold pixel values beyond +-{MAX_PIXEL:g} (first: row "
+                         f"{first}, id {sample.catalog['id'][first]}, value {float(peaks[first]):.3g})",
+                         "no flux can be measured on them in 32-bit floats: a damaged or unscaled image?")
 
 
 def validate_sample(images, segmaps, catalog, source: str = "sample"):
@@ -237,12 +255,6 @@ def validate_sample(images, segmaps, catalog, source: str = "sample"):
         first = int(np.flatnonzero(bad.reshape(len(images), -1).any(axis=1))[0])
         raise InputError(source, f"{int(bad.reshape(len(images), -1).any(axis=1).sum())} stamp(s) contain NaN or "
                          f"infinite pixels (first: row {first}, id {catalog['id'][first]})")
-    huge = (np.abs(images) > MAX_PIXEL).reshape(len(images), -1).any(axis=1)
-    if huge.any():
-        first = int(np.flatnonzero(huge)[0])
-        raise InputError(source, f"{int(huge.sum())} stamp(s) hold pixel values beyond +-{MAX_PIXEL:g} (first: "
-                         f"row {first}, id {catalog['id'][first]}, value {float(np.abs(images[first]).max()):.3g})",
-                         "a blend of such stamps overflows 32-bit floats: a damaged or unscaled image?")
     try:
         types = np.char.strip(np.asarray(catalog["galtype"]).astype(str))
     except UnicodeDecodeError:

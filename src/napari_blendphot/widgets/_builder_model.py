@@ -342,6 +342,12 @@ def write_built_blends(blends, out_dir, provenance: dict | None = None, overwrit
         check_dataset_output(out_dir, overwrite, len(blends))
     except OutputExistsError:
         raise OutputExistsError(out_dir, "overwrite=True") from None
+    from napari_blendphot.sample.galaxy_sample import MAX_PIXEL
+
+    for number, blend in enumerate(blends):
+        if not np.all(np.abs(blend.blend) <= MAX_PIXEL):
+            raise InputError(f"blend {number}", f"holds pixel values beyond +-{MAX_PIXEL:g} (or not finite)",
+                             "no flux can be measured on it in 32-bit floats")
     rows = []
     for number, blend in enumerate(blends):
         row = {"id": number, "split": split, **{k: blend.row[k] for k in CATALOG_COLUMNS if k in blend.row}}

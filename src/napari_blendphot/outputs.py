@@ -22,7 +22,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import shutil
 from pathlib import Path
 
 from napari_blendphot.atomic import discard, is_partial_name, partial_name
@@ -71,6 +70,8 @@ def check_output_location(path, kind: str = "file", need_bytes: int = 0, source=
     if not existing.is_dir():
         raise InputError(source, f"{str(existing)!r} is a file, not a folder, so nothing can be written under it")
     probe_writable(existing, source)
+    if kind == "folder" and path.is_dir():
+        probe_writable(path, source)  # an existing output folder is written into, not only beside
     if need_bytes:
         check_free_space(existing, need_bytes, source)
 
@@ -375,10 +376,3 @@ def replace_folder_with(staging, folder, overwrite: bool, recognise, known, what
                   f"{kept}", file=sys.stderr)
 
     install_folder(staging, folder, replace=overwrite, remove_old=remove_old)
-
-
-def remove_tree_if_partial(path) -> None:
-    """Remove *path* if it is one of the writers' temporaries (never anything else)."""
-    path = Path(path)
-    if is_partial_name(path.name) and path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)

@@ -111,8 +111,14 @@ def test_existing_output_is_refused_then_replaced_with_overwrite(toy_sample, tmp
     with pytest.raises(OutputExistsError):
         write_blend_dataset(toy_sample, out, n=20, seed=1)
     assert (out / "notes.txt").read_text() == "mine"
+    # --overwrite replaces only a dataset: a folder of the user's is refused, by name (issue 19, item 1).
+    with pytest.raises(InputError, match="not a blend dataset written by blendphot"):
+        write_blend_dataset(toy_sample, out, n=20, seed=1, overwrite=True)
+    assert (out / "notes.txt").read_text() == "mine"
+    (out / "notes.txt").unlink()
+    write_blend_dataset(toy_sample, out, n=10, seed=2)
     write_blend_dataset(toy_sample, out, n=20, seed=1, overwrite=True)
-    assert not (out / "notes.txt").exists() and len(BlendDataset(out)) == 20
+    assert len(BlendDataset(out)) == 20
     empty = tmp_path / "empty"
     empty.mkdir()
     write_blend_dataset(toy_sample, empty, n=20, seed=1)  # an empty folder is fine

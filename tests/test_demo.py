@@ -87,3 +87,7 @@ def test_demo_screenshot_without_display(tmp_path):
     pixels = np.asarray(Image.open(out))
     assert pixels.shape[1] >= _demo.WINDOW_SIZE[0] and pixels.shape[0] >= _demo.WINDOW_SIZE[1]
     assert pixels.std() > 10
+    from napari_blendphot.outputs import is_project_png
+
+    # Tagged as the demo's own: a later --overwrite may replace it (issue 19), and no temporary is left.
+    assert is_project_png(out) and sorted(p.name for p in tmp_path.iterdir()) == ["demo.png"]

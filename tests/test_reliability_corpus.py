@@ -39,6 +39,7 @@ from bad_inputs import (
     write_valid_inputs,
 )
 from napari_blendphot.errors import InputError
+from napari_blendphot.tables import read_table, write_table
 
 
 @pytest.fixture(scope="module")
@@ -157,6 +158,8 @@ NATIVE_CASES = {
     "fuzz-naxis-huge": (lambda p: set_card(p, "NAXIS", "99999999", occurrence=1), "NAXIS = 99999999"),
     # fuzz: TFIELDS = 99999999 made astropy loop over 10^8 columns.
     "fuzz-tfields-huge": (lambda p: set_card(p, "TFIELDS", "99999999"), "TFIELDS = 99999999"),
+    # Issue 19: without its END card the primary header was read on through the data (seconds, memory).
+    "primary-header-without-end": (lambda p: replace_in_file(p, b"END" + b" " * 77, b" " * 80), "no END card"),
 }
 
 
@@ -421,7 +424,29 @@ def _other_dataset_catalog(folder):
         (folder / name).write_bytes((other / name).read_bytes())
 
 
+def _sorted_catalogues(folder):
+    # Issue 19: a catalogue re-sorted (both files alike) paired its rows with other blends, silently.
+    for name in ("catalog.csv", "catalog.fits"):
+        table = read_table(folder / name)
+        table.sort("g1_mag")
+        write_table(table, folder / name, overwrite=True)
+
+
+def _edited_csv_beside_fits(folder):
+    # Issue 19: an edited catalog.csv was ignored because catalog.fits is read first.
+    set_csv_cell(folder / "catalog.csv", "g1_flux", 2, "123.5")
+
+
+def _edited_fits_beside_csv(folder):
+    table = read_table(folder / "catalog.fits")
+    table["dx"][0] += 1
+    write_table(table, folder / "catalog.fits", overwrite=True)
+
+
 DATASET_CASES = {
+    "catalogue-re-sorted": (_sorted_catalogues, "rows must be in blend order"),
+    "catalogue-csv-edited-beside-fits": (_edited_csv_beside_fits, "catalog.fits is the one read"),
+    "catalogue-fits-edited-beside-csv": (_edited_fits_beside_csv, "disagree (column 'dx', row 0)"),
     "missing-blends": (lambda f: (f / "blends.npy").unlink(), "missing from the blend dataset"),
     "missing-catalogue": (lambda f: [(f / n).unlink() for n in ("catalog.csv", "catalog.fits")], "no catalog.fits"),
     "masks-float": (_dataset_npy("masks.npy", lambda a: a.astype(np.float32)), "expected uint8"),
@@ -487,7 +512,24 @@ def _integer_true_flux_with_empty_cell(path):
     edit_csv(path, edit)
 
 
+def _with_iou_column(value):
+    def edit(path):
+        def add(header, data):
+            header.append("g1_iou_sep")
+            for number, row in enumerate(data):
+                row.append(value if number == 1 else "0.5")
+        edit_csv(path, add)
+    return edit
+
+
 RESULTS_CASES = {
+    # Issue 19: rows pasted twice doubled N; impossible values were accepted.
+    "duplicated-row": ("csv", lambda p: duplicate_csv_row(p, 1), "appears in 2 rows"),
+    "detection-case-42": ("csv", lambda p: set_csv_cell(p, "detection_sep", 0, "42"), "detection cases are"),
+    "iou-7.5": ("csv", _with_iou_column("7.5"), "an IoU lies in [0, 1]"),
+    "predicted-flux-1e300": ("csv", lambda p: set_csv_cell(p, "g1_flux_sep", 2, "1e300"), "beyond any flux"),
+    "predicted-flux-infinite": ("csv", lambda p: set_csv_cell(p, "g2_flux_sep", 2, "inf"), "beyond any flux"),
+    "true-flux-1e300": ("csv", lambda p: set_csv_cell(p, "g1_flux", 2, "1e300"), "beyond any flux"),
     "fuzz-empty-cell-in-integer-true-flux": ("csv", _integer_true_flux_with_empty_cell, "not positive"),
     "empty-file": ("csv", lambda p: p.write_bytes(b""), "cannot read as a table"),
     "binary-garbage": ("csv", lambda p: p.write_bytes(bytes(range(256)) * 8), "cannot read as a table"),

@@ -99,6 +99,12 @@ def test_native_refuses_to_overwrite(toy_sample, tmp_path):
     with pytest.raises(OutputExistsError):
         write_native(toy_sample, path)
     assert path.read_text() == "precious"
+    # overwrite=True replaces a native sample file only, never a file of the user's (issue 19, item 1).
+    with pytest.raises(InputError, match="not a native sample file written by blendphot"):
+        write_native(toy_sample, path, overwrite=True)
+    assert path.read_text() == "precious"
+    path.unlink()
+    write_native(toy_sample[:3], path)
     write_native(toy_sample, path, overwrite=True)
     assert len(read_native(path)) == len(toy_sample)
 

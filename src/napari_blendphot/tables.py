@@ -9,7 +9,6 @@ carry it in the table header, with the provenance as a JSON string.
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
@@ -37,6 +36,29 @@ def _check_count_card(match, source: str) -> None:
         raise InputError(source, f"damaged FITS header: NAXIS{axis} = {value} (axis lengths cannot be negative)")
 
 
+#: Longest primary header accepted (blocks of 2880 bytes); ours take one or two.
+_MAX_HEADER_BLOCKS = 64
+
+
+def _check_primary_end(start: bytes, source: str) -> None:
+    """The primary header must end with an ``END`` card before its data or the next header.
+
+    Without it astropy reads on into the data looking for one: seconds and
+    several times the file's size in memory for a large file, then a wrong
+    reading or a confusing error.
+    """
+    if not start.startswith(b"SIMPLE"):
+        return
+    for at in range(0, len(start) - 79, 80):
+        card = start[at:at + 80]
+        keyword = card[:8].rstrip()
+        if keyword == b"END":
+            return
+        if at and (keyword == b"XTENSION" or keyword == b"SIMPLE" or any(b < 32 or b > 126 for b in card)):
+            break
+    raise InputError(source, "damaged FITS file: the primary header has no END card")
+
+
 def check_fits_header(path, source: str | None = None) -> None:
     """Refuse a FITS file with damaged ``NAXIS``/``NAXISn``/``TFIELDS`` cards before astropy parses it.
 
@@ -44,7 +66,9 @@ def check_fits_header(path, source: str | None = None) -> None:
     ``TFIELDS`` above 999 (the FITS standard's limit; astropy loops over that
     many axes or columns: minutes and gigabytes for ``99999999``) and a
     negative axis length (``NAXIS2 = -1`` gives a negative data size, and
-    astropy keeps re-reading the same header).  This scan of the raw bytes
+    astropy keeps re-reading the same header); a primary header without its
+    ``END`` card (astropy reads on through the data, with several times the
+    file's size in memory).  This scan of the raw bytes
     (gzip-compressed files are decompressed on the fly) is cheap by comparison.
     """
     import gzip
@@ -58,6 +82,8 @@ def check_fits_header(path, source: str | None = None) -> None:
     offset = 0
     try:
         with opener(path, "rb") as handle:
+            _check_primary_end(handle.read(_MAX_HEADER_BLOCKS * 2880), source)
+            handle.seek(0)
             while True:
                 block = handle.read(1 << 22)
                 if not block:
@@ -78,28 +104,52 @@ def check_fits_header(path, source: str | None = None) -> None:
         raise InputError(source, f"cannot read the file (truncated or corrupted?): {exc}") from None
 
 
+#: Table extensions by format (compared in lower case: ``.CSV`` from a spreadsheet is a CSV file).
+CSV_SUFFIXES = (".csv",)
+FITS_SUFFIXES = (".fits", ".fit", ".fits.gz")
+_UTF8_BOM = b"\xef\xbb\xbf"
+
+
+def table_format(path) -> str | None:
+    """``"csv"`` or ``"fits"`` from *path*'s extension, in any case; None for anything else."""
+    name = Path(path).name.lower()
+    if name.endswith(CSV_SUFFIXES):
+        return "csv"
+    if name.endswith(FITS_SUFFIXES):
+        return "fits"
+    return None
+
+
 def write_table(table, path, overwrite: bool = False) -> Path:
-    """Write *table* to ``.csv`` or ``.fits`` (by extension), atomically.
+    """Write *table* to ``.csv`` or ``.fits`` (by extension, in any case), atomically.
 
     Table ``meta`` entries (including a ``provenance`` dict) are kept.  An
-    existing file is replaced only with ``overwrite=True``.
+    existing file is replaced only with ``overwrite=True``; without it a file
+    that appears under *path* while this one is written is left alone too.
     """
-    from astropy.table import Table
+    from napari_blendphot.atomic import atomic_output
 
     path = Path(path)
     check_output_path(path, overwrite)
+    if table_format(path) is None:
+        raise InputError(path, f"unknown table extension {path.suffix!r}", "use .csv or .fits")
+    with atomic_output(path, replace=overwrite) as tmp:
+        write_table_file(table, tmp, table_format(path))
+    return path
+
+
+def write_table_file(table, path, fmt: str) -> None:
+    """Write *table* to *path* in *fmt* (``"csv"`` or ``"fits"``) directly (no temporary: the caller's job)."""
+    from astropy.table import Table
+
     table = Table(table, copy=False)
-    tmp = path.with_name(f".{path.name}.tmp")
-    suffix = "".join(path.suffixes[-2:]) if path.suffix == ".gz" else path.suffix
-    if suffix == ".csv":
-        out = table.copy(copy_data=False)
-        out.meta = {}
+    out = table.copy(copy_data=False)
+    out.meta = {}
+    if fmt == "csv":
         comments = [f"{_META_PREFIX}{dumps({key: value})}" for key, value in sorted(table.meta.items())]
         out.meta["comments"] = comments
-        out.write(tmp, format="ascii.csv", comment="# ", overwrite=True)
-    elif suffix in (".fits", ".fit", ".fits.gz"):
-        out = table.copy(copy_data=False)
-        out.meta = {}
+        out.write(path, format="ascii.csv", comment="# ", overwrite=True)
+    elif fmt == "fits":
         # astropy writes int8 columns as FITS logicals ('L'): SEP's detection
         # case (-1..3) would come back as booleans.  Widen them to int16.
         for name in out.colnames:
@@ -107,30 +157,37 @@ def write_table(table, path, overwrite: bool = False) -> Path:
                 out[name] = np.asarray(out[name], dtype=np.int16)
         for key, value in table.meta.items():
             out.meta[_fits_key(key)] = value if isinstance(value, (int, float, str, bool)) else dumps(value)
-        out.write(tmp, format="fits", overwrite=True)
+        out.write(path, format="fits", overwrite=True)
     else:
-        raise InputError(path, f"unknown table extension {path.suffix!r}", "use .csv or .fits")
-    os.replace(tmp, path)
-    return path
+        raise InputError(path, f"unknown table format {fmt!r}", "use csv or fits")
 
 
 def read_table(path):
-    """Read a table written by :func:`write_table` (or any CSV/FITS table)."""
+    """Read a table written by :func:`write_table` (or any CSV/FITS table).
+
+    The extension decides the format in any case (``.CSV``); a CSV file may
+    start with a UTF-8 byte-order mark (Excel's "CSV UTF-8").
+    """
     from astropy.table import Table
 
     path = Path(path)
     if not path.exists():
         raise InputError(path, "file not found")
+    if path.is_dir():
+        raise InputError(path, "is a folder, not a table file")
     try:
-        if path.suffix == ".csv":
-            table = Table.read(path, format="ascii.csv", comment="#", fast_reader=False)
+        if table_format(path) == "csv":
+            table = read_csv(path, comment="#")
             _restore_csv_meta(path, table)
         else:
             with open(path, "rb") as handle:
                 start = handle.read(9)
             if start == b"SIMPLE  =" or start[:2] == b"\x1f\x8b":
                 check_fits_header(path)
-            table = Table.read(path)
+            elif table_format(path) is None:
+                raise InputError(path, f"unknown table extension {path.suffix!r}",
+                                 "tables are .csv or .fits files")
+            table = Table.read(path, format="fits")
             for key in list(table.meta):
                 value = table.meta[key]
                 if isinstance(value, str) and value[:1] in "{[":
@@ -143,13 +200,34 @@ def read_table(path):
     except InputError:
         raise
     except Exception as exc:  # astropy raises many types for unreadable files
-        raise InputError(path, f"cannot read as a table: {exc}") from None
+        raise InputError(path, f"cannot read as a table: {_one_line(exc)}") from None
     return table
+
+
+def read_csv(path, **options):
+    """``Table.read(path, format="ascii.csv", fast_reader=False, **options)``, reading past a UTF-8 BOM.
+
+    Excel's "CSV UTF-8" starts the file with a byte-order mark, which would
+    otherwise become part of the first column's name.
+    """
+    from astropy.table import Table
+
+    with open(path, "rb") as handle:
+        has_bom = handle.read(3) == _UTF8_BOM
+    if not has_bom:
+        return Table.read(path, format="ascii.csv", fast_reader=False, **options)
+    with open(path, encoding="utf-8-sig", newline="") as handle:
+        return Table.read(handle.read().splitlines(), format="ascii.csv", fast_reader=False, **options)
+
+
+def _one_line(exc) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def _restore_csv_meta(path: Path, table) -> None:
     table.meta.pop("comments", None)
-    with open(path, encoding="utf-8", errors="replace") as handle:
+    with open(path, encoding="utf-8-sig", errors="replace") as handle:
         for line in handle:
             if not line.startswith("#"):
                 break

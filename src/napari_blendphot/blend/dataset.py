@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +24,7 @@ import numpy as np
 from napari_blendphot.blend.assemble import CATALOG_COLUMNS, BlendBatch, _blend_from_arrays, assemble_pairs, pair_catalog
 from napari_blendphot.blend.pairing import MAX_DMAG, SHIFT_TRIES, check_rule, draw_pairs
 from napari_blendphot.constants import STAMP_SIZE
-from napari_blendphot.errors import InputError, OutputExistsError
+from napari_blendphot.errors import InputError
 
 #: Array files of a dataset: name -> (dtype, shape after N).
 ARRAY_FILES = {
@@ -37,6 +35,43 @@ ARRAY_FILES = {
 }
 CATALOG_FILES = ("catalog.csv", "catalog.fits")
 PROVENANCE_FILE = "provenance.json"
+#: Every name a dataset folder holds: the only files an ``--overwrite`` deletes.
+DATASET_FILES = frozenset({*(f"{name}.npy" for name in ARRAY_FILES), *CATALOG_FILES, PROVENANCE_FILE})
+#: ``step`` of the provenance of the writers of dataset folders.
+DATASET_STEPS = ("blend", "blend-builder")
+#: Bytes per blend of the four arrays, and a generous bound for its two catalogue rows.
+BYTES_PER_BLEND = sum(int(np.prod(shape)) * np.dtype(dtype).itemsize for dtype, shape in ARRAY_FILES.values())
+CATALOG_BYTES_PER_BLEND = 2048
+
+
+def dataset_bytes(n: int) -> int:
+    """Disk space a dataset of *n* blends takes (arrays exactly, catalogues bounded)."""
+    return int(n) * (BYTES_PER_BLEND + CATALOG_BYTES_PER_BLEND) + 1024**2
+
+
+def is_blend_dataset_folder(folder) -> bool:
+    """A folder written by :func:`write_blend_dataset` or the Blend Builder (its ``provenance.json`` says so)."""
+    try:
+        record = json.loads((Path(folder) / PROVENANCE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and record.get("step") in DATASET_STEPS
+
+
+def check_dataset_output(out_dir, overwrite: bool, n_blends: int = 0, inputs=(), source=None) -> None:
+    """Everything about a dataset output folder that can be checked before computing.
+
+    The location can be written and has room for *n_blends*; no input lies
+    inside it; an existing folder is replaced only with *overwrite*, only when
+    it is a blend dataset and holds nothing else (:mod:`napari_blendphot.outputs`).
+    """
+    from napari_blendphot.outputs import check_inputs_outside, check_output_location, check_replaceable_folder
+
+    out_dir = Path(out_dir)
+    source = str(out_dir) if source is None else source
+    check_output_location(out_dir, "folder", dataset_bytes(n_blends) if n_blends else 0, source)
+    check_inputs_outside(out_dir, inputs, source)
+    check_replaceable_folder(out_dir, overwrite, is_blend_dataset_folder, DATASET_FILES, "a blend dataset")
 
 
 def split_counts(n: int, test_fraction: float, n_test: int | None = None) -> tuple[int, int]:
@@ -80,7 +115,8 @@ def write_blend_dataset(sample, out_dir, n: int = 30000, test_fraction: float = 
         Cleaned isolated galaxies (neighbour cleaning is the caller's step).
     out_dir : path-like
         Dataset folder to create.  An existing non-empty folder is refused
-        unless *overwrite*.
+        unless *overwrite*, and even then unless it is a blend dataset holding
+        nothing else (only the dataset's own files are deleted).
     n : int
         Total number of blends (paper: 30,000).
     test_fraction : float
@@ -93,7 +129,7 @@ def write_blend_dataset(sample, out_dir, n: int = 30000, test_fraction: float = 
     chunk_size : int
         Blends assembled and written per step (bounds the memory used).
     overwrite : bool
-        Replace an existing dataset folder.
+        Replace an existing dataset folder (one this project wrote).
     progress : callable, optional
         ``progress(done, total)`` after each chunk.
     sample_path : path-like, optional
@@ -113,7 +149,7 @@ def write_blend_dataset(sample, out_dir, n: int = 30000, test_fraction: float = 
     """
     from napari_blendphot.blend.split import split_indices
     from napari_blendphot.provenance import make_provenance
-    from napari_blendphot.sample.galaxy_sample import central_segment
+    from napari_blendphot.sample.galaxy_sample import central_segment, check_pixel_range
     from napari_blendphot.tables import write_table
 
     out_dir = Path(out_dir)
@@ -126,10 +162,8 @@ def write_blend_dataset(sample, out_dir, n: int = 30000, test_fraction: float = 
         raise InputError("chunk_size", f"must be a positive integer, got {chunk_size!r}")
     if not 0.0 <= float(test_fraction) < 1.0:
         raise InputError("test_fraction", f"must be in [0, 1), got {test_fraction!r}")
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(out_dir, "exists and is not a folder", "choose another output path")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
-        raise OutputExistsError(out_dir)
+    check_dataset_output(out_dir, overwrite, int(n), inputs=[sample_path])
+    check_pixel_range(sample)
 
     # Independent streams for the split and each side's pairs, all from one seed.
     split_seed, train_seed, test_seed = np.random.SeedSequence(int(seed)).spawn(3)
@@ -182,37 +216,63 @@ def write_blend_dataset(sample, out_dir, n: int = 30000, test_fraction: float = 
     )
     catalog.meta["provenance"] = provenance
 
+    from napari_blendphot.atomic import discard, make_partial_folder, remove_stale_partials
+
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    remove_stale_partials(out_dir.parent, out_dir.name)  # what killed runs left behind
+    staging = make_partial_folder(out_dir)
     try:
         all_pairs = [(p.central, p.companion, p.dy, p.dx) for _, p in sides]
         central = np.concatenate([p[0] for p in all_pairs])
         companion = np.concatenate([p[1] for p in all_pairs])
         dy = np.concatenate([p[2] for p in all_pairs])
         dx = np.concatenate([p[3] for p in all_pairs])
-        _write_arrays(staging, sample.images, central_masks, central, companion, dy, dx, chunk_size, progress)
+        _write_arrays(staging, sample.images, central_masks, central, companion, dy, dx, chunk_size, progress,
+                      source=out_dir)
         write_table(catalog, staging / "catalog.csv")
         write_table(catalog, staging / "catalog.fits")
-        from napari_blendphot.provenance import dumps
-
-        with open(staging / PROVENANCE_FILE, "w", encoding="utf-8") as handle:
-            json.dump(json.loads(dumps(provenance)), handle, indent=2, sort_keys=True)
-            handle.write("\n")
-        move_into_place(staging, out_dir)
+        write_dataset_provenance(staging, provenance)
+        move_into_place(staging, out_dir, overwrite=overwrite)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        discard(staging)
         raise
     return out_dir
 
 
-def _write_arrays(folder: Path, images, central_masks, central, companion, dy, dx, chunk_size, progress) -> None:
+#: Key of ``provenance.json`` recording the catalogues' SHA-256 as written (a cheap agreement check on reading).
+CATALOG_DIGESTS_KEY = "catalog_sha256"
+
+
+def write_dataset_provenance(folder, provenance: dict) -> None:
+    """Write ``provenance.json`` into a dataset folder whose catalogues are written already.
+
+    It records the SHA-256 of ``catalog.csv`` and ``catalog.fits``: a reader
+    that finds both unchanged knows they agree without comparing them.
+    """
+    from napari_blendphot.provenance import dumps, sha256_file
+
+    folder = Path(folder)
+    record = json.loads(dumps(provenance))
+    record[CATALOG_DIGESTS_KEY] = {name: sha256_file(folder / name) for name in CATALOG_FILES
+                                   if (folder / name).is_file()}
+    with open(folder / PROVENANCE_FILE, "w", encoding="utf-8") as handle:
+        json.dump(record, handle, indent=2, sort_keys=True)
+        handle.write("\n")
+
+
+def _write_arrays(folder: Path, images, central_masks, central, companion, dy, dx, chunk_size, progress,
+                  source=None) -> None:
     from numpy.lib.format import open_memmap
+
+    from napari_blendphot.outputs import reserve
 
     total = len(central)
     paths = {name: folder / f"{name}.npy" for name in ARRAY_FILES}
     for name, (dtype, shape) in ARRAY_FILES.items():
         created = open_memmap(paths[name], mode="w+", dtype=dtype, shape=(total, *shape))
         del created
+        # Take the disk blocks now: pages of a sparse map that find the disk full kill the process (SIGBUS).
+        reserve(paths[name], paths[name].stat().st_size, source)
     for start in range(0, total, chunk_size):
         stop = min(start + chunk_size, total)
         # Map the files afresh per chunk and drop the maps afterwards, so the
@@ -228,27 +288,19 @@ def _write_arrays(folder: Path, images, central_masks, central, companion, dy, d
             progress(stop, total)
 
 
-def move_into_place(staging: Path, out_dir: Path) -> None:
-    """Rename a completely written *staging* folder to *out_dir* (replacing an old one).
+def move_into_place(staging: Path, out_dir: Path, overwrite: bool = False) -> None:
+    """Rename a completely written *staging* folder to *out_dir*.
 
-    The caller has checked that replacing *out_dir* is allowed; a reader never
-    sees a half-written dataset under the final name.
+    A reader never sees a half-written dataset under the final name.  An
+    existing non-empty *out_dir* is replaced only with *overwrite* and only
+    when it is a blend dataset holding nothing else (checked again here: it
+    may have changed while the blends were written); then only the dataset's
+    own files are deleted.  Without *overwrite*, a folder that another run
+    created meanwhile is left alone (:class:`OutputExistsError`).
     """
-    if out_dir.exists():
-        # Only reached with overwrite=True or an empty folder: swap, then delete the old one.
-        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-        os.replace(out_dir, old / "dataset")
-        os.replace(staging, out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(staging, out_dir)
-    os.chmod(out_dir, 0o777 & ~_umask())
+    from napari_blendphot.outputs import replace_folder_with
 
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    replace_folder_with(staging, out_dir, overwrite, is_blend_dataset_folder, DATASET_FILES, "a blend dataset")
 
 
 # -- reading ---------------------------------------------------------------------------------
@@ -295,7 +347,7 @@ class BlendDataset:
         counts = {name: len(a) for name, a in arrays.items()}
         if len(set(counts.values())) != 1:
             raise InputError(self.path, f"array files disagree on the number of blends: {counts}")
-        self.catalog = _read_catalog(self.path)
+        self._catalog_file, self.catalog = _read_catalog(self.path)
         if len(self.catalog) != counts["blends"]:
             raise InputError(self.path, f"catalogue has {len(self.catalog)} rows but the arrays hold "
                                         f"{counts['blends']} blends")
@@ -316,6 +368,13 @@ class BlendDataset:
                 raise InputError(provenance_file, f"not valid JSON: {exc}") from None
             if not isinstance(self.provenance, dict):
                 raise InputError(provenance_file, "does not hold a JSON object")
+        _check_ids_are_rows(self.catalog, self._catalog_file)
+        _check_catalogs_agree(self.path, self.catalog, self._catalog_file, self.provenance)
+
+    @property
+    def catalog_path(self) -> Path:
+        """The catalogue file that was read (``catalog.fits`` when both exist; they must agree)."""
+        return self._catalog_file
 
     def __len__(self) -> int:
         return len(self.blends)
@@ -431,8 +490,72 @@ def _read_catalog(path: Path):
                         catalog[column] = np.char.strip(np.asarray(catalog[column]).astype(str))
                     except UnicodeDecodeError:
                         raise InputError(file, f"column {column!r} holds bytes that are not text") from None
-            return catalog
+            return file, catalog
     raise InputError(path, "blend dataset has no catalog.fits or catalog.csv")
+
+
+def _check_ids_are_rows(catalog, source) -> None:
+    """Every dataset is written with blend id == row: a re-sorted catalogue would pair rows with other arrays."""
+    ids = np.asarray(catalog["id"], np.int64)
+    wrong = np.flatnonzero(ids != np.arange(len(ids)))
+    if wrong.size:
+        row = int(wrong[0])
+        raise InputError(source, f"catalogue row {row} has blend id {int(ids[row])}: rows must be in blend "
+                                 "order (id == row) to match the arrays",
+                         "was the catalogue re-sorted or edited? sort it by id or write the dataset again")
+
+
+def _check_catalogs_agree(folder: Path, catalog, read_from: Path, provenance: dict) -> None:
+    """Refuse a dataset whose ``catalog.csv`` and ``catalog.fits`` say different things.
+
+    The FITS file is the one read; an edited CSV would otherwise be silently
+    ignored.  Files unchanged since writing (their SHA-256 in
+    ``provenance.json``) agree without a comparison.
+    """
+    from napari_blendphot.provenance import sha256_file
+
+    files = [folder / name for name in CATALOG_FILES]
+    if not all(f.is_file() for f in files):
+        return
+    recorded = provenance.get(CATALOG_DIGESTS_KEY) if isinstance(provenance, dict) else None
+    if isinstance(recorded, dict) and all(recorded.get(f.name) == sha256_file(f) for f in files):
+        return
+    other_file = next(f for f in files if f != read_from)
+    from astropy.table import Table
+
+    try:
+        other = Table.read(other_file, format="ascii.csv", comment="#") if other_file.suffix == ".csv" \
+            else Table.read(other_file)
+    except Exception as exc:
+        raise InputError(other_file, f"cannot be read to compare it with {read_from.name}, which is the one "
+                                     f"read: {exc}") from None
+    problem = _first_difference(catalog, other)
+    if problem:
+        raise InputError(folder, f"{CATALOG_FILES[0]} and {CATALOG_FILES[1]} disagree ({problem}); "
+                                 f"{read_from.name} is the one read",
+                         f"remove the one that is wrong, or write the dataset again")
+
+
+def _first_difference(catalog, other) -> str | None:
+    if len(catalog) != len(other):
+        return f"{len(catalog)} rows against {len(other)}"
+    for name in catalog.colnames:
+        if name not in other.colnames:
+            return f"column {name!r} is in one only"
+        a, b = np.asarray(catalog[name]), np.asarray(other[name])
+        if a.dtype.kind in "SU" or b.dtype.kind in "SU" or a.dtype.kind == "O" or b.dtype.kind == "O":
+            a = np.char.strip(np.char.decode(a, "ascii", "replace") if a.dtype.kind == "S" else a.astype(str))
+            b = np.char.strip(np.char.decode(b, "ascii", "replace") if b.dtype.kind == "S" else b.astype(str))
+            differ = a != b
+        else:
+            try:
+                a, b = a.astype(np.float64), b.astype(np.float64)
+            except (TypeError, ValueError):
+                return f"column {name!r} is not numeric in one of them"
+            differ = ~((a == b) | (np.isnan(a) & np.isnan(b)))
+        if np.any(differ):
+            return f"column {name!r}, row {int(np.flatnonzero(differ)[0])}"
+    return None
 
 
 #: Catalogue columns that must hold whole numbers, finite numbers, finite positive

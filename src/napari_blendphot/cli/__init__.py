@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from napari_blendphot import __version__
@@ -48,9 +49,12 @@ def main(argv=None) -> int:
 def run_parser(parser: argparse.ArgumentParser, argv, prog: str) -> int:
     """Parse *argv*, run the chosen sub-command and turn our errors into exit codes.
 
-    Bad input (:class:`BlendphotError`) is one line on stderr and exit code 2,
-    never a traceback; Ctrl-C is exit code 130.  Shared by ``blendphot`` and
-    ``python -m training``.
+    Bad input (:class:`BlendphotError`) and any failure of the system
+    (:class:`OSError`: a full disk, a read-only folder, a file where a folder
+    belongs) are one line on stderr and exit code 2, never a traceback; Ctrl-C
+    is exit code 130; output into a closed pipe (``| head -1``) ends quietly
+    with 141, the status of a process ended by SIGPIPE.  Shared by
+    ``blendphot`` and ``python -m training``.
     """
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -58,13 +62,56 @@ def run_parser(parser: argparse.ArgumentParser, argv, prog: str) -> int:
         return 2
     try:
         result = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
     except BlendphotError as exc:
-        print(f"{prog} {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return _error(prog, args.command, str(exc))
+    except BrokenPipeError:
+        _silence_closed_streams()
+        return PIPE_CLOSED_STATUS
+    except OSError as exc:
+        return _error(prog, args.command, os_error_message(exc))
     except KeyboardInterrupt:
-        print(f"{prog} {args.command}: interrupted", file=sys.stderr)
+        _print_quietly(f"{prog} {args.command}: interrupted")
         return 130
     return int(result or 0)
+
+
+#: Exit status of a command whose output pipe was closed (128 + SIGPIPE, what shells report).
+PIPE_CLOSED_STATUS = 141
+
+
+def os_error_message(exc: OSError) -> str:
+    """``path: problem`` for an :class:`OSError` (temporaries shown as the output they stand for)."""
+    from napari_blendphot.atomic import display_path
+
+    problem = exc.strerror or str(exc) or type(exc).__name__
+    if exc.filename is not None:
+        target = f" -> {display_path(exc.filename2)}" if getattr(exc, "filename2", None) else ""
+        return f"{display_path(exc.filename)}{target}: {problem}"
+    return problem
+
+
+def _error(prog: str, command: str, message: str) -> int:
+    _print_quietly(f"{prog} {command}: error: {message}")
+    return 2
+
+
+def _print_quietly(line: str) -> None:
+    try:
+        print(line, file=sys.stderr)
+    except (BrokenPipeError, ValueError):
+        _silence_closed_streams()
+
+
+def _silence_closed_streams() -> None:
+    """Point stdout and stderr at /dev/null so that the interpreter's final flush finds no closed pipe."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            os.dup2(devnull, stream.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
+    os.close(devnull)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -44,8 +44,9 @@ def run(args) -> int:
     import time
     from pathlib import Path
 
-    from napari_blendphot.blend.dataset import BlendDataset, summarize_blends, write_blend_dataset
-    from napari_blendphot.errors import InputError, OutputExistsError
+    from napari_blendphot.blend.dataset import BlendDataset, check_dataset_output, summarize_blends, write_blend_dataset
+    from napari_blendphot.errors import InputError
+    from napari_blendphot.sample.galaxy_sample import check_pixel_range
     from napari_blendphot.sample.io import load_sample
 
     if args.n_blends < 1:
@@ -55,14 +56,13 @@ def run(args) -> int:
     if not 0.0 <= args.test_fraction < 1.0:
         raise InputError("argument --test-fraction", f"must be in [0, 1), got {args.test_fraction}")
     output = Path(args.output)
-    # Fail before the cleaning and blending, not after.
-    if output.exists() and not output.is_dir():
-        raise InputError(f"argument -o {output}", "exists and is not a folder")
-    if output.is_dir() and any(output.iterdir()) and not args.overwrite:
-        raise OutputExistsError(output)
+    # Fail before the cleaning and blending, not after: location, free space, what would be replaced.
+    sample_input = args.sample if os.path.exists(args.sample) else None
+    check_dataset_output(output, args.overwrite, args.n_blends, inputs=[sample_input], source=f"argument -o {output}")
 
     start = time.perf_counter()
     sample = load_sample(args.sample)
+    check_pixel_range(sample, args.sample)  # before the cleaning, not after
     print(sample.summary(), file=sys.stderr)
     # Hash the file the stamps came from ('embedded' resolves to a file too); the
     # cleaning that follows is recorded in the sample's provenance.

@@ -29,14 +29,15 @@ def run(args) -> int:
     from pathlib import Path
 
     from napari_blendphot.curation import DecisionStore, export_accepted
-    from napari_blendphot.errors import InputError, check_output_path
+    from napari_blendphot.errors import InputError
     from napari_blendphot.sample.io import load_sample
+    from napari_blendphot.sample.io_native import check_native_output
 
     sidecar = Path(args.sidecar)
     if not sidecar.is_file():
         # DecisionStore would start a new, empty sidecar: here that is a typo, not a wish.
         raise InputError(sidecar, "curation sidecar not found")
-    check_output_path(args.output, args.overwrite)
+    check_native_output(args.output, args.overwrite, inputs=[args.sample, sidecar], source=f"argument -o {args.output}")
     sample = load_sample(args.sample)
     store = DecisionStore(sidecar, sample, repair=args.repair)
     if store.backup_path is not None:

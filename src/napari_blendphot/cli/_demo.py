@@ -70,13 +70,13 @@ def print_summaries(stream=None) -> None:
 
 
 def run(args) -> int:
-    from napari_blendphot.errors import InputError, check_output_path
+    from napari_blendphot.errors import InputError
 
     screenshot = os.path.abspath(args.screenshot) if args.screenshot else None
     if screenshot:
         if not screenshot.lower().endswith(".png"):
             raise InputError(f"argument --screenshot {args.screenshot}", "must end in .png")
-        check_output_path(screenshot, args.overwrite)
+        check_screenshot_output(screenshot, args.overwrite, source=f"argument --screenshot {args.screenshot}")
     if not has_display():
         if screenshot and not os.environ.get(UNDER_XVFB_ENV):
             return rerun_under_xvfb()
@@ -86,7 +86,27 @@ def run(args) -> int:
               "  (uses a virtual X server, xvfb-run, when there is no display).\n", file=sys.stderr)
         print_summaries()
         return 0
-    return open_demo(screenshot, no_models=args.no_models, seed=args.seed, wait=args.wait)
+    return open_demo(screenshot, no_models=args.no_models, seed=args.seed, wait=args.wait, overwrite=args.overwrite)
+
+
+def check_screenshot_output(path, overwrite: bool, source=None) -> None:
+    """Before the window opens: the PNG can be written, and an existing one is replaced only if the demo made it."""
+    from napari_blendphot.outputs import check_output_location, check_replaceable_file, is_project_png
+
+    check_output_location(path, "file", 16 * 1024**2, source)
+    check_replaceable_file(path, overwrite, is_project_png, "a screenshot")
+
+
+def write_screenshot(viewer, path, overwrite: bool) -> None:
+    """The whole window as a PNG, atomically, tagged as the project's (``Software: napari-blendphot``)."""
+    from matplotlib.image import imsave
+
+    from napari_blendphot.atomic import atomic_output
+    from napari_blendphot.outputs import PNG_SOFTWARE
+
+    image = viewer.screenshot(canvas_only=False)
+    with atomic_output(path, suffix=".png", replace=overwrite) as tmp:
+        imsave(tmp, image, format="png", metadata={"Software": PNG_SOFTWARE})
 
 
 def rerun_under_xvfb() -> int:
@@ -182,7 +202,7 @@ def _select_position_layer(viewer) -> None:
 
 
 def open_demo(screenshot: str | None, no_models: bool = False, seed: int = DEMO_PAIR_SEED,
-              wait: float = 60.0) -> int:
+              wait: float = 60.0, overwrite: bool = False) -> int:
     import napari
 
     print_summaries(sys.stderr)
@@ -203,7 +223,7 @@ def open_demo(screenshot: str | None, no_models: bool = False, seed: int = DEMO_
     _select_position_layer(viewer)
     _process_events(0.3)
     os.makedirs(os.path.dirname(screenshot) or ".", exist_ok=True)
-    viewer.screenshot(screenshot, canvas_only=False)
+    write_screenshot(viewer, screenshot, overwrite)
     viewer.close()
     print(f"blendphot demo: wrote {screenshot}", file=sys.stderr)
     return 0

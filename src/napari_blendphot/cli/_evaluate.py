@@ -20,8 +20,11 @@ def register(subparsers) -> None:
 
 
 def _run(args) -> int:
-    from napari_blendphot.report.evaluate import evaluate
+    from napari_blendphot.outputs import check_output_location
+    from napari_blendphot.report.evaluate import REPORT_BYTES, evaluate
 
+    # The output location first: before the results table is read and the figures drawn.
+    check_output_location(args.output, "folder", REPORT_BYTES, source=f"argument -o {args.output}")
     report = evaluate(args.results, args.output, overwrite=args.overwrite)
     summary = report.summary
     selection = "detected" if "detected" in set(summary["selection"]) else "all"

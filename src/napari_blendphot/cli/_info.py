@@ -26,7 +26,18 @@ def describe(path) -> str:
     """The summary text ``blendphot info`` prints for *path*."""
     from pathlib import Path
 
+    import stat
+
     folder = Path(path)
+    try:
+        mode = folder.stat().st_mode
+    except OSError:
+        mode = None
+    if mode is not None and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        from napari_blendphot.errors import InputError
+
+        raise InputError(path, "is neither a file nor a folder (a pipe, socket or device)",
+                         "give a sample .fits file, a CANDELS folder, a folder of cutouts or a blend dataset")
     if folder.is_dir() and (folder / "blends.npy").is_file():
         return _describe_blends(folder)
     from napari_blendphot.sample.io import load_sample
@@ -50,7 +61,10 @@ def _describe_blends(folder) -> str:
         BlendDataset = None
     if BlendDataset is not None:
         dataset = BlendDataset(folder)
-        return f"blend dataset {folder}\n" + summarize_blends(dataset.catalog)
+        others = [name for name in ("catalog.csv", "catalog.fits")
+                  if name != dataset.catalog_path.name and (folder / name).is_file()]
+        read = f"catalogue read from {dataset.catalog_path.name}" + (f" ({others[0]} agrees)" if others else "")
+        return f"blend dataset {folder} ({read})\n" + summarize_blends(dataset.catalog)
     # Without the dataset reader: counts from the catalogue alone.
     from napari_blendphot.tables import read_table
 

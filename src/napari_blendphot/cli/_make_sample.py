@@ -49,7 +49,7 @@ def run(args) -> int:
     import time
 
     from napari_blendphot.errors import InputError, check_output_path
-    from napari_blendphot.sample.io_native import write_native
+    from napari_blendphot.sample.io_native import check_native_output, write_native
     from napari_blendphot.sample.mock import DEFAULT_EXPOSURE_TIME, make_mock_sample
 
     if args.n_galaxies < 1:
@@ -61,8 +61,8 @@ def run(args) -> int:
                          "use --mock-version 2")
     if args.models_out is not None and not str(args.models_out).endswith(".npz"):
         raise InputError(args.models_out, "the models file must end in .npz")
-    # Fail before minutes of drawing, not after.
-    check_output_path(args.output, args.overwrite)
+    # Fail before minutes of drawing, not after: location, free space, what would be replaced.
+    check_native_output(args.output, args.overwrite, args.n_galaxies, source=f"argument -o {args.output}")
     if args.models_out is not None:
         check_output_path(args.models_out, args.overwrite)
 

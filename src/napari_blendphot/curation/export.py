@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_blendphot.errors import InputError, check_output_path
+from napari_blendphot.errors import InputError
 
 __all__ = ["curated_sample", "export_accepted"]
 
@@ -75,12 +75,14 @@ def export_accepted(sample, store, path, overwrite: bool = False) -> Path:
         The curated sample (the one *store* was opened for).
     store : DecisionStore
     path : path-like
-        Output ``.fits`` file; an existing file is replaced only with *overwrite*.
+        Output ``.fits`` file; an existing native sample file is replaced only with *overwrite*
+        (never the curated sample itself, never a file of another kind).
     """
-    from napari_blendphot.sample.io_native import write_native
+    from napari_blendphot.sample.io_native import check_native_output, write_native
 
     path = Path(path)
-    check_output_path(path, overwrite)
     if path.resolve() == Path(store.path).resolve():
         raise InputError(path, "is the curation sidecar itself", "choose another output file")
+    source = getattr(sample, "source", None)
+    check_native_output(path, overwrite, inputs=[source] if source and Path(str(source)).is_file() else ())
     return write_native(curated_sample(sample, store), path, overwrite=overwrite)

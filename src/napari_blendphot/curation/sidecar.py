@@ -185,27 +185,16 @@ def _now() -> str:
 
 
 def _write_atomically(path: Path, text: str) -> None:
-    """Replace *path* by *text*: temp file in the same folder, fsync, os.replace, fsync the folder."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    """Replace *path* by *text*: a unique temporary in the same folder, fsync, rename, fsync the folder.
+
+    :func:`napari_blendphot.atomic.atomic_output` does exactly that (it syncs
+    the file before the rename and the folder after it).
+    """
+    from napari_blendphot.atomic import atomic_output
+
+    with atomic_output(path, fsync=True) as tmp:
         with open(tmp, "w", encoding="utf-8", newline="\n") as handle:
             handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    try:  # make the rename itself durable; not possible on every platform
-        folder = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(folder)
-    except OSError:
-        pass
-    finally:
-        os.close(folder)
 
 
 @dataclass
@@ -331,7 +320,10 @@ class DecisionStore:
                                              else ""), len(parsed.records), len(parsed.problems))
             stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
             self.backup_path = self.path.with_name(f"{self.path.name}.damaged-{stamp}.bak")
-            shutil.copy2(self.path, self.backup_path)
+            from napari_blendphot.atomic import atomic_output
+
+            with atomic_output(self.backup_path, replace=False) as tmp:
+                shutil.copy2(self.path, tmp)
             self.repair_problems = list(parsed.problems)
             self.records = list(parsed.records)
             self._save()

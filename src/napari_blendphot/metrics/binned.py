@@ -242,6 +242,11 @@ def binned_by_morphology(table, method: str, galaxy: str = "both", selection: st
         stats = binned_stats(part["pair_dmag"], part["dmag"], edges, ~np.asarray(part["detected"]))
         stats.add_column(np.full(len(stats), galtype), name="type", index=0)
         parts.append(stats)
+    if not parts:  # an empty selection: no type, no rows (the figure says "no data")
+        empty = np.zeros(0)
+        stats = binned_stats(empty, empty, edges, np.zeros(0, bool))[:0]
+        stats.add_column(np.zeros(0, dtype="U8"), name="type", index=0)
+        parts.append(stats)
     out = vstack(parts, metadata_conflicts="silent")
     out.meta = {"method": method, "galaxy": galaxy, "selection": selection, "x": "pair_dmag"}
     return out
@@ -266,8 +271,10 @@ def stats_by_morphology_pair(table, method: str, galaxy: str = "both", selection
             rows.append((own, other, len(part), int((~np.asarray(part["detected"])).sum()),
                          phot.bias(dmag), phot.bias(dmag, "median"), phot.sigma(dmag), phot.nmad(dmag),
                          phot.outlier_fraction(dmag)))
-    return Table(rows=rows, names=("type", "neighbour_type", "n", "n_undetected", "mean", "median", "sigma",
-                                   "nmad", "outlier_fraction"))
+    names = ("type", "neighbour_type", "n", "n_undetected", "mean", "median", "sigma", "nmad", "outlier_fraction")
+    if not rows:
+        return Table(names=names, dtype=("U8", "U8", int, int, float, float, float, float, float))
+    return Table(rows=rows, names=names)
 
 
 def iou_by_morphology_pair(table, method: str):
@@ -291,8 +298,10 @@ def iou_by_morphology_pair(table, method: str):
             if keep.any():
                 rows.append((own, other, int(keep.sum()), mean_iou(iou1[keep]), mean_iou(iou2[keep]),
                              mean_iou(np.concatenate([iou1[keep], iou2[keep]]))))
-    return Table(rows=rows, names=("central_type", "companion_type", "n", "mean_iou_central",
-                                   "mean_iou_companion", "mean_iou"))
+    names = ("central_type", "companion_type", "n", "mean_iou_central", "mean_iou_companion", "mean_iou")
+    if not rows:
+        return Table(names=names, dtype=("U8", "U8", int, float, float, float))
+    return Table(rows=rows, names=names)
 
 
 def _types_in(values) -> list[str]:

@@ -13,8 +13,6 @@ Keras is imported inside the functions: importing this module is cheap.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 
@@ -50,14 +48,10 @@ def save_model(model, path, overwrite: bool = False) -> Path:
     check_output_path(path, overwrite)
     # Write beside the target then rename: an interrupted save never leaves a
     # truncated file under the final name.
-    handle, temporary = tempfile.mkstemp(suffix=".keras", prefix=f".{path.stem}-", dir=path.parent)
-    os.close(handle)
-    try:
-        model.save(temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+    from napari_blendphot.atomic import atomic_output
+
+    with atomic_output(path, suffix=".keras", replace=overwrite) as temporary:
+        model.save(str(temporary))
     return path
 
 

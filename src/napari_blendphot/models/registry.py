@@ -315,5 +315,7 @@ def write_manifest(
         notes=str(notes),
         manifest_path=manifest_path,
     )
-    manifest_path.write_text(manifest.to_json(), encoding="utf-8")
+    from napari_blendphot.atomic import write_text_atomic
+
+    write_text_atomic(manifest_path, manifest.to_json())
     return manifest

@@ -9,7 +9,9 @@
   Figs 5-6), ``fig_dmag_vs_pair_dmag.png`` (Fig 7), ``fig_binned_summary.png``
   (Fig 8), ``fig_by_morphology.png`` (Fig 9, when types are known),
   ``fig_iou.png`` (Fig 12, when IoU columns exist), ``fig_dmag_histograms.png``;
-- ``report.md`` and ``report.html`` (figures linked by relative path).
+- ``report.md`` and ``report.html`` (figures linked by relative path);
+- ``report_manifest.json``: the files above (what a later ``--overwrite`` may
+  replace, and the only files it ever deletes).
 
 The output is deterministic: the same results table gives the same bytes
 (no dates; PNGs saved without a software/date stamp).
@@ -18,13 +20,14 @@ The output is deterministic: the same results table gives the same bytes
 from __future__ import annotations
 
 import html
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from napari_blendphot.errors import InputError, check_output_path
+from napari_blendphot.errors import InputError
 from napari_blendphot.metrics import binned
 from napari_blendphot.metrics.masks import mean_iou
 from napari_blendphot.metrics.photometry import photometry_stats
@@ -55,10 +58,12 @@ class EvaluationReport:
     markdown_path: Path
     html_path: Path
     figures: dict = field(default_factory=dict)  # {name: Path}
+    manifest_path: Path | None = None
 
     @property
     def paths(self) -> list[Path]:
-        return [self.summary_path, self.markdown_path, self.html_path, *self.figures.values()]
+        return [self.summary_path, self.markdown_path, self.html_path, *self.figures.values(),
+                *([self.manifest_path] if self.manifest_path else [])]
 
 
 def summary_table(table):
@@ -115,6 +120,74 @@ def _histogram_figure(table):
     return figure
 
 
+#: The report folder's own record of the files it wrote: what a later ``--overwrite`` may
+#: replace or delete (stale figures of an older run), and nothing else.
+MANIFEST_NAME = "report_manifest.json"
+_MANIFEST_FORMAT = "blendphot-report"
+#: Disk space checked before a report is computed (figures, tables, text: a few MB).
+REPORT_BYTES = 32 * 1024**2
+
+
+def read_manifest(out_dir) -> dict | None:
+    """The manifest of a report folder (``{"files": [...], "complete": bool}``), or None if it has none of ours."""
+    path = Path(out_dir) / MANIFEST_NAME
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("format") != _MANIFEST_FORMAT:
+        return None
+    files = record.get("files")
+    if not isinstance(files, list) or not all(isinstance(f, str) and f and "/" not in f and f not in (".", "..")
+                                              for f in files):
+        return None
+    return {"files": list(files), "complete": bool(record.get("complete"))}
+
+
+def check_report_output(out_dir, names, overwrite: bool, inputs=(), source=None) -> dict | None:
+    """Check a report folder before computing; return its old manifest (None if none).
+
+    The folder can be made and written and has room; no input is one of the
+    report's files; a file the report will write that exists already is
+    replaced only with *overwrite* and only when the folder's manifest lists
+    it (the report wrote it).  A manifest marked incomplete is what a killed
+    run left: its files are replaced without *overwrite*.
+    """
+    from napari_blendphot.errors import OutputExistsError
+    from napari_blendphot.outputs import check_inputs_outside, check_output_location
+
+    out_dir = Path(out_dir)
+    source = str(out_dir) if source is None else source
+    check_output_location(out_dir, "folder", REPORT_BYTES, source)
+    old = read_manifest(out_dir) if out_dir.is_dir() else None
+    ours = set(old["files"]) | {MANIFEST_NAME} if old else set()
+    replaceable = overwrite or (old is not None and not old["complete"])
+    for name in [*names, MANIFEST_NAME]:
+        target = out_dir / name
+        check_inputs_outside(target, inputs, source)
+        if not os.path.lexists(target):
+            continue
+        if target.is_symlink() or not target.is_file():
+            raise InputError(target, "is not a plain file; refusing to replace it", "move it away")
+        if name in ours and replaceable:
+            continue
+        if not overwrite:
+            raise OutputExistsError(target)
+        raise InputError(target, "exists and was not written by blendphot evaluate (the folder's "
+                                 f"{MANIFEST_NAME} does not list it); refusing to replace it",
+                         "move it away or choose another output folder")
+    return old
+
+
+def _write_manifest(out_dir: Path, files, complete: bool) -> None:
+    from napari_blendphot.atomic import atomic_output
+
+    path = out_dir / MANIFEST_NAME
+    text = json.dumps({"format": _MANIFEST_FORMAT, "complete": complete, "files": sorted(files)}, indent=2) + "\n"
+    with atomic_output(path, replace=os.path.lexists(path)) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
 def evaluate(results, out_dir, overwrite: bool = False) -> EvaluationReport:
     """Write the evaluation report of a results table.
 
@@ -126,13 +199,26 @@ def evaluate(results, out_dir, overwrite: bool = False) -> EvaluationReport:
     out_dir : path
         Output folder (created if missing).
     overwrite : bool
-        Replace report files already in *out_dir*; without it, nothing is
-        written when any of them exists.
+        Replace a report written there before (only the files its manifest
+        lists; figures of the old report that the new one does not make are
+        deleted); without it, nothing is written when any report file exists.
+
+    Every file is computed under a temporary name first; then the manifest
+    (listing old and new files), the files and the final manifest take their
+    names.  A kill leaves the old report, or the new one, or a mix whose
+    manifest is marked incomplete and lists every file (a rerun replaces it).
     """
+    from napari_blendphot.atomic import (
+        discard,
+        fsync_path,
+        install_file,
+        partial_name,
+        remove_stale_partials,
+    )
     from napari_blendphot.provenance import make_provenance, sha256_file
     from napari_blendphot.report.figures import save_figure
     from napari_blendphot.report.results import _validate, read_results
-    from napari_blendphot.tables import write_table
+    from napari_blendphot.tables import write_table_file
 
     if isinstance(results, (str, os.PathLike)):
         source = Path(results)
@@ -144,35 +230,55 @@ def evaluate(results, out_dir, overwrite: bool = False) -> EvaluationReport:
         source = None
         inputs = {}
     out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(out_dir, "exists and is not a folder")
     jobs = _figure_jobs(table)
-    targets = [out_dir / "summary.csv", out_dir / "report.md", out_dir / "report.html",
-               *(out_dir / f"{name}.png" for name, _, _ in jobs)]
-    for target in targets:
-        check_output_path(target, overwrite)
+    names = ["summary.csv", "report.md", "report.html", *(f"{name}.png" for name, _, _ in jobs)]
+    old = check_report_output(out_dir, names, overwrite, inputs=[source] if source else ())
 
     summary = summary_table(table)
     provenance = make_provenance("evaluate", inputs=inputs)
     summary.meta["provenance"] = provenance
     summary.meta["results_provenance"] = table.meta.get("provenance", {})
     summary.meta["zero_points"] = {m: binned.zero_point_of(table, m) for m in summary["method"]}
+    created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
-    summary_path = write_table(_rounded(summary), out_dir / "summary.csv", overwrite=overwrite)
-
-    figure_paths, captions = {}, {}
-    for name, caption, build in jobs:
-        path = out_dir / f"{name}.png"
-        save_figure(build(), path)
-        figure_paths[name], captions[name] = path, caption
-
-    context = _ReportContext(table, summary, figure_paths, captions, provenance,
-                             source.name if source else "in-memory table")
-    markdown_path = out_dir / "report.md"
-    _write_text(markdown_path, context.markdown())
-    html_path = out_dir / "report.html"
-    _write_text(html_path, context.html())
-    return EvaluationReport(out_dir, summary, summary_path, markdown_path, html_path, figure_paths)
+    remove_stale_partials(out_dir)
+    staged = {}
+    try:
+        staged["summary.csv"] = partial_name(out_dir / "summary.csv", ".csv")
+        write_table_file(_rounded(summary), staged["summary.csv"], "csv")
+        figure_paths, captions = {}, {}
+        for name, caption, build in jobs:
+            staged[f"{name}.png"] = partial_name(out_dir / f"{name}.png", ".png")
+            save_figure(build(), staged[f"{name}.png"])
+            figure_paths[name], captions[name] = out_dir / f"{name}.png", caption
+        context = _ReportContext(table, summary, figure_paths, captions, provenance,
+                                 source.name if source else "in-memory table")
+        for name, text in (("report.md", context.markdown()), ("report.html", context.html())):
+            staged[name] = partial_name(out_dir / name)
+            staged[name].write_text(text, encoding="utf-8", newline="\n")
+        for path in staged.values():
+            fsync_path(path)
+        old_files = set(old["files"]) if old else set()
+        _write_manifest(out_dir, (old_files & set(os.listdir(out_dir))) | set(names), complete=False)
+        for name in names:
+            install_file(staged[name], out_dir / name, replace=os.path.lexists(out_dir / name))
+        for name in sorted(old_files - set(names)):  # figures of the old report that this one does not make
+            stale = out_dir / name
+            if stale.is_file() and not stale.is_symlink():
+                stale.unlink()
+        _write_manifest(out_dir, names, complete=True)
+    except BaseException:
+        for path in staged.values():
+            discard(path)
+        if created:
+            try:
+                out_dir.rmdir()
+            except OSError:
+                pass
+        raise
+    fsync_path(out_dir)
+    return EvaluationReport(out_dir, summary, out_dir / "summary.csv", out_dir / "report.md", out_dir / "report.html",
+                            figure_paths, out_dir / MANIFEST_NAME)
 
 
 def _rounded(summary):
@@ -182,12 +288,6 @@ def _rounded(summary):
         if out[name].dtype.kind == "f":
             out[name] = np.round(np.asarray(out[name], dtype=float), 6)
     return out
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8", newline="\n")
-    os.replace(tmp, path)
 
 
 def _fmt(value, spec: str) -> str:
@@ -210,6 +310,10 @@ class _ReportContext:
 
     def rows(self, selection):
         for row in self.summary[np.asarray(self.summary["selection"]) == selection]:
+            if int(row["n"]) - int(row["n_undetected"]) == 0:  # nothing measured: every statistic undefined
+                yield (str(row["label"]), str(row["galaxy"]), str(row["n"]), str(row["n_undetected"]),
+                       *(["no data"] * (len(self.HEADER) - 4)))
+                continue
             yield (str(row["label"]), str(row["galaxy"]), str(row["n"]), str(row["n_undetected"]),
                    _fmt(row["mean_dmag"], "+.3f"), _fmt(row["median_dmag"], "+.3f"), _fmt(row["sigma"], ".3f"),
                    _fmt(row["nmad"], ".3f"), _fmt(row["outliers_percent"], ".2f") + "%",

@@ -95,8 +95,15 @@ def _selection_note(selection: str) -> str:
 
 
 def save_figure(figure, path, dpi: int = 110) -> None:
-    """Save *figure* as PNG with no date or software stamp (same figure -> same bytes), then close it."""
-    figure.savefig(path, dpi=dpi, metadata={"Software": None})
+    """Save *figure* as PNG with no date or version stamp (same figure -> same bytes), then close it.
+
+    The ``Software`` tag says ``napari-blendphot`` (no version): how a later
+    overwrite recognises the file as the project's.  Written to *path*
+    directly: callers write to a temporary (:mod:`napari_blendphot.atomic`).
+    """
+    from napari_blendphot.outputs import PNG_SOFTWARE
+
+    figure.savefig(path, dpi=dpi, format="png", metadata={"Software": PNG_SOFTWARE})
     figure.clear()
 
 
@@ -111,9 +118,17 @@ def figure_magnitudes(table, galaxy: str = "central", selection: str | None = No
     for m in methods:
         all_mags.append(np.asarray(data[m]["true_mag"]))
     mags = np.concatenate(all_mags)
-    low, high = np.floor(np.nanmin(mags) * 2) / 2 - 0.25, np.ceil(np.nanmax(mags) * 2) / 2 + 0.25
+    mags = mags[np.isfinite(mags)]
+    if mags.size:
+        low, high = np.floor(np.min(mags) * 2) / 2 - 0.25, np.ceil(np.max(mags) * 2) / 2 + 0.25
+    else:
+        low, high = 18.0, 26.0
     for ax, method in zip(axes, methods):
         d = data[method]
+        if len(d) == 0:
+            ax.set_title(_label(table, method))
+            _no_data(ax, "no data: no galaxy in this selection")
+            continue
         found = np.asarray(d["detected"])
         ax.plot([low, high], [low, high], color="0.3", lw=0.8, ls="--", zorder=1)
         size, alpha = _marker_style(int(found.sum()))
@@ -143,6 +158,13 @@ def figure_magnitudes(table, galaxy: str = "central", selection: str | None = No
     figure.suptitle(f"Photometry of the {_GALAXY_TITLES[galaxy]}\n({_selection_note(selection)}, "
                     f"N = {len(data[methods[0]])})", fontsize=10)
     return figure
+
+
+def _no_data(ax, text: str = "no data") -> None:
+    """Say in the panel that there is nothing to draw (an empty selection is valid, not an error)."""
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", fontsize=9, color="0.35")
 
 
 def _marker_style(n_points: int) -> tuple[float, float]:
@@ -313,6 +335,14 @@ def figure_by_morphology(table, galaxy: str = "both", selection: str | None = No
     methods = _methods(table, methods)
     per_method = {m: binned.binned_by_morphology(table, m, galaxy, selection) for m in methods}
     types = list(dict.fromkeys(str(t) for t in per_method[methods[0]]["type"]))
+    if not types:
+        figure = _new_figure(4.4, 3.0)
+        ax = figure.subplots()
+        ax.set_axis_off()
+        _no_data(ax, "no data: no galaxy in this selection")
+        figure.suptitle(f"Bias and scatter per morphology ({_GALAXY_TITLES[galaxy]}, "
+                        f"{_selection_note(selection)})", fontsize=10)
+        return figure
     figure = _new_figure(2.8 * len(types) + 0.4, 5.2)
     axes = figure.subplots(2, len(types), squeeze=False, sharex=True, sharey="row")
     for column, galtype in enumerate(types):
@@ -360,7 +390,11 @@ def figure_iou(table, methods=None):
             ax.hist(values, bins=bins, histtype="step", lw=1.5, ls=style, color=method_color(table, method),
                     label=f"{name}: mean {np.mean(values):.3f}" if values.size else name)
         both = np.concatenate([np.asarray(table[f"g{i}_iou_{method}"], dtype=float) for i in (1, 2)])
-        ax.set_title(f"{_label(table, method)}: mean IoU {np.nanmean(both):.3f}")
+        both = both[np.isfinite(both)]
+        ax.set_title(f"{_label(table, method)}: mean IoU {np.mean(both):.3f}" if both.size
+                     else f"{_label(table, method)}: no IoU (no data)")
+        if not both.size:
+            _no_data(ax)
         ax.set_xlabel("IoU (masks thresholded at 0.5)")
         ax.set_ylabel("galaxies")
         ax.set_xlim(0, 1)
@@ -372,6 +406,11 @@ def figure_iou(table, methods=None):
 
 def _iou_matrix(figure, ax, table, method) -> None:
     stats = binned.iou_by_morphology_pair(table, method)
+    if len(stats) == 0:
+        ax.set_axis_off()
+        ax.set_title("mean IoU per morphology pair")
+        _no_data(ax)
+        return
     central = list(dict.fromkeys(str(t) for t in stats["central_type"]))
     companion = sorted(set(str(t) for t in stats["companion_type"]), key=lambda t: (t not in central, central.index(t) if t in central else 0, t))
     grid = np.full((len(central), len(companion)), np.nan)

@@ -142,6 +142,10 @@ def build_results_table(catalog, outputs, true_masks=None, zero_points=None, pro
             values = np.asarray(values)
             if values.shape != (n,):
                 raise InputError(f"{name} output", f"extra array {key!r} has shape {values.shape}, expected ({n},)")
+            if f"{key}_{name}" in table.colnames:
+                raise InputError(f"{name} output", f"extra array {key!r} would overwrite the column "
+                                 f"{key}_{name!s} (a flux, IoU or catalogue column)",
+                                 "rename the key in the method's DeblendOutput.extra")
             table[f"{key}_{name}"] = values
         label = (getattr(output, "metadata", None) or {}).get("label")
         if label:
@@ -185,26 +189,103 @@ def methods_in(table) -> list[str]:
     return [m for m in found if f"g2_flux_{m}" in table.colnames]
 
 
+def results_targets(output) -> list[Path]:
+    """The CSV and FITS files of a results output: a stem (``out/results``) or a ``.csv``/``.fits`` path.
+
+    The extension is recognised in any case (``OUT.CSV`` -> ``OUT.CSV`` and
+    ``OUT.fits``); an output naming a folder (``dir/``, or an existing
+    folder) is refused: the stem would otherwise become ``dir.csv`` beside it.
+    """
+    text = os.fspath(output)
+    if not text or text.endswith(("/", os.sep)) or Path(text).is_dir():
+        raise InputError(text or "''", "is a folder; give a file name or stem for the results table",
+                         "e.g. DIR/results, which writes DIR/results.csv and DIR/results.fits")
+    path = Path(text)
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return [path, path.with_suffix(".fits")]
+    if suffix == ".fits":
+        return [path.with_suffix(".csv"), path]
+    return [path.with_name(path.name + ".csv"), path.with_name(path.name + ".fits")]
+
+
+def is_results_file(path) -> bool:
+    """A results table this project wrote (a table whose metadata carry a provenance record)."""
+    from napari_blendphot.outputs import table_provenance
+
+    return table_provenance(path) is not None
+
+
+def check_results_output(output, overwrite: bool, inputs=(), source=None) -> list[Path]:
+    """Check a results output before computing; return its two files (:func:`results_targets`).
+
+    The folder must exist and be writable, no input may be one of the files,
+    and an existing file is replaced only with *overwrite* and only when it is
+    a results table blendphot wrote.  One exception: a lone file of the pair
+    (CSV without FITS or the reverse) that blendphot wrote is what a run
+    killed between the two files left, and it is replaced without
+    *overwrite*, so that a rerun completes the pair.
+    """
+    from napari_blendphot.errors import OutputExistsError
+    from napari_blendphot.outputs import check_inputs_outside, check_output_location, check_replaceable_file
+
+    targets = results_targets(output)
+    source = str(output) if source is None else source
+    if not targets[0].parent.is_dir():
+        raise InputError(source, f"output folder {str(targets[0].parent)!r} does not exist")
+    for target in targets:
+        check_output_location(target, "file", source=source)
+        check_inputs_outside(target, inputs, source)
+    present = [t for t in targets if os.path.lexists(t)]
+    if len(present) == 1 and not overwrite and present[0].is_file() and is_results_file(present[0]):
+        return targets  # half a pair: an interrupted write, completed by this one
+    for target in targets:
+        try:
+            check_replaceable_file(target, overwrite, is_results_file, "a results table")
+        except OutputExistsError:
+            raise OutputExistsError(target) from None
+    return targets
+
+
 def write_results(table, stem_or_path, overwrite: bool = False) -> list[Path]:
-    """Write a results table as CSV and FITS.
+    """Write a results table as CSV and FITS, as one step.
 
     *stem_or_path* is either a stem (``out/results`` -> ``out/results.csv`` and
     ``out/results.fits``) or a path ending in ``.csv``/``.fits`` (the other
     format is written beside it).  Nothing is written if either file exists
-    and *overwrite* is false.
+    and *overwrite* is false (except half a pair left by an interrupted
+    write, see :func:`check_results_output`).
+
+    Both files are written under temporary names first; then the old FITS
+    file goes, the new CSV and the new FITS take their names.  A kill at any
+    point leaves the old pair, the old or new CSV alone (which a rerun
+    recognises and completes), or the new pair: never a CSV and a FITS file of
+    different runs.
     """
-    from napari_blendphot.errors import check_output_path
-    from napari_blendphot.tables import write_table
+    from napari_blendphot.atomic import discard, fsync_path, install_file, partial_name, remove_stale_partials
+    from napari_blendphot.tables import write_table_file
 
     _validate(table, "results table", require_truth=False)
-    path = Path(os.fspath(stem_or_path))
-    stem = path.with_suffix("") if path.suffix in (".csv", ".fits") else path
-    targets = [stem.with_name(stem.name + ".csv"), stem.with_name(stem.name + ".fits")]
-    for target in targets:
-        check_output_path(target, overwrite)
-    if not stem.parent.exists():
-        raise InputError(stem.parent, "output folder does not exist")
-    return [write_table(table, target, overwrite=overwrite) for target in targets]
+    targets = check_results_output(stem_or_path, overwrite)
+    remove_stale_partials(targets[0].parent, targets[0].name)
+    remove_stale_partials(targets[1].parent, targets[1].name)
+    staged = [partial_name(targets[0], ".csv"), partial_name(targets[1], ".fits")]
+    try:
+        write_table_file(table, staged[0], "csv")
+        write_table_file(table, staged[1], "fits")
+        for path in staged:
+            fsync_path(path)
+        replace = [os.path.lexists(t) for t in targets]  # checked above: ours to replace
+        if replace[1]:
+            os.unlink(targets[1])
+        install_file(staged[0], targets[0], replace=replace[0])
+        install_file(staged[1], targets[1], replace=False)
+    except BaseException:
+        for path in staged:
+            discard(path)
+        raise
+    fsync_path(targets[0].parent)
+    return targets
 
 
 def is_paper_catalog(table) -> bool:
@@ -301,6 +382,62 @@ def _check_methods_meta(table, source) -> None:
         raise InputError(source, f"metadata 'methods' is {listed!r}, not a list of method names")
 
 
+#: Largest flux a results table may hold (magnitude -11.5 at zero point 25.96): anything
+#: beyond is a damaged value, and 1e300 would overflow the statistics' squares.
+MAX_FLUX = 1e15
+#: Values a detection-case column may hold (-1: SEP assigned nothing; 0-3: the paper's cases).
+DETECTION_VALUES = (-1, 0, 1, 2, 3)
+
+
+def _check_rows_unique(table, source) -> None:
+    """One row per blend: a repeated blend id would count the blend twice in every statistic."""
+    if "id" not in table.colnames or len(table) < 2:
+        return
+    ids = np.asarray(table["id"])
+    values, first, counts = np.unique(ids, return_index=True, return_counts=True)
+    if np.any(counts > 1):
+        repeated = int(np.argmax(counts > 1))
+        raise InputError(source, f"blend id {values[repeated]} appears in {counts[repeated]} rows "
+                                 f"({int(np.sum(counts > 1))} id(s) repeat)",
+                         "a results table has one row per blend: were rows pasted twice?")
+
+
+def _as_float(column) -> np.ndarray:
+    values = column.astype(np.float64).filled(np.nan) if hasattr(column, "filled") else column
+    return np.asarray(values, dtype=np.float64)
+
+
+def _check_value_ranges(table, source, methods) -> None:
+    """Values no method can produce: detection cases outside -1..3, IoU outside [0, 1], infinite or absurd fluxes."""
+    for name in table.colnames:
+        if name.startswith("detection_") and table[name].dtype.kind in "iuf":
+            values = _as_float(table[name])
+            bad = ~np.isin(values, DETECTION_VALUES)
+            if bad.any():
+                row = int(np.flatnonzero(bad)[0])
+                raise InputError(source, f"column {name!r} holds {values[row]:g} (row {row}); detection cases are "
+                                         "-1 (nothing assigned), 0, 1, 2, 3")
+    for method in methods:
+        for galaxy in ("g1", "g2"):
+            name = f"{galaxy}_iou_{method}"
+            if name in table.colnames:
+                values = _as_float(table[name])
+                bad = ~np.isnan(values) & ~((values >= 0) & (values <= 1))
+                if bad.any():
+                    row = int(np.flatnonzero(bad)[0])
+                    raise InputError(source, f"column {name!r} holds {values[row]:g} (row {row}); an IoU lies "
+                                             "in [0, 1] (or is empty)")
+    flux_columns = [c for c in _TRUTH_COLUMNS if c in table.colnames]
+    flux_columns += [f"{g}_flux_{m}" for m in methods for g in ("g1", "g2") if f"{g}_flux_{m}" in table.colnames]
+    for name in flux_columns:
+        values = _as_float(table[name])
+        bad = np.isinf(values) | (np.abs(np.nan_to_num(values)) > MAX_FLUX)
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise InputError(source, f"column {name!r} holds {values[row]:g} (row {row}), beyond any flux "
+                                     f"(|flux| <= {MAX_FLUX:g}; an undetected galaxy is an empty cell or NaN)")
+
+
 def _validate(table, source, require_truth: bool = True) -> None:
     from napari_blendphot.metrics.photometry import check_true_flux
 
@@ -314,6 +451,8 @@ def _validate(table, source, require_truth: bool = True) -> None:
             if f"{galaxy}_flux_{method}" not in table.colnames:
                 raise InputError(source, f"method {method!r} is listed but column {galaxy}_flux_{method!r} is missing")
     _check_column_kinds(table, source, methods)
+    _check_rows_unique(table, source)
+    _check_value_ranges(table, source, methods)
     zero_points = table.meta.get("zero_points") or {}
     if not isinstance(zero_points, dict):
         raise InputError(source, f"metadata 'zero_points' is {zero_points!r}, not a mapping of method to number")

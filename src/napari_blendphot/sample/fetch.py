@@ -50,6 +50,32 @@ def default_cache_dir(cache_dir=None) -> Path:
     return Path(pooch.os_cache("napari-blendphot"))
 
 
+def _cache_source(cache_dir) -> str:
+    """How the user named the cache folder (for messages)."""
+    if cache_dir:
+        return f"argument --cache-dir {cache_dir}"
+    if os.environ.get(DATA_DIR_ENV):
+        return f"${DATA_DIR_ENV} ({os.environ[DATA_DIR_ENV]})"
+    return "the cache folder"
+
+
+def check_cache_dir(cache_dir=None, need_bytes: int = 0) -> Path:
+    """The cache folder, checked before downloading: a folder (or creatable), writable, with room."""
+    from napari_blendphot.outputs import check_free_space, check_output_location, probe_writable
+
+    cache = default_cache_dir(cache_dir)
+    source = _cache_source(cache_dir)
+    if cache.exists() and not cache.is_dir():
+        raise InputError(source, f"{str(cache)!r} is a file, not a folder",
+                         f"point --cache-dir or ${DATA_DIR_ENV} at a folder")
+    check_output_location(cache, "folder", 0, source)
+    if cache.is_dir():
+        probe_writable(cache, source)
+        if need_bytes:
+            check_free_space(cache, need_bytes, source)
+    return cache
+
+
 class StderrProgress:
     """A minimal progress bar with the interface pooch expects (no tqdm needed).
 
@@ -105,7 +131,7 @@ def download_archive(cache_dir=None, url: str = DEFAULT_URL, sha256: str | None 
     """
     import pooch
 
-    cache = default_cache_dir(cache_dir)
+    cache = check_cache_dir(cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
     archive = cache / ARCHIVE_NAME
     if force and archive.exists():
@@ -139,6 +165,8 @@ def download_archive(cache_dir=None, url: str = DEFAULT_URL, sha256: str | None 
 #: archive built to fill the disk (a "tar bomb": gigabytes of zeros compress
 #: to megabytes).
 MAX_UNPACKED_BYTES = 8 * 1024**3
+#: Disk space checked before fetching: the archive and the unpacked sample, with room to spare.
+FETCH_BYTES = 450 * 1000**2
 MAX_MEMBERS = 1000
 
 
@@ -200,13 +228,17 @@ def extract_archive(archive_path, target, force: bool = False) -> Path:
             # Never delete what an earlier unpacking did not create, even with force.
             raise InputError(target, "exists and was not made by fetch-candels; leaving it alone",
                              "move it away or choose another --cache-dir")
-    partial = target.with_name(f".{target.name}.partial")
-    if partial.is_symlink() or partial.is_file():
-        # Never follow a link left at the staging path: remove the link itself.
-        partial.unlink()
-    elif partial.exists():
-        shutil.rmtree(partial)
-    partial.mkdir(parents=True)
+    from napari_blendphot.atomic import make_partial_folder, remove_stale_partials
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_partials(target.parent, target.name)  # what killed runs left behind
+    legacy = target.with_name(f".{target.name}.partial")  # the fixed staging name of earlier versions
+    if legacy.is_symlink() or legacy.is_file():
+        # Never follow a link left at a staging path: remove the link itself.
+        legacy.unlink()
+    elif legacy.exists():
+        shutil.rmtree(legacy)
+    partial = make_partial_folder(target)  # a unique name: nothing planted there in advance
     try:
         try:
             with tarfile.open(archive_path, "r:*") as archive:
@@ -219,14 +251,47 @@ def extract_archive(archive_path, target, force: bool = False) -> Path:
         except (tarfile.TarError, EOFError, OSError) as exc:
             raise InputError(archive_path, f"cannot unpack: {exc}", "the archive is damaged: fetch again with --force") from None
         data = _data_folder(partial, archive_path)
-        (partial / _COMPLETE_MARKER).write_text(sha256_file(archive_path) + "\n")
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(partial, target)
+        # The marker: the archive's hash, then every member unpacked (the files a later --force may delete).
+        names = sorted(m.name for m in members if m.isfile())
+        (partial / _COMPLETE_MARKER).write_text("\n".join([sha256_file(archive_path), *names]) + "\n")
+        from napari_blendphot.atomic import install_folder
+
+        # Only an unpacking of ours is replaced (checked above): swap, then delete what it unpacked.
+        install_folder(partial, target, replace=True, remove_old=_remove_unpacked)
     finally:
-        if partial.exists():
-            shutil.rmtree(partial)
+        if partial.exists() and not partial.is_symlink():
+            shutil.rmtree(partial, ignore_errors=True)
     return target / data.relative_to(partial)
+
+
+def _marker_lines(folder: Path) -> list[str]:
+    try:
+        return [line for line in (Path(folder) / _COMPLETE_MARKER).read_text().splitlines() if line]
+    except OSError:
+        return []
+
+
+def _remove_unpacked(folder: Path) -> None:
+    """Delete the files an unpacking listed in its marker, then empty folders; keep anything else."""
+    folder = Path(folder)
+    listed = _marker_lines(folder)[1:]
+    for name in listed:
+        path = folder / name
+        if path.resolve().is_relative_to(folder.resolve()) and path.is_file() and not path.is_symlink():
+            path.unlink()
+    (folder / _COMPLETE_MARKER).unlink(missing_ok=True)
+    for sub in sorted((p for p in folder.rglob("*") if p.is_dir() and not p.is_symlink()), reverse=True):
+        try:
+            sub.rmdir()
+        except OSError:
+            pass
+    try:
+        folder.rmdir()
+    except OSError:
+        kept = folder.with_name(f"{folder.name.lstrip('.').split('.partial-')[0]}.replaced-{os.getpid()}")
+        os.rename(folder, kept)
+        print(f"{kept}: files not unpacked by fetch-candels were in the replaced folder; kept here",
+              file=sys.stderr)
 
 
 def _data_folder(root: Path, source) -> Path:
@@ -258,13 +323,17 @@ def fetch_candels(cache_dir=None, url: str = DEFAULT_URL, sha256: str | None = K
     progress : bool or object
         Show a progress bar on stderr (tqdm if installed), or a pooch-style bar object.
     """
-    cache = default_cache_dir(cache_dir)
+    cache = check_cache_dir(cache_dir)
     target = cache / EXTRACTED_NAME
     marker = target / _COMPLETE_MARKER
     if not force and marker.is_file():
-        unpacked_from = marker.read_text().strip()
+        unpacked_from = (_marker_lines(target) or [""])[0]
         if not sha256 or unpacked_from == sha256.lower().removeprefix("sha256:"):
             return _data_folder(target, target)
+    # The archive (~120 MB) and what it unpacks to (~0.27 GB): room for both before downloading.
+    from napari_blendphot.outputs import check_free_space
+
+    check_free_space(cache, FETCH_BYTES, _cache_source(cache_dir))
     archive = download_archive(cache, url=url, sha256=sha256, force=force, progress=progress)
     return extract_archive(archive, target, force=True)
 
@@ -278,5 +347,5 @@ def fetch_candels_sample(**kwargs):
 
 def unpacked_archive_sha256(cache_dir=None) -> str | None:
     """SHA-256 of the archive the cached CANDELS folder was unpacked from (None if none)."""
-    marker = default_cache_dir(cache_dir) / EXTRACTED_NAME / _COMPLETE_MARKER
-    return marker.read_text().strip() if marker.is_file() else None
+    lines = _marker_lines(default_cache_dir(cache_dir) / EXTRACTED_NAME)
+    return lines[0] if lines else None

@@ -192,6 +192,29 @@ def _filled_float(column) -> np.ndarray:
     return np.asarray(column, dtype=np.float64)
 
 
+#: Largest pixel value a sample may have to be blended and measured: beyond it the sums of
+#: squares that photometry computes over a 128x128 stamp in 32-bit floats overflow
+#: (1e15^2 x 16384 < 3.4e38).  A sample file may hold any finite value (the format is exact).
+MAX_PIXEL = 1e15
+
+
+def check_pixel_range(sample, source=None) -> None:
+    """Refuse a sample whose stamps hold values no photometry can sum (|pixel| > :data:`MAX_PIXEL`).
+
+    A 3e38 pixel is finite in float32, but SEP's sums over it are infinite:
+    such a galaxy came out "not detected" instead of as a damaged input.
+    """
+    images = sample.images
+    source = source if source is not None else (getattr(sample, "source", None) or "sample")
+    peaks = np.abs(images.reshape(len(images), -1)).max(axis=1)
+    huge = peaks > MAX_PIXEL
+    if huge.any():
+        first = int(np.flatnonzero(huge)[0])
+        raise InputError(source, f"{int(huge.sum())} stamp(s) hold pixel values beyond +-{MAX_PIXEL:g} (first: row "
+                         f"{first}, id {sample.catalog['id'][first]}, value {float(peaks[first]):.3g})",
+                         "no flux can be measured on them in 32-bit floats: a damaged or unscaled image?")
+
+
 def validate_sample(images, segmaps, catalog, source: str = "sample"):
     """Check and normalise the three parts of a sample; raise :class:`InputError`.
 

@@ -41,6 +41,9 @@ def load_sample(path) -> GalaxySample:
                          "give a sample .fits file, a CANDELS folder, a folder of cutouts, or 'embedded'")
     if path.is_file():
         return read_native(path)
+    if not path.is_dir():
+        raise InputError(path, "is neither a file nor a folder (a pipe, socket or device)",
+                         "give a sample .fits file, a CANDELS folder, a folder of cutouts, or 'embedded'")
     if is_candels_folder(path):
         return read_candels(path)
     if is_cutout_folder(path):

@@ -56,6 +56,8 @@ def read_candels(folder) -> GalaxySample:
     """
     from astropy.table import Table
 
+    from napari_blendphot.tables import read_csv
+
     folder = Path(folder)
     if not folder.exists():
         raise InputError(folder, "folder not found")
@@ -73,7 +75,7 @@ def read_candels(folder) -> GalaxySample:
 
     csv_path = folder / CATALOG_FILE
     try:
-        raw = Table.read(csv_path, format="ascii.csv", fast_reader=False)
+        raw = read_csv(csv_path)
     except Exception as exc:  # astropy raises several types for unreadable CSV
         raise InputError(csv_path, f"cannot read as CSV: {' '.join(str(exc).split())}") from None
     # Some versions of the file have padded header names.
@@ -227,7 +229,12 @@ def write_candels_layout(sample: GalaxySample, folder, overwrite: bool = False) 
             "segval": column("segval", sample.segmaps[:, 64, 64]),
         }
     )
-    np.save(folder / IMAGES_FILE, np.ascontiguousarray(sample.images, np.float32))
-    np.save(folder / SEGMAPS_FILE, np.ascontiguousarray(sample.segmaps, np.int32))
-    table.write(folder / CATALOG_FILE, format="ascii.csv", overwrite=True)
+    from napari_blendphot.atomic import atomic_output
+
+    for name, array in ((IMAGES_FILE, np.ascontiguousarray(sample.images, np.float32)),
+                        (SEGMAPS_FILE, np.ascontiguousarray(sample.segmaps, np.int32))):
+        with atomic_output(folder / name, replace=overwrite) as tmp:
+            np.save(tmp, array)
+    with atomic_output(folder / CATALOG_FILE, replace=overwrite) as tmp:
+        table.write(tmp, format="ascii.csv")
     return folder

@@ -26,13 +26,12 @@ the same options gives byte-identical files.
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from napari_blendphot.errors import InputError, check_output_path
+from napari_blendphot.errors import InputError
 from napari_blendphot.provenance import dumps
 from napari_blendphot.sample.galaxy_sample import GalaxySample
 from napari_blendphot.tables import as_native, check_fits_header
@@ -47,6 +46,31 @@ DITHER_SEED = 4217
 EXTENSIONS = ("IMAGES", "SEGMAPS", "CATALOG")
 
 
+def sample_file_bytes(n_galaxies: int) -> int:
+    """Disk space of a lossless native file of *n_galaxies* (two cubes of 4-byte pixels, a bounded catalogue)."""
+    return int(n_galaxies) * (2 * 4 * 128 * 128 + 1024) + 1024**2
+
+
+def check_native_output(path, overwrite: bool, n_galaxies: int = 0, inputs=(), source=None) -> None:
+    """What can be checked of a native sample output before drawing or reading anything.
+
+    The location can be written and has room for *n_galaxies*, no input is
+    the output, and an existing file is replaced only with *overwrite* and
+    only when it is a native sample file (``BPFORMAT``).
+    """
+    from napari_blendphot.outputs import (
+        check_inputs_outside,
+        check_output_location,
+        check_replaceable_file,
+        is_native_sample_file,
+    )
+
+    source = str(path) if source is None else source
+    check_output_location(path, "file", sample_file_bytes(n_galaxies) if n_galaxies else 0, source)
+    check_inputs_outside(path, inputs, source)
+    check_replaceable_file(path, overwrite, is_native_sample_file, "a native sample file")
+
+
 def write_native(sample: GalaxySample, path, overwrite: bool = False, quantize: float | None = None) -> Path:
     """Write *sample* to a native multi-extension FITS file, atomically.
 
@@ -57,7 +81,8 @@ def write_native(sample: GalaxySample, path, overwrite: bool = False, quantize: 
     path : str or path-like
         Output file (conventionally ``*.fits``).
     overwrite : bool
-        Replace an existing file; without it an existing file is an error.
+        Replace an existing native sample file; without it an existing file is
+        an error, and a file of another kind is never replaced.
     quantize : float, optional
         ``None`` (default) stores everything losslessly.  A number ``q`` stores
         the images tile-compressed (RICE_1, one tile per stamp) after
@@ -74,7 +99,7 @@ def write_native(sample: GalaxySample, path, overwrite: bool = False, quantize: 
     from astropy.io import fits
 
     path = Path(path)
-    check_output_path(path, overwrite)
+    check_native_output(path, overwrite, len(sample))
     if quantize is not None:
         quantize = float(quantize)
         if not np.isfinite(quantize) or quantize <= 0:
@@ -119,14 +144,12 @@ def write_native(sample: GalaxySample, path, overwrite: bool = False, quantize: 
     for hdu in hdul:
         _strip_dates(hdu.header)
 
+    from napari_blendphot.atomic import atomic_output, remove_stale_partials
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        hdul.writeto(tmp, overwrite=True, output_verify="exception")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    remove_stale_partials(path.parent, path.name)
+    with atomic_output(path, replace=overwrite) as tmp:
+        hdul.writeto(tmp, output_verify="exception")
     return path
 
 

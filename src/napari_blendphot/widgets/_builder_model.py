@@ -14,9 +14,6 @@ companion changed), ``blend_changed(blend)`` after every rebuild,
 
 from __future__ import annotations
 
-import json
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -323,23 +320,34 @@ def write_built_blends(blends, out_dir, provenance: dict | None = None, overwrit
     hidden folder beside *out_dir* and renamed into place when complete.  The
     catalogue has the standard columns plus ``g2_dmag`` (the magnitude change
     applied to the companion).  An existing non-empty folder is replaced only
-    with ``overwrite=True``.
+    with ``overwrite=True``, and only when it is a blend dataset holding
+    nothing else (:func:`napari_blendphot.blend.dataset.move_into_place`).
     """
     from astropy.table import Table
 
     from napari_blendphot.blend.assemble import CATALOG_COLUMNS
-    from napari_blendphot.blend.dataset import move_into_place
-    from napari_blendphot.provenance import dumps
+    from napari_blendphot.atomic import discard, make_partial_folder, remove_stale_partials
+    from napari_blendphot.blend.dataset import check_dataset_output, move_into_place, write_dataset_provenance
     from napari_blendphot.tables import write_table
+
+    from napari_blendphot.provenance import make_provenance
 
     out_dir = Path(out_dir)
     blends = list(blends)
     if not blends:
         raise InputError(out_dir, "no blends to write")
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(out_dir, "exists and is not a folder", "choose another output path")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
-        raise OutputExistsError(out_dir, "overwrite=True")
+    # The folder's mark of origin: what lets a later overwrite recognise it as a dataset.
+    provenance = provenance or make_provenance("blend-builder", None, n_blends=len(blends))
+    try:
+        check_dataset_output(out_dir, overwrite, len(blends))
+    except OutputExistsError:
+        raise OutputExistsError(out_dir, "overwrite=True") from None
+    from napari_blendphot.sample.galaxy_sample import MAX_PIXEL
+
+    for number, blend in enumerate(blends):
+        if not np.all(np.abs(blend.blend) <= MAX_PIXEL):
+            raise InputError(f"blend {number}", f"holds pixel values beyond +-{MAX_PIXEL:g} (or not finite)",
+                             "no flux can be measured on it in 32-bit floats")
     rows = []
     for number, blend in enumerate(blends):
         row = {"id": number, "split": split, **{k: blend.row[k] for k in CATALOG_COLUMNS if k in blend.row}}
@@ -353,7 +361,8 @@ def write_built_blends(blends, out_dir, provenance: dict | None = None, overwrit
     catalog.meta["provenance"] = provenance or {}
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    remove_stale_partials(out_dir.parent, out_dir.name)
+    staging = make_partial_folder(out_dir)
     try:
         np.save(staging / "blends.npy", np.stack([b.blend for b in blends]).astype(np.float32))
         np.save(staging / "galaxy1.npy", np.stack([b.galaxy1 for b in blends]).astype(np.float32))
@@ -361,11 +370,9 @@ def write_built_blends(blends, out_dir, provenance: dict | None = None, overwrit
         np.save(staging / "masks.npy", np.stack([b.masks for b in blends]).astype(np.uint8))
         write_table(catalog, staging / "catalog.csv")
         write_table(catalog, staging / "catalog.fits")
-        with open(staging / "provenance.json", "w", encoding="utf-8") as handle:
-            json.dump(json.loads(dumps(provenance or {})), handle, indent=2, sort_keys=True)
-            handle.write("\n")
-        move_into_place(staging, out_dir)
+        write_dataset_provenance(staging, provenance)
+        move_into_place(staging, out_dir, overwrite=overwrite)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        discard(staging)
         raise
     return out_dir

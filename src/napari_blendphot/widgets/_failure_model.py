@@ -455,11 +455,9 @@ class FailureModel:
         figure.suptitle("dmag (central, companion) per method; outlines: blue central, orange companion",
                         fontsize=8)
         figure.tight_layout()
-        tmp = path.with_name(f".{path.name}.tmp.png")
-        try:
-            figure.savefig(tmp, format="png", metadata={"Software": None})
-            tmp.replace(path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        from napari_blendphot.atomic import atomic_output
+        from napari_blendphot.outputs import PNG_SOFTWARE
+
+        with atomic_output(path, suffix=".png") as tmp:
+            figure.savefig(tmp, format="png", metadata={"Software": PNG_SOFTWARE})
         return path

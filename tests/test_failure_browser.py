@@ -8,27 +8,8 @@ import numpy as np
 import pytest
 
 from napari_blendphot.errors import InputError, OutputExistsError
+from napari_blendphot.testing.stand_ins import make_results
 from napari_blendphot.widgets._failure_model import FailureModel
-
-
-def make_results(folder, n_blends: int = 40, seed: int = 5):
-    """A toy blend dataset, SEP plus a noisy stand-in network on it, written as results."""
-    from napari_blendphot.blend.dataset import BlendDataset, write_blend_dataset
-    from napari_blendphot.clean.neighbours import clean_sample
-    from napari_blendphot.deblend.base import DeblendOutput
-    from napari_blendphot.deblend.sep_baseline import SepTwoPass
-    from napari_blendphot.report.results import build_results_table, write_results
-    from napari_blendphot.sample.toy import make_toy_sample
-
-    sample = clean_sample(make_toy_sample(60, seed=seed), seed=seed)
-    dataset = BlendDataset(write_blend_dataset(sample, folder / "blends", n=n_blends, test_fraction=0.5, seed=seed))
-    view = dataset.select(split="test")
-    sep = SepTwoPass().deblend(view.blends, view.context())
-    rng = np.random.default_rng(seed)
-    noisy = DeblendOutput("net", view.fluxes * np.exp(rng.normal(0, 0.1, view.fluxes.shape)))
-    table = build_results_table(view.catalog, [sep, noisy], true_masks=view.masks)
-    write_results(table, folder / "results")
-    return folder / "results.csv", dataset
 
 
 @pytest.fixture(scope="module")

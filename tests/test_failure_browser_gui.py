@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 import pytest
-from test_failure_browser import make_results
+from napari_blendphot.testing.stand_ins import make_results
 
 from napari_blendphot.widgets.failure_browser import BLEND_LAYER, TRUTH_LAYER, FailureBrowserWidget
 

@@ -2,7 +2,7 @@
 
 One inference engine serves the whole module (its worker starts once); the
 tiny networks are built and saved by a throwaway TensorFlow worker
-(``test_engine_support.tiny_models``), so this process never imports
+(``napari_blendphot.testing.stand_ins.tiny_models``), so this process never imports
 TensorFlow — checked in several tests.
 """
 
@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 import pytest
-from test_engine_support import tiny_models
+from napari_blendphot.testing.stand_ins import tiny_models
 
 from napari_blendphot.blend.assemble import make_blend, make_blends
 from napari_blendphot.deblend.engine import InferenceEngine
@@ -145,7 +145,7 @@ def test_model_rows_equal_the_library_for_sep(engine, blends):
 
 
 def test_a_queued_request_is_dropped_when_a_newer_one_arrives(engine, blends):
-    register_method("slowgui", "test_engine_support:SlowDeblender", label="slow stand-in", needs_worker=False)
+    register_method("slowgui", "napari_blendphot.testing.stand_ins:SlowDeblender", label="slow stand-in", needs_worker=False)
     try:
         model = InspectorModel(methods=["slowgui"], engine=engine)
         engine.set_method_options("slowgui", seconds_per_blend=0.5)
@@ -193,7 +193,7 @@ def test_missing_shipped_weights_are_reported_and_sep_still_runs(engine, blends,
 
 # ----------------------------------------------------------------------------- the widget
 def test_checkboxes_follow_the_registry(make_napari_viewer, engine, tiny):
-    register_method("echogui", "test_engine_support:SlowDeblender", label="stand-in method", needs_worker=False)
+    register_method("echogui", "napari_blendphot.testing.stand_ins:SlowDeblender", label="stand-in method", needs_worker=False)
     try:
         _, widget = make_widget(make_napari_viewer, engine, tiny)
         assert list(widget.method_boxes) == list(available_methods())
@@ -309,7 +309,7 @@ def test_blend_set_slice_follows_the_slider(make_napari_viewer, qtbot, engine, t
 def test_worker_killed_mid_run_is_reported_and_the_next_run_works(make_napari_viewer, qtbot, tiny, notes, blends):
     # Its own engine without networks: the restarted worker need not load TensorFlow again.
     engine = InferenceEngine(("sep",))
-    register_method("slowgui", "test_engine_support:SlowDeblender", label="slow stand-in", needs_worker=False)
+    register_method("slowgui", "napari_blendphot.testing.stand_ins:SlowDeblender", label="slow stand-in", needs_worker=False)
     try:
         viewer, widget = make_widget(make_napari_viewer, engine, tiny, methods=["sep", "slowgui"])
         engine.set_method_options("slowgui", seconds_per_blend=3.0)
@@ -378,7 +378,7 @@ def test_blend_set_run_cancel_summary_and_save(make_napari_viewer, qtbot, engine
     from napari_blendphot.report.results import read_results
 
     batch = make_blends(toy_sample, 40, seed=3, split="test")
-    register_method("slowgui", "test_engine_support:SlowDeblender", label="slow stand-in", needs_worker=False)
+    register_method("slowgui", "napari_blendphot.testing.stand_ins:SlowDeblender", label="slow stand-in", needs_worker=False)
     try:
         viewer, widget = make_widget(make_napari_viewer, engine, tiny, methods=["sep", "slowgui"])
         widget.live_box.setChecked(False)
@@ -685,7 +685,7 @@ def test_renamed_and_removed_source_layers(make_napari_viewer, qtbot, engine, ti
 
 def test_progressive_runs_report_fast_methods_first_and_skip_stale_networks(engine, blends):
     # A stand-in for a slow network: registered as needing the worker, so it runs in the second phase.
-    register_method("slownet", "test_engine_support:SlowDeblender", label="slow network", needs_worker=True)
+    register_method("slownet", "napari_blendphot.testing.stand_ins:SlowDeblender", label="slow network", needs_worker=True)
     try:
         engine.set_method_options("slownet", seconds_per_blend=0.4)
         model = InspectorModel(methods=["sep", "slownet"], engine=engine)
@@ -708,7 +708,7 @@ def test_progressive_runs_report_fast_methods_first_and_skip_stale_networks(engi
 
 
 def test_widget_draws_fast_overlays_before_slow_networks(make_napari_viewer, qtbot, engine, tiny, blends):
-    register_method("slownet", "test_engine_support:SlowDeblender", label="slow network", needs_worker=True)
+    register_method("slownet", "napari_blendphot.testing.stand_ins:SlowDeblender", label="slow network", needs_worker=True)
     try:
         engine.set_method_options("slownet", seconds_per_blend=0.5)
         viewer, widget = make_widget(make_napari_viewer, engine, tiny, methods=["sep", "slownet"])

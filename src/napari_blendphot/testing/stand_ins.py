@@ -1,13 +1,17 @@
-"""Helpers for the engine tests: tiny Keras models made inside the worker process.
+"""Stand-in methods, toy blends and tiny networks for tests (no Keras imported here).
 
-The test process itself never imports TensorFlow or Keras: the models are built
-and saved by :func:`build_tiny_models`, run in the inference worker through
-``InferenceEngine.call``.  The worker also returns the raw Keras predictions on
-a given batch so that the tests can check the wrappers' layout conversions
-(channel order, "ogg" masks, flux in mask) against the networks themselves.
+Third-party method authors can use them too: :class:`SlowDeblender` is a
+deterministic method with controllable timing (chunking, cancel, worker deaths),
+:func:`toy_blends` makes blends of two toy galaxies with noise, and
+:func:`tiny_models` builds tiny versions of the paper's networks *inside an
+inference worker* (the calling process never imports TensorFlow or Keras) and
+returns their paths and raw predictions, so that tests can compare the Keras
+methods' layout conversions with the networks themselves.
 """
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 
@@ -29,13 +33,11 @@ def toy_blends(n: int, seed: int = 0) -> np.ndarray:
 
 
 def build_tiny_models(folder: str, probe: np.ndarray) -> dict:
-    """Build, save and run tiny versions of the networks (runs in the worker).
+    """Build, save and run tiny versions of the networks (runs in an inference worker: imports Keras).
 
     Returns ``{name: path}`` under ``"paths"`` and the raw predictions of each
     model on *probe* under ``"raw"``.
     """
-    import os
-
     import keras
 
     from napari_blendphot.models.io import save_model
@@ -59,8 +61,6 @@ def build_tiny_models(folder: str, probe: np.ndarray) -> dict:
 
 def crash_worker(code: int) -> None:
     """Leave the worker process at once with exit *code* (simulates a crash)."""
-    import os
-
     os._exit(code)
 
 
@@ -106,8 +106,6 @@ def flux_totals(outputs: dict, scale: float = 1.0) -> dict:
 
 def environment_variables(*names: str) -> dict:
     """``{name: value or None}`` of the process this runs in (the worker, through ``InferenceEngine.call``)."""
-    import os
-
     return {name: os.environ.get(name) for name in names}
 
 
@@ -127,21 +125,33 @@ def expected_slow_fluxes(blends) -> np.ndarray:
 PROBE_SEED, PROBE_SIZE = 7, 5
 
 
-def tiny_models(tmp_path_factory, engine=None) -> dict:
-    """Tiny models of :func:`build_tiny_models`, built once per test session and cached.
+def tiny_models(folder, engine=None) -> dict:
+    """Tiny models of :func:`build_tiny_models` in *folder*, built once and cached there.
 
+    *folder* may be a pytest ``tmp_path_factory`` (its session folder is used).
     Built by *engine*'s worker if given (saving a worker start), otherwise by a
     throwaway TensorFlow worker.  Returns ``{"paths", "raw", "backend", "probe"}``.
     """
-    import pickle
+    import json
+    from pathlib import Path
 
     from napari_blendphot.deblend.engine import InferenceEngine
 
-    folder = tmp_path_factory.getbasetemp() / "tiny_models"
-    record = folder / "built.pickle"
-    if record.is_file():
-        with open(record, "rb") as handle:
-            return pickle.load(handle)
+    if hasattr(folder, "getbasetemp"):
+        folder = folder.getbasetemp()
+    folder = Path(folder) / "tiny_models"
+    record, arrays = folder / "built.json", folder / "raw.npz"
+    if record.is_file() and arrays.is_file():
+        built = json.loads(record.read_text())
+        with np.load(arrays, allow_pickle=False) as stored:
+            raw = {}
+            for key in stored.files:
+                name, _, output = key.partition("/")
+                if output:
+                    raw.setdefault(name, {})[output] = stored[key]
+                else:
+                    raw[name] = stored[key]
+        return {**built, "raw": raw, "probe": toy_blends(PROBE_SIZE, seed=PROBE_SEED)}
     folder.mkdir(exist_ok=True)
     probe = toy_blends(PROBE_SIZE, seed=PROBE_SEED)
     if engine is None:
@@ -149,7 +159,70 @@ def tiny_models(tmp_path_factory, engine=None) -> dict:
             built = own_engine.call(build_tiny_models, str(folder), probe)
     else:
         built = engine.call(build_tiny_models, str(folder), probe)
+    flat = {}
+    for name, value in built["raw"].items():
+        if isinstance(value, dict):
+            flat.update({f"{name}/{key}": array for key, array in value.items()})
+        else:
+            flat[name] = value
+    np.savez(arrays, **flat)
+    record.write_text(json.dumps({"paths": built["paths"], "backend": built["backend"]}))
     built["probe"] = probe
-    with open(record, "wb") as handle:
-        pickle.dump(built, handle)
     return built
+
+
+class WorkerPid:
+    """A stand-in method that reports which process deblended each blend (extra ``pid``).
+
+    A blend whose pixel [0, 0] is negative makes the process leave at once
+    (exit code 3), as a crash would.
+    """
+
+    name, label, makes_masks, needs_worker = "pid", "worker pid", False, False
+
+    def deblend(self, blends, context=None, progress=None):
+        from napari_blendphot.deblend.base import DeblendOutput
+
+        if (blends[:, 0, 0] < 0).any():
+            os._exit(3)
+        pids = np.full(len(blends), os.getpid(), np.int64)
+        return DeblendOutput(self.name, np.zeros((len(blends), 2)), None, {"pid": pids}, {})
+
+
+class RaisingDeblender:
+    """A stand-in third-party method that fails with an exception type of its own."""
+
+    name, label, makes_masks, needs_worker = "raising", "raising stand-in", False, False
+
+    def deblend(self, blends, context=None, progress=None):
+        raise StandInFailure("the stand-in method gave up")
+
+
+class StandInFailure(Exception):
+    """The exception :class:`RaisingDeblender` raises (not one of this package's errors)."""
+
+
+def make_results(folder, n_blends: int = 40, seed: int = 5):
+    """A toy blend dataset, SEP plus a noisy stand-in network on it, written as results.
+
+    Returns ``(results CSV path, BlendDataset)``.
+    """
+    from pathlib import Path
+
+    from napari_blendphot.blend.dataset import BlendDataset, write_blend_dataset
+    from napari_blendphot.clean.neighbours import clean_sample
+    from napari_blendphot.deblend.base import DeblendOutput
+    from napari_blendphot.deblend.sep_baseline import SepTwoPass
+    from napari_blendphot.report.results import build_results_table, write_results
+    from napari_blendphot.sample.toy import make_toy_sample
+
+    folder = Path(folder)
+    sample = clean_sample(make_toy_sample(60, seed=seed), seed=seed)
+    dataset = BlendDataset(write_blend_dataset(sample, folder / "blends", n=n_blends, test_fraction=0.5, seed=seed))
+    view = dataset.select(split="test")
+    sep = SepTwoPass().deblend(view.blends, view.context())
+    rng = np.random.default_rng(seed)
+    noisy = DeblendOutput("net", view.fluxes * np.exp(rng.normal(0, 0.1, view.fluxes.shape)))
+    table = build_results_table(view.catalog, [sep, noisy], true_masks=view.masks)
+    write_results(table, folder / "results")
+    return folder / "results.csv", dataset

@@ -4,7 +4,7 @@ Nothing here is a stored binary: every malformed input of the reliability
 tests is made from a small valid one by a named, reviewable edit (a FITS
 header card set to a value, a CSV cell replaced, a file truncated, a .npy
 saved with the wrong dtype...).  The fuzzer's crashing inputs were reduced to
-such edits too (``tests/test_reliability_fuzz.py``).
+such edits too (``scripts/fuzz_readers.py``).
 
 Helpers
 -------

@@ -39,8 +39,6 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 #: Model configurations benchmarked (training/configs names).
 MODELS = {
@@ -82,8 +80,8 @@ POOLING = {"value": "window"}
 
 
 def build(name: str, precision: str):
-    from training.config import load_config
-    from training.train import build_network, compile_network
+    from napari_blendphot.training.config import load_config
+    from napari_blendphot.training.train import build_network, compile_network
 
     overrides = {"training.precision": precision}
     if POOLING["value"] != "window":

@@ -143,7 +143,7 @@ def _build_dataset(args) -> int:
 
 
 def _ship(args) -> int:
-    from training.ship import ship_run
+    from .ship import ship_run
 
     manifest = ship_run(args.run_dir, args.name, default=args.default, description=args.description,
                         notes=args.notes, weights_dir=args.weights_dir, overwrite=args.overwrite)
@@ -153,7 +153,7 @@ def _ship(args) -> int:
 
 def _digest(args) -> int:
     from napari_blendphot.provenance import sha256_array, sha256_file
-    from training.data import read_split
+    from .data import read_split
 
     folder = Path(args.blends)
     record = {name: sha256_file(folder / name) for name in ("blends.npy", "masks.npy", "catalog.csv")
@@ -186,8 +186,8 @@ def _overrides(args) -> dict:
 
 
 def _train(args) -> int:
-    from training.config import load_config
-    from training.train import _Paused, train
+    from .config import load_config
+    from .train import _Paused, train
 
     config = load_config(args.config, _overrides(args))
     try:
@@ -200,7 +200,7 @@ def _train(args) -> int:
 
 
 def _resume(args) -> int:
-    from training.train import _Paused, resume
+    from .train import _Paused, resume
 
     try:
         resume(args.run_dir, backend=args.backend, max_epochs=args.epochs, max_wall_time_s=args.max_wall_time)
@@ -210,7 +210,7 @@ def _resume(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from training.evaluate import evaluate_run
+    from .scoring import evaluate_run
 
     summary = evaluate_run(args.run_dir, args.blends, split=args.split, method=args.method,
                            batch_size=args.batch_size, backend=args.backend, overwrite=args.overwrite,
@@ -221,7 +221,7 @@ def _evaluate(args) -> int:
 
 def _sep(args) -> int:
     from napari_blendphot.cli._common import progress_printer
-    from training.evaluate import evaluate_sep, summarise
+    from .scoring import evaluate_sep, summarise
 
     table = evaluate_sep(args.blends, args.output, split=args.split, n_jobs=args.jobs, overwrite=args.overwrite,
                          progress=progress_printer("sep"))
@@ -232,7 +232,7 @@ def _sep(args) -> int:
 def _merge(args) -> int:
     from napari_blendphot.provenance import make_provenance
     from napari_blendphot.report.results import read_results, write_results
-    from training.evaluate import merge_results, summarise, write_report
+    from .scoring import merge_results, summarise, write_report
 
     tables = [read_results(path) for path in args.tables]
     merged = merge_results(tables, make_provenance("training-merge", None,

@@ -19,7 +19,7 @@ def ship_run(run_dir, name: str, default: bool = False, description: str = "", n
              weights_dir=None, overwrite: bool = False):
     """Copy *run_dir*'s model to ``<weights_dir>/<name>.keras`` and write ``<name>.json``; return the manifest."""
     from napari_blendphot.models.registry import WEIGHTS_DIR, write_manifest
-    from training.train import model_arguments
+    from .train import model_arguments
 
     run_dir = Path(run_dir)
     model = run_dir / "model.keras"

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from napari_blendphot.blend.blend_set import BlendSet
 from napari_blendphot.constants import STAMP_SIZE, ZERO_POINT
 from napari_blendphot.errors import InputError
 from napari_blendphot.sample.galaxy_sample import central_segment, mag_to_flux
@@ -114,6 +115,23 @@ class Blend:
         """Pixel [row, column] of the companion's centre."""
         centre = STAMP_SIZE // 2
         return centre + self.dy, centre + self.dx
+
+    def as_catalog(self):
+        """This blend's catalogue row as a one-row astropy Table (``id`` 0 when unknown)."""
+        from astropy.table import Table
+
+        row = dict(self.row)
+        row.setdefault("id", 0)
+        row.setdefault("distance", float(self.distance))
+        row.setdefault("dy", int(self.dy))
+        row.setdefault("dx", int(self.dx))
+        return Table(rows=[row], names=list(row))
+
+    def context(self):
+        """The :class:`~napari_blendphot.deblend.base.BlendContext` SEP uses to assign its detections."""
+        from napari_blendphot.blend.blend_set import context_from_catalog
+
+        return context_from_catalog(self.as_catalog())
 
 
 def _galaxy_parts(galaxy, which: str):
@@ -268,43 +286,41 @@ def pair_catalog(catalog, pairs, first_id: int = 0, split: str = "all", companio
 
 
 @dataclass
-class BlendBatch:
-    """Many blends in memory (or memory-mapped): arrays plus their catalogue.
+class BlendBatch(BlendSet):
+    """Many blends in memory (or memory-mapped): arrays plus, where known, their truth.
 
-    ``blends``, ``galaxy1``, ``galaxy2``: (N, 128, 128) float32; ``masks``:
-    (N, 2, 128, 128) uint8; ``catalog``: astropy Table with :data:`CATALOG_COLUMNS`.
+    ``blends``: (N, 128, 128) float32; ``galaxy1``, ``galaxy2``: (N, 128, 128)
+    float32 or None; ``masks``: (N, 2, 128, 128) uint8 or None; ``catalog``:
+    astropy Table with :data:`CATALOG_COLUMNS`, or None for bare blends.  A
+    :class:`~napari_blendphot.blend.blend_set.BlendSet`: chunks of every other
+    blend set are BlendBatches.
     """
 
     blends: np.ndarray
-    galaxy1: np.ndarray
-    galaxy2: np.ndarray
-    masks: np.ndarray
-    catalog: object
+    galaxy1: np.ndarray | None = None
+    galaxy2: np.ndarray | None = None
+    masks: np.ndarray | None = None
+    catalog: object = None
+    source: str = "in-memory blends"
 
     def __len__(self) -> int:
         return len(self.blends)
 
-    def __getitem__(self, i) -> Blend:
-        return _blend_from_arrays(self.blends, self.galaxy1, self.galaxy2, self.masks, self.catalog, i)
+    def _read(self, name: str, start: int, stop: int):
+        array = getattr(self, name)
+        if array is None:
+            return None
+        part = array[start:stop]
+        return part if type(part) is np.ndarray else np.array(part)
 
-    @property
-    def fluxes(self) -> np.ndarray:
-        """(N, 2) true fluxes [central, companion]."""
-        return np.column_stack([np.asarray(self.catalog["g1_flux"], np.float64),
-                                np.asarray(self.catalog["g2_flux"], np.float64)])
+    def _subset(self, positions) -> "BlendBatch":
+        positions = np.asarray(positions, np.int64)
 
+        def take(array):
+            return None if array is None else np.asarray(array[positions])
 
-def _blend_from_arrays(blends, galaxy1, galaxy2, masks, catalog, i) -> Blend:
-    n = len(blends)
-    if not isinstance(i, (int, np.integer)):
-        raise TypeError(f"blend index must be an integer, got {type(i).__name__}")
-    if not -n <= i < n:
-        raise IndexError(f"blend index {i} out of range for {n} blends")
-    i = int(i) % n
-    row = catalog[i]
-    values = {name: _plain(row[name]) for name in catalog.colnames}
-    return Blend(np.array(blends[i]), np.array(galaxy1[i]), np.array(galaxy2[i]), np.array(masks[i]),
-                 int(values["dy"]), int(values["dx"]), float(values["distance"]), values)
+        return BlendBatch(take(self.blends), take(self.galaxy1), take(self.galaxy2), take(self.masks),
+                          None if self.catalog is None else self.catalog[positions], self.source)
 
 
 def _plain(value):

@@ -555,9 +555,19 @@ class InferenceEngine:
             first = index == 0
             future = self._worker.submit(_serve_method, chunk_id, chunk if first else None,
                                          chunk_context if first else None, name, factory, options)
-            output, seconds = self._wait(future, f"running method {name!r} on {where}",
-                                         {key: [value] for key, value in outputs.items()}, method=name,
-                                         error_doing=f"method {name!r} on {where}")
+            parts = {key: [value] for key, value in outputs.items()}
+            try:
+                output, seconds = self._wait(future, f"running method {name!r} on {where}", parts, method=name,
+                                             error_doing=f"method {name!r} on {where}")
+            except Exception as exc:
+                if isinstance(exc, BlendphotError):
+                    raise
+                # A method's own failure (a third-party method's ValueError, say): one line for the
+                # user, the worker's traceback kept on the error for whoever debugs the method.
+                error = WorkerError(f"method {name!r} failed on {where}: {type(exc).__name__}: {exc}")
+                error.method, error._method_parts = name, parts
+                error.worker_traceback = getattr(exc, "worker_traceback", "")
+                raise error from exc
             outputs[name] = output
             self.last_compute_seconds[name] = self.last_compute_seconds.get(name, 0.0) + seconds
         return chunk_id, outputs

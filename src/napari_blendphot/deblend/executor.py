@@ -288,6 +288,9 @@ class IsolatedWorker:
 
     def _start(self, timeout: float) -> int:
         pool = process_pool(1, "spawn", self.environment, self.overrides, isolated=True, long_lived_thread=True)
+        # Making the pool may have started multiprocessing's resource tracker, which unblocks
+        # Ctrl-C in this thread afterwards: block it again before the worker starts.
+        _block_interrupts_in_this_thread()
         future = pool.submit(os.getpid)
         # A ProcessPoolExecutor with the spawn method starts its process in submit(): here, in this thread.
         (process,) = list(pool._processes.values())

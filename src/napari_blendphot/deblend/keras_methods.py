@@ -31,7 +31,6 @@ list/tuple of both, or a dict (``{"masks", "fluxes"}``).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np

@@ -136,10 +136,24 @@ _pools: dict[tuple[int, str], ProcessPoolExecutor] = {}
 #: Calls in progress on each kept pool (a discarded pool stops when its last call ends).
 _pool_users: dict[ProcessPoolExecutor, int] = {}
 
+#: Whether pools are kept when a call does not say (None: only inside the inference worker).
+_keep_by_default: bool | None = None
+
+
+def set_keep_pools(keep: bool | None) -> None:
+    """Keep pools between calls by default in this process (True), never (False), or only in the worker (None).
+
+    A benchmark that deblends chunk after chunk, as the inference worker does,
+    sets True to measure what the worker does.
+    """
+    global _keep_by_default
+    _keep_by_default = keep
+
+
 #: A pool worker's test of a lost parent (see :func:`napari_blendphot.deblend.executor.parent_gone`).
 _pool_parent_gone = parent_gone
 __all__ = ["DeblendCancelled", "PARENT_CHECK_SECONDS", "deblend_in_processes", "default_start_method",
-           "shutdown_pools"]
+           "set_keep_pools", "shutdown_pools"]
 
 
 def _acquire_pool(n_jobs: int, start_method: str | None) -> tuple[ProcessPoolExecutor, tuple[int, str]]:
@@ -260,7 +274,7 @@ def deblend_in_processes(method, blends, context: BlendContext | None = None, n_
     starts = list(range(0, total, chunk_size))
     worker_method = _serial_copy(method)
     if keep_pool is None:
-        keep_pool = in_isolated_worker()
+        keep_pool = in_isolated_worker() if _keep_by_default is None else _keep_by_default
     if keep_pool:
         executor, pool_key = _acquire_pool(n_jobs, start_method)
     else:

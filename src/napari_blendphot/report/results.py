@@ -4,10 +4,13 @@ Schema (``docs/results_format.md``, ``docs/architecture.md``):
 
 - the blend catalogue columns (``id, distance, dy, dx, g1_*, g2_*``...);
 - per method ``m``: ``g1_flux_<m>``, ``g2_flux_<m>`` (NaN = not detected);
-  ``g1_iou_<m>``, ``g2_iou_<m>`` where the method makes masks and true masks
-  were given; ``<key>_<m>`` for each per-blend extra array (``detection_sep``);
+  where the method gives flux errors, ``g1_flux_err_<m>``, ``g2_flux_err_<m>``
+  (1 sigma, same units) and ``g1_mag_err_<m>``, ``g2_mag_err_<m>``
+  (``2.5 / ln 10 * flux_err / flux``); ``g1_iou_<m>``, ``g2_iou_<m>`` where the
+  method makes masks and true masks were given; ``<key>_<m>`` for each
+  per-blend extra array (``detection_sep``);
 - ``meta``: ``methods`` (list of names), ``zero_points`` ({method: zp}),
-  ``provenance``.
+  ``flux_errors`` ({method: whether it gives errors}), ``provenance``.
 
 Streaming: :func:`build_results_table` works on any slice of blends, so a
 long ``predict`` can build one table per chunk and join them with
@@ -32,6 +35,8 @@ __all__ = [
     "PAPER_METHODS",
     "build_results_table",
     "concatenate_results",
+    "merge_results",
+    "rename_method",
     "is_paper_catalog",
     "method_label",
     "methods_in",
@@ -121,6 +126,7 @@ def build_results_table(catalog, outputs, true_masks=None, zero_points=None, pro
     table = Table(catalog, copy=True)
     table.meta = {}
     labels = {}
+    with_errors = {}
     for name, output in named:
         fluxes = np.asarray(output.fluxes, dtype=np.float64)
         if fluxes.shape != (n, 2):
@@ -130,6 +136,13 @@ def build_results_table(catalog, outputs, true_masks=None, zero_points=None, pro
                 raise InputError("blend catalogue", f"already has a column {column!r}")
         table[f"g1_flux_{name}"] = fluxes[:, 0]
         table[f"g2_flux_{name}"] = fluxes[:, 1]
+        errors = getattr(output, "flux_errors", None)
+        with_errors[name] = errors is not None
+        if errors is not None:
+            flux_errors, mag_errors = _checked_errors(name, fluxes, errors)
+            for index, galaxy in enumerate(("g1", "g2")):
+                table[f"{galaxy}_flux_err_{name}"] = flux_errors[:, index]
+                table[f"{galaxy}_mag_err_{name}"] = mag_errors[:, index]
         masks = getattr(output, "masks", None)
         if masks is not None and true_masks is not None:
             masks = np.asarray(masks)
@@ -142,16 +155,40 @@ def build_results_table(catalog, outputs, true_masks=None, zero_points=None, pro
             values = np.asarray(values)
             if values.shape != (n,):
                 raise InputError(f"{name} output", f"extra array {key!r} has shape {values.shape}, expected ({n},)")
+            if f"{key}_{name}" in table.colnames:
+                raise InputError(f"{name} output", f"extra array {key!r} would replace the column {key}_{name}",
+                                 "flux errors belong in DeblendOutput.flux_errors, not in extra")
             table[f"{key}_{name}"] = values
         label = (getattr(output, "metadata", None) or {}).get("label")
         if label:
             labels[name] = str(label)
     table.meta["methods"] = [name for name, _ in named]
     table.meta["zero_points"] = {name: float(zero_points.get(name, ZERO_POINT)) for name, _ in named}
+    table.meta["flux_errors"] = with_errors
     if labels:
         table.meta["labels"] = labels
     table.meta["provenance"] = dict(provenance or {})
     return table
+
+
+#: ``mag_err = MAG_PER_RELATIVE_FLUX * flux_err / flux`` (first order of ``-2.5 log10``).
+MAG_PER_RELATIVE_FLUX = 2.5 / np.log(10.0)
+
+
+def _checked_errors(name: str, fluxes: np.ndarray, errors) -> tuple[np.ndarray, np.ndarray]:
+    """(flux errors, magnitude errors) (N, 2); NaN where the flux is not measured, never NaN or inf where it is."""
+    errors = np.asarray(errors, dtype=np.float64)
+    if errors.shape != fluxes.shape:
+        raise InputError(f"{name} output", f"flux errors of shape {errors.shape}, fluxes {fluxes.shape}")
+    measured = np.isfinite(fluxes)
+    bad = measured & ~(np.isfinite(errors) & (errors >= 0))
+    if bad.any():
+        raise InputError(f"{name} output", f"{int(bad.sum())} measured flux(es) have a NaN, infinite or negative "
+                         "error", "a method must give a finite error for every flux it measures")
+    errors = np.where(measured, errors, np.nan)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mags = np.where(measured & (fluxes > 0), MAG_PER_RELATIVE_FLUX * errors / fluxes, np.nan)
+    return errors, mags
 
 
 def concatenate_results(tables):
@@ -163,7 +200,7 @@ def concatenate_results(tables):
         raise InputError("results chunks", "nothing to concatenate")
     first = tables[0]
     for index, table in enumerate(tables[1:], start=1):
-        for key in ("methods", "zero_points"):
+        for key in ("methods", "zero_points", "flux_errors"):
             if table.meta.get(key) != first.meta.get(key):
                 raise InputError("results chunks", f"chunk {index} has {key} {table.meta.get(key)!r}, "
                                  f"chunk 0 has {first.meta.get(key)!r}")
@@ -172,6 +209,74 @@ def concatenate_results(tables):
     out = vstack(tables, join_type="exact", metadata_conflicts="silent")
     out.meta = dict(first.meta)
     return out
+
+
+def rename_method(table, old: str, new: str, label: str | None = None):
+    """A copy of *table* in which method *old* is called *new* (its columns ``*_<old>`` and its metadata)."""
+    _check_method_name(new)
+    methods = methods_in(table)
+    if old not in methods:
+        raise InputError("results table", f"has no method {old!r}")
+    if new in methods and new != old:
+        raise InputError("results table", f"already has a method {new!r}")
+    out = table.copy()
+    for name in table.colnames:
+        if name.endswith(f"_{old}"):
+            out.rename_column(name, name[: -len(old)] + new)
+    meta = out.meta
+    meta["methods"] = [new if m == old else m for m in methods]
+    for key in ("zero_points", "labels", "flux_errors"):
+        if isinstance(meta.get(key), dict) and old in meta[key]:
+            meta[key] = {(new if m == old else m): v for m, v in meta[key].items()}
+    if label is not None:
+        meta.setdefault("labels", {})[new] = str(label)
+    return out
+
+
+def merge_results(tables, provenance: dict | None = None):
+    """One results table with the method columns of all *tables*, joined on the blend ``id``.
+
+    Every table must hold the same blends (same ids and the same truth
+    columns); method columns must not repeat.
+    """
+    from astropy.table import Table
+
+    tables = list(tables)
+    if not tables:
+        raise InputError("results tables", "nothing to merge")
+    base = tables[0]
+    ids = np.asarray(base["id"])
+    merged = Table(base, copy=True)
+    methods = list(methods_in(base))
+    zero_points = dict(base.meta.get("zero_points") or {})
+    labels = dict(base.meta.get("labels") or {})
+    flux_errors = dict(base.meta.get("flux_errors") or {})
+    for index, table in enumerate(tables[1:], start=1):
+        other_ids = np.asarray(table["id"])
+        if set(other_ids.tolist()) != set(ids.tolist()) or len(other_ids) != len(ids):
+            raise InputError(f"results table {index}", "holds other blends than the first table")
+        order = np.argsort(other_ids)[np.searchsorted(np.sort(other_ids), ids)]
+        for column in ("g1_flux", "g2_flux"):
+            if not np.allclose(np.asarray(table[column])[order], np.asarray(base[column]), rtol=1e-6):
+                raise InputError(f"results table {index}", f"column {column} differs from the first table's")
+        for method in methods_in(table):
+            if method in methods:
+                raise InputError(f"results table {index}", f"method {method!r} appears twice")
+            methods.append(method)
+            zero_points[method] = (table.meta.get("zero_points") or {}).get(method, ZERO_POINT)
+            if method in (table.meta.get("labels") or {}):
+                labels[method] = table.meta["labels"][method]
+            if method in (table.meta.get("flux_errors") or {}):
+                flux_errors[method] = table.meta["flux_errors"][method]
+            for column in table.colnames:
+                if column.endswith(f"_{method}"):
+                    merged[column] = np.asarray(table[column])[order]
+    merged.meta = {"methods": methods, "zero_points": zero_points, "provenance": dict(provenance or {})}
+    if labels:
+        merged.meta["labels"] = labels
+    if flux_errors:
+        merged.meta["flux_errors"] = flux_errors
+    return merged
 
 
 def methods_in(table) -> list[str]:

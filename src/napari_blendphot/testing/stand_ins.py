@@ -189,6 +189,24 @@ class WorkerPid:
         return DeblendOutput(self.name, np.zeros((len(blends), 2)), None, {"pid": pids}, {})
 
 
+class ErrorBarDeblender:
+    """A stand-in method with flux errors: :class:`SlowDeblender`'s fluxes, 10% errors.
+
+    The companion of every odd-numbered blend of a call is not measured (NaN
+    flux and error), so that both cases reach the results table.
+    """
+
+    name, label, makes_masks, needs_worker, flux_errors = "witherrors", "with errors", False, False, True
+
+    def deblend(self, blends, context=None, progress=None):
+        from napari_blendphot.deblend.base import DeblendOutput, check_blends
+
+        blends = check_blends(blends)
+        fluxes = expected_slow_fluxes(blends)
+        fluxes[1::2, 1] = np.nan
+        return DeblendOutput(self.name, fluxes, None, {}, {}, flux_errors=0.1 * np.abs(fluxes))
+
+
 class RaisingDeblender:
     """A stand-in third-party method that fails with an exception type of its own."""
 

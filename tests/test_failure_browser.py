@@ -9,7 +9,7 @@ import pytest
 
 from napari_blendphot.errors import InputError, OutputExistsError
 from napari_blendphot.testing.stand_ins import make_results
-from napari_blendphot.widgets._failure_model import FailureModel
+from napari_blendphot.app.failures import FailureModel
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +174,7 @@ def test_no_tensorflow_loaded():
 def test_models_import_no_qt_or_napari():
     import subprocess
 
-    code = ("import sys, napari_blendphot.curation, napari_blendphot.widgets._failure_model; "
+    code = ("import sys, napari_blendphot.curation, napari_blendphot.app.failures; "
             "bad = [m for m in sys.modules if m.split('.')[0] in ('napari', 'qtpy', 'PyQt6', 'PyQt5', "
             "'PySide6', 'tensorflow', 'keras')]; print(bad); sys.exit(1 if bad else 0)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

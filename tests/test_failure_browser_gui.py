@@ -35,7 +35,7 @@ def _dataset_blend(dataset, blend_id):
 
 def test_selecting_a_row_shows_that_blend(widget, toy_results):
     from napari_blendphot._reader import mask_outlines
-    from napari_blendphot.widgets._session import current_blend_for
+    from napari_blendphot.app.session import current_blend_for
 
     _, dataset = toy_results
     viewer, failures = widget.viewer, widget.failures
@@ -69,7 +69,7 @@ def test_selecting_a_row_shows_that_blend(widget, toy_results):
 def test_header_sort_and_filters(widget):
     from qtpy.QtCore import Qt
 
-    from napari_blendphot.widgets.failure_browser import _COLUMN_NAMES
+    from napari_blendphot.widgets._failures_table import COLUMN_NAMES as _COLUMN_NAMES
 
     failures = widget.failures
     widget.table.sortByColumn(_COLUMN_NAMES.index("distance"), Qt.SortOrder.AscendingOrder)

@@ -21,7 +21,7 @@ from napari_blendphot.blend.assemble import make_blend, make_blends
 from napari_blendphot.deblend.engine import InferenceEngine
 from napari_blendphot.deblend.registry import available_methods, register_method, unregister_method
 from napari_blendphot.errors import InputError
-from napari_blendphot.widgets._inspector_model import (
+from napari_blendphot.app.inspector import (
     NO_TRUTH_NOTE,
     InspectorModel,
     layer_features,
@@ -31,7 +31,7 @@ from napari_blendphot.widgets._inspector_model import (
     truth_catalog,
     truth_context,
 )
-from napari_blendphot.widgets._session import BlendState, current_blend_for
+from napari_blendphot.app.session import BlendState, current_blend_for
 
 pytestmark = pytest.mark.slow  # one engine start plus a TensorFlow start for the tiny networks
 

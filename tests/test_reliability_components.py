@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from napari_blendphot.testing.corpus import copy_input, toy_sample, tree_digest, write_valid_inputs
+from napari_blendphot.testing.corpus import toy_sample, tree_digest, write_valid_inputs
 from napari_blendphot.constants import STAMP_SIZE
 from napari_blendphot.errors import InputError
 
@@ -202,7 +202,7 @@ def test_results_of_another_dataset_are_refused_by_the_failure_browser(valid, tm
     """Same blend ids (0..5), other pairs: the failure browser must not show wrong images for the rows."""
     from napari_blendphot.blend.dataset import write_blend_dataset
     from napari_blendphot.report.results import read_results
-    from napari_blendphot.widgets._failure_model import FailureModel
+    from napari_blendphot.app.failures import FailureModel
 
     other = write_blend_dataset(toy_sample(), tmp_path / "other", n=6, test_fraction=0.5, seed=77)
     before = tree_digest(tmp_path)

@@ -14,9 +14,6 @@ companion changed), ``blend_changed(blend)`` after every rebuild,
 
 from __future__ import annotations
 
-import json
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +21,7 @@ import numpy as np
 from psygnal import Signal
 
 from napari_blendphot.constants import CENTER, GALTYPES, PIXEL_SCALE, STAMP_SIZE
-from napari_blendphot.errors import InputError, OutputExistsError
+from napari_blendphot.errors import InputError
 
 #: Companion shifts are clamped so that its centre stays on the stamp.
 SHIFT_MIN = -CENTER
@@ -317,29 +314,21 @@ def write_built_blends(blends, out_dir, provenance: dict | None = None, overwrit
                        split: str = "all") -> Path:
     """Write hand-built :class:`~napari_blendphot.blend.assemble.Blend` objects as a blend dataset folder.
 
-    Same layout as :func:`~napari_blendphot.blend.dataset.write_blend_dataset`
-    (``blends.npy``, ``galaxy1.npy``, ``galaxy2.npy``, ``masks.npy``,
-    ``catalog.csv``, ``catalog.fits``, ``provenance.json``), written into a
-    hidden folder beside *out_dir* and renamed into place when complete.  The
-    catalogue has the standard columns plus ``g2_dmag`` (the magnitude change
-    applied to the companion).  An existing non-empty folder is replaced only
-    with ``overwrite=True``.
+    The catalogue has the standard columns plus ``g2_dmag`` (the magnitude
+    change applied to the companion); the folder is written by
+    :func:`napari_blendphot.blend.dataset.write_blend_set` (the layout of
+    every blend dataset).  An existing non-empty folder is replaced only with
+    ``overwrite=True``.
     """
     from astropy.table import Table
 
-    from napari_blendphot.blend.assemble import CATALOG_COLUMNS
-    from napari_blendphot.blend.dataset import move_into_place
-    from napari_blendphot.provenance import dumps
-    from napari_blendphot.tables import write_table
+    from napari_blendphot.blend.assemble import CATALOG_COLUMNS, BlendBatch
+    from napari_blendphot.blend.dataset import write_blend_set
 
     out_dir = Path(out_dir)
     blends = list(blends)
     if not blends:
         raise InputError(out_dir, "no blends to write")
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(out_dir, "exists and is not a folder", "choose another output path")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
-        raise OutputExistsError(out_dir, "overwrite=True")
     rows = []
     for number, blend in enumerate(blends):
         row = {"id": number, "split": split, **{k: blend.row[k] for k in CATALOG_COLUMNS if k in blend.row}}
@@ -350,22 +339,6 @@ def write_built_blends(blends, out_dir, provenance: dict | None = None, overwrit
     for column in ("g1_type", "g2_type"):
         catalog[column] = np.asarray(catalog[column]).astype(str)
     catalog.meta["zero_point"] = 25.96
-    catalog.meta["provenance"] = provenance or {}
-
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
-    try:
-        np.save(staging / "blends.npy", np.stack([b.blend for b in blends]).astype(np.float32))
-        np.save(staging / "galaxy1.npy", np.stack([b.galaxy1 for b in blends]).astype(np.float32))
-        np.save(staging / "galaxy2.npy", np.stack([b.galaxy2 for b in blends]).astype(np.float32))
-        np.save(staging / "masks.npy", np.stack([b.masks for b in blends]).astype(np.uint8))
-        write_table(catalog, staging / "catalog.csv")
-        write_table(catalog, staging / "catalog.fits")
-        with open(staging / "provenance.json", "w", encoding="utf-8") as handle:
-            json.dump(json.loads(dumps(provenance or {})), handle, indent=2, sort_keys=True)
-            handle.write("\n")
-        move_into_place(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return out_dir
+    batch = BlendBatch(np.stack([b.blend for b in blends]), np.stack([b.galaxy1 for b in blends]),
+                       np.stack([b.galaxy2 for b in blends]), np.stack([b.masks for b in blends]), catalog)
+    return write_blend_set(batch, out_dir, provenance, overwrite)

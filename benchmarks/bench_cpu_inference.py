@@ -526,7 +526,7 @@ def main(argv=None) -> int:
         configs = args.config or ([] if (args.model or args.shipped) else [_config_dir() / n for n in SHIPPED_CONFIGS])
         specs = [spec_from_config_file(path) for path in configs] + [spec_from_text(t) for t in args.model]
         if args.shipped:
-            from napari_blendphot.models.registry import list_shipped_models
+            from napari_blendphot.models.manifests import list_shipped_models
 
             specs += [{"label": m.name, "method": m.method, "kwargs": dict(m.architecture),
                        "weights_file": str(m.path)} for m in list_shipped_models()]

@@ -56,7 +56,7 @@ def _summary(values_s) -> str:
 
 def _weights(kind: str, folder: str) -> tuple[dict, str]:
     """{network: weights path or shipped name}, and a description."""
-    from napari_blendphot.models.registry import default_model
+    from napari_blendphot.models.manifests import default_model
 
     if kind in ("auto", "shipped"):
         shipped = {name: default_model(name) for name in NETWORKS}

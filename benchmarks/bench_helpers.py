@@ -178,7 +178,7 @@ def build_models(folder: str, size: str) -> dict:
 
 def shipped_weights() -> dict:
     """{method: manifest name} of the shipped models (no Keras import)."""
-    from napari_blendphot.models.registry import default_model
+    from napari_blendphot.models.manifests import default_model
 
     found = {}
     for method in NETWORKS:

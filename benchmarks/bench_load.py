@@ -66,7 +66,7 @@ def _blendphot() -> list[str]:
 # ------------------------------------------------------------------ networks
 def _weights(folder: Path, kind: str = "auto") -> tuple[dict, str]:
     """{network: weights path}, and what they are ({} and "none" for *kind* "none")."""
-    from napari_blendphot.models.registry import default_model
+    from napari_blendphot.models.manifests import default_model
 
     if kind == "none":
         return {}, "none (SEP only)"

@@ -60,7 +60,7 @@ def memory_mb(pid: int | str = "self") -> dict:
 
 def network_weights(folder: Path, quick: bool) -> tuple[dict, str]:
     """{network: weights} (shipped names, or random-weight files built in a subprocess) and a description."""
-    from napari_blendphot.models.registry import default_model
+    from napari_blendphot.models.manifests import default_model
 
     shipped = {} if quick else shipped_weights()
     missing = [name for name in NETWORKS if name not in shipped]

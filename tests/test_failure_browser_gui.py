@@ -164,7 +164,7 @@ def test_sep_masks_recomputed_in_worker(widget, toy_results, qtbot):
 
 def test_network_masks_can_be_rerun_with_shipped_weights(qtbot):
     """Masks of every mask-making method are re-run, networks too when a model is shipped."""
-    from napari_blendphot.models.registry import default_model
+    from napari_blendphot.models.manifests import default_model
     from napari_blendphot.widgets.failure_browser import can_rerun_masks
 
     assert can_rerun_masks("sep")

@@ -180,7 +180,7 @@ def test_an_inspection_records_where_its_time_went(engine, blends):
 
 
 def test_missing_shipped_weights_are_reported_and_sep_still_runs(engine, blends, tmp_path, monkeypatch):
-    from napari_blendphot.models import registry
+    from napari_blendphot.models import manifests as registry
 
     monkeypatch.setattr(registry, "WEIGHTS_DIR", tmp_path)  # an installation without shipped models
     model = InspectorModel(methods=["sep", "blend2flux"], engine=engine)
@@ -202,6 +202,21 @@ def test_checkboxes_follow_the_registry(make_napari_viewer, engine, tiny):
         widget.close_inspector()
     finally:
         unregister_method("echogui")
+
+
+def test_a_third_party_keras_method_gets_a_weights_button_and_the_precision(make_napari_viewer, engine, tiny):
+    """The weights row and the precision choice follow the registry's capabilities, not a list of names."""
+    register_method("thirdnet", "napari_blendphot.testing.stand_ins:SlowDeblender", label="third-party network",
+                    uses_keras=True, accepts_weights=True, precisions=("float32", "bfloat16", "auto"))
+    try:
+        _, widget = make_widget(make_napari_viewer, engine, tiny)
+        assert set(widget.weights_labels) == {*NETWORKS, "thirdnet"}
+        assert widget.weights_labels["thirdnet"].text() == "no shipped model"
+        assert not widget.method_boxes["thirdnet"].isChecked()  # no weights yet
+        assert widget.precision_combo.isVisibleTo(widget)
+        widget.close_inspector()
+    finally:
+        unregister_method("thirdnet")
 
 
 def test_runs_draw_layers_table_and_features_and_rerun_updates(make_napari_viewer, qtbot, engine, tiny, blends):
@@ -617,7 +632,7 @@ def test_blend_set_layer_without_its_arrays_uses_the_catalogue(make_napari_viewe
 def test_a_corrupted_shipped_model_is_reported_before_running(tiny, tmp_path, monkeypatch):
     import shutil
 
-    from napari_blendphot.models import registry
+    from napari_blendphot.models import manifests as registry
 
     shipped = tmp_path / "unet-shipped.keras"
     shutil.copy(tiny["paths"]["unet"], shipped)
@@ -654,7 +669,7 @@ def test_napari_opens_the_inspector_from_the_plugin_manifest(make_napari_viewer,
 
 def test_networks_without_weights_start_unticked_and_choosing_a_file_ticks_them(make_napari_viewer, tiny, tmp_path,
                                                                                  monkeypatch):
-    from napari_blendphot.models import registry
+    from napari_blendphot.models import manifests as registry
     from napari_blendphot.widgets.deblend_inspector import DeblendInspectorWidget
 
     monkeypatch.setattr(registry, "WEIGHTS_DIR", tmp_path)  # no shipped models

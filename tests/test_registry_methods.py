@@ -144,3 +144,28 @@ def test_entry_point_method_runs_in_the_engine(third_party_entry_point):
 
 def test_no_tensorflow_in_the_test_process():
     assert "tensorflow" not in sys.modules and "keras" not in sys.modules
+
+
+def test_no_list_of_method_names_outside_the_registry():
+    """What a method can do is asked of the registry, never decided by a list of names elsewhere.
+
+    The network architectures of models/ (builders, files, losses) are architectures, not methods.
+    """
+    import re
+    from pathlib import Path
+
+    import napari_blendphot
+
+    names = "|".join(available_methods()[:4])
+    two_names = re.compile(rf"""[\(\[\{{]\s*["']({names})["']\s*,\s*["']({names})["']""")
+    root = Path(napari_blendphot.__file__).parent
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        relative = path.relative_to(root).as_posix()
+        if relative == "deblend/registry.py" or relative.startswith(("models/", "testing/")):
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), start=1):
+            code = line.split("#")[0]
+            if two_names.search(code) and ">>>" not in code and "predict(" not in code:
+                found.append(f"{relative}:{number}: {line.strip()}")
+    assert not found, "\n".join(found)

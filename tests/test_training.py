@@ -284,7 +284,7 @@ def test_merge_joins_methods_on_blend_id(blends_dir):
 
 
 def test_ship_writes_a_manifest_with_test_metrics(tmp_path):
-    from napari_blendphot.models.registry import list_shipped_models
+    from napari_blendphot.models.manifests import list_shipped_models
     from napari_blendphot.training.config import load_config, save_config
     from napari_blendphot.training.ship import ship_run
 

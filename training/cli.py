@@ -31,6 +31,12 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _precision(text: str) -> str:
+    from napari_blendphot.models.precision import KERAS_POLICIES
+
+    return {policy: name for name, policy in KERAS_POLICIES.items()}.get(text, text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m training",
                                      description="Train and evaluate the networks of Boucaud et al. 2020.")
@@ -57,8 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample", help="isolated sample (stream mode)")
     p.add_argument("--epochs", type=_positive_int, help="override training.max_epochs")
     p.add_argument("--batch-size", type=_positive_int, help="override training.batch_size (named deviation)")
-    p.add_argument("--precision", choices=("float32", "mixed_bfloat16", "mixed_float16"),
-                   help="override training.precision")
+    p.add_argument("--precision", type=_precision, choices=("float32", "bfloat16", "float16"),
+                   help="override training.precision (Keras' names mixed_bfloat16/mixed_float16 are accepted too)")
     p.add_argument("--max-train-blends", type=_positive_int, help="use at most this many training blends")
     p.add_argument("--max-wall-time", type=float, help="pause (resumable) after this many seconds")
     p.add_argument("--seed", type=int, help="override training.seed")

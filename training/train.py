@@ -118,7 +118,9 @@ def build_network(config: dict, precision: str = "float32"):
     from napari_blendphot.models.networks import build_model
 
     previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(precision)
+    from napari_blendphot.models.precision import keras_policy
+
+    keras.config.set_dtype_policy(keras_policy(precision))
     try:
         model = build_model(config["model"]["kind"], **model_arguments(config["model"]))
     finally:

@@ -46,7 +46,7 @@ def method_options_for(methods, weights: dict | None = None, precision: str | No
     shipped network and no weights given must have its shipped model installed.
     """
     from napari_blendphot.deblend.registry import method_info
-    from napari_blendphot.models import registry as shipped_models
+    from napari_blendphot.models import manifests as shipped_models
 
     options = {name: dict(values) for name, values in (method_options or {}).items()}
     unknown = sorted(set(options) - set(methods))

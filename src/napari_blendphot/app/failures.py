@@ -57,7 +57,7 @@ def can_rerun_masks(method: str) -> bool:
         return False
     if not info.accepts_weights:
         return True
-    from napari_blendphot.models.registry import default_model
+    from napari_blendphot.models.manifests import default_model
 
     return info.network is not None and default_model(info.network) is not None
 

@@ -433,7 +433,7 @@ class InspectorModel:
             return True
         if info.network is None:
             return False
-        from napari_blendphot.models.registry import default_model
+        from napari_blendphot.models.manifests import default_model
 
         try:
             return default_model(info.network) is not None
@@ -504,7 +504,7 @@ class InspectorModel:
         if info.network is None:
             return "no shipped model"
         try:
-            from napari_blendphot.models.registry import default_model
+            from napari_blendphot.models.manifests import default_model
 
             manifest = default_model(info.network)
         except InputError as exc:
@@ -527,7 +527,7 @@ class InspectorModel:
             return None
         if info.network is None:
             return f"{name}: no weights chosen — choose a .keras file with its '…' button"
-        from napari_blendphot.models.registry import WEIGHTS_DIR, default_model, verify
+        from napari_blendphot.models.manifests import WEIGHTS_DIR, default_model, verify
 
         try:
             manifest = default_model(info.network)
@@ -559,7 +559,7 @@ class InspectorModel:
             if self._engine is None:
                 from napari_blendphot.deblend.engine import InferenceEngine
 
-                self._engine = InferenceEngine(("sep",), chunk_size=self.chunk_size)
+                self._engine = InferenceEngine(chunk_size=self.chunk_size)
                 for name in self.available:
                     options = self._options(name)
                     if options:

@@ -59,7 +59,7 @@ class CurrentBlend:
         if self._engine is None:
             from napari_blendphot.deblend.engine import InferenceEngine
 
-            self._engine = InferenceEngine(("sep",))
+            self._engine = InferenceEngine()
         self._engine_users.add(user)
         return self._engine
 

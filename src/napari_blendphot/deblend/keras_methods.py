@@ -9,9 +9,9 @@ module does not import Keras.
 Weights
 -------
 ``weights=`` is a shipped model name, a manifest ``.json`` or a path to a
-``.keras`` file, resolved by :func:`napari_blendphot.models.registry.resolve_weights`
+``.keras`` file, resolved by :func:`napari_blendphot.models.manifests.resolve_weights`
 (which checks the sha256 of files that have a manifest); without it the
-method's default shipped model (:func:`~napari_blendphot.models.registry.default_model`)
+method's default shipped model (:func:`~napari_blendphot.models.manifests.default_model`)
 is used.  Models load through :func:`napari_blendphot.models.io.load_model`
 in safe mode with the role checked (a U-Net file given to blend2flux is refused).
 
@@ -52,7 +52,7 @@ def _load_weights(method: str, network: str | None, weights):
     import dataclasses
 
     from napari_blendphot.models.io import load_model
-    from napari_blendphot.models.registry import default_model, resolve_weights
+    from napari_blendphot.models.manifests import default_model, resolve_weights
 
     role = network
     if weights is None:

@@ -108,6 +108,8 @@ class MethodInfo:
         ``"builtin"``, ``"runtime"`` (register_method) or ``"entry point <value>"``.
     uses_keras, accepts_weights, network, precisions, parallel, wants_gpu, flux_errors
         Capabilities: see the module's documentation.
+    short_label, color : str
+        How reports and figures show the method ("" for the name and a colour by position).
     """
 
     name: str
@@ -124,6 +126,8 @@ class MethodInfo:
     parallel: bool = False
     wants_gpu: bool = False
     flux_errors: bool = False
+    short_label: str = ""
+    color: str = ""
 
     @property
     def capabilities(self) -> dict:
@@ -147,17 +151,18 @@ _BUILTINS = (
     MethodInfo("sep", "SEP two-pass (SExtractor)", True, False,
                "napari_blendphot.deblend.sep_baseline:SepTwoPass",
                "classical baseline: sep detection in a cold then a hot pass, FLUX_AUTO photometry", "builtin",
-               parallel=True, flux_errors=True),
+               parallel=True, flux_errors=True, short_label="SEP", color="#d1495b"),
     MethodInfo("blend2flux", "blend2flux (CNN)", False, factory="napari_blendphot.deblend.keras_methods:Blend2FluxDeblender",
                description="CNN regressing the fluxes of both galaxies from the blend (Boucaud et al. 2020)",
-               origin="builtin", network="blend2flux", **_KERAS),
+               origin="builtin", network="blend2flux", short_label="blend2flux", color="#1f6fb4", **_KERAS),
     MethodInfo("unet", "U-Net masks + flux in mask", True, factory="napari_blendphot.deblend.keras_methods:UNetDeblender",
                description="U-Net segmentation; each flux is the blend summed inside its mask (> 0.5)",
                origin="builtin", network="unet", **_KERAS),
     MethodInfo("blend2mask2flux", "blend2mask2flux (U-Net + CNN)", True,
                factory="napari_blendphot.deblend.keras_methods:Blend2Mask2FluxDeblender",
                description="U-Net masks then a CNN on blend + masks for the fluxes (Boucaud et al. 2020)",
-               origin="builtin", network="blend2mask2flux", **_KERAS),
+               origin="builtin", network="blend2mask2flux", short_label="blend2mask2flux", color="#2a9d4b",
+               **_KERAS),
 )
 
 _registry: dict[str, MethodInfo] = {info.name: info for info in _BUILTINS}
@@ -301,6 +306,14 @@ def create_method(name: str, **options):
             raise InputError(f"method {name!r}", f"its factory returned {type(method).__name__}, "
                              f"which has no {attribute!r} (not a Deblender)")
     return method
+
+
+def display_of(name: str) -> tuple[str, str]:
+    """``(short label, colour)`` of a registered method for reports and figures; ``("", "")`` when unknown."""
+    if name not in _registry:  # not registered at run time nor built in: do not load entry points for a label
+        return "", ""
+    info = _registry[name]
+    return info.short_label, info.color
 
 
 def builtin_methods() -> tuple[str, ...]:

@@ -47,16 +47,18 @@ __all__ = [
 
 #: Short names of the paper's catalogue -> our method names.
 PAPER_METHODS = {"b2f": "blend2flux", "b2m2f": "blend2mask2flux", "sex": "sextractor"}
-#: Human-readable names of known methods (others are shown by name).
-_LABELS = {"blend2flux": "blend2flux", "blend2mask2flux": "blend2mask2flux", "sextractor": "SExtractor",
-           "sep": "SEP"}
+#: Labels and colours of the paper catalogue's methods (registered methods have theirs in the registry).
+PAPER_LABELS = {"blend2flux": "blend2flux", "blend2mask2flux": "blend2mask2flux", "sextractor": "SExtractor"}
+PAPER_COLORS = {"sextractor": "#d1495b"}
 _TRUTH_COLUMNS = ("g1_flux", "g2_flux")
 
 
 def method_label(table, method: str) -> str:
-    """Label of *method* for figures: ``meta["labels"]``, a known name, or the name itself."""
+    """Label of *method* for figures: ``meta["labels"]``, the registry's short label, the paper's, or the name."""
+    from napari_blendphot.deblend.registry import display_of
+
     labels = (getattr(table, "meta", None) or {}).get("labels") or {}
-    return str(labels.get(method) or _LABELS.get(method, method))
+    return str(labels.get(method) or display_of(method)[0] or PAPER_LABELS.get(method, method))
 
 
 def _check_method_name(name) -> str:
@@ -343,8 +345,7 @@ def results_from_paper_catalog(table, source: str = "paper catalogue"):
     out.meta["methods"] = list(PAPER_METHODS.values())
     out.meta["zero_points"] = {"blend2flux": ZERO_POINT, "blend2mask2flux": ZERO_POINT,
                                "sextractor": PAPER_SEXTRACTOR_ZERO_POINT}
-    out.meta["labels"] = {"blend2flux": "blend2flux", "blend2mask2flux": "blend2mask2flux",
-                          "sextractor": "SExtractor"}
+    out.meta["labels"] = dict(PAPER_LABELS)
     out.meta["provenance"] = {"step": "paper-catalogue", "source": source,
                               "reference": "Boucaud et al. 2020, MNRAS 491, 2481 (arXiv:1905.01324)"}
     return out

@@ -64,7 +64,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from bench_helpers import parse_value, toy_blends
+from bench_helpers import parse_value, process_cpu_seconds, toy_blends
 
 
 #: The configurations the plugin ships (training/configs/*.json), in method order.
@@ -404,18 +404,8 @@ def _cpu_clock_with(pid: int):
     """CPU seconds of this process plus process *pid* (the engine's worker)."""
     def clock() -> float:
         own = time.process_time()
-        try:
-            import psutil
-
-            times = psutil.Process(pid).cpu_times()
-            return own + times.user + times.system
-        except Exception:  # psutil missing or worker gone: count ours only
-            try:
-                with open(f"/proc/{pid}/stat") as handle:
-                    fields = handle.read().rsplit(")", 1)[1].split()
-                return own + (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-            except OSError:
-                return own
+        worker = process_cpu_seconds(pid)
+        return own + (worker if worker == worker else 0.0)  # the worker gone: count ours only
     return clock
 
 

@@ -109,12 +109,9 @@ def _process_cpu_seconds(pid: int | None = None) -> float:
     """User + system CPU time of this process (all its threads) or of process *pid*; NaN if unreadable."""
     if pid is None:
         return time.process_time()
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            fields = handle.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return float("nan")
+    from bench_helpers import process_cpu_seconds
+
+    return process_cpu_seconds(pid)
 
 
 def main(argv=None) -> int:

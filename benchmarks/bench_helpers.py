@@ -33,6 +33,17 @@ def load_average() -> str:
     return f"load {os.getloadavg()[0]:.1f}"
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process *pid* so far (psutil); NaN once it is gone."""
+    import psutil
+
+    try:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.Error:
+        return float("nan")
+    return times.user + times.system
+
+
 def shift_stamp(stamp: np.ndarray, dy: int, dx: int) -> np.ndarray:
     """Shift by whole pixels with zero padding (no wrap-around)."""
     out = np.zeros_like(stamp)

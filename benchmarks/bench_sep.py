@@ -65,7 +65,7 @@ import sys
 import time
 
 import numpy as np
-from bench_helpers import best_time, dataset_blends, interleaved_times, toy_blends
+from bench_helpers import best_time, dataset_blends, interleaved_times, process_cpu_seconds, toy_blends
 
 
 def load() -> str:
@@ -182,20 +182,11 @@ def _cpu_seconds(function) -> float:
 
 
 def _pool_cpu_seconds() -> float:
-    """CPU seconds used so far by the live pool workers (Linux /proc; NaN elsewhere)."""
+    """CPU seconds used so far by the live pool workers (NaN when one is gone)."""
     from napari_blendphot.deblend import parallel
 
-    total = 0.0
-    ticks = os.sysconf("SC_CLK_TCK")
-    try:
-        for executor in list(parallel._pools.values()):
-            for pid in list(getattr(executor, "_processes", {}) or {}):
-                with open(f"/proc/{pid}/stat") as stat:
-                    fields = stat.read().rsplit(")", 1)[1].split()
-                total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
-    except (OSError, ValueError, IndexError):
-        return float("nan")
-    return total
+    return sum(process_cpu_seconds(pid) for executor in list(parallel._pools.values())
+               for pid in list(getattr(executor, "_processes", {}) or {}))
 
 
 def time_pool(method, blends, context, repeats: int) -> dict:

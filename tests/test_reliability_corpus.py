@@ -468,7 +468,10 @@ def test_blend_dataset_reader_refuses_a_file(valid, tmp_path):
 # -- results tables -----------------------------------------------------------------------------
 
 def _results_meta(old: bytes, new: bytes):
-    return lambda p: replace_in_file(p, old, new)
+    """An edit of a results CSV's metadata (in its metadata file)."""
+    from napari_blendphot.tables import meta_path
+
+    return lambda p: replace_in_file(meta_path(p), old, new)
 
 
 def _results_fits_types(path):
@@ -493,7 +496,7 @@ RESULTS_CASES = {
     "binary-garbage": ("csv", lambda p: p.write_bytes(bytes(range(256)) * 8), "cannot read as a table"),
     "truncated-fits": ("fits", lambda p: truncate(p, 4000), "cannot read as a table"),
     "no-method-columns": ("csv", lambda p: (drop_csv_column(p, "g1_flux_sep"), drop_csv_column(p, "g2_flux_sep"),
-                                            replace_in_file(p, b'"methods":["sep"]', b'"methods":[]')),
+                                            _results_meta(b'"methods":["sep"]', b'"methods":[]')(p)),
                           "no method columns"),
     "listed-method-missing": ("csv", lambda p: drop_csv_column(p, "g2_flux_sep"), "column g2_flux_'sep' is missing"),
     "missing-true-flux": ("csv", lambda p: drop_csv_column(p, "g1_flux"), "missing true-flux column"),

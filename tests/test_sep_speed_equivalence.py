@@ -19,7 +19,6 @@ import sys
 import textwrap
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -394,32 +393,6 @@ def test_cancel_leaves_the_next_call_correct(batch):
     parallel.shutdown_pools()
 
 
-def _start_time(pid: int) -> str:
-    """A process's start time (clock ticks after boot, /proc/PID/stat field 22); '' once it is gone."""
-    try:
-        # The command name (field 2) may hold spaces: split after its closing parenthesis.
-        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[19]
-    except (OSError, IndexError):
-        return ""
-
-
-def _state(pid: int, start_time: str | None = None) -> str:
-    """A process's state letter from /proc ('' once it is gone).
-
-    With *start_time*, a process now holding *pid* but started at another time
-    (the pid was recycled after the one we watched exited) counts as gone.
-    """
-    if start_time is not None and _start_time(pid) != start_time:
-        return ""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("State:"):
-                return line.split()[1]
-    except OSError:
-        pass
-    return ""
-
-
 def test_a_worker_sees_a_lost_parent_even_if_it_started_after_the_loss():
     """Regression: a worker that started after the pool's process died took its new
     parent for the real one and waited forever (seen under load: a worker that had
@@ -433,8 +406,8 @@ def test_a_worker_sees_a_lost_parent_even_if_it_started_after_the_loss():
     assert parallel._pool_parent_gone(gone, os.getpid())  # reparented: the watched parent is not ours
 
 
-@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads process states from Linux /proc")
 def test_kept_workers_exit_when_their_parent_is_killed():
+    psutil = pytest.importorskip("psutil")
     code = textwrap.dedent("""
         import os, signal
         import numpy as np
@@ -449,9 +422,21 @@ def test_kept_workers_exit_when_their_parent_is_killed():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     pids = [int(pid) for pid in done.stdout.split()]
     assert len(pids) == 2, done.stderr
-    # Watch these processes, not whatever later reuses their pids (pid_max can be small).
-    started = {pid: _start_time(pid) for pid in pids}
+    # Watch these processes, not whatever later reuses their pids (a psutil.Process remembers its start time).
+    watched = []
+    for pid in pids:
+        try:
+            watched.append(psutil.Process(pid))
+        except psutil.NoSuchProcess:
+            continue
+
+    def running(process) -> bool:
+        try:
+            return process.is_running() and process.status() not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
+        except psutil.NoSuchProcess:
+            return False
+
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and any(_state(pid, started[pid]) not in ("", "Z", "X") for pid in pids):
+    while time.monotonic() < deadline and any(running(p) for p in watched):
         time.sleep(0.2)
-    assert all(_state(pid, started[pid]) in ("", "Z", "X") for pid in pids), [_state(pid) for pid in pids]
+    assert not [p.pid for p in watched if running(p)]

@@ -1,9 +1,13 @@
 """Reading and writing astropy tables as CSV or FITS, with provenance kept.
 
-CSV files carry their metadata in ``#`` comment lines at the top (one line of
-canonical JSON per key), so they stay readable by any CSV reader that skips
-comments (``pandas.read_csv(path, comment="#")``, TOPCAT, astropy).  FITS files
-carry it in the table header, with the provenance as a JSON string.
+A CSV file is plain CSV (a header line, then the rows), so that every CSV
+reader takes it with its defaults (``pandas.read_csv(path)``,
+``astropy.table.Table.read(path)``, a spreadsheet); its metadata (provenance,
+methods, zero points...) are canonical JSON in a file beside it,
+``NAME.csv.meta.json`` (:func:`meta_path`).  CSV files written by older
+versions, with the metadata in ``# blendphot-meta`` comment lines at the top,
+are still read.  FITS files carry the metadata in the table header, with the
+provenance as a JSON string.
 """
 
 from __future__ import annotations
@@ -19,6 +23,14 @@ from napari_blendphot.errors import InputError, check_output_path
 from napari_blendphot.provenance import dumps
 
 _META_PREFIX = "blendphot-meta "
+#: What a CSV file's metadata file adds to its name.
+META_SUFFIX = ".meta.json"
+
+
+def meta_path(csv_path) -> Path:
+    """The metadata file of a CSV table: ``results.csv`` -> ``results.csv.meta.json``."""
+    csv_path = Path(csv_path)
+    return csv_path.with_name(csv_path.name + META_SUFFIX)
 
 
 #: Largest NAXIS and TFIELDS the FITS standard allows.
@@ -92,11 +104,14 @@ def write_table(table, path, overwrite: bool = False) -> Path:
     tmp = path.with_name(f".{path.name}.tmp")
     suffix = "".join(path.suffixes[-2:]) if path.suffix == ".gz" else path.suffix
     if suffix == ".csv":
+        from napari_blendphot.atomic import write_text_atomic
+
+        check_output_path(meta_path(path), overwrite)
+        # The metadata first: a CSV never appears without the metadata of its own rows.
+        write_text_atomic(meta_path(path), dumps(dict(table.meta)) + "\n")
         out = table.copy(copy_data=False)
         out.meta = {}
-        comments = [f"{_META_PREFIX}{dumps({key: value})}" for key, value in sorted(table.meta.items())]
-        out.meta["comments"] = comments
-        out.write(tmp, format="ascii.csv", comment="# ", overwrite=True)
+        out.write(tmp, format="ascii.csv", overwrite=True)
     elif suffix in (".fits", ".fit", ".fits.gz"):
         out = table.copy(copy_data=False)
         out.meta = {}
@@ -149,6 +164,17 @@ def read_table(path):
 
 def _restore_csv_meta(path: Path, table) -> None:
     table.meta.pop("comments", None)
+    sidecar = meta_path(path)
+    if sidecar.is_file():
+        try:
+            meta = json.loads(sidecar.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InputError(sidecar, f"the metadata of {path.name} cannot be read: {exc}") from None
+        if not isinstance(meta, dict):
+            raise InputError(sidecar, f"the metadata of {path.name} is not a JSON object")
+        table.meta.update(meta)
+        return
+    # Written by an older version: the metadata in "# blendphot-meta" comment lines.
     with open(path, encoding="utf-8", errors="replace") as handle:
         for line in handle:
             if not line.startswith("#"):

@@ -105,12 +105,16 @@ def write_valid_inputs(root) -> dict[str, Path]:
 
 
 def copy_input(source: Path, target_dir: Path) -> Path:
-    """A private copy of a valid input (file or folder) to break."""
+    """A private copy of a valid input (file or folder; a CSV table with its metadata file) to break."""
+    from napari_blendphot.tables import meta_path
+
     target = Path(target_dir) / Path(source).name
     if Path(source).is_dir():
         shutil.copytree(source, target)
     else:
         shutil.copyfile(source, target)
+        if meta_path(source).is_file():
+            shutil.copyfile(meta_path(source), meta_path(target))
     return target
 
 

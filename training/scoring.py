@@ -21,6 +21,7 @@ import json
 import sys
 from pathlib import Path
 
+from napari_blendphot.atomic import write_text_atomic
 from napari_blendphot.errors import InputError, check_output_path
 from napari_blendphot.report.evaluate import method_summary as summarise
 from napari_blendphot.report.results import merge_results
@@ -93,7 +94,7 @@ def evaluate_run(run_dir, blends_dir, split: str = "test", method: str | None = 
     summary.update(method=name, kind=kind, split=split, n_blends=len(table), inference_s=round(seconds, 3),
                    inference_blends_per_s=round(len(table) / max(seconds, 1e-9), 1), batch_size=batch_size,
                    model_sha256=sha256_file(model_path))
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    write_text_atomic(out_dir / "summary.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
     if report:
         write_report(table, out_dir / "report", overwrite=overwrite)
     return summary
@@ -112,7 +113,7 @@ def write_report(table, out_dir, overwrite: bool = False):
     except Exception as exc:  # the results table is written already; say loudly what failed
         message = f"evaluation report failed: {type(exc).__name__}: {exc}"
         print(f"warning: {message}", file=sys.stderr)
-        (out_dir / "REPORT_FAILED.txt").write_text(message + "\n")
+        write_text_atomic(out_dir / "REPORT_FAILED.txt", message + "\n")
         return None
 
 

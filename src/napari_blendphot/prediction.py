@@ -103,7 +103,7 @@ def _chunk_catalog(chunk):
 def predict_chunks(blends, methods=None, *, split: str | None = None, weights: dict | None = None,
                    precision: str | None = None, method_options: dict | None = None, engine=None,
                    backend: str | None = None, chunk_size: int = DEFAULT_CHUNK_SIZE, progress=None, cancel=None,
-                   run_info: dict | None = None) -> Iterator:
+                   run_info: dict | None = None, on_outputs=None) -> Iterator:
     """Like :func:`predict`, but yield the results table of each chunk as soon as it is done.
 
     *run_info*, when given, receives ``blend_set``, ``methods``, ``metadata``
@@ -143,6 +143,8 @@ def predict_chunks(blends, methods=None, *, split: str | None = None, weights: d
                 info["compute_seconds"][name] = info["compute_seconds"].get(name, 0.0) + seconds
             for name, output in outputs.items():
                 info["metadata"].setdefault(name, output.metadata)
+            if on_outputs is not None:
+                on_outputs(chunk, outputs)
             table = build_results_table(_chunk_catalog(chunk), outputs, true_masks=chunk.masks,
                                         iou_threshold=IOU_THRESHOLD)
             done = chunk.stop
@@ -158,7 +160,7 @@ def predict_chunks(blends, methods=None, *, split: str | None = None, weights: d
 def predict(blends, methods=None, *, split: str | None = None, weights: dict | None = None,
             precision: str | None = None, method_options: dict | None = None, engine=None, backend: str | None = None,
             chunk_size: int = DEFAULT_CHUNK_SIZE, progress=None, cancel=None, step: str = "predict",
-            run_info: dict | None = None):
+            run_info: dict | None = None, on_outputs=None):
     """Run deblending methods over blends; return the results table.
 
     Parameters
@@ -195,6 +197,10 @@ def predict(blends, methods=None, *, split: str | None = None, weights: dict | N
         Filled as the run goes: ``seconds`` (wall time), ``compute_seconds``
         (``{method: seconds}`` of the methods' own work in the worker),
         ``metadata`` (each method's), ``backend``, ``blend_set``, ``methods``.
+    on_outputs : callable(chunk, outputs), optional
+        Called with each chunk (a :class:`~napari_blendphot.blend.assemble.BlendBatch`)
+        and its ``{method: DeblendOutput}`` before the masks are dropped (the
+        failure browser draws the masks it asked for).
 
     Returns
     -------
@@ -223,7 +229,8 @@ def predict(blends, methods=None, *, split: str | None = None, weights: dict | N
     try:
         for table in predict_chunks(blends, methods, split=split, weights=weights, precision=precision,
                                     method_options=method_options, engine=engine, backend=backend,
-                                    chunk_size=chunk_size, progress=progress, cancel=cancel, run_info=info):
+                                    chunk_size=chunk_size, progress=progress, cancel=cancel, run_info=info,
+                                    on_outputs=on_outputs):
             tables.append(table)
     except BaseException as exc:
         if "blend_set" in info:  # started: keep what was done

@@ -13,7 +13,6 @@ provenance as a JSON string.
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
@@ -98,23 +97,21 @@ def write_table(table, path, overwrite: bool = False) -> Path:
     """
     from astropy.table import Table
 
+    from napari_blendphot.atomic import atomic_output, write_text_atomic
+
     path = Path(path)
     check_output_path(path, overwrite)
     table = Table(table, copy=False)
-    tmp = path.with_name(f".{path.name}.tmp")
     suffix = "".join(path.suffixes[-2:]) if path.suffix == ".gz" else path.suffix
+    out = table.copy(copy_data=False)
+    out.meta = {}
     if suffix == ".csv":
-        from napari_blendphot.atomic import write_text_atomic
-
         check_output_path(meta_path(path), overwrite)
         # The metadata first: a CSV never appears without the metadata of its own rows.
         write_text_atomic(meta_path(path), dumps(dict(table.meta)) + "\n")
-        out = table.copy(copy_data=False)
-        out.meta = {}
-        out.write(tmp, format="ascii.csv", overwrite=True)
+        with atomic_output(path) as tmp:
+            out.write(tmp, format="ascii.csv", overwrite=True)
     elif suffix in (".fits", ".fit", ".fits.gz"):
-        out = table.copy(copy_data=False)
-        out.meta = {}
         # astropy writes int8 columns as FITS logicals ('L'): SEP's detection
         # case (-1..3) would come back as booleans.  Widen them to int16.
         for name in out.colnames:
@@ -122,10 +119,10 @@ def write_table(table, path, overwrite: bool = False) -> Path:
                 out[name] = np.asarray(out[name], dtype=np.int16)
         for key, value in table.meta.items():
             out.meta[_fits_key(key)] = value if isinstance(value, (int, float, str, bool)) else dumps(value)
-        out.write(tmp, format="fits", overwrite=True)
+        with atomic_output(path) as tmp:
+            out.write(tmp, format="fits", overwrite=True)
     else:
         raise InputError(path, f"unknown table extension {path.suffix!r}", "use .csv or .fits")
-    os.replace(tmp, path)
     return path
 
 

@@ -431,9 +431,17 @@ class FailureModel:
         return [m for m in self.methods if m in names and can_rerun_masks(m)]
 
     def rerun_masks(self, engine, results_row: int, methods) -> dict:
-        """``{method: DeblendOutput}`` of *methods* on the blend of results row *results_row*, in *engine*."""
-        blend = self.dataset.select(index=[self.dataset_row(results_row)])
-        return engine.run(blend.blends, blend.context(), methods=list(methods))
+        """``{method: DeblendOutput}`` of *methods* on the blend of results row *results_row*, in *engine*.
+
+        A :func:`napari_blendphot.predict` of that one blend (same assignment
+        truth, same options as any run) that keeps the outputs, masks included.
+        """
+        from napari_blendphot.prediction import predict
+
+        outputs: dict = {}
+        predict(self.dataset.select(index=[self.dataset_row(results_row)]), list(methods), engine=engine,
+                chunk_size=1, on_outputs=lambda _chunk, chunk_outputs: outputs.update(chunk_outputs))
+        return outputs
 
     # -- scatter ---------------------------------------------------------------------------------
     def scatter_points(self, x: str = "pair_dmag") -> dict:

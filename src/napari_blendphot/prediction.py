@@ -110,7 +110,7 @@ def predict_chunks(blends, methods=None, *, split: str | None = None, weights: d
     (each method's first metadata), ``backend``, ``seconds`` and
     ``compute_seconds`` as the run goes.
     """
-    from napari_blendphot.blend.blend_set import as_blend_set
+    from napari_blendphot.blend.dataset import as_blend_set
     from napari_blendphot.deblend.engine import InferenceEngine
     from napari_blendphot.deblend.registry import builtin_methods, parse_method_list
     from napari_blendphot.report.results import build_results_table

@@ -12,11 +12,10 @@ catalogue helpers import astropy inside the functions that need it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 
-from napari_blendphot.blend.blend_set import BlendSet
+# The containers live in blend_set (imported here too, where they always were).
+from napari_blendphot.blend.blend_set import Blend, BlendBatch  # noqa: F401
 from napari_blendphot.constants import STAMP_SIZE, ZERO_POINT
 from napari_blendphot.errors import InputError
 from napari_blendphot.sample.galaxy_sample import central_segment, mag_to_flux
@@ -73,65 +72,6 @@ def shift_stamp(image, dy: int, dx: int, out: np.ndarray | None = None) -> np.nd
 def dmag_scale(dmag: float) -> float:
     """Flux factor of a magnitude change: ``10 ** (-0.4 dmag)`` (dmag < 0 brightens)."""
     return float(10.0 ** (-0.4 * float(dmag)))
-
-
-@dataclass
-class Blend:
-    """One blend with its truth.
-
-    Attributes
-    ----------
-    blend : (128, 128) float32
-        ``galaxy1 + galaxy2``.
-    galaxy1, galaxy2 : (128, 128) float32
-        The central stamp and the shifted (and dmag-scaled) companion stamp.
-    masks : (2, 128, 128) uint8
-        True masks [central, companion] (0/1), companion shifted.
-    dy, dx : int
-        Companion shift along rows and columns (pixels).
-    distance : float
-        ``hypot(dy, dx)`` in pixels.
-    row : dict
-        Catalogue values of the blend (:data:`CATALOG_COLUMNS` except ``id``
-        and ``split`` when made on its own).
-    """
-
-    blend: np.ndarray
-    galaxy1: np.ndarray
-    galaxy2: np.ndarray
-    masks: np.ndarray
-    dy: int
-    dx: int
-    distance: float
-    row: dict = field(default_factory=dict)
-
-    @property
-    def fluxes(self) -> np.ndarray:
-        """True fluxes [central, companion] at zero point 25.96 (float64)."""
-        return np.array([self.row.get("g1_flux", np.nan), self.row.get("g2_flux", np.nan)], dtype=np.float64)
-
-    @property
-    def companion_position(self) -> tuple[int, int]:
-        """Pixel [row, column] of the companion's centre."""
-        centre = STAMP_SIZE // 2
-        return centre + self.dy, centre + self.dx
-
-    def as_catalog(self):
-        """This blend's catalogue row as a one-row astropy Table (``id`` 0 when unknown)."""
-        from astropy.table import Table
-
-        row = dict(self.row)
-        row.setdefault("id", 0)
-        row.setdefault("distance", float(self.distance))
-        row.setdefault("dy", int(self.dy))
-        row.setdefault("dx", int(self.dx))
-        return Table(rows=[row], names=list(row))
-
-    def context(self):
-        """The :class:`~napari_blendphot.deblend.base.BlendContext` SEP uses to assign its detections."""
-        from napari_blendphot.blend.blend_set import context_from_catalog
-
-        return context_from_catalog(self.as_catalog())
 
 
 def _galaxy_parts(galaxy, which: str):
@@ -283,52 +223,6 @@ def pair_catalog(catalog, pairs, first_id: int = 0, split: str = "all", companio
     table = Table(columns)
     table.meta["zero_point"] = ZERO_POINT
     return table
-
-
-@dataclass
-class BlendBatch(BlendSet):
-    """Many blends in memory (or memory-mapped): arrays plus, where known, their truth.
-
-    ``blends``: (N, 128, 128) float32; ``galaxy1``, ``galaxy2``: (N, 128, 128)
-    float32 or None; ``masks``: (N, 2, 128, 128) uint8 or None; ``catalog``:
-    astropy Table with :data:`CATALOG_COLUMNS`, or None for bare blends.  A
-    :class:`~napari_blendphot.blend.blend_set.BlendSet`: chunks of every other
-    blend set are BlendBatches.
-    """
-
-    blends: np.ndarray
-    galaxy1: np.ndarray | None = None
-    galaxy2: np.ndarray | None = None
-    masks: np.ndarray | None = None
-    catalog: object = None
-    source: str = "in-memory blends"
-
-    def __len__(self) -> int:
-        return len(self.blends)
-
-    def _read(self, name: str, start: int, stop: int):
-        array = getattr(self, name)
-        if array is None:
-            return None
-        part = array[start:stop]
-        return part if type(part) is np.ndarray else np.array(part)
-
-    def _subset(self, positions) -> "BlendBatch":
-        positions = np.asarray(positions, np.int64)
-
-        def take(array):
-            return None if array is None else np.asarray(array[positions])
-
-        return BlendBatch(take(self.blends), take(self.galaxy1), take(self.galaxy2), take(self.masks),
-                          None if self.catalog is None else self.catalog[positions], self.source)
-
-
-def _plain(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, bytes):
-        return value.decode()
-    return value
 
 
 def make_blends(sample, n: int, seed, rule: str = "published", split: str = "all",

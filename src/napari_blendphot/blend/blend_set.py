@@ -20,7 +20,8 @@ The kinds of blend set:
   :func:`~napari_blendphot.blend.assemble.make_blends` makes; bare blends
   without truth too).
 
-:func:`as_blend_set` turns what a user has (a folder, an array, a stamp) into one.
+:func:`~napari_blendphot.blend.dataset.as_blend_set` turns what a user has (a
+folder, an array, a stamp) into one.
 
 A blend set opens its inputs once: a dataset holds its memory maps and its
 catalogue for as long as it lives, and :meth:`BlendSet.check_unchanged` says
@@ -32,6 +33,7 @@ gives an error, never a table that mixes two datasets).
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from typing import Iterator
 
 import numpy as np
@@ -39,7 +41,7 @@ import numpy as np
 from napari_blendphot.constants import STAMP_SIZE
 from napari_blendphot.errors import InputError
 
-__all__ = ["BlendSet", "as_blend_set", "context_from_catalog"]
+__all__ = ["Blend", "BlendBatch", "BlendSet", "context_from_catalog"]
 
 #: Default blends per chunk of :meth:`BlendSet.iter_chunks`.
 DEFAULT_CHUNK = 1000
@@ -115,8 +117,6 @@ class BlendSet:
 
         Each chunk carries ``start`` and ``stop``, its position in this set.
         """
-        from napari_blendphot.blend.assemble import BlendBatch
-
         if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
             raise InputError("iter_chunks(size)", f"must be a positive integer, got {size!r}")
         for start in range(0, len(self), int(size)):
@@ -157,8 +157,6 @@ class BlendSet:
 
     def __getitem__(self, i):
         """Blend *i* with its truth (:class:`~napari_blendphot.blend.assemble.Blend`)."""
-        from napari_blendphot.blend.assemble import Blend, _plain
-
         n = len(self)
         if not isinstance(i, (int, np.integer)) or isinstance(i, bool):
             raise TypeError(f"blend index must be an integer, got {type(i).__name__}")
@@ -191,27 +189,104 @@ def file_fingerprint(path) -> tuple:
     return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
 
 
-def as_blend_set(blends, split: str | None = None) -> BlendSet:
-    """A :class:`BlendSet` from a blend set, a dataset folder, an array (N, 128, 128) or one stamp.
+@dataclass
+class Blend:
+    """One blend with its truth.
 
-    *split* selects the blends of one split (``"test"``...; None or ``"all"``: every blend).
+    Attributes
+    ----------
+    blend : (128, 128) float32
+        ``galaxy1 + galaxy2``.
+    galaxy1, galaxy2 : (128, 128) float32
+        The central stamp and the shifted (and dmag-scaled) companion stamp.
+    masks : (2, 128, 128) uint8
+        True masks [central, companion] (0/1), companion shifted.
+    dy, dx : int
+        Companion shift along rows and columns (pixels).
+    distance : float
+        ``hypot(dy, dx)`` in pixels.
+    row : dict
+        Catalogue values of the blend (:data:`CATALOG_COLUMNS` except ``id``
+        and ``split`` when made on its own).
     """
-    from napari_blendphot.blend.assemble import BlendBatch
-    from napari_blendphot.blend.dataset import BlendDataset
 
-    if isinstance(blends, BlendSet):
-        blend_set = blends
-    elif isinstance(blends, (str, os.PathLike)):
-        blend_set = BlendDataset(blends)
-    else:
-        if not hasattr(blends, "shape"):
-            blends = np.asarray(blends)
-        if blends.ndim == 2:
-            blends = np.asarray(blends)[None]
-        if blends.ndim != 3 or tuple(blends.shape[1:]) != (STAMP_SIZE, STAMP_SIZE):
-            raise InputError("blends", f"shape {tuple(blends.shape)}, expected (N, {STAMP_SIZE}, {STAMP_SIZE}) or a "
-                             f"single ({STAMP_SIZE}, {STAMP_SIZE}) stamp, a blend dataset folder or a blend set")
-        blend_set = BlendBatch(blends)
-    if split not in (None, "all"):
-        blend_set = blend_set.select(split)
-    return blend_set
+    blend: np.ndarray
+    galaxy1: np.ndarray
+    galaxy2: np.ndarray
+    masks: np.ndarray
+    dy: int
+    dx: int
+    distance: float
+    row: dict = field(default_factory=dict)
+
+    @property
+    def fluxes(self) -> np.ndarray:
+        """True fluxes [central, companion] at zero point 25.96 (float64)."""
+        return np.array([self.row.get("g1_flux", np.nan), self.row.get("g2_flux", np.nan)], dtype=np.float64)
+
+    @property
+    def companion_position(self) -> tuple[int, int]:
+        """Pixel [row, column] of the companion's centre."""
+        centre = STAMP_SIZE // 2
+        return centre + self.dy, centre + self.dx
+
+    def as_catalog(self):
+        """This blend's catalogue row as a one-row astropy Table (``id`` 0 when unknown)."""
+        from astropy.table import Table
+
+        row = dict(self.row)
+        row.setdefault("id", 0)
+        row.setdefault("distance", float(self.distance))
+        row.setdefault("dy", int(self.dy))
+        row.setdefault("dx", int(self.dx))
+        return Table(rows=[row], names=list(row))
+
+    def context(self):
+        """The :class:`~napari_blendphot.deblend.base.BlendContext` SEP uses to assign its detections."""
+        return context_from_catalog(self.as_catalog())
+
+
+@dataclass
+class BlendBatch(BlendSet):
+    """Many blends in memory (or memory-mapped): arrays plus, where known, their truth.
+
+    ``blends``: (N, 128, 128) float32; ``galaxy1``, ``galaxy2``: (N, 128, 128)
+    float32 or None; ``masks``: (N, 2, 128, 128) uint8 or None; ``catalog``:
+    astropy Table with :data:`CATALOG_COLUMNS`, or None for bare blends.  A
+    :class:`~napari_blendphot.blend.blend_set.BlendSet`: chunks of every other
+    blend set are BlendBatches.
+    """
+
+    blends: np.ndarray
+    galaxy1: np.ndarray | None = None
+    galaxy2: np.ndarray | None = None
+    masks: np.ndarray | None = None
+    catalog: object = None
+    source: str = "in-memory blends"
+
+    def __len__(self) -> int:
+        return len(self.blends)
+
+    def _read(self, name: str, start: int, stop: int):
+        array = getattr(self, name)
+        if array is None:
+            return None
+        part = array[start:stop]
+        return part if type(part) is np.ndarray else np.array(part)
+
+    def _subset(self, positions) -> "BlendBatch":
+        positions = np.asarray(positions, np.int64)
+
+        def take(array):
+            return None if array is None else np.asarray(array[positions])
+
+        return BlendBatch(take(self.blends), take(self.galaxy1), take(self.galaxy2), take(self.masks),
+                          None if self.catalog is None else self.catalog[positions], self.source)
+
+
+def _plain(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, bytes):
+        return value.decode()
+    return value

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_blendphot.blend.assemble import CATALOG_COLUMNS, assemble_pairs, pair_catalog
-from napari_blendphot.blend.blend_set import BlendSet, file_fingerprint
+from napari_blendphot.blend.blend_set import BlendBatch, BlendSet, file_fingerprint
 from napari_blendphot.blend.pairing import MAX_DMAG, SHIFT_TRIES, check_rule, draw_pairs
 from napari_blendphot.constants import STAMP_SIZE
 from napari_blendphot.errors import InputError, OutputExistsError
@@ -472,6 +472,29 @@ class BlendDataset(BlendSet):
             if path.is_file():
                 record[name] = sha256_file(path)
         return record
+
+
+def as_blend_set(blends, split: str | None = None) -> BlendSet:
+    """A :class:`BlendSet` from a blend set, a dataset folder, an array (N, 128, 128) or one stamp.
+
+    *split* selects the blends of one split (``"test"``...; None or ``"all"``: every blend).
+    """
+    if isinstance(blends, BlendSet):
+        blend_set = blends
+    elif isinstance(blends, (str, os.PathLike)):
+        blend_set = BlendDataset(blends)
+    else:
+        if not hasattr(blends, "shape"):
+            blends = np.asarray(blends)
+        if blends.ndim == 2:
+            blends = np.asarray(blends)[None]
+        if blends.ndim != 3 or tuple(blends.shape[1:]) != (STAMP_SIZE, STAMP_SIZE):
+            raise InputError("blends", f"shape {tuple(blends.shape)}, expected (N, {STAMP_SIZE}, {STAMP_SIZE}) or a "
+                             f"single ({STAMP_SIZE}, {STAMP_SIZE}) stamp, a blend dataset folder or a blend set")
+        blend_set = BlendBatch(blends)
+    if split not in (None, "all"):
+        blend_set = blend_set.select(split)
+    return blend_set
 
 
 def BlendDatasetView(dataset: BlendDataset, rows) -> BlendDataset:  # noqa: N802 (the old class name)

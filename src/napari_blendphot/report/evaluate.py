@@ -149,12 +149,16 @@ def detection_case_summary(table, detection_column: str = "detection_sep"):
                  dtype=(str, int, int, int, float, int, float))
 
 
-def markdown_tables(table, detection_column: str = "detection_sep") -> str:
+def markdown_tables(table, detection_column: str | None = None) -> str:
     """The Markdown tables of docs/results.md: per method and galaxy, then MAPE per detection case.
 
-    Every number comes from :func:`summary_table` and :func:`detection_case_summary`.
+    Every number comes from :func:`summary_table` and :func:`detection_case_summary`;
+    *detection_column* defaults to the table's reference detection column
+    (``detection_sextractor`` in the paper's catalogue, else ``detection_sep``).
     """
     from napari_blendphot.report.results import method_label, methods_in
+
+    detection_column = detection_column or reference_detection_column(table)
 
     summary = summary_table(table)
     selected = {"all": "all", "detected": "SEP-detected"}
@@ -172,13 +176,14 @@ def markdown_tables(table, detection_column: str = "detection_sep") -> str:
                              f"{row['n_detected']} | {_fmt(row['mean_dmag'], '+.3f')} | {_fmt(row['sigma'], '.3f')} | "
                              f"{_fmt(row['outliers_percent'], '.2f')}% | {_fmt(row['flux_mape_percent'], '.2f')}% | "
                              f"{_fmt(row['mean_iou'], '.3f', empty='')} |")
-    if detection_column in table.colnames:
+    if detection_column is not None:
         lines += ["", "| method | detection case | blends | central MAPE | companion MAPE |",
                   "| --- | --- | --- | --- | --- |"]
         for row in detection_case_summary(table, detection_column):
+            cells = [f"{_fmt(row[f'{g}_flux_mape_pct'], '.2f', empty='')}% ({row[f'{g}_n']})".lstrip("%")
+                     for g in GALAXIES]
             lines.append(f"| {method_label(table, row['method'])} | {row['case']} {detection_case_name(row['case'])} | "
-                         f"{row['n_blends']} | {_fmt(row['central_flux_mape_pct'], '.2f')}% ({row['central_n']}) | "
-                         f"{_fmt(row['companion_flux_mape_pct'], '.2f')}% ({row['companion_n']}) |")
+                         f"{row['n_blends']} | {cells[0].strip()} | {cells[1].strip()} |")
     return "\n".join(lines)
 
 

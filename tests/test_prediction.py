@@ -20,6 +20,22 @@ from napari_blendphot.errors import InputError
 from napari_blendphot.testing.stand_ins import expected_slow_fluxes
 
 
+def _assert_all_gone_within(processes, seconds: float) -> None:
+    """Every one of *processes* (psutil.Process) ended within *seconds* (the chaos test's invariant)."""
+    import psutil
+
+    def running(process) -> bool:
+        try:
+            return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and any(running(p) for p in processes):
+        time.sleep(0.1)
+    assert not [p.pid for p in processes if running(p)]
+
+
 @pytest.fixture(scope="module")
 def dataset_dir(tmp_path_factory, toy_sample):
     from napari_blendphot.blend.dataset import write_blend_dataset
@@ -191,14 +207,31 @@ def test_ctrl_c_prints_one_line_and_leaves_no_process(dataset_dir, tmp_path):
     lines = log.read_text().splitlines()
     assert lines[-1] == "blendphot predict: interrupted", lines
     assert not any("Traceback" in line or "KeyboardInterrupt" in line for line in lines), lines
+    _assert_all_gone_within(descendants, 5.0)
 
-    def running(process):
-        try:
-            return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
-        except psutil.NoSuchProcess:
-            return False
 
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and any(running(p) for p in descendants):
-        time.sleep(0.1)
-    assert not [p.pid for p in descendants if running(p)]
+def test_sigterm_of_predict_stops_cleanly(toy_sample, tmp_path):
+    """A scheduler's SIGTERM mid-chunk (SEP's pool running in the worker): one line, exit 143, nothing left
+    behind, and no semaphores left for multiprocessing's resource tracker to complain about."""
+    psutil = pytest.importorskip("psutil")
+    from napari_blendphot.blend.dataset import write_blend_dataset
+
+    folder = write_blend_dataset(toy_sample, tmp_path / "blends", n=300, test_fraction=0.0, seed=3, chunk_size=100)
+    log = tmp_path / "stderr"
+    with open(log, "w") as stderr:
+        command = subprocess.Popen([sys.executable, "-m", "napari_blendphot.cli", "predict", str(folder),
+                                    "--methods", "sep", "--split", "all", "--chunk-size", "300", "-o",
+                                    str(tmp_path / "r")], stdout=subprocess.DEVNULL, stderr=stderr,
+                                   env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        caller = psutil.Process(command.pid)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and len(caller.children(recursive=True)) < 4:  # tracker, worker, pool
+            time.sleep(0.05)
+        descendants = caller.children(recursive=True)
+        assert len(descendants) >= 4, log.read_text()
+        command.send_signal(signal.SIGTERM)
+        assert command.wait(timeout=60) == 128 + signal.SIGTERM
+    text = log.read_text()
+    assert text.splitlines()[-1] == "blendphot predict: terminated", text
+    assert "Traceback" not in text and "leaked" not in text, text
+    _assert_all_gone_within(descendants, 5.0)

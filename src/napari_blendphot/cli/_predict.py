@@ -7,6 +7,7 @@ checks that the outputs can be written before hours of work, runs
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
 import numpy as np
@@ -105,13 +106,40 @@ def run(args) -> int:
     n_blends = len(dataset.indices(split))
     print(f"predict: {n_blends} {args.split} blends of {dataset.path} with {', '.join(methods)}", file=sys.stderr)
     start_time = time.perf_counter()
-    table = predict(dataset, methods, split=args.split, weights=weights, precision=args.precision,
-                    backend=args.backend, chunk_size=args.chunk_size, progress=progress_printer("predict"))
+    with _stopped_cleanly_by_sigterm():
+        table = predict(dataset, methods, split=args.split, weights=weights, precision=args.precision,
+                        backend=args.backend, chunk_size=args.chunk_size, progress=progress_printer("predict"))
     elapsed = time.perf_counter() - start_time
     written = write_results(table, args.output, overwrite=args.overwrite)
     _print_summary(table, methods, elapsed)
     print(f"wrote {', '.join(str(p) for p in written)}", file=sys.stderr)
     return 0
+
+
+@contextlib.contextmanager
+def _stopped_cleanly_by_sigterm():
+    """SIGTERM (a scheduler's stop) leaves like Ctrl-C: one line, the workers stopped, exit status 143.
+
+    Without it the interpreter dies at once; the workers still end with it
+    (they die with their parent), but the semaphores of their queues are left
+    for multiprocessing's resource tracker to report.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, frame):
+        print("blendphot predict: terminated", file=sys.stderr)
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _print_summary(table, methods, elapsed: float) -> None:

@@ -53,8 +53,6 @@ import threading
 import time
 from pathlib import Path
 
-from bench_helpers import NETWORKS, build_random_models, parse_value, shipped_weights
-
 REPO = Path(__file__).resolve().parents[1]
 BLENDPHOT = [sys.executable, "-m", "napari_blendphot.cli"]
 METHODS = ("sep", "blend2flux", "unet", "blend2mask2flux")
@@ -203,7 +201,8 @@ def run_stage(name: str, command: list[str], log: Path, poll_s: float = 0.1) -> 
 # --------------------------------------------------------------------------- weights
 def parse_model_option(text: str) -> tuple[str, dict]:
     """``"unet:depth=4,filters=8"`` -> ("unet", {"depth": 4, "filters": 8}); lists with ';' (``dense_widths=32;32``)."""
-    value = parse_value  # the same value syntax as bench_cpu_inference's --config overrides
+    from bench_helpers import NETWORKS
+    from bench_helpers import parse_value as value  # the same value syntax as bench_cpu_inference's --config
 
     method, _, rest = text.partition(":")
     if method.strip() not in NETWORKS:
@@ -221,6 +220,8 @@ def load_average() -> str:
 
 
 def main(argv=None) -> int:
+    from bench_helpers import NETWORKS, build_random_models, shipped_weights
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("blends_dir", nargs="?", type=Path, help="existing blend dataset folder")
     parser.add_argument("--make-from", default="scratch/mock2000.fits",

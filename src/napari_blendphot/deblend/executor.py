@@ -318,11 +318,21 @@ class IsolatedWorker:
         return self._pool.submit(run_remote, function, *args, **kwargs)
 
     def exitcode(self, wait: float = 5.0):
-        """The process's exit code once it has ended (None while it runs)."""
-        if self.process is None:
+        """The process's exit code once it has ended (None if it still runs after *wait* seconds).
+
+        The executor's own thread reaps a dead worker too; whichever of us asks
+        second may see no code for an instant (its ``waitpid`` finds nothing to
+        reap), so ask again until the code is there.
+        """
+        process = self.process
+        if process is None:
             return None
-        self.process.join(wait)
-        return self.process.exitcode
+        deadline = time.monotonic() + wait
+        while True:
+            process.join(min(0.1, max(deadline - time.monotonic(), 0.0)))
+            code = process.exitcode
+            if code is not None or time.monotonic() >= deadline:
+                return code
 
     def kill(self) -> bool:
         """SIGKILL the worker now (its task in flight is lost); returns whether one was running."""

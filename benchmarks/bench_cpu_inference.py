@@ -64,9 +64,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bench_helpers import parse_value, process_cpu_seconds, toy_blends
 
-REPO = Path(__file__).resolve().parents[1]
-CONFIG_DIR = REPO / "training" / "configs"
 
 #: The configurations the plugin ships (training/configs/*.json), in method order.
 SHIPPED_CONFIGS = ("blend2flux_f64.json", "unet_d4_f16.json", "blend2mask2flux_compact.json")
@@ -101,16 +100,11 @@ NON_BUILDER_KEYS = {"kind", "unet_config"}
 
 
 # --------------------------------------------------------------------------- configs
-def parse_value(text: str):
-    """'32' -> 32, '1e-3' -> 0.001, '32;32' -> [32, 32], 'ogg' -> 'ogg'."""
-    if ";" in text:
-        return [parse_value(part) for part in text.split(";") if part]
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
+def _config_dir() -> Path:
+    """The training configurations of the installed package."""
+    from napari_blendphot.training.config import CONFIG_DIR
+
+    return CONFIG_DIR
 
 
 def spec_from_config_file(path: Path) -> dict:
@@ -384,7 +378,6 @@ def sep_engine_cells(results: list[dict], args) -> list[dict]:
     cores, started afresh for every chunk) with ``n_jobs=1``.  Toy blends of
     ``bench_sep.py`` (Sersic pairs, published shift rule) with their context.
     """
-    from bench_sep import toy_blends
 
     from napari_blendphot.deblend.engine import InferenceEngine
 
@@ -411,18 +404,8 @@ def _cpu_clock_with(pid: int):
     """CPU seconds of this process plus process *pid* (the engine's worker)."""
     def clock() -> float:
         own = time.process_time()
-        try:
-            import psutil
-
-            times = psutil.Process(pid).cpu_times()
-            return own + times.user + times.system
-        except Exception:  # psutil missing or worker gone: count ours only
-            try:
-                with open(f"/proc/{pid}/stat") as handle:
-                    fields = handle.read().rsplit(")", 1)[1].split()
-                return own + (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-            except OSError:
-                return own
+        worker = process_cpu_seconds(pid)
+        return own + (worker if worker == worker else 0.0)  # the worker gone: count ours only
     return clock
 
 
@@ -530,10 +513,10 @@ def main(argv=None) -> int:
         args.min_seconds = min(args.min_seconds, 0.2)
         args.engine_blends = min(args.engine_blends, 16)
     else:
-        configs = args.config or ([] if (args.model or args.shipped) else [CONFIG_DIR / n for n in SHIPPED_CONFIGS])
+        configs = args.config or ([] if (args.model or args.shipped) else [_config_dir() / n for n in SHIPPED_CONFIGS])
         specs = [spec_from_config_file(path) for path in configs] + [spec_from_text(t) for t in args.model]
         if args.shipped:
-            from napari_blendphot.models.registry import list_shipped_models
+            from napari_blendphot.models.manifests import list_shipped_models
 
             specs += [{"label": m.name, "method": m.method, "kwargs": dict(m.architecture),
                        "weights_file": str(m.path)} for m in list_shipped_models()]

@@ -18,32 +18,9 @@ import tempfile
 import time
 
 import numpy as np
+from bench_helpers import build_models  # module-level: the worker imports it by name
 
 METHODS = ("sep", "blend2flux", "unet", "blend2mask2flux")
-
-
-def build_models(folder: str, size: str) -> dict:
-    """Build and save the three networks in the worker; returns {method: path}."""
-    import os
-
-    import keras
-
-    from napari_blendphot.models.io import save_model
-    from napari_blendphot.models.networks import build_blend2flux, build_blend2mask2flux, build_unet
-
-    keras.utils.set_random_seed(0)
-    if size == "tiny":
-        models = {"blend2flux": build_blend2flux(filters=2, depth=1, dense_widths=(4,)),
-                  "unet": build_unet(depth=2, filters=2),
-                  "blend2mask2flux": build_blend2mask2flux(unet_depth=2, unet_filters=2, head_filters=2,
-                                                           head_depth=1, head_dense=(4,))}
-    else:
-        models = {"blend2flux": build_blend2flux(), "unet": build_unet(), "blend2mask2flux": build_blend2mask2flux()}
-    paths = {}
-    for name, model in models.items():
-        paths[name] = str(save_model(model, os.path.join(folder, f"{name}-{size}.keras")))
-        print(f"  {name} ({size}): {model.count_params():,} parameters", flush=True)
-    return paths
 
 
 class EchoDeblender:

@@ -56,13 +56,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 BLENDPHOT = [sys.executable, "-m", "napari_blendphot.cli"]
 METHODS = ("sep", "blend2flux", "unet", "blend2mask2flux")
-NETWORKS = ("blend2flux", "unet", "blend2mask2flux")
-SHIPPED_CONFIGS = {"blend2flux": "blend2flux_f64.json", "unet": "unet_d4_f16.json",
-                   "blend2mask2flux": "blend2mask2flux_compact.json"}
-TINY_CONFIGS = {"blend2flux": {"filters": 4, "depth": 2, "dense_widths": [16, 16]},
-                "unet": {"depth": 2, "filters": 4},
-                "blend2mask2flux": {"unet_depth": 2, "unet_filters": 4, "head_filters": 4, "head_depth": 2,
-                                    "head_dense": [16, 16]}}
 
 
 # --------------------------------------------------------------------------- memory
@@ -206,37 +199,10 @@ def run_stage(name: str, command: list[str], log: Path, poll_s: float = 0.1) -> 
 
 
 # --------------------------------------------------------------------------- weights
-def shipped_weights() -> dict:
-    """{method: manifest name} of the shipped models (no Keras import)."""
-    from napari_blendphot.models.registry import default_model
-
-    found = {}
-    for method in NETWORKS:
-        manifest = default_model(method)
-        if manifest is not None:
-            found[method] = manifest.name
-    return found
-
-
-_BUILD_SCRIPT = """
-import json, sys
-import keras
-from napari_blendphot.models.io import save_model
-from napari_blendphot.models.networks import build_model
-keras.utils.set_random_seed(0)
-for method, kwargs, path in json.loads(sys.argv[1]):
-    model = build_model(method, **kwargs)
-    save_model(model, path)
-    print(method, model.count_params(), path)
-"""
-
-
 def parse_model_option(text: str) -> tuple[str, dict]:
     """``"unet:depth=4,filters=8"`` -> ("unet", {"depth": 4, "filters": 8}); lists with ';' (``dense_widths=32;32``)."""
-    here = str(Path(__file__).resolve().parent)
-    if here not in sys.path:
-        sys.path.insert(0, here)
-    from bench_cpu_inference import parse_value as value  # the same value syntax as its --config overrides
+    from bench_helpers import NETWORKS
+    from bench_helpers import parse_value as value  # the same value syntax as bench_cpu_inference's --config
 
     method, _, rest = text.partition(":")
     if method.strip() not in NETWORKS:
@@ -248,32 +214,14 @@ def parse_model_option(text: str) -> tuple[str, dict]:
     return method.strip(), kwargs
 
 
-def build_random_models(methods, folder: Path, tiny: bool, overrides: dict | None = None) -> dict:
-    """Random-weight models of the shipped configs (or tiny ones, or *overrides*), built in a subprocess."""
-    jobs = []
-    for method in methods:
-        if overrides and method in overrides:
-            kwargs = overrides[method]
-        elif tiny:
-            kwargs = TINY_CONFIGS[method]
-        else:
-            with open(REPO / "training" / "configs" / SHIPPED_CONFIGS[method]) as handle:
-                model = json.load(handle)["model"]
-            kwargs = {key: value for key, value in model.items() if key not in ("kind", "unet_config")}
-        jobs.append((method, kwargs, str(folder / f"random_{method}.keras")))
-    environment = dict(os.environ, KERAS_BACKEND=os.environ.get("KERAS_BACKEND", "tensorflow"),
-                       TF_CPP_MIN_LOG_LEVEL="2")
-    subprocess.run([sys.executable, "-c", _BUILD_SCRIPT, json.dumps(jobs)], check=True, env=environment,
-                   stdout=subprocess.DEVNULL)
-    return {method: path for method, _, path in jobs}
-
-
 # --------------------------------------------------------------------------- main
 def load_average() -> str:
     return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 def main(argv=None) -> int:
+    from bench_helpers import NETWORKS, build_random_models, shipped_weights
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("blends_dir", nargs="?", type=Path, help="existing blend dataset folder")
     parser.add_argument("--make-from", default="scratch/mock2000.fits",

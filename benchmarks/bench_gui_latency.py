@@ -38,7 +38,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -57,7 +56,7 @@ def _summary(values_s) -> str:
 
 def _weights(kind: str, folder: str) -> tuple[dict, str]:
     """{network: weights path or shipped name}, and a description."""
-    from napari_blendphot.models.registry import default_model
+    from napari_blendphot.models.manifests import default_model
 
     if kind in ("auto", "shipped"):
         shipped = {name: default_model(name) for name in NETWORKS}
@@ -68,8 +67,7 @@ def _weights(kind: str, folder: str) -> tuple[dict, str]:
             raise SystemExit("no shipped models installed for: "
                              + ", ".join(n for n, m in shipped.items() if m is None))
         kind = "tiny"
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_engine import build_models  # module-level: the worker imports it by name
+    from bench_helpers import build_models  # module-level: the worker imports it by name
 
     from napari_blendphot.deblend.engine import InferenceEngine
 
@@ -111,12 +109,9 @@ def _process_cpu_seconds(pid: int | None = None) -> float:
     """User + system CPU time of this process (all its threads) or of process *pid*; NaN if unreadable."""
     if pid is None:
         return time.process_time()
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            fields = handle.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return float("nan")
+    from bench_helpers import process_cpu_seconds
+
+    return process_cpu_seconds(pid)
 
 
 def main(argv=None) -> int:
@@ -151,8 +146,8 @@ def main(argv=None) -> int:
     from napari_blendphot.blend.assemble import make_blend
     from napari_blendphot.display import astro_contrast
     from napari_blendphot.sample.embedded import load_embedded_sample
-    from napari_blendphot.widgets._inspector_model import InspectorModel
-    from napari_blendphot.widgets._session import BlendState, current_blend_for
+    from napari_blendphot.app.inspector import InspectorModel
+    from napari_blendphot.app.session import BlendState, current_blend_for
     from napari_blendphot.widgets.deblend_inspector import DeblendInspectorWidget
 
     folder = tempfile.mkdtemp(prefix="bench_gui_")
@@ -309,7 +304,7 @@ def main(argv=None) -> int:
     print(f"  the same in a 1000x700 window:                 {_summary(repaint_times())}")
     engine = model.engine
     blend = make_blend(central, companion, *shifts[1])
-    from napari_blendphot.widgets._inspector_model import truth_context
+    from napari_blendphot.app.inspector import truth_context
 
     print("per-method request time through the engine (same worker, 10 repeats):")
     for name in model.selected:

@@ -51,7 +51,6 @@ import numpy as np
 
 NETWORKS = ("blend2flux", "unet", "blend2mask2flux")
 ALL_METHODS = ("sep", *NETWORKS)
-BENCH_DIR = Path(__file__).resolve().parent
 MB = 1024 * 1024
 
 
@@ -67,7 +66,7 @@ def _blendphot() -> list[str]:
 # ------------------------------------------------------------------ networks
 def _weights(folder: Path, kind: str = "auto") -> tuple[dict, str]:
     """{network: weights path}, and what they are ({} and "none" for *kind* "none")."""
-    from napari_blendphot.models.registry import default_model
+    from napari_blendphot.models.manifests import default_model
 
     if kind == "none":
         return {}, "none (SEP only)"
@@ -92,8 +91,7 @@ def _weights(folder: Path, kind: str = "auto") -> tuple[dict, str]:
 
 
 def _build_tiny_models(folder: str) -> None:
-    sys.path.insert(0, str(BENCH_DIR))
-    from bench_engine import build_models
+    from bench_helpers import build_models
 
     build_models(folder, "tiny")
 
@@ -297,7 +295,7 @@ def gui_session(moves: int, every: int, weights: dict, note: str, window: str = 
     import psutil
     from qtpy.QtWidgets import QApplication
 
-    from napari_blendphot.widgets._inspector_model import InspectorModel
+    from napari_blendphot.app.inspector import InspectorModel
     from napari_blendphot.widgets.blend_builder import BlendBuilderWidget
     from napari_blendphot.widgets.deblend_inspector import DeblendInspectorWidget
 

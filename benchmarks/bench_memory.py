@@ -41,8 +41,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bench_helpers import build_random_models, shipped_weights, toy_blends
 
-HERE = Path(__file__).resolve().parent
 METHODS = ("sep", "blend2flux", "unet", "blend2mask2flux")
 NETWORKS = METHODS[1:]
 
@@ -60,10 +60,7 @@ def memory_mb(pid: int | str = "self") -> dict:
 
 def network_weights(folder: Path, quick: bool) -> tuple[dict, str]:
     """{network: weights} (shipped names, or random-weight files built in a subprocess) and a description."""
-    sys.path.insert(0, str(HERE))
-    from bench_evaluate_testset import build_random_models, shipped_weights
-
-    from napari_blendphot.models.registry import default_model
+    from napari_blendphot.models.manifests import default_model
 
     shipped = {} if quick else shipped_weights()
     missing = [name for name in NETWORKS if name not in shipped]
@@ -78,7 +75,6 @@ def network_weights(folder: Path, quick: bool) -> tuple[dict, str]:
 
 
 def test_blends(n: int) -> tuple[np.ndarray, object]:
-    from bench_sep import toy_blends
 
     return toy_blends(n)
 
@@ -108,7 +104,7 @@ def measure_gui(weights: dict) -> dict:
 
     from napari_blendphot.blend.assemble import make_blend
     from napari_blendphot.sample.embedded import load_embedded_sample
-    from napari_blendphot.widgets._inspector_model import InspectorModel
+    from napari_blendphot.app.inspector import InspectorModel
     from napari_blendphot.widgets.deblend_inspector import DeblendInspectorWidget
 
     figures = {"gui_imports": memory_mb(), "gui_start": before}
@@ -154,7 +150,6 @@ def main(argv=None) -> int:
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     parser.add_argument("--gui-child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    sys.path.insert(0, str(HERE))
     if args.gui_child:
         figures = measure_gui(json.loads(args.gui_child))
         print("GUI " + json.dumps(figures), flush=True)

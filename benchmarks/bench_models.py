@@ -12,7 +12,7 @@ Two backends:
   training step (``model.stateless_call`` + ``optimizer.stateless_apply``)
   over a pool of batches resident on the device, timed with
   ``block_until_ready`` after a warm-up; precision ``float32`` or
-  ``mixed_bfloat16`` (Keras dtype policy; normalisation and outputs kept in
+  ``bfloat16`` (Keras' ``mixed_bfloat16`` dtype policy; normalisation and outputs kept in
   float32 as in training).
 * ``--backend tensorflow`` (CPU laptops): ``model.predict_on_batch`` and
   ``model.train_on_batch``; the numbers say what a user without a GPU gets.
@@ -23,7 +23,7 @@ and a different batch is used at each repetition so nothing is cached.
 Examples::
 
     python benchmarks/bench_models.py --backend jax --models b2f64 b2f256 unet b2m2f \\
-        --precisions float32 mixed_bfloat16 --json out/bench.json
+        --precisions float32 bfloat16 --json out/bench.json
     python benchmarks/bench_models.py --backend tensorflow --models b2f64 --batch-sizes 32 --quick
 """
 
@@ -39,8 +39,6 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 #: Model configurations benchmarked (training/configs names).
 MODELS = {
@@ -82,8 +80,8 @@ POOLING = {"value": "window"}
 
 
 def build(name: str, precision: str):
-    from training.config import load_config
-    from training.train import build_network, compile_network
+    from napari_blendphot.training.config import load_config
+    from napari_blendphot.training.train import build_network, compile_network
 
     overrides = {"training.precision": precision}
     if POOLING["value"] != "window":
@@ -288,7 +286,7 @@ def main(argv=None) -> int:
     parser.add_argument("--backend", default=os.environ.get("KERAS_BACKEND", "tensorflow"),
                         choices=("jax", "tensorflow", "torch"))
     parser.add_argument("--models", nargs="+", default=["b2f64", "b2f256", "unet", "b2m2f"], choices=sorted(MODELS))
-    parser.add_argument("--precisions", nargs="+", default=["float32", "mixed_bfloat16"])
+    parser.add_argument("--precisions", nargs="+", default=["float32", "bfloat16"])
     parser.add_argument("--modes", nargs="+", default=["inference", "training"], choices=("inference", "training"))
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[32, 256, 1024, 4096])
     parser.add_argument("--train-batch-sizes", nargs="+", type=int, help="batch sizes of the training mode "

@@ -65,113 +65,7 @@ import sys
 import time
 
 import numpy as np
-
-
-def shift_stamp(stamp: np.ndarray, dy: int, dx: int) -> np.ndarray:
-    """Shift by whole pixels with zero padding (no wrap-around)."""
-    out = np.zeros_like(stamp)
-    size = stamp.shape[0]
-    src_y = slice(max(0, -dy), min(size, size - dy))
-    dst_y = slice(max(0, dy), min(size, size + dy))
-    src_x = slice(max(0, -dx), min(size, size - dx))
-    dst_x = slice(max(0, dx), min(size, size + dx))
-    out[dst_y, dst_x] = stamp[src_y, src_x]
-    return out
-
-
-def toy_galaxies(n: int, rng: np.random.Generator):
-    """*n* noiseless toy galaxies: (stamps, mags, radii).
-
-    Sersic profiles (n = 4, 1 or 2 by type), magnitudes 19-23 and effective
-    radii 1.3-15 px log-uniform (the span of SPEC §2), random axis ratio and
-    angle; a tenth carry a faint neighbour that cleaning left behind.  Numpy only, so
-    the benchmark runs where astropy or GalSim are missing.
-    """
-    from napari_blendphot.sample.galaxy_sample import mag_to_flux
-    from napari_blendphot.sample.toy import sersic_stamp
-
-    mags = rng.uniform(19.0, 23.0, size=n)
-    radii = np.exp(rng.uniform(np.log(1.3), np.log(15.0), size=n))
-    sersic_index = rng.choice([4.0, 1.0, 2.0, 1.0], size=n)
-    stamps = np.empty((n, 128, 128), np.float32)
-    for i in range(n):
-        stamps[i] = sersic_stamp(mag_to_flux(mags[i]), radii[i], sersic_index[i], q=rng.uniform(0.3, 1.0),
-                                 theta=rng.uniform(0, np.pi))
-        if rng.random() < 0.1:
-            dy, dx = rng.uniform(-55, 55, size=2)
-            stamps[i] += sersic_stamp(mag_to_flux(rng.uniform(24.0, 26.0)), rng.uniform(1.3, 4.0), 1.0,
-                                      dy=dy, dx=dx)
-    return stamps, mags, radii
-
-
-def toy_blends(n: int, seed: int = 0, noise_rms: float = 0.01):
-    """*n* blends paired with the published shift rule of SPEC §4.4; returns (blends, context)."""
-    from napari_blendphot.deblend.base import BlendContext
-
-    rng = np.random.default_rng(seed)
-    n_galaxies = max(50, n // 4)
-    images, mags, radii = toy_galaxies(n_galaxies, rng)
-    blends = np.empty((n, 128, 128), np.float32)
-    shifts = np.empty((n, 2), np.int64)
-    central_radii = np.empty(n, np.float64)
-    made = 0
-    while made < n:
-        central, companion = rng.integers(0, n_galaxies, size=2)
-        if central == companion or abs(mags[central] - mags[companion]) >= 2:
-            continue
-        r_min = max(radii[central], radii[companion])
-        r_max = min(4 * min(radii[central], radii[companion]), 64)
-        if r_min >= r_max:
-            r_min = 0.8 * r_max
-        limit = int(np.ceil(r_max))
-        for _ in range(25):
-            dy, dx = (int(v) for v in rng.integers(-limit, limit + 1, size=2))
-            if r_min <= np.hypot(dy, dx) <= r_max:
-                break
-        else:
-            continue
-        noise = rng.normal(0.0, noise_rms, (128, 128)).astype(np.float32)
-        blends[made] = images[central] + shift_stamp(images[companion], dy, dx) + noise
-        shifts[made] = (dy, dx)
-        central_radii[made] = radii[central]
-        made += 1
-    return blends, BlendContext(shifts, central_radii)
-
-
-def dataset_blends(path, n: int):
-    from napari_blendphot.blend.dataset import BlendDataset
-
-    dataset = BlendDataset(path)
-    n = min(n, len(dataset))
-    # A copy: the dataset is memory-mapped read-only and sep needs writable buffers.
-    return np.array(dataset.blends[:n], dtype=np.float32), dataset.context().subset(slice(0, n))
-
-
-def best_time(function, repeats: int) -> float:
-    """Best wall-clock time of *repeats* calls."""
-    best = np.inf
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
-def interleaved_times(functions: dict, repeats: int) -> dict:
-    """Best (wall, cpu) seconds of each function, the runs interleaved so load swings hit all alike.
-
-    CPU time (this process only) is what a single-process loop costs regardless
-    of how many other jobs share the cores; it is the fair basis for the ratio
-    to the floor.  Wall time is the basis for the multi-process scaling.
-    """
-    best = {name: [np.inf, np.inf] for name in functions}
-    for _ in range(repeats):
-        for name, function in functions.items():
-            wall, cpu = time.perf_counter(), time.process_time()
-            function()
-            best[name][0] = min(best[name][0], time.perf_counter() - wall)
-            best[name][1] = min(best[name][1], time.process_time() - cpu)
-    return best
+from bench_helpers import best_time, dataset_blends, interleaved_times, process_cpu_seconds, toy_blends
 
 
 def load() -> str:
@@ -288,20 +182,11 @@ def _cpu_seconds(function) -> float:
 
 
 def _pool_cpu_seconds() -> float:
-    """CPU seconds used so far by the live pool workers (Linux /proc; NaN elsewhere)."""
+    """CPU seconds used so far by the live pool workers (NaN when one is gone)."""
     from napari_blendphot.deblend import parallel
 
-    total = 0.0
-    ticks = os.sysconf("SC_CLK_TCK")
-    try:
-        for executor in list(parallel._pools.values()):
-            for pid in list(getattr(executor, "_processes", {}) or {}):
-                with open(f"/proc/{pid}/stat") as stat:
-                    fields = stat.read().rsplit(")", 1)[1].split()
-                total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
-    except (OSError, ValueError, IndexError):
-        return float("nan")
-    return total
+    return sum(process_cpu_seconds(pid) for executor in list(parallel._pools.values())
+               for pid in list(getattr(executor, "_processes", {}) or {}))
 
 
 def time_pool(method, blends, context, repeats: int) -> dict:
@@ -402,8 +287,11 @@ def main(argv=None) -> int:
     import sep
 
     from napari_blendphot.deblend import parallel
-    from napari_blendphot.deblend.parallel import _pack_masks, _run_chunk
+    from napari_blendphot.deblend.base import pack_masks
+    from napari_blendphot.deblend.parallel import _run_chunk
     from napari_blendphot.deblend.sep_baseline import PARALLEL_MIN_BLENDS, SepTwoPass
+
+    parallel.set_keep_pools(True)  # as in the inference worker, which deblends chunk after chunk
 
     start = time.perf_counter()
     if args.dataset:
@@ -475,7 +363,7 @@ def main(argv=None) -> int:
     raw_masks = best_time(lambda: pickle.loads(pickle.dumps(unpacked, protocol=5)), 3)
     print(f"transfer of a {len(chunk)}-blend chunk: pickling in+out {1e3 * pickling:.1f} ms "
           f"({pickling / compute:.1%} of its {1e3 * compute:.0f} ms compute); float32 masks unpacked "
-          f"would cost {1e3 * raw_masks:.1f} ms; packing {1e3 * best_time(lambda: _pack_masks(unpacked), 3):.1f} ms")
+          f"would cost {1e3 * raw_masks:.1f} ms; packing {1e3 * best_time(lambda: pack_masks(unpacked), 3):.1f} ms")
     print("(shared machine: timings are noisy; best of", args.repeats, "runs)")
     return 0
 

@@ -79,13 +79,10 @@ def build_valid_inputs(root: Path) -> dict[str, Path]:
     """Write one small valid input per target under *root*; return {target: path}.
 
     The same inputs as the bad-input corpus starts from
-    (``tests/bad_inputs.write_valid_inputs``), so the fuzzer and the corpus
-    break the same files.
+    (:func:`napari_blendphot.testing.corpus.write_valid_inputs`), so the fuzzer
+    and the corpus break the same files.
     """
-    tests_dir = str(Path(__file__).resolve().parents[1] / "tests")
-    if tests_dir not in sys.path:
-        sys.path.insert(0, tests_dir)
-    from bad_inputs import write_valid_inputs
+    from napari_blendphot.testing.corpus import write_valid_inputs
 
     return write_valid_inputs(root)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,27 +18,6 @@ except ImportError:  # pragma: no cover - hypothesis is in the test extra
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: The paper's published per-blend results, beside the checkout (never copied into it).
 PAPER_CATALOG = REPO_ROOT.parent / "shared" / "paper" / "output_catalog.csv"
-
-
-@pytest.fixture(autouse=True)
-def no_kept_sep_pool_outlives_a_test():
-    """Stop SEP's kept process pools before and after every test, in every module.
-
-    A kept pool has a manager thread; a later test that forks (SEP with the
-    fork start method, a subprocess) would fork a multi-threaded process, and
-    a test of the pools must start without one another test (or a
-    module-scoped fixture) left.  Nothing is imported here: only a test
-    session that used the pools pays for this.
-    """
-
-    def stop_pools():
-        parallel = sys.modules.get("napari_blendphot.deblend.parallel")
-        if parallel is not None:
-            parallel.shutdown_pools()
-
-    stop_pools()
-    yield
-    stop_pools()
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,8 @@ from napari_blendphot.blend.assemble import make_blend
 from napari_blendphot.blend.dataset import BlendDataset, summarize_blends, write_blend_dataset
 from napari_blendphot.errors import InputError, OutputExistsError
 
-FILES = ("blends.npy", "galaxy1.npy", "galaxy2.npy", "masks.npy", "catalog.csv", "catalog.fits", "provenance.json")
+FILES = ("blends.npy", "galaxy1.npy", "galaxy2.npy", "masks.npy", "catalog.csv", "catalog.csv.meta.json", "catalog.fits",
+         "provenance.json")
 
 
 @pytest.fixture(scope="module")

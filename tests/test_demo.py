@@ -44,7 +44,7 @@ def test_screenshot_argument_is_checked_before_any_work(tmp_path, capsys):
 
 @pytest.mark.gui
 def test_demo_viewer_has_a_first_blend(qtbot):
-    from napari_blendphot.widgets._session import current_blend_for
+    from napari_blendphot.app.session import current_blend_for
 
     viewer, builder, inspector = _demo.build_demo_viewer(no_models=True, show=False)
     try:

@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 import pytest
-from test_engine_support import (crash_worker, environment_variables, expected_slow_fluxes, flux_totals, refuse_outputs,
+from napari_blendphot.testing.stand_ins import (crash_worker, environment_variables, expected_slow_fluxes, flux_totals, refuse_outputs,
                                  slow_identity, toy_blends)
 
 from napari_blendphot.deblend.base import BlendContext
@@ -26,7 +26,7 @@ def blends():
 
 @pytest.fixture(scope="module")
 def slow_method():
-    register_method("slow", "test_engine_support:SlowDeblender", label="slow stand-in", needs_worker=False)
+    register_method("slow", "napari_blendphot.testing.stand_ins:SlowDeblender", label="slow stand-in", needs_worker=False)
     yield "slow"
     unregister_method("slow")
 
@@ -255,8 +255,8 @@ def test_worker_exit_code_is_reported_and_idle_death_is_recovered(engine, blends
     # Killed while idle: the next request notices and starts a new worker.
     pid = engine.start()
     os.kill(pid, signal.SIGKILL)
-    engine._process.join(30)  # dead for sure before the next request (no fixed sleep)
-    assert not engine._process.is_alive()
+    engine.worker_process.join(30)  # dead for sure before the next request (no fixed sleep)
+    assert not engine.worker_process.is_alive()
     assert engine.run(blends[:1], methods=["slow"])["slow"].fluxes.shape == (1, 2)
     assert engine.worker_pid != pid
 
@@ -264,7 +264,7 @@ def test_worker_exit_code_is_reported_and_idle_death_is_recovered(engine, blends
 def test_close_stops_the_worker(slow_method, blends):
     engine = InferenceEngine([slow_method])
     pid = engine.start()
-    process = engine._process
+    process = engine.worker_process
     engine.close()
     assert not process.is_alive()
     with pytest.raises(WorkerError, match="closed"):

@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 import pytest
-from test_engine_support import tiny_models
+from napari_blendphot.testing.stand_ins import tiny_models
 
 from napari_blendphot.deblend.engine import InferenceEngine
 from napari_blendphot.errors import InputError

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 import pytest
-from test_engine_support import tiny_models, toy_blends
+from napari_blendphot.testing.stand_ins import tiny_models, toy_blends
 
 pytestmark = [pytest.mark.gui, pytest.mark.slow]
 

@@ -8,27 +8,8 @@ import numpy as np
 import pytest
 
 from napari_blendphot.errors import InputError, OutputExistsError
-from napari_blendphot.widgets._failure_model import FailureModel
-
-
-def make_results(folder, n_blends: int = 40, seed: int = 5):
-    """A toy blend dataset, SEP plus a noisy stand-in network on it, written as results."""
-    from napari_blendphot.blend.dataset import BlendDataset, write_blend_dataset
-    from napari_blendphot.clean.neighbours import clean_sample
-    from napari_blendphot.deblend.base import DeblendOutput
-    from napari_blendphot.deblend.sep_baseline import SepTwoPass
-    from napari_blendphot.report.results import build_results_table, write_results
-    from napari_blendphot.sample.toy import make_toy_sample
-
-    sample = clean_sample(make_toy_sample(60, seed=seed), seed=seed)
-    dataset = BlendDataset(write_blend_dataset(sample, folder / "blends", n=n_blends, test_fraction=0.5, seed=seed))
-    view = dataset.select(split="test")
-    sep = SepTwoPass().deblend(view.blends, view.context())
-    rng = np.random.default_rng(seed)
-    noisy = DeblendOutput("net", view.fluxes * np.exp(rng.normal(0, 0.1, view.fluxes.shape)))
-    table = build_results_table(view.catalog, [sep, noisy], true_masks=view.masks)
-    write_results(table, folder / "results")
-    return folder / "results.csv", dataset
+from napari_blendphot.testing.stand_ins import make_results
+from napari_blendphot.app.failures import FailureModel
 
 
 @pytest.fixture(scope="module")
@@ -193,7 +174,7 @@ def test_no_tensorflow_loaded():
 def test_models_import_no_qt_or_napari():
     import subprocess
 
-    code = ("import sys, napari_blendphot.curation, napari_blendphot.widgets._failure_model; "
+    code = ("import sys, napari_blendphot.curation, napari_blendphot.app.failures; "
             "bad = [m for m in sys.modules if m.split('.')[0] in ('napari', 'qtpy', 'PyQt6', 'PyQt5', "
             "'PySide6', 'tensorflow', 'keras')]; print(bad); sys.exit(1 if bad else 0)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 import pytest
-from test_failure_browser import make_results
+from napari_blendphot.testing.stand_ins import make_results
 
 from napari_blendphot.widgets.failure_browser import BLEND_LAYER, TRUTH_LAYER, FailureBrowserWidget
 
@@ -35,7 +35,7 @@ def _dataset_blend(dataset, blend_id):
 
 def test_selecting_a_row_shows_that_blend(widget, toy_results):
     from napari_blendphot._reader import mask_outlines
-    from napari_blendphot.widgets._session import current_blend_for
+    from napari_blendphot.app.session import current_blend_for
 
     _, dataset = toy_results
     viewer, failures = widget.viewer, widget.failures
@@ -69,7 +69,7 @@ def test_selecting_a_row_shows_that_blend(widget, toy_results):
 def test_header_sort_and_filters(widget):
     from qtpy.QtCore import Qt
 
-    from napari_blendphot.widgets.failure_browser import _COLUMN_NAMES
+    from napari_blendphot.widgets._failures_table import COLUMN_NAMES as _COLUMN_NAMES
 
     failures = widget.failures
     widget.table.sortByColumn(_COLUMN_NAMES.index("distance"), Qt.SortOrder.AscendingOrder)
@@ -164,7 +164,7 @@ def test_sep_masks_recomputed_in_worker(widget, toy_results, qtbot):
 
 def test_network_masks_can_be_rerun_with_shipped_weights(qtbot):
     """Masks of every mask-making method are re-run, networks too when a model is shipped."""
-    from napari_blendphot.models.registry import default_model
+    from napari_blendphot.models.manifests import default_model
     from napari_blendphot.widgets.failure_browser import can_rerun_masks
 
     assert can_rerun_masks("sep")

@@ -11,7 +11,7 @@ import pytest
 from napari_blendphot._reader import mask_outlines
 from napari_blendphot.blend.assemble import dmag_scale, make_blend
 from napari_blendphot.errors import InputError, OutputExistsError
-from napari_blendphot.widgets._builder_model import SHIFT_MAX, SHIFT_MIN, BlendBuilderModel, clamp_shift
+from napari_blendphot.app.builder import SHIFT_MAX, SHIFT_MIN, BlendBuilderModel, clamp_shift
 
 
 @pytest.fixture(scope="module")
@@ -205,7 +205,7 @@ def _check_layers_match(viewer, widget):
 
 @pytest.mark.gui
 def test_widget_builds_layers_and_sets_current_blend(builder):
-    from napari_blendphot.widgets._session import current_blend_for
+    from napari_blendphot.app.session import current_blend_for
 
     viewer, widget = builder
     _check_layers_match(viewer, widget)
@@ -258,7 +258,7 @@ def test_drag_updates_live_with_stable_contrast(builder):
     from napari.utils.interactions import mouse_move_callbacks, mouse_press_callbacks, mouse_release_callbacks
     from napari.utils._proxies import ReadOnlyWrapper
 
-    from napari_blendphot.widgets._session import current_blend_for
+    from napari_blendphot.app.session import current_blend_for
 
     viewer, widget = builder
     widget.model.set_shift(0, 10)
@@ -428,7 +428,7 @@ def test_current_blend_survives_closing_a_menu_builder(make_napari_viewer, clean
 
     from napari.utils._proxies import PublicOnlyProxy
 
-    from napari_blendphot.widgets._session import current_blend_for
+    from napari_blendphot.app.session import current_blend_for
 
     viewer = make_napari_viewer()
     dock, first = viewer.window.add_plugin_dock_widget("napari-blendphot", "Blend Builder")

@@ -2,7 +2,7 @@
 
 One inference engine serves the whole module (its worker starts once); the
 tiny networks are built and saved by a throwaway TensorFlow worker
-(``test_engine_support.tiny_models``), so this process never imports
+(``napari_blendphot.testing.stand_ins.tiny_models``), so this process never imports
 TensorFlow — checked in several tests.
 """
 
@@ -15,13 +15,13 @@ import time
 
 import numpy as np
 import pytest
-from test_engine_support import tiny_models
+from napari_blendphot.testing.stand_ins import tiny_models
 
 from napari_blendphot.blend.assemble import make_blend, make_blends
 from napari_blendphot.deblend.engine import InferenceEngine
 from napari_blendphot.deblend.registry import available_methods, register_method, unregister_method
 from napari_blendphot.errors import InputError
-from napari_blendphot.widgets._inspector_model import (
+from napari_blendphot.app.inspector import (
     NO_TRUTH_NOTE,
     InspectorModel,
     layer_features,
@@ -31,7 +31,7 @@ from napari_blendphot.widgets._inspector_model import (
     truth_catalog,
     truth_context,
 )
-from napari_blendphot.widgets._session import BlendState, current_blend_for
+from napari_blendphot.app.session import BlendState, current_blend_for
 
 pytestmark = pytest.mark.slow  # one engine start plus a TensorFlow start for the tiny networks
 
@@ -145,7 +145,7 @@ def test_model_rows_equal_the_library_for_sep(engine, blends):
 
 
 def test_a_queued_request_is_dropped_when_a_newer_one_arrives(engine, blends):
-    register_method("slowgui", "test_engine_support:SlowDeblender", label="slow stand-in", needs_worker=False)
+    register_method("slowgui", "napari_blendphot.testing.stand_ins:SlowDeblender", label="slow stand-in", needs_worker=False)
     try:
         model = InspectorModel(methods=["slowgui"], engine=engine)
         engine.set_method_options("slowgui", seconds_per_blend=0.5)
@@ -180,7 +180,7 @@ def test_an_inspection_records_where_its_time_went(engine, blends):
 
 
 def test_missing_shipped_weights_are_reported_and_sep_still_runs(engine, blends, tmp_path, monkeypatch):
-    from napari_blendphot.models import registry
+    from napari_blendphot.models import manifests as registry
 
     monkeypatch.setattr(registry, "WEIGHTS_DIR", tmp_path)  # an installation without shipped models
     model = InspectorModel(methods=["sep", "blend2flux"], engine=engine)
@@ -193,7 +193,7 @@ def test_missing_shipped_weights_are_reported_and_sep_still_runs(engine, blends,
 
 # ----------------------------------------------------------------------------- the widget
 def test_checkboxes_follow_the_registry(make_napari_viewer, engine, tiny):
-    register_method("echogui", "test_engine_support:SlowDeblender", label="stand-in method", needs_worker=False)
+    register_method("echogui", "napari_blendphot.testing.stand_ins:SlowDeblender", label="stand-in method", needs_worker=False)
     try:
         _, widget = make_widget(make_napari_viewer, engine, tiny)
         assert list(widget.method_boxes) == list(available_methods())
@@ -202,6 +202,21 @@ def test_checkboxes_follow_the_registry(make_napari_viewer, engine, tiny):
         widget.close_inspector()
     finally:
         unregister_method("echogui")
+
+
+def test_a_third_party_keras_method_gets_a_weights_button_and_the_precision(make_napari_viewer, engine, tiny):
+    """The weights row and the precision choice follow the registry's capabilities, not a list of names."""
+    register_method("thirdnet", "napari_blendphot.testing.stand_ins:SlowDeblender", label="third-party network",
+                    uses_keras=True, accepts_weights=True, precisions=("float32", "bfloat16", "auto"))
+    try:
+        _, widget = make_widget(make_napari_viewer, engine, tiny)
+        assert set(widget.weights_labels) == {*NETWORKS, "thirdnet"}
+        assert widget.weights_labels["thirdnet"].text() == "no shipped model"
+        assert not widget.method_boxes["thirdnet"].isChecked()  # no weights yet
+        assert widget.precision_combo.isVisibleTo(widget)
+        widget.close_inspector()
+    finally:
+        unregister_method("thirdnet")
 
 
 def test_runs_draw_layers_table_and_features_and_rerun_updates(make_napari_viewer, qtbot, engine, tiny, blends):
@@ -309,7 +324,7 @@ def test_blend_set_slice_follows_the_slider(make_napari_viewer, qtbot, engine, t
 def test_worker_killed_mid_run_is_reported_and_the_next_run_works(make_napari_viewer, qtbot, tiny, notes, blends):
     # Its own engine without networks: the restarted worker need not load TensorFlow again.
     engine = InferenceEngine(("sep",))
-    register_method("slowgui", "test_engine_support:SlowDeblender", label="slow stand-in", needs_worker=False)
+    register_method("slowgui", "napari_blendphot.testing.stand_ins:SlowDeblender", label="slow stand-in", needs_worker=False)
     try:
         viewer, widget = make_widget(make_napari_viewer, engine, tiny, methods=["sep", "slowgui"])
         engine.set_method_options("slowgui", seconds_per_blend=3.0)
@@ -378,7 +393,7 @@ def test_blend_set_run_cancel_summary_and_save(make_napari_viewer, qtbot, engine
     from napari_blendphot.report.results import read_results
 
     batch = make_blends(toy_sample, 40, seed=3, split="test")
-    register_method("slowgui", "test_engine_support:SlowDeblender", label="slow stand-in", needs_worker=False)
+    register_method("slowgui", "napari_blendphot.testing.stand_ins:SlowDeblender", label="slow stand-in", needs_worker=False)
     try:
         viewer, widget = make_widget(make_napari_viewer, engine, tiny, methods=["sep", "slowgui"])
         widget.live_box.setChecked(False)
@@ -617,7 +632,7 @@ def test_blend_set_layer_without_its_arrays_uses_the_catalogue(make_napari_viewe
 def test_a_corrupted_shipped_model_is_reported_before_running(tiny, tmp_path, monkeypatch):
     import shutil
 
-    from napari_blendphot.models import registry
+    from napari_blendphot.models import manifests as registry
 
     shipped = tmp_path / "unet-shipped.keras"
     shutil.copy(tiny["paths"]["unet"], shipped)
@@ -654,7 +669,7 @@ def test_napari_opens_the_inspector_from_the_plugin_manifest(make_napari_viewer,
 
 def test_networks_without_weights_start_unticked_and_choosing_a_file_ticks_them(make_napari_viewer, tiny, tmp_path,
                                                                                  monkeypatch):
-    from napari_blendphot.models import registry
+    from napari_blendphot.models import manifests as registry
     from napari_blendphot.widgets.deblend_inspector import DeblendInspectorWidget
 
     monkeypatch.setattr(registry, "WEIGHTS_DIR", tmp_path)  # no shipped models
@@ -685,7 +700,7 @@ def test_renamed_and_removed_source_layers(make_napari_viewer, qtbot, engine, ti
 
 def test_progressive_runs_report_fast_methods_first_and_skip_stale_networks(engine, blends):
     # A stand-in for a slow network: registered as needing the worker, so it runs in the second phase.
-    register_method("slownet", "test_engine_support:SlowDeblender", label="slow network", needs_worker=True)
+    register_method("slownet", "napari_blendphot.testing.stand_ins:SlowDeblender", label="slow network", needs_worker=True)
     try:
         engine.set_method_options("slownet", seconds_per_blend=0.4)
         model = InspectorModel(methods=["sep", "slownet"], engine=engine)
@@ -708,7 +723,7 @@ def test_progressive_runs_report_fast_methods_first_and_skip_stale_networks(engi
 
 
 def test_widget_draws_fast_overlays_before_slow_networks(make_napari_viewer, qtbot, engine, tiny, blends):
-    register_method("slownet", "test_engine_support:SlowDeblender", label="slow network", needs_worker=True)
+    register_method("slownet", "napari_blendphot.testing.stand_ins:SlowDeblender", label="slow network", needs_worker=True)
     try:
         engine.set_method_options("slownet", seconds_per_blend=0.5)
         viewer, widget = make_widget(make_napari_viewer, engine, tiny, methods=["sep", "slownet"])

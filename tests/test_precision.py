@@ -31,3 +31,17 @@ def test_unknown_precision_is_refused_with_the_option_named(bad):
         precision.resolve_precision(bad, source="option precision of unet")
     message = str(info.value)
     assert "option precision of unet" in message and "float32, bfloat16, auto" in message
+
+
+def test_one_precision_vocabulary_for_inference_and_training():
+    """Training said 'mixed_bfloat16' where the library says 'bfloat16': one name now, the old one still read."""
+    from napari_blendphot.models.precision import canonical_precision, keras_policy
+    from napari_blendphot.training.config import load_config
+
+    assert canonical_precision("mixed_bfloat16") == canonical_precision("bfloat16") == "bfloat16"
+    assert keras_policy("bfloat16") == "mixed_bfloat16" and keras_policy("float32") == "float32"
+    with pytest.raises(InputError, match="not a precision"):
+        canonical_precision("half")
+    assert load_config("tiny_blend2flux", {"training.precision": "mixed_bfloat16"})["training"]["precision"] == \
+        "bfloat16"
+    assert load_config("tiny_blend2flux", {"training.precision": "bfloat16"})["training"]["precision"] == "bfloat16"

@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 import pytest
-from test_engine_support import tiny_models
+from napari_blendphot.testing.stand_ins import tiny_models
 
 from napari_blendphot.cli import main
 
@@ -102,7 +102,7 @@ def test_predict_with_networks(dataset_dir, tmp_path, tmp_path_factory):
 
 
 def test_predict_without_weights_fails_before_starting_a_worker(dataset_dir, tmp_path, capsys, monkeypatch):
-    import napari_blendphot.models.registry as model_registry
+    import napari_blendphot.models.manifests as model_registry
     from napari_blendphot.deblend import engine
 
     monkeypatch.setattr(model_registry, "default_model", lambda method, weights_dir=None: None)

@@ -8,7 +8,7 @@ from importlib.metadata import EntryPoint
 
 import numpy as np
 import pytest
-from test_engine_support import SlowDeblender, expected_slow_fluxes, toy_blends
+from napari_blendphot.testing.stand_ins import SlowDeblender, expected_slow_fluxes, toy_blends
 
 from napari_blendphot.deblend import registry
 from napari_blendphot.deblend.registry import (ENTRY_POINT_GROUP, available_methods, create_method, method_info,
@@ -37,7 +37,7 @@ def test_create_sep_in_process():
 def test_importing_the_registry_engine_and_wrappers_does_not_load_keras():
     code = ("import sys\n"
             "import napari_blendphot.deblend.registry as r, napari_blendphot.deblend.engine, "
-            "napari_blendphot.deblend.networks, napari_blendphot.cli._predict\n"
+            "napari_blendphot.deblend.keras_methods, napari_blendphot.cli._predict\n"
             "r.available_methods(); [r.method_info(n) for n in r.available_methods()]\n"
             "bad = [m for m in ('keras', 'tensorflow', 'jax', 'torch', 'napari', 'qtpy') if m in sys.modules]\n"
             "assert not bad, bad\n")
@@ -107,7 +107,7 @@ def third_party_entry_point(monkeypatch):
     """Pretend an installed package declares a method in the entry-point group."""
     import importlib.metadata
 
-    fake = [EntryPoint(name="thirdparty", value="test_engine_support:SlowDeblender", group=ENTRY_POINT_GROUP),
+    fake = [EntryPoint(name="thirdparty", value="napari_blendphot.testing.stand_ins:SlowDeblender", group=ENTRY_POINT_GROUP),
             EntryPoint(name="broken", value="no_such_package.module:Thing", group=ENTRY_POINT_GROUP)]
     real = importlib.metadata.entry_points
 
@@ -126,7 +126,7 @@ def test_entry_point_methods_are_discovered_lazily(third_party_entry_point):
     info = method_info("thirdparty")
     # Attributes come from the class the entry point names.
     assert (info.label, info.makes_masks, info.needs_worker) == ("slow stand-in", False, False)
-    assert info.origin == "entry point test_engine_support:SlowDeblender"
+    assert info.origin == "entry point napari_blendphot.testing.stand_ins:SlowDeblender"
     assert isinstance(create_method("thirdparty", seconds_per_blend=0.0), SlowDeblender)
     with pytest.raises(InputError, match="failed to load"):
         method_info("broken")
@@ -144,3 +144,28 @@ def test_entry_point_method_runs_in_the_engine(third_party_entry_point):
 
 def test_no_tensorflow_in_the_test_process():
     assert "tensorflow" not in sys.modules and "keras" not in sys.modules
+
+
+def test_no_list_of_method_names_outside_the_registry():
+    """What a method can do is asked of the registry, never decided by a list of names elsewhere.
+
+    The network architectures of models/ (builders, files, losses) are architectures, not methods.
+    """
+    import re
+    from pathlib import Path
+
+    import napari_blendphot
+
+    names = "|".join(available_methods()[:4])
+    two_names = re.compile(rf"""[\(\[\{{]\s*["']({names})["']\s*,\s*["']({names})["']""")
+    root = Path(napari_blendphot.__file__).parent
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        relative = path.relative_to(root).as_posix()
+        if relative == "deblend/registry.py" or relative.startswith(("models/", "testing/")):
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), start=1):
+            code = line.split("#")[0]
+            if two_names.search(code) and ">>>" not in code and "predict(" not in code:
+                found.append(f"{relative}:{number}: {line.strip()}")
+    assert not found, "\n".join(found)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bad_inputs import copy_input, set_csv_cell, tree_digest, truncate, write_valid_inputs
+from napari_blendphot.testing.corpus import copy_input, set_csv_cell, tree_digest, truncate, write_valid_inputs
 from napari_blendphot.cli import main
 
 
@@ -84,7 +84,7 @@ def _prepare(case, valid, tmp: Path) -> list[str]:
         return ["predict", str(dataset), "--methods", "blend2flux", "--weights", f"blend2flux={tmp / 'a_file'}",
                 "-o", str(tmp / "res")]
     if case.startswith("curate-export"):
-        from bad_inputs import toy_sample
+        from napari_blendphot.testing.corpus import toy_sample
         from napari_blendphot.curation import DecisionStore
         from napari_blendphot.sample.io_native import read_native
 

@@ -2,7 +2,7 @@
 
 One parametrised test per family (native sample FITS, CANDELS folder, FITS
 cutouts, blend dataset folder, results table).  Each case copies a small
-valid input (``tests/bad_inputs``), breaks it with one named edit and checks
+valid input (``napari_blendphot.testing.corpus``), breaks it with one named edit and checks
 that the reader raises :class:`~napari_blendphot.errors.InputError` whose
 message names the input and the problem, and that nothing on disk changed
 (every file under the case's folder hashed before and after).
@@ -21,7 +21,7 @@ import pytest
 from astropy.io import fits
 from astropy.table import Table
 
-from bad_inputs import (
+from napari_blendphot.testing.corpus import (
     copy_input,
     delete_bytes,
     edit_csv,
@@ -377,7 +377,7 @@ def test_cutout_all_zero_and_constant_stamps_read_with_empty_segmentation(tmp_pa
     """Blank stamps are odd but not malformed: read, no detection, no crash in sep."""
     from napari_blendphot.sample.io_cutouts import read_cutouts
 
-    sample = __import__("bad_inputs").toy_sample()
+    sample = __import__("napari_blendphot.testing.corpus", fromlist=["toy_sample"]).toy_sample()
     sample.images[0] = 0.0
     sample.images[1] = 3.0
     write_cutouts(sample, tmp_path / "c", count=2, segmap=False)
@@ -416,7 +416,7 @@ def _dataset_object_blends(folder):
 
 
 def _other_dataset_catalog(folder):
-    from bad_inputs import toy_sample
+    from napari_blendphot.testing.corpus import toy_sample
     from napari_blendphot.blend.dataset import write_blend_dataset
 
     other = write_blend_dataset(toy_sample(12, seed=99), folder.parent / "other", n=10, test_fraction=0.5, seed=1)
@@ -493,7 +493,10 @@ def test_blend_dataset_reader_refuses_a_file(valid, tmp_path):
 # -- results tables -----------------------------------------------------------------------------
 
 def _results_meta(old: bytes, new: bytes):
-    return lambda p: replace_in_file(p, old, new)
+    """An edit of a results CSV's metadata (in its metadata file)."""
+    from napari_blendphot.tables import meta_path
+
+    return lambda p: replace_in_file(meta_path(p), old, new)
 
 
 def _results_fits_types(path):
@@ -535,7 +538,7 @@ RESULTS_CASES = {
     "binary-garbage": ("csv", lambda p: p.write_bytes(bytes(range(256)) * 8), "cannot read as a table"),
     "truncated-fits": ("fits", lambda p: truncate(p, 4000), "cannot read as a table"),
     "no-method-columns": ("csv", lambda p: (drop_csv_column(p, "g1_flux_sep"), drop_csv_column(p, "g2_flux_sep"),
-                                            replace_in_file(p, b'"methods":["sep"]', b'"methods":[]')),
+                                            _results_meta(b'"methods":["sep"]', b'"methods":[]')(p)),
                           "no method columns"),
     "listed-method-missing": ("csv", lambda p: drop_csv_column(p, "g2_flux_sep"), "column g2_flux_'sep' is missing"),
     "missing-true-flux": ("csv", lambda p: drop_csv_column(p, "g1_flux"), "missing true-flux column"),
@@ -585,3 +588,30 @@ def test_valid_inputs_read_cleanly(valid):
     assert len(BlendDataset(valid["dataset"])) == 6
     for key in ("results", "results_fits"):
         assert len(summary_table(read_results(valid[key]))) > 0
+
+
+# -- the napari reader on the corpus -----------------------------------------------------------
+
+def _reader_cases():
+    cases = [("native", name) for name in sorted(NATIVE_CASES) if name != "not-a-blendphot-file"]
+    cases += [("dataset", name) for name in sorted(DATASET_CASES)]
+    cases += [("candels", name) for name in sorted(CANDELS_CASES) if name.startswith(("fuzz", "pickled"))]
+    return cases
+
+
+@pytest.mark.parametrize("kind, case", _reader_cases(), ids=lambda v: v)
+def test_napari_reader_refuses_the_corpus(kind, case, valid, tmp_path):
+    """What napari's File > Open meets: our kinds of input, broken, raise InputError (shown as a notification)."""
+    from napari_blendphot._reader import get_reader
+
+    cases = {"native": NATIVE_CASES, "dataset": DATASET_CASES, "candels": CANDELS_CASES}[kind]
+    edit, _ = cases[case]
+    path = copy_input(valid[kind], tmp_path)
+    edit(path)
+    before = tree_digest(tmp_path)
+    reader = get_reader(str(path))
+    if reader is not None:  # declining (None) lets napari try other readers: also fine
+        with pytest.raises(InputError) as info:
+            reader(str(path))
+        assert path.name in str(info.value)
+    assert tree_digest(tmp_path) == before

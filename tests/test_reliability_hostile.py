@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bad_inputs import copy_input, toy_sample, tree_digest, write_valid_inputs
+from napari_blendphot.testing.corpus import copy_input, toy_sample, tree_digest, write_valid_inputs
 from napari_blendphot.errors import InputError
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "napari_blendphot"

@@ -5,7 +5,7 @@ Each test failed before its module was fixed.
 
 from __future__ import annotations
 
-from bad_inputs import write_valid_inputs
+from napari_blendphot.testing.corpus import write_valid_inputs
 from napari_blendphot.cli import main
 from napari_blendphot.provenance import sha256_file
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bad_inputs import tree_digest
+from napari_blendphot.testing.corpus import tree_digest
 from napari_blendphot.cli import main
 from napari_blendphot.provenance import sha256_file
 
@@ -153,7 +153,7 @@ def test_evaluation_provenance(two_runs):
 
 def test_readers_record_input_hashes(tmp_path):
     """Samples read from the CANDELS layout and from cutouts say where they came from."""
-    from bad_inputs import write_valid_inputs
+    from napari_blendphot.testing.corpus import write_valid_inputs
     from napari_blendphot.sample.io_candels import read_candels
     from napari_blendphot.sample.io_cutouts import read_cutouts
 

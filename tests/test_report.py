@@ -176,3 +176,21 @@ def test_evaluate_minimal_table_with_a_method_that_detects_nothing(tmp_path):
     exact = report.summary[report.summary["method"] == "exact"]
     np.testing.assert_allclose(exact["flux_mape_percent"], 5.0)
     assert "fig_by_morphology" not in report.figures and "fig_iou" not in report.figures
+
+
+def test_the_markdown_tables_of_docs_results_come_from_the_summary(paper_catalog_path):
+    """docs/results.md is made by the shipped statistics: the paper's rows it shows, reproduced here."""
+    from napari_blendphot.report.evaluate import detection_case_summary, markdown_tables
+    from napari_blendphot.report.results import read_results
+
+    table = read_results(paper_catalog_path)
+    text = markdown_tables(table)
+    for line in ("| blend2flux | central (SEP-detected) | 3844 | 3844 | +0.015 | 0.120 | 0.16% | 7.57% |  |",
+                 "| blend2mask2flux | companion (SEP-detected) | 4344 | 4344 | +0.017 | 0.119 | 0.02% | 7.59% |  |",
+                 "| SExtractor | central (SEP-detected) | 3844 | 3844 | +0.101 | 0.542 | 12.43% | 33.56% |  |",
+                 "| SExtractor | companion (SEP-detected) | 4344 | 4344 | +0.002 | 0.710 | 16.23% | 40.57% |  |"):
+        assert line in text
+    cases = detection_case_summary(table, "detection_sextractor")
+    assert sorted(set(cases["case"].tolist())) == [0, 1, 2, 3]
+    assert dict(zip(cases["case"][cases["method"] == "sextractor"].tolist(),
+                    cases["n_blends"][cases["method"] == "sextractor"].tolist())) == {0: 294, 1: 794, 2: 3550, 3: 138}

@@ -19,10 +19,11 @@ import sys
 import textwrap
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
+
+from napari_blendphot.testing.stand_ins import WorkerPid
 
 from napari_blendphot.deblend import parallel
 from napari_blendphot.deblend.base import BlendContext
@@ -300,36 +301,24 @@ def test_results_do_not_depend_on_the_process_pixel_stack(monkeypatch):
 # ------------------------------------------------------------------ kept pool
 
 
-class WorkerPid:
-    """A stand-in method that reports which worker process deblended each blend."""
-
-    name, label, makes_masks, needs_worker = "pid", "worker pid", False, False
-
-    def deblend(self, blends, context=None, progress=None):
-        from napari_blendphot.deblend.base import DeblendOutput
-
-        if (blends[:, 0, 0] < 0).any():  # a marked blend: the worker dies, as a crash would
-            os._exit(3)
-        pids = np.full(len(blends), os.getpid(), np.int64)
-        return DeblendOutput(self.name, np.zeros((len(blends), 2)), None, {"pid": pids}, {})
-
-
 def _pid_batch(n=8):
     return np.ones((n, 128, 128), np.float32)
 
 
 def test_pool_is_kept_and_reused_between_calls():
     parallel.shutdown_pools()
-    first = parallel.deblend_in_processes(WorkerPid(), _pid_batch(), n_jobs=2, chunk_size=1, start_method="fork")
+    first = parallel.deblend_in_processes(WorkerPid(), _pid_batch(), n_jobs=2, chunk_size=1, start_method="fork",
+                                          keep_pool=True)
     assert len(parallel._pools) == 1
-    second = parallel.deblend_in_processes(WorkerPid(), _pid_batch(), n_jobs=2, chunk_size=1)
+    second = parallel.deblend_in_processes(WorkerPid(), _pid_batch(), n_jobs=2, chunk_size=1, keep_pool=True)
     assert len(parallel._pools) == 1  # no start method asked: the live pool of 2 is reused
     pool_pids = set(next(iter(parallel._pools.values()))._processes)
     assert set(first.extra["pid"]) <= pool_pids and set(second.extra["pid"]) <= pool_pids
     assert os.getpid() not in pool_pids
     parallel.shutdown_pools()
     assert parallel._pools == {}
-    third = parallel.deblend_in_processes(WorkerPid(), _pid_batch(), n_jobs=2, chunk_size=1, start_method="fork")
+    third = parallel.deblend_in_processes(WorkerPid(), _pid_batch(), n_jobs=2, chunk_size=1, start_method="fork",
+                                          keep_pool=True)
     assert not set(third.extra["pid"]) & pool_pids  # a fresh pool after the shutdown
     parallel.shutdown_pools()
 
@@ -340,12 +329,13 @@ def test_forkserver_pool_is_kept_and_its_workers_stay(batch):
     serial = SepTwoPass().deblend(blends[:12], context.subset(slice(0, 12)))
     for _ in range(2):
         pooled = parallel.deblend_in_processes(SepTwoPass(), blends[:12], context.subset(slice(0, 12)), n_jobs=2,
-                                               chunk_size=3, start_method="forkserver")
+                                               chunk_size=3, start_method="forkserver", keep_pool=True)
         np.testing.assert_array_equal(pooled.fluxes, serial.fluxes)
         np.testing.assert_array_equal(pooled.masks, serial.masks)
     (executor,) = parallel._pools.values()
     time.sleep(3 * parallel.PARENT_CHECK_SECONDS)
     assert all(process.is_alive() for process in executor._processes.values())
+    parallel.shutdown_pools()
 
 
 def test_a_discarded_pool_serves_its_other_calls_to_the_end():
@@ -382,9 +372,10 @@ def test_a_crashed_worker_breaks_one_call_and_the_next_gets_a_fresh_pool():
     marked = _pid_batch()
     marked[5, 0, 0] = -1.0
     with pytest.raises(BrokenProcessPool):
-        parallel.deblend_in_processes(WorkerPid(), marked, n_jobs=2, chunk_size=1, start_method="fork")
+        parallel.deblend_in_processes(WorkerPid(), marked, n_jobs=2, chunk_size=1, start_method="fork", keep_pool=True)
     assert parallel._pools == {}
-    out = parallel.deblend_in_processes(WorkerPid(), _pid_batch(), n_jobs=2, chunk_size=1, start_method="fork")
+    out = parallel.deblend_in_processes(WorkerPid(), _pid_batch(), n_jobs=2, chunk_size=1, start_method="fork",
+                                        keep_pool=True)
     assert len(out.extra["pid"]) == 8
     parallel.shutdown_pools()
 
@@ -395,37 +386,11 @@ def test_cancel_leaves_the_next_call_correct(batch):
     event.set()
     with pytest.raises(parallel.DeblendCancelled):
         parallel.deblend_in_processes(SepTwoPass(), blends, context, n_jobs=2, chunk_size=4, cancel_event=event,
-                                      start_method="fork")
+                                      start_method="fork", keep_pool=True)
     pooled = parallel.deblend_in_processes(SepTwoPass(), blends, context, n_jobs=2, chunk_size=4,
-                                           start_method="fork")
+                                           start_method="fork", keep_pool=True)
     np.testing.assert_array_equal(pooled.fluxes, SepTwoPass().deblend(blends, context).fluxes)
     parallel.shutdown_pools()
-
-
-def _start_time(pid: int) -> str:
-    """A process's start time (clock ticks after boot, /proc/PID/stat field 22); '' once it is gone."""
-    try:
-        # The command name (field 2) may hold spaces: split after its closing parenthesis.
-        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[19]
-    except (OSError, IndexError):
-        return ""
-
-
-def _state(pid: int, start_time: str | None = None) -> str:
-    """A process's state letter from /proc ('' once it is gone).
-
-    With *start_time*, a process now holding *pid* but started at another time
-    (the pid was recycled after the one we watched exited) counts as gone.
-    """
-    if start_time is not None and _start_time(pid) != start_time:
-        return ""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("State:"):
-                return line.split()[1]
-    except OSError:
-        pass
-    return ""
 
 
 def test_a_worker_sees_a_lost_parent_even_if_it_started_after_the_loss():
@@ -441,27 +406,37 @@ def test_a_worker_sees_a_lost_parent_even_if_it_started_after_the_loss():
     assert parallel._pool_parent_gone(gone, os.getpid())  # reparented: the watched parent is not ours
 
 
-@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads process states from Linux /proc")
 def test_kept_workers_exit_when_their_parent_is_killed():
+    psutil = pytest.importorskip("psutil")
     code = textwrap.dedent("""
-        import os, signal, sys
+        import os, signal
         import numpy as np
-        sys.path.insert(0, sys.argv[1])
-        from test_sep_speed_equivalence import WorkerPid
+        from napari_blendphot.testing.stand_ins import WorkerPid
         from napari_blendphot.deblend import parallel
         parallel.deblend_in_processes(WorkerPid(), np.ones((4, 128, 128), np.float32), n_jobs=2, chunk_size=1,
-                                      start_method="fork")
+                                      start_method="fork", keep_pool=True)
         (executor,) = parallel._pools.values()
         print(" ".join(str(pid) for pid in executor._processes), flush=True)
         os.kill(os.getpid(), signal.SIGKILL)  # no shutdown, no exit handlers
     """)
-    done = subprocess.run([sys.executable, "-c", code, str(Path(__file__).parent)], capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     pids = [int(pid) for pid in done.stdout.split()]
     assert len(pids) == 2, done.stderr
-    # Watch these processes, not whatever later reuses their pids (pid_max can be small).
-    started = {pid: _start_time(pid) for pid in pids}
+    # Watch these processes, not whatever later reuses their pids (a psutil.Process remembers its start time).
+    watched = []
+    for pid in pids:
+        try:
+            watched.append(psutil.Process(pid))
+        except psutil.NoSuchProcess:
+            continue
+
+    def running(process) -> bool:
+        try:
+            return process.is_running() and process.status() not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
+        except psutil.NoSuchProcess:
+            return False
+
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and any(_state(pid, started[pid]) not in ("", "Z", "X") for pid in pids):
+    while time.monotonic() < deadline and any(running(p) for p in watched):
         time.sleep(0.2)
-    assert all(_state(pid, started[pid]) in ("", "Z", "X") for pid in pids), [_state(pid) for pid in pids]
+    assert not [p.pid for p in watched if running(p)]

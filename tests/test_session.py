@@ -4,7 +4,7 @@ import gc
 
 import numpy as np
 
-from napari_blendphot.widgets._session import BlendState, current_blend_for
+from napari_blendphot.app.session import BlendState, current_blend_for
 
 
 class _Viewer:

@@ -56,3 +56,26 @@ def test_as_native_converts_big_endian():
     native = as_native(data)
     assert native.dtype.isnative and native.dtype == np.float32
     np.testing.assert_array_equal(native, data)
+
+
+def test_csv_reads_with_the_defaults_of_pandas_and_astropy(tmp_path):
+    """Issue 17, item 7: '# blendphot-meta' lines made pandas.read_csv and astropy's csv reader fail."""
+    import pandas
+
+    table = Table({"id": [1, 2], "g1_flux": [1.5, np.nan]})
+    table.meta["provenance"] = {"step": "test"}
+    path = write_table(table, tmp_path / "t.csv")
+    frame = pandas.read_csv(path)
+    assert list(frame.columns) == ["id", "g1_flux"] and frame["id"].tolist() == [1, 2]
+    plain = Table.read(path)  # astropy's defaults: format guessed from the name
+    assert plain.colnames == ["id", "g1_flux"] and list(plain["id"]) == [1, 2]
+    assert read_table(path).meta["provenance"] == {"step": "test"}  # the metadata beside it
+    assert (tmp_path / "t.csv.meta.json").is_file()
+
+
+def test_csv_written_by_older_versions_is_still_read(tmp_path):
+    path = tmp_path / "old.csv"
+    path.write_text('# blendphot-meta {"methods":["sep"]}\n# blendphot-meta {"zero_points":{"sep":25.96}}\n'
+                    "id,g1_flux_sep\n0,1.5\n")
+    table = read_table(path)
+    assert table.meta == {"methods": ["sep"], "zero_points": {"sep": 25.96}} and list(table["id"]) == [0]

@@ -1,7 +1,8 @@
-"""The training module: configurations, deterministic batches, and a tiny train/resume/evaluate run.
+"""The training package: configurations, deterministic batches, and a tiny train/resume/evaluate run.
 
-Keras runs only in a subprocess (``python -m training``), so this test
-process never loads TensorFlow (napari tests may share it).
+Training is installed with the package (``napari_blendphot.training``, from
+the top-level ``training/`` folder).  Keras runs only in a subprocess, so this
+test process never loads TensorFlow (napari tests may share it).
 """
 
 from __future__ import annotations
@@ -10,16 +11,12 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from napari_blendphot.errors import InputError
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # training/ sits beside src/, not installed with the package
-    sys.path.insert(0, str(REPO))
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +33,7 @@ def blends_dir(tmp_path_factory, toy_sample):
 # Configurations
 # ---------------------------------------------------------------------------
 def test_shipped_configs_load_with_the_paper_protocol():
-    from training.config import CONFIG_DIR, load_config
+    from napari_blendphot.training.config import CONFIG_DIR, load_config
 
     names = sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
     assert {"blend2flux_f64", "blend2flux_f256", "blend2flux_f512", "unet_d5_f32", "blend2mask2flux"} <= set(names)
@@ -50,7 +47,7 @@ def test_shipped_configs_load_with_the_paper_protocol():
 
 
 def test_config_errors_name_the_problem(tmp_path):
-    from training.config import load_config
+    from napari_blendphot.training.config import load_config
 
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"model": {"kind": "blend2flux"}, "training": {"learnig_rate": 1e-3}}))
@@ -71,7 +68,7 @@ def test_config_errors_name_the_problem(tmp_path):
 # Batches
 # ---------------------------------------------------------------------------
 def _batches(source, epoch, workers):
-    from training.data import BatchFeeder
+    from napari_blendphot.training.data import BatchFeeder
 
     feeder = BatchFeeder(source, start_epoch=epoch, workers=workers, prefetch=3)
     iterator = iter(feeder)
@@ -81,7 +78,7 @@ def _batches(source, epoch, workers):
 
 
 def test_fixed_batches_depend_only_on_seed_and_epoch(blends_dir):
-    from training.data import FixedBlends, read_split
+    from napari_blendphot.training.data import FixedBlends, read_split
 
     train = read_split(blends_dir, "train").load()
     assert len(train) == 80
@@ -98,7 +95,7 @@ def test_fixed_batches_depend_only_on_seed_and_epoch(blends_dir):
 
 
 def test_flips_move_blend_and_masks_together(blends_dir):
-    from training.data import FixedBlends, read_split
+    from napari_blendphot.training.data import FixedBlends, read_split
 
     train = read_split(blends_dir, "train").load()
     source = FixedBlends(train, batch_size=40, seed=11, targets=("fluxes", "masks"), flips=True)
@@ -126,7 +123,7 @@ def test_flips_move_blend_and_masks_together(blends_dir):
 
 def test_stream_batches_are_new_each_epoch_and_reproducible(toy_sample):
     from napari_blendphot.blend.stream import BlendStream
-    from training.data import StreamBlends
+    from napari_blendphot.training.data import StreamBlends
 
     source = StreamBlends(BlendStream(toy_sample, seed=9), blends_per_epoch=48, batch_size=16, seed=9,
                           targets=("fluxes", "masks"))
@@ -140,8 +137,8 @@ def test_stream_batches_are_new_each_epoch_and_reproducible(toy_sample):
 
 def test_stream_mode_holds_out_validation_galaxies(toy_sample, tmp_path):
     from napari_blendphot.sample.io_native import write_native
-    from training.config import load_config
-    from training.train import prepare_data
+    from napari_blendphot.training.config import load_config
+    from napari_blendphot.training.train import prepare_data
 
     sample_path = write_native(toy_sample, tmp_path / "toy.fits")
     config = load_config("tiny_blend2mask2flux", {"data.mode": "stream", "data.blends_per_epoch": 32,
@@ -160,7 +157,7 @@ def test_stream_mode_holds_out_validation_galaxies(toy_sample, tmp_path):
 
 
 def test_validation_split_is_seeded_and_disjoint():
-    from training.data import validation_split
+    from napari_blendphot.training.data import validation_split
 
     fit, val = validation_split(100, 0.1, seed=1)
     assert len(val) == 10 and len(fit) == 90 and not set(fit) & set(val)
@@ -175,7 +172,7 @@ def test_validation_split_is_seeded_and_disjoint():
 _DRIVER = """
 import shutil
 import sys
-from training.cli import main
+from napari_blendphot.training.cli import main
 for argv in {commands!r}:
     if argv[0] == "copy":  # snapshot a file between two commands
         shutil.copyfile(argv[1], argv[2])
@@ -187,8 +184,7 @@ for argv in {commands!r}:
 
 
 def _run_cli(commands, cwd):
-    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="",
-               PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
     result = subprocess.run([sys.executable, "-c", _DRIVER.format(commands=commands)], cwd=cwd, env=env,
                             capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -310,7 +306,7 @@ def _results(blends_dir, method, fluxes_scale, with_masks=False):
 
 
 def test_merge_joins_methods_on_blend_id(blends_dir):
-    from training.evaluate import merge_results, summarise
+    from napari_blendphot.training.scoring import merge_results, summarise
 
     first = _results(blends_dir, "alpha", 1.1)
     second = _results(blends_dir, "beta", 0.95, with_masks=True)
@@ -330,9 +326,9 @@ def test_merge_joins_methods_on_blend_id(blends_dir):
 
 
 def test_ship_writes_a_manifest_with_test_metrics(tmp_path):
-    from napari_blendphot.models.registry import list_shipped_models
-    from training.config import load_config, save_config
-    from training.ship import ship_run
+    from napari_blendphot.models.manifests import list_shipped_models
+    from napari_blendphot.training.config import load_config, save_config
+    from napari_blendphot.training.ship import ship_run
 
     run = tmp_path / "run"
     (run / "evaluation").mkdir(parents=True)

@@ -15,9 +15,12 @@ data
 train
     The training run: run folder, per-epoch log, plateau/early stopping,
     checkpoints (last and best), resume.
-evaluate
-    Predicting a blend dataset split with a trained run and writing the
-    results table and the evaluation report.
+scoring
+    Predicting a blend dataset split with a trained run (through
+    ``napari_blendphot.predict``) and writing the results table and the
+    evaluation report.
+tables_md
+    The Markdown tables of docs/results.md, from the library's statistics.
 cli
     The ``python -m training`` command line.
 """

@@ -1,7 +1,7 @@
-"""``python -m training``: see :mod:`training.cli`."""
+"""``python -m training`` (from a checkout) or ``python -m napari_blendphot.training``: see :mod:`.cli`."""
 
 import sys
 
-from training.cli import main
+from .cli import main
 
 sys.exit(main())

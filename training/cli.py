@@ -31,6 +31,12 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _precision(text: str) -> str:
+    from napari_blendphot.models.precision import KERAS_POLICIES
+
+    return {policy: name for name, policy in KERAS_POLICIES.items()}.get(text, text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m training",
                                      description="Train and evaluate the networks of Boucaud et al. 2020.")
@@ -68,8 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bank", help="galaxy bank .npz (synth mode; sets data.bank)")
     p.add_argument("--epochs", type=_positive_int, help="override training.max_epochs")
     p.add_argument("--batch-size", type=_positive_int, help="override training.batch_size (named deviation)")
-    p.add_argument("--precision", choices=("float32", "mixed_bfloat16", "mixed_float16"),
-                   help="override training.precision")
+    p.add_argument("--precision", type=_precision, choices=("float32", "bfloat16", "float16"),
+                   help="override training.precision (Keras' names mixed_bfloat16/mixed_float16 are accepted too)")
     p.add_argument("--max-train-blends", type=_positive_int, help="use at most this many training blends")
     p.add_argument("--max-wall-time", type=float, help="pause (resumable) after this many seconds")
     p.add_argument("--seed", type=int, help="override training.seed")
@@ -164,7 +170,7 @@ def _bank(args) -> int:
 
 
 def _ship(args) -> int:
-    from training.ship import ship_run
+    from .ship import ship_run
 
     manifest = ship_run(args.run_dir, args.name, default=args.default, description=args.description,
                         notes=args.notes, weights_dir=args.weights_dir, overwrite=args.overwrite)
@@ -174,7 +180,7 @@ def _ship(args) -> int:
 
 def _digest(args) -> int:
     from napari_blendphot.provenance import sha256_array, sha256_file
-    from training.data import read_split
+    from .data import read_split
 
     folder = Path(args.blends)
     record = {name: sha256_file(folder / name) for name in ("blends.npy", "masks.npy", "catalog.csv")
@@ -210,8 +216,8 @@ def _overrides(args) -> dict:
 
 
 def _train(args) -> int:
-    from training.config import load_config
-    from training.train import _Paused, train
+    from .config import load_config
+    from .train import _Paused, train
 
     config = load_config(args.config, _overrides(args))
     try:
@@ -224,7 +230,7 @@ def _train(args) -> int:
 
 
 def _resume(args) -> int:
-    from training.train import _Paused, resume
+    from .train import _Paused, resume
 
     try:
         resume(args.run_dir, backend=args.backend, max_epochs=args.epochs, max_wall_time_s=args.max_wall_time,
@@ -235,7 +241,7 @@ def _resume(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from training.evaluate import evaluate_run
+    from .scoring import evaluate_run
 
     summary = evaluate_run(args.run_dir, args.blends, split=args.split, method=args.method,
                            batch_size=args.batch_size, backend=args.backend, overwrite=args.overwrite,
@@ -246,7 +252,7 @@ def _evaluate(args) -> int:
 
 def _sep(args) -> int:
     from napari_blendphot.cli._common import progress_printer
-    from training.evaluate import evaluate_sep, summarise
+    from .scoring import evaluate_sep, summarise
 
     table = evaluate_sep(args.blends, args.output, split=args.split, n_jobs=args.jobs, overwrite=args.overwrite,
                          progress=progress_printer("sep"))
@@ -257,7 +263,7 @@ def _sep(args) -> int:
 def _merge(args) -> int:
     from napari_blendphot.provenance import make_provenance
     from napari_blendphot.report.results import read_results, write_results
-    from training.evaluate import merge_results, summarise, write_report
+    from .scoring import merge_results, summarise, write_report
 
     tables = [read_results(path) for path in args.tables]
     merged = merge_results(tables, make_provenance("training-merge", None,

@@ -30,13 +30,16 @@ import json
 from pathlib import Path
 
 from napari_blendphot.errors import InputError
+from napari_blendphot.models import ARCHITECTURES
+from napari_blendphot.models.precision import TRAINING_PRECISIONS
 
 #: Where the shipped configurations live.
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
-MODEL_KINDS = ("blend2flux", "unet", "blend2mask2flux")
+MODEL_KINDS = ARCHITECTURES
 DATA_MODES = ("fixed", "stream", "synth")
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+#: One precision vocabulary with the library ("bfloat16", not Keras' "mixed_bfloat16").
+PRECISIONS = TRAINING_PRECISIONS
 
 #: The paper's protocol (SPEC §6): Adam 1e-4, halve on plateau (patience 5),
 #: stop after 10 epochs without improvement, keep the best, batch 32.
@@ -52,7 +55,8 @@ DEFAULT_TRAINING = {
     "early_stopping_patience": 10,
     # Random horizontal/vertical flips of the blend (and its masks, alike).
     "flips": True,
-    # Keras dtype policy; "mixed_bfloat16" is a named speed option (measured in docs/results.md).
+    # Compute precision ("float32", "bfloat16", "float16"); "bfloat16" is a named speed option
+    # (measured in docs/results.md).
     "precision": "float32",
     # Stop cleanly (resumable) after this many seconds of training; None = no limit.
     "max_wall_time_s": None,
@@ -115,6 +119,10 @@ def normalise_config(raw: dict, source="configuration", base_dir: Path | None = 
     data = _merge(DEFAULT_DATA, raw.get("data") or {}, "data", source)
     if data["mode"] not in DATA_MODES:
         raise InputError(source, f"data.mode is {data['mode']!r}", f"use one of {list(DATA_MODES)}")
+    from napari_blendphot.models.precision import canonical_precision
+
+    if str(training["precision"]) in ("mixed_bfloat16", "mixed_float16"):  # Keras' names, in older configs
+        training["precision"] = canonical_precision(training["precision"])
     if training["precision"] not in PRECISIONS:
         raise InputError(source, f"training.precision is {training['precision']!r}",
                          f"use one of {list(PRECISIONS)}")

@@ -1,6 +1,6 @@
 """Shipping a trained run: copy its ``model.keras`` into the package with a manifest.
 
-The manifest (:func:`napari_blendphot.models.registry.write_manifest`) records
+The manifest (:func:`napari_blendphot.models.manifests.write_manifest`) records
 the architecture (the builder's arguments, so the network can be rebuilt),
 what the model was trained on (sample and dataset digests, seed, split sizes),
 its test metrics (``evaluation/summary.json`` of the run) and the file's sha256.
@@ -18,8 +18,8 @@ from napari_blendphot.errors import InputError, check_output_path
 def ship_run(run_dir, name: str, default: bool = False, description: str = "", notes: str = "",
              weights_dir=None, overwrite: bool = False):
     """Copy *run_dir*'s model to ``<weights_dir>/<name>.keras`` and write ``<name>.json``; return the manifest."""
-    from napari_blendphot.models.registry import WEIGHTS_DIR, write_manifest
-    from training.train import model_arguments
+    from napari_blendphot.models.manifests import WEIGHTS_DIR, write_manifest
+    from .train import model_arguments
 
     run_dir = Path(run_dir)
     model = run_dir / "model.keras"

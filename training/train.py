@@ -131,7 +131,9 @@ def build_network(config: dict, precision: str = "float32"):
     from napari_blendphot.models.networks import build_model
 
     previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(precision)
+    from napari_blendphot.models.precision import keras_policy
+
+    keras.config.set_dtype_policy(keras_policy(precision))
     try:
         model = build_model(config["model"]["kind"], **model_arguments(config["model"]))
     finally:
@@ -363,7 +365,7 @@ def prepare_data(config: dict, blends_dir=None, sample_path=None):
 
     Returns ``(source, (x_val, y_val), provenance)``.
     """
-    from training import data as tdata
+    from . import data as tdata
 
     data_cfg = config["data"]
     training = config["training"]
@@ -489,7 +491,7 @@ def train(config: dict, run_dir, blends_dir=None, sample_path=None, backend: str
 
         shutil.rmtree(run_dir)
     (run_dir / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
-    from training.config import save_config
+    from .config import save_config
 
     save_config(config, run_dir / "config.json")
     record = {
@@ -555,7 +557,7 @@ def _run(run_dir: Path, backend=None, max_epochs=None, verbose=2, resuming=False
     if max_wall_time_s is not None:
         config["training"]["max_wall_time_s"] = float(max_wall_time_s)
     if resuming and max_epochs is not None:
-        from training.config import save_config
+        from .config import save_config
 
         save_config(config, run_dir / "config.json")
     training = config["training"]
@@ -600,7 +602,7 @@ def _run(run_dir: Path, backend=None, max_epochs=None, verbose=2, resuming=False
     source, (x_val, y_val), data_provenance = prepare_data(config, record.get("blends_dir"), record.get("sample_path"))
     structure = _structure_for(kind, bool(config["model"].get("uncertainty")))
     _, y_val_fit = structure(x_val, y_val)
-    from training.data import BatchFeeder
+    from .data import BatchFeeder
 
     feeder = BatchFeeder(source, start_epoch=state["epochs_completed"], workers=int(training["data_workers"]),
                          prefetch=int(training["prefetch_batches"]), structure=structure)
@@ -699,7 +701,7 @@ def _unet_for(run_dir: Path, config: dict, record: dict, backend: str, verbose: 
         if not path.is_file():
             raise InputError(given, "model.unet_weights: no such .keras file or run folder")
         return path
-    from training.config import save_config, unet_stage_config
+    from .config import save_config, unet_stage_config
 
     stage_dir = run_dir / "unet_stage"
     if not (stage_dir / "config.json").is_file():

@@ -49,7 +49,7 @@ def builder_screenshot() -> None:
     """The Blend Builder alone: a bright bulge+disk central, an irregular companion placed close by."""
     import napari
 
-    from napari_blendphot.widgets._builder_model import BlendBuilderModel
+    from napari_blendphot.app.builder import BlendBuilderModel
     from napari_blendphot.widgets.blend_builder import POSITION_LAYER, BlendBuilderWidget
 
     viewer = napari.Viewer(show=True)

@@ -11,7 +11,8 @@ We keep the data untouched (so the status bar shows real e-/s) and choose:
 * gamma = 0.5 (a square-root stretch), a close, cheap stand-in for the asinh
   stretch of Lupton et al. (2004) over this range.
 
-:func:`asinh_stretch` gives the real asinh mapping for static figures.
+:func:`asinh_stretch` gives the real asinh mapping for static figures
+(astropy.visualization's ``AsinhStretch`` over a ``ManualInterval``).
 """
 
 from __future__ import annotations
@@ -31,19 +32,20 @@ GALAXY_COLORS = {
 
 
 def robust_sky(data) -> tuple[float, float]:
-    """Sky level and sky sigma (median and NMAD of the pixels below the median + 3 NMAD)."""
+    """Sky level and sky sigma: median and NMAD of the pixels below the median + 3 NMAD (one clipping pass)."""
+    from astropy.stats import mad_std, sigma_clip
+
     values = np.asarray(data, dtype=np.float64).ravel()
     values = values[np.isfinite(values)]
     if values.size == 0:
         return 0.0, 1.0
     if values.size > 200_000:
         values = values[:: values.size // 200_000 + 1]
-    median = float(np.median(values))
-    nmad = 1.4826 * float(np.median(np.abs(values - median)))
-    if nmad > 0:
-        low = values[values < median + 3 * nmad]
-        median = float(np.median(low))
-        nmad = 1.4826 * float(np.median(np.abs(low - median)))
+    kept = values
+    if mad_std(values) > 0:  # (a constant image has no sky noise to clip with)
+        kept = sigma_clip(values, sigma_lower=np.inf, sigma_upper=3.0, maxiters=1, cenfunc="median",
+                          stdfunc="mad_std", masked=False)
+    median, nmad = float(np.median(kept)), float(mad_std(kept))
     return median, (nmad if nmad > 0 else max(float(np.std(values)), 1e-12))
 
 
@@ -62,13 +64,21 @@ def astro_contrast(data) -> dict:
 
 
 def asinh_stretch(image, softening: float | None = None, upper: float | None = None) -> np.ndarray:
-    """Map *image* to [0, 1] with an asinh stretch (softening defaults to 3 sky sigma)."""
+    """Map *image* to [0, 1] with an asinh stretch (softening defaults to 3 sky sigma).
+
+    ``asinh((x - sky) / softening) / asinh((top - sky) / softening)``, clipped:
+    astropy's ``AsinhStretch(a)`` on the interval [sky, top] with
+    ``a = softening / (top - sky)`` (the top at least one softening above the sky).
+    """
+    from astropy.visualization import AsinhStretch, ManualInterval
+
     image = np.asarray(image, dtype=np.float64)
     sky, sigma = robust_sky(image)
     softening = 3 * sigma if softening is None else softening
     top = float(np.percentile(image, 99.9)) if upper is None else upper
-    scaled = np.arcsinh((image - sky) / softening) / np.arcsinh(max(top - sky, softening) / softening)
-    return np.clip(scaled, 0.0, 1.0)
+    span = max(top - sky, softening)
+    unit = ManualInterval(sky, sky + span)(image, clip=True)
+    return AsinhStretch(a=softening / span)(unit, clip=True)
 
 
 def masks_to_labels(masks) -> np.ndarray:

@@ -1,9 +1,13 @@
 """Reading and writing astropy tables as CSV or FITS, with provenance kept.
 
-CSV files carry their metadata in ``#`` comment lines at the top (one line of
-canonical JSON per key), so they stay readable by any CSV reader that skips
-comments (``pandas.read_csv(path, comment="#")``, TOPCAT, astropy).  FITS files
-carry it in the table header, with the provenance as a JSON string.
+A CSV file is plain CSV (a header line, then the rows), so that every CSV
+reader takes it with its defaults (``pandas.read_csv(path)``,
+``astropy.table.Table.read(path)``, a spreadsheet); its metadata (provenance,
+methods, zero points...) are canonical JSON in a file beside it,
+``NAME.csv.meta.json`` (:func:`meta_path`).  CSV files written by older
+versions, with the metadata in ``# blendphot-meta`` comment lines at the top,
+are still read.  FITS files carry the metadata in the table header, with the
+provenance as a JSON string.
 """
 
 from __future__ import annotations
@@ -18,6 +22,18 @@ from napari_blendphot.errors import InputError, check_output_path
 from napari_blendphot.provenance import dumps
 
 _META_PREFIX = "blendphot-meta "
+#: What a CSV file's metadata file adds to its name.
+META_SUFFIX = ".meta.json"
+
+
+#: Key of the CSV's own SHA-256 in its metadata file (checked and dropped on reading).
+_CSV_DIGEST_KEY = "csv_sha256"
+
+
+def meta_path(csv_path) -> Path:
+    """The metadata file of a CSV table: ``results.csv`` -> ``results.csv.meta.json``."""
+    csv_path = Path(csv_path)
+    return csv_path.with_name(csv_path.name + META_SUFFIX)
 
 
 #: Largest NAXIS and TFIELDS the FITS standard allows.
@@ -123,32 +139,53 @@ def table_format(path) -> str | None:
 def write_table(table, path, overwrite: bool = False) -> Path:
     """Write *table* to ``.csv`` or ``.fits`` (by extension, in any case), atomically.
 
-    Table ``meta`` entries (including a ``provenance`` dict) are kept.  An
-    existing file is replaced only with ``overwrite=True``; without it a file
-    that appears under *path* while this one is written is left alone too.
+    Table ``meta`` entries (including a ``provenance`` dict) are kept: in the
+    FITS header, or for a CSV file in ``NAME.csv.meta.json`` beside it (so that
+    any CSV reader takes the file with its defaults).  An existing file is
+    replaced only with ``overwrite=True``; without it a file that appears under
+    *path* while this one is written is left alone too.
     """
-    from napari_blendphot.atomic import atomic_output
+    from napari_blendphot.atomic import discard, fsync_path, partial_name
 
     path = Path(path)
     check_output_path(path, overwrite)
-    if table_format(path) is None:
+    fmt = table_format(path)
+    if fmt is None:
         raise InputError(path, f"unknown table extension {path.suffix!r}", "use .csv or .fits")
-    with atomic_output(path, replace=overwrite) as tmp:
-        write_table_file(table, tmp, table_format(path))
+    if fmt == "csv":
+        check_output_path(meta_path(path), overwrite)
+    staged = partial_name(path, ".csv" if fmt == "csv" else "".join(path.suffixes) or ".fits")
+    try:
+        write_table_file(table, staged, fmt)
+        fsync_path(staged)
+        install_table_file(staged, path, fmt, replace=overwrite)
+    except BaseException:
+        discard_table_file(staged)
+        raise
+    fsync_path(path.parent if str(path.parent) else ".")
     return path
 
 
 def write_table_file(table, path, fmt: str) -> None:
-    """Write *table* to *path* in *fmt* (``"csv"`` or ``"fits"``) directly (no temporary: the caller's job)."""
+    """Write *table* to *path* in *fmt* (``"csv"`` or ``"fits"``) directly (no temporary: the caller's job).
+
+    For CSV the metadata goes to ``meta_path(path)`` with the SHA-256 of the CSV
+    bytes, so that a reader can tell metadata that belongs to another version
+    of the file (:func:`install_table_file` moves both).
+    """
     from astropy.table import Table
 
+    from napari_blendphot.provenance import sha256_file
+
     table = Table(table, copy=False)
+    path = Path(path)
     out = table.copy(copy_data=False)
     out.meta = {}
     if fmt == "csv":
-        comments = [f"{_META_PREFIX}{dumps({key: value})}" for key, value in sorted(table.meta.items())]
-        out.meta["comments"] = comments
-        out.write(path, format="ascii.csv", comment="# ", overwrite=True)
+        out.write(path, format="ascii.csv", overwrite=True)
+        meta = dict(table.meta)
+        meta[_CSV_DIGEST_KEY] = sha256_file(path)
+        meta_path(path).write_text(dumps(meta) + "\n", encoding="utf-8")
     elif fmt == "fits":
         # astropy writes int8 columns as FITS logicals ('L'): SEP's detection
         # case (-1..3) would come back as booleans.  Widen them to int16.
@@ -160,6 +197,30 @@ def write_table_file(table, path, fmt: str) -> None:
         out.write(path, format="fits", overwrite=True)
     else:
         raise InputError(path, f"unknown table format {fmt!r}", "use csv or fits")
+
+
+def install_table_file(staged, path, fmt: str, replace: bool) -> None:
+    """Move a table written by :func:`write_table_file` under *staged* to *path*.
+
+    A CSV file's metadata is installed first: a kill in between leaves new
+    metadata beside the old CSV, which :func:`read_table` recognises by the
+    digest and refuses, never reads as the old file's.
+    """
+    from napari_blendphot.atomic import fsync_path, install_file
+
+    staged, path = Path(staged), Path(path)
+    if fmt == "csv":
+        fsync_path(meta_path(staged))
+        install_file(meta_path(staged), meta_path(path), replace=True)
+    install_file(staged, path, replace=replace)
+
+
+def discard_table_file(staged) -> None:
+    """Remove a staged table (and a staged CSV's metadata)."""
+    from napari_blendphot.atomic import discard
+
+    discard(staged)
+    discard(meta_path(staged))
 
 
 def read_table(path):
@@ -227,6 +288,24 @@ def _one_line(exc) -> str:
 
 def _restore_csv_meta(path: Path, table) -> None:
     table.meta.pop("comments", None)
+    sidecar = meta_path(path)
+    if sidecar.is_file():
+        try:
+            meta = json.loads(sidecar.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InputError(sidecar, f"the metadata of {path.name} cannot be read: {exc}") from None
+        if not isinstance(meta, dict):
+            raise InputError(sidecar, f"the metadata of {path.name} is not a JSON object")
+        digest = meta.pop(_CSV_DIGEST_KEY, None)
+        if digest is not None:
+            from napari_blendphot.provenance import sha256_file
+
+            if digest != sha256_file(path):
+                raise InputError(sidecar, f"belongs to another version of {path.name} (an interrupted write?)",
+                                 "write the table again")
+        table.meta.update(meta)
+        return
+    # Written by an older version: the metadata in "# blendphot-meta" comment lines.
     with open(path, encoding="utf-8-sig", errors="replace") as handle:
         for line in handle:
             if not line.startswith("#"):

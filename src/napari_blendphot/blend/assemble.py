@@ -12,10 +12,10 @@ catalogue helpers import astropy inside the functions that need it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 
+# The containers live in blend_set (imported here too, where they always were).
+from napari_blendphot.blend.blend_set import Blend, BlendBatch  # noqa: F401
 from napari_blendphot.constants import STAMP_SIZE, ZERO_POINT
 from napari_blendphot.errors import InputError
 from napari_blendphot.sample.galaxy_sample import central_segment, mag_to_flux
@@ -72,48 +72,6 @@ def shift_stamp(image, dy: int, dx: int, out: np.ndarray | None = None) -> np.nd
 def dmag_scale(dmag: float) -> float:
     """Flux factor of a magnitude change: ``10 ** (-0.4 dmag)`` (dmag < 0 brightens)."""
     return float(10.0 ** (-0.4 * float(dmag)))
-
-
-@dataclass
-class Blend:
-    """One blend with its truth.
-
-    Attributes
-    ----------
-    blend : (128, 128) float32
-        ``galaxy1 + galaxy2``.
-    galaxy1, galaxy2 : (128, 128) float32
-        The central stamp and the shifted (and dmag-scaled) companion stamp.
-    masks : (2, 128, 128) uint8
-        True masks [central, companion] (0/1), companion shifted.
-    dy, dx : int
-        Companion shift along rows and columns (pixels).
-    distance : float
-        ``hypot(dy, dx)`` in pixels.
-    row : dict
-        Catalogue values of the blend (:data:`CATALOG_COLUMNS` except ``id``
-        and ``split`` when made on its own).
-    """
-
-    blend: np.ndarray
-    galaxy1: np.ndarray
-    galaxy2: np.ndarray
-    masks: np.ndarray
-    dy: int
-    dx: int
-    distance: float
-    row: dict = field(default_factory=dict)
-
-    @property
-    def fluxes(self) -> np.ndarray:
-        """True fluxes [central, companion] at zero point 25.96 (float64)."""
-        return np.array([self.row.get("g1_flux", np.nan), self.row.get("g2_flux", np.nan)], dtype=np.float64)
-
-    @property
-    def companion_position(self) -> tuple[int, int]:
-        """Pixel [row, column] of the companion's centre."""
-        centre = STAMP_SIZE // 2
-        return centre + self.dy, centre + self.dx
 
 
 def _galaxy_parts(galaxy, which: str):
@@ -265,54 +223,6 @@ def pair_catalog(catalog, pairs, first_id: int = 0, split: str = "all", companio
     table = Table(columns)
     table.meta["zero_point"] = ZERO_POINT
     return table
-
-
-@dataclass
-class BlendBatch:
-    """Many blends in memory (or memory-mapped): arrays plus their catalogue.
-
-    ``blends``, ``galaxy1``, ``galaxy2``: (N, 128, 128) float32; ``masks``:
-    (N, 2, 128, 128) uint8; ``catalog``: astropy Table with :data:`CATALOG_COLUMNS`.
-    """
-
-    blends: np.ndarray
-    galaxy1: np.ndarray
-    galaxy2: np.ndarray
-    masks: np.ndarray
-    catalog: object
-
-    def __len__(self) -> int:
-        return len(self.blends)
-
-    def __getitem__(self, i) -> Blend:
-        return _blend_from_arrays(self.blends, self.galaxy1, self.galaxy2, self.masks, self.catalog, i)
-
-    @property
-    def fluxes(self) -> np.ndarray:
-        """(N, 2) true fluxes [central, companion]."""
-        return np.column_stack([np.asarray(self.catalog["g1_flux"], np.float64),
-                                np.asarray(self.catalog["g2_flux"], np.float64)])
-
-
-def _blend_from_arrays(blends, galaxy1, galaxy2, masks, catalog, i) -> Blend:
-    n = len(blends)
-    if not isinstance(i, (int, np.integer)):
-        raise TypeError(f"blend index must be an integer, got {type(i).__name__}")
-    if not -n <= i < n:
-        raise IndexError(f"blend index {i} out of range for {n} blends")
-    i = int(i) % n
-    row = catalog[i]
-    values = {name: _plain(row[name]) for name in catalog.colnames}
-    return Blend(np.array(blends[i]), np.array(galaxy1[i]), np.array(galaxy2[i]), np.array(masks[i]),
-                 int(values["dy"]), int(values["dx"]), float(values["distance"]), values)
-
-
-def _plain(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, bytes):
-        return value.decode()
-    return value
 
 
 def make_blends(sample, n: int, seed, rule: str = "published", split: str = "all",

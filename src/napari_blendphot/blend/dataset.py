@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_blendphot.blend.assemble import CATALOG_COLUMNS, BlendBatch, _blend_from_arrays, assemble_pairs, pair_catalog
+from napari_blendphot.blend.assemble import CATALOG_COLUMNS, assemble_pairs, pair_catalog
+from napari_blendphot.blend.blend_set import BlendBatch, BlendSet, file_fingerprint
 from napari_blendphot.blend.pairing import MAX_DMAG, SHIFT_TRIES, check_rule, draw_pairs
 from napari_blendphot.constants import STAMP_SIZE
 from napari_blendphot.errors import InputError
@@ -260,6 +261,47 @@ def write_dataset_provenance(folder, provenance: dict) -> None:
         handle.write("\n")
 
 
+def write_blend_set(blend_set, out_dir, provenance: dict | None = None, overwrite: bool = False) -> Path:
+    """Write an in-memory blend set with full truth (a :class:`~napari_blendphot.blend.assemble.BlendBatch`)
+    as a blend dataset folder.
+
+    The layout of :func:`write_blend_dataset`; the catalogue is the set's own
+    (it must hold :data:`~napari_blendphot.blend.assemble.CATALOG_COLUMNS`).
+    Written into a hidden folder beside *out_dir* and renamed into place when
+    complete; an existing folder is replaced only with ``overwrite=True`` and
+    only when it is a blend dataset holding nothing else (:func:`check_dataset_output`).
+    """
+    from napari_blendphot.atomic import discard, make_partial_folder, remove_stale_partials
+    from napari_blendphot.tables import write_table
+
+    out_dir = Path(out_dir)
+    if len(blend_set) == 0:
+        raise InputError(out_dir, "no blends to write")
+    missing = [name for name in ARRAY_FILES if getattr(blend_set, name, None) is None]
+    if missing or blend_set.catalog is None:
+        raise InputError(out_dir, f"the blends lack {', '.join(missing) or 'a catalogue'}: a dataset needs the truth")
+    absent = [c for c in CATALOG_COLUMNS if c not in blend_set.catalog.colnames]
+    if absent:
+        raise InputError(out_dir, f"the blends' catalogue lacks column(s) {', '.join(absent)}")
+    check_dataset_output(out_dir, overwrite, len(blend_set))
+    catalog = blend_set.catalog.copy()
+    catalog.meta["provenance"] = provenance or {}
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_partials(out_dir.parent, out_dir.name)
+    staging = make_partial_folder(out_dir)
+    try:
+        for name, (dtype, _) in ARRAY_FILES.items():
+            np.save(staging / f"{name}.npy", np.asarray(getattr(blend_set, name)).astype(dtype))
+        write_table(catalog, staging / "catalog.csv")
+        write_table(catalog, staging / "catalog.fits")
+        write_dataset_provenance(staging, provenance or {})
+        move_into_place(staging, out_dir, overwrite=overwrite)
+    except BaseException:
+        discard(staging)
+        raise
+    return out_dir
+
+
 def _write_arrays(folder: Path, images, central_masks, central, companion, dy, dx, chunk_size, progress,
                   source=None) -> None:
     from numpy.lib.format import open_memmap
@@ -305,8 +347,8 @@ def move_into_place(staging: Path, out_dir: Path, overwrite: bool = False) -> No
 
 # -- reading ---------------------------------------------------------------------------------
 
-class BlendDataset:
-    """A blend dataset folder, read memory-mapped.
+class BlendDataset(BlendSet):
+    """A blend dataset folder, read memory-mapped (a :class:`~napari_blendphot.blend.blend_set.BlendSet`).
 
     Parameters
     ----------
@@ -315,18 +357,23 @@ class BlendDataset:
 
     Attributes
     ----------
-    blends, galaxy1, galaxy2 : (N, 128, 128) float32 memmaps
-    masks : (N, 2, 128, 128) uint8 memmap
+    blends, galaxy1, galaxy2 : (N, 128, 128) float32 memmaps (in-memory arrays for a selection)
+    masks : (N, 2, 128, 128) uint8 memmap (in-memory for a selection)
     catalog : astropy.table.Table
     provenance : dict
+    rows : row indices into the folder's arrays
 
     ``len(ds)`` is the number of blends, ``ds[i]`` a :class:`~napari_blendphot.blend.assemble.Blend`,
-    ``ds.select(split="test")`` a view of some blends, ``ds.iter_chunks(size)``
-    yields :class:`~napari_blendphot.blend.assemble.BlendBatch` chunks.
+    ``ds.select(split="test")`` the blends of one split (a BlendDataset too,
+    sharing the open files), ``ds.iter_chunks(size)`` yields
+    :class:`~napari_blendphot.blend.assemble.BlendBatch` chunks.  The files are
+    opened once, when the dataset is made; :meth:`check_unchanged` says
+    whether they have been replaced or rewritten since.
     """
 
     def __init__(self, path):
         self.path = Path(path)
+        self.source = str(self.path)
         if not self.path.is_dir():
             raise InputError(self.path, "blend dataset folder not found",
                              "make one with 'blendphot blend' or write_blend_dataset()")
@@ -347,18 +394,18 @@ class BlendDataset:
         counts = {name: len(a) for name, a in arrays.items()}
         if len(set(counts.values())) != 1:
             raise InputError(self.path, f"array files disagree on the number of blends: {counts}")
-        self._catalog_file, self.catalog = _read_catalog(self.path)
-        if len(self.catalog) != counts["blends"]:
-            raise InputError(self.path, f"catalogue has {len(self.catalog)} rows but the arrays hold "
+        self._catalog_file, catalog = _read_catalog(self.path)
+        if len(catalog) != counts["blends"]:
+            raise InputError(self.path, f"catalogue has {len(catalog)} rows but the arrays hold "
                                         f"{counts['blends']} blends")
-        missing = [c for c in CATALOG_COLUMNS if c not in self.catalog.colnames]
+        missing = [c for c in CATALOG_COLUMNS if c not in catalog.colnames]
         if missing:
             raise InputError(self.path, f"catalogue lacks column(s) {', '.join(missing)}")
-        _check_catalog_values(self.catalog, self.path)
-        self.blends = arrays["blends"]
-        self.galaxy1 = arrays["galaxy1"]
-        self.galaxy2 = arrays["galaxy2"]
-        self.masks = arrays["masks"]
+        _check_catalog_values(catalog, self.path)
+        self._arrays = arrays
+        self._full_catalog = catalog
+        self.rows = None
+        self.catalog = catalog
         provenance_file = self.path / PROVENANCE_FILE
         self.provenance = {}
         if provenance_file.is_file():
@@ -370,31 +417,79 @@ class BlendDataset:
                 raise InputError(provenance_file, "does not hold a JSON object")
         _check_ids_are_rows(self.catalog, self._catalog_file)
         _check_catalogs_agree(self.path, self.catalog, self._catalog_file, self.provenance)
+        watched = [self.path / f"{name}.npy" for name in ARRAY_FILES] + [self._catalog_file]
+        if provenance_file.is_file():
+            watched.append(provenance_file)
+        self._fingerprint = {file.name: file_fingerprint(file) for file in watched}
 
     @property
     def catalog_path(self) -> Path:
         """The catalogue file that was read (``catalog.fits`` when both exist; they must agree)."""
         return self._catalog_file
 
+    # -- the files, opened once --------------------------------------------------------------
+    def _array(self, name: str):
+        return self._arrays[name]
+
     def __len__(self) -> int:
-        return len(self.blends)
+        return len(self._arrays["blends"]) if self.rows is None else len(self.rows)
 
     def __repr__(self) -> str:
         splits = np.asarray(self.catalog["split"]).astype(str)
         counts = ", ".join(f"{s} {int(np.sum(splits == s))}" for s in np.unique(splits))
-        return f"<BlendDataset {len(self)} blends ({counts}) at {str(self.path)!r}>"
+        kind = "BlendDataset" if self.rows is None else "BlendDataset selection of"
+        return f"<{kind} {len(self)} blends ({counts}) at {str(self.path)!r}>"
 
-    def __getitem__(self, i):
-        return _blend_from_arrays(self.blends, self.galaxy1, self.galaxy2, self.masks, self.catalog, i)
+    def _read(self, name: str, start: int, stop: int):
+        array = self._arrays[name]
+        if self.rows is None:
+            out = np.array(array[start:stop])
+        else:
+            out = _take_rows(array, self.rows[start:stop])
+        _release_pages(array)
+        return out
+
+    def _subset(self, positions) -> "BlendDataset":
+        positions = np.asarray(positions, np.int64)
+        rows = positions if self.rows is None else self.rows[positions]
+        selection = object.__new__(BlendDataset)
+        selection.__dict__.update(self.__dict__)
+        selection.rows = rows
+        selection.catalog = self._full_catalog[rows]
+        return selection
+
+    def _whole(self, name: str):
+        """Array *name* of the whole set: the memory map itself, or the selected rows in memory."""
+        return self._arrays[name] if self.rows is None else self._read(name, 0, len(self))
 
     @property
-    def fluxes(self) -> np.ndarray:
-        """(N, 2) true fluxes [central, companion]."""
-        return np.column_stack([np.asarray(self.catalog["g1_flux"], np.float64),
-                                np.asarray(self.catalog["g2_flux"], np.float64)])
+    def blends(self):
+        return self._whole("blends")
+
+    @property
+    def galaxy1(self):
+        return self._whole("galaxy1")
+
+    @property
+    def galaxy2(self):
+        return self._whole("galaxy2")
+
+    @property
+    def masks(self):
+        return self._whole("masks")
+
+    @property
+    def dataset(self) -> "BlendDataset":
+        """The whole folder's dataset (this one, or the one this selection was made from)."""
+        if self.rows is None:
+            return self
+        whole = object.__new__(BlendDataset)
+        whole.__dict__.update(self.__dict__)
+        whole.rows, whole.catalog = None, self._full_catalog
+        return whole
 
     def indices(self, split: str | None = None) -> np.ndarray:
-        """Row indices of the blends of *split* (all blends for ``None``)."""
+        """Positions of the blends of *split* in this set (all blends for ``None``)."""
         if split is None:
             return np.arange(len(self))
         splits = np.char.strip(np.asarray(self.catalog["split"]).astype(str))
@@ -403,81 +498,97 @@ class BlendDataset:
                              f"present: {', '.join(sorted(set(splits.tolist())))}")
         return np.flatnonzero(splits == split)
 
-    def select(self, split: str | None = None, index=None) -> "BlendDatasetView":
-        """A view of the blends of *split* and/or at *index* (positions in the dataset)."""
-        rows = self.indices(split)
-        if index is not None:
-            index = np.asarray(index)
-            if index.dtype == bool:
-                if index.shape != (len(self),):
-                    raise InputError("select(index)", f"boolean index of shape {index.shape} for {len(self)} blends")
-                index = np.flatnonzero(index)
-            rows = np.intersect1d(rows, index) if split is not None else np.asarray(index, np.int64)
-        return BlendDatasetView(self, rows)
+    # -- provenance ---------------------------------------------------------------------------
+    def fingerprint(self) -> dict:
+        """``{file name: (device, inode, size, mtime)}`` of the files as they were opened."""
+        return dict(self._fingerprint)
 
-    def iter_chunks(self, size: int = 1000):
-        """Yield :class:`BlendBatch` chunks of at most *size* blends, in order."""
-        return self.select().iter_chunks(size)
+    def check_unchanged(self) -> None:
+        """Raise :class:`InputError` if a file of the dataset was replaced or rewritten since it was opened."""
+        changed = []
+        for name, opened in self._fingerprint.items():
+            try:
+                now = file_fingerprint(self.path / name)
+            except OSError:
+                now = None
+            if now != opened:
+                changed.append(name)
+        if changed:
+            raise InputError(self.path, f"changed while it was being read ({', '.join(changed)} replaced or "
+                                        "rewritten): the results would mix two datasets, so none were written",
+                             "run again once the dataset is no longer being written")
 
-    def context(self):
-        """The :class:`~napari_blendphot.deblend.base.BlendContext` of all blends."""
-        return self.select().context()
+    def describe_inputs(self) -> dict:
+        """Digests that identify the dataset cheaply: its provenance and catalogue files."""
+        from napari_blendphot.provenance import sha256_file
+
+        record = {}
+        for name in ("provenance.json", "catalog.fits", "catalog.csv"):
+            path = self.path / name
+            if path.is_file():
+                record[name] = sha256_file(path)
+        return record
 
 
-class BlendDatasetView:
-    """Some blends of a :class:`BlendDataset` (by row index); arrays read on demand."""
+def as_blend_set(blends, split: str | None = None) -> BlendSet:
+    """A :class:`BlendSet` from a blend set, a dataset folder, an array (N, 128, 128) or one stamp.
 
-    def __init__(self, dataset: BlendDataset, rows):
-        rows = np.asarray(rows, dtype=np.int64)
-        if rows.size and (rows.min() < -len(dataset) or rows.max() >= len(dataset)):
-            raise IndexError(f"blend index out of range for {len(dataset)} blends")
-        self.dataset = dataset
-        self.rows = rows % max(len(dataset), 1)
-        self.catalog = dataset.catalog[self.rows]
+    *split* selects the blends of one split (``"test"``...; None or ``"all"``: every blend).
+    """
+    if isinstance(blends, BlendSet):
+        blend_set = blends
+    elif isinstance(blends, (str, os.PathLike)):
+        blend_set = BlendDataset(blends)
+    else:
+        if not hasattr(blends, "shape"):
+            blends = np.asarray(blends)
+        if blends.ndim == 2:
+            blends = np.asarray(blends)[None]
+        if blends.ndim != 3 or tuple(blends.shape[1:]) != (STAMP_SIZE, STAMP_SIZE):
+            raise InputError("blends", f"shape {tuple(blends.shape)}, expected (N, {STAMP_SIZE}, {STAMP_SIZE}) or a "
+                             f"single ({STAMP_SIZE}, {STAMP_SIZE}) stamp, a blend dataset folder or a blend set")
+        blend_set = BlendBatch(blends)
+    if split not in (None, "all"):
+        blend_set = blend_set.select(split)
+    return blend_set
 
-    def __len__(self) -> int:
-        return len(self.rows)
 
-    def __getitem__(self, i):
-        if not -len(self) <= i < len(self):
-            raise IndexError(f"blend index {i} out of range for a selection of {len(self)}")
-        return self.dataset[int(self.rows[i])]
+def BlendDatasetView(dataset: BlendDataset, rows) -> BlendDataset:  # noqa: N802 (the old class name)
+    """Deprecated: ``dataset.select(index=rows)`` (a selection is a :class:`BlendDataset` now)."""
+    import warnings
 
-    def _take(self, name: str, rows) -> np.ndarray:
-        array = getattr(self.dataset, name)
-        if rows.size and np.all(np.diff(rows) == 1):
-            return np.array(array[rows[0]:rows[-1] + 1])  # contiguous: one read
-        return array[rows]
+    warnings.warn("BlendDatasetView(dataset, rows) is deprecated: use dataset.select(index=rows)",
+                  DeprecationWarning, stacklevel=2)
+    return dataset.select(index=rows)
 
-    @property
-    def blends(self) -> np.ndarray:
-        return self._take("blends", self.rows)
 
-    @property
-    def masks(self) -> np.ndarray:
-        return self._take("masks", self.rows)
+def _take_rows(array, rows) -> np.ndarray:
+    """Rows of a memory map in memory: one read for contiguous rows, sorted reads otherwise."""
+    rows = np.asarray(rows, np.int64)
+    if rows.size and np.all(np.diff(rows) == 1):
+        return np.array(array[rows[0]:rows[-1] + 1])
+    return np.asarray(array[rows])
 
-    @property
-    def fluxes(self) -> np.ndarray:
-        return np.column_stack([np.asarray(self.catalog["g1_flux"], np.float64),
-                                np.asarray(self.catalog["g2_flux"], np.float64)])
 
-    def iter_chunks(self, size: int = 1000):
-        if not isinstance(size, (int, np.integer)) or size < 1:
-            raise InputError("iter_chunks(size)", f"must be a positive integer, got {size!r}")
-        for start in range(0, len(self.rows), size):
-            rows = self.rows[start:start + size]
-            yield BlendBatch(self._take("blends", rows), self._take("galaxy1", rows),
-                             self._take("galaxy2", rows), self._take("masks", rows), self.dataset.catalog[rows])
+def _release_pages(array) -> None:
+    """Let go of the pages of a memory map read so far (they stay in the page cache).
 
-    def context(self):
-        from napari_blendphot.deblend.base import BlendContext
+    A long-lived memory map keeps every page it touched in this process's
+    resident memory; a run over a large dataset would grow to the dataset's
+    size.  Dropping the pages after each read keeps it at one chunk.
+    """
+    import mmap
 
-        shift = np.column_stack([np.asarray(self.catalog["dy"], np.int64), np.asarray(self.catalog["dx"], np.int64)])
-        return BlendContext(companion_shift=shift, central_radius=np.asarray(self.catalog["g1_rad"], np.float64))
+    handle = getattr(array, "_mmap", None)
+    if handle is not None and hasattr(handle, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+        try:
+            handle.madvise(mmap.MADV_DONTNEED)
+        except (OSError, ValueError):
+            pass
 
 
 def _read_catalog(path: Path):
+    """``(file read, catalogue)`` of a dataset folder."""
     from napari_blendphot.tables import read_table
 
     for name in ("catalog.fits", "catalog.csv"):  # FITS first: faster and typed

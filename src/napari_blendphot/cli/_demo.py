@@ -138,7 +138,7 @@ def _inspector_model(no_models: bool):
     if not no_models:
         return None
     from napari_blendphot.deblend.registry import available_methods, method_info
-    from napari_blendphot.widgets._inspector_model import InspectorModel
+    from napari_blendphot.app.inspector import InspectorModel
 
     return InspectorModel(methods=[name for name in available_methods() if not method_info(name).needs_worker])
 
@@ -158,7 +158,7 @@ def build_demo_viewer(no_models: bool = False, seed: int = DEMO_PAIR_SEED, show:
     """
     import napari
 
-    from napari_blendphot.widgets._builder_model import BlendBuilderModel
+    from napari_blendphot.app.builder import BlendBuilderModel
     from napari_blendphot.widgets.blend_builder import BlendBuilderWidget
 
     viewer = napari.Viewer(title="napari-blendphot demo", show=show)

@@ -67,6 +67,17 @@ class DeblendOutput:
     def __len__(self) -> int:
         return len(self.fluxes)
 
+    def __getstate__(self) -> dict:
+        # Pickled between processes (the inference worker, SEP's pool): 0/1 masks travel bit-packed.
+        state = dict(self.__dict__)
+        state["masks"] = pack_masks(self.masks)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        state = dict(state)
+        state["masks"] = unpack_masks(state["masks"])
+        self.__dict__.update(state)
+
     @staticmethod
     def concatenate(parts: list["DeblendOutput"]) -> "DeblendOutput":
         if not parts:
@@ -77,6 +88,41 @@ class DeblendOutput:
         errors = None if first.flux_errors is None else np.concatenate([p.flux_errors for p in parts])
         return DeblendOutput(first.method, np.concatenate([p.fluxes for p in parts]), masks, extra,
                              dict(first.metadata), errors)
+
+
+def pack_masks(masks):
+    """Masks for the trip to another process: 0/1 masks bit-packed (32x smaller), others as they are.
+
+    Returns None, ``("bits", shape, packed bytes)`` or ``("raw", shape, array)``;
+    :func:`unpack_masks` is the inverse.  The one codec of the package: the
+    inference worker and SEP's pool both send masks through it.
+    """
+    if masks is None:
+        return None
+    masks = np.asarray(masks)
+    if masks.dtype == np.float32:
+        # Masks are mostly zeros: only the nonzero pixels need the test for 1.
+        nonzero = masks != 0
+        if np.all(masks[nonzero] == 1):
+            return ("bits", masks.shape, np.packbits(nonzero, axis=None))
+    return ("raw", masks.shape, masks)
+
+
+def unpack_masks(packed, out: np.ndarray | None = None):
+    """Inverse of :func:`pack_masks`; with *out*, written into it (cast to its dtype) and returned."""
+    if packed is None:
+        return None
+    kind, shape, payload = packed
+    if kind == "bits":
+        values = np.unpackbits(payload, count=int(np.prod(shape))).reshape(shape)
+        if out is None:
+            return values.astype(np.float32)
+    else:
+        values = payload
+        if out is None:
+            return values
+    out[...] = values
+    return out
 
 
 @runtime_checkable

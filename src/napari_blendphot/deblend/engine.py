@@ -1,19 +1,22 @@
-"""Out-of-process inference: every deblending method runs in one long-lived worker.
+"""Out-of-process inference: every deblending method runs in one long-lived worker process.
 
 Why a separate process (SPEC §8): TensorFlow and napari crash when they share
-a process on Mesa OpenGL (clashing LLVM symbols).  The worker is started with
-the ``spawn`` method, so it is a fresh interpreter that never saw Qt or GL, and
-Keras (with the backend chosen here) is imported only there.  The same
-isolation gives cancellation and crash recovery: a worker that segfaults or is
-killed costs the chunk in progress, not the caller.
+a process on Mesa OpenGL (clashing LLVM symbols).  The worker is a spawned
+process (:class:`~napari_blendphot.deblend.executor.IsolatedWorker`, a standard
+``concurrent.futures`` process pool of one), so it is a fresh interpreter that
+never saw Qt or GL, and Keras (with the backend chosen here) is imported only
+there.  The same isolation gives cancellation and crash recovery: a worker
+that segfaults or is killed costs the chunk in progress, not the caller; and
+the worker dies with its caller, however the caller ends.
 
-How a request runs: the parent cuts the blends into chunks, sends one chunk at
-a time through a pipe, and the worker runs every requested method on it and
-sends each method's output back as soon as it is done.  Progress is reported
-after each chunk; cancellation is checked between chunks; models stay loaded
-between requests.  Arrays travel pickled: a chunk of 256 blends is 16 MiB in
-and, per mask-making method, 32 MiB back (0/1 masks travel bit-packed), a few
-percent of the time a network takes on them (see ``docs/engine.md``).
+How a request runs: the caller cuts the blends into chunks and, per chunk,
+submits one task per method (the chunk's pixels travel with the first; the
+worker keeps them for the others), so a result arrives as soon as its method
+is done and a worker that dies is known to have died in that method.
+Progress is reported after each chunk; cancellation is checked between
+chunks; the methods stay loaded in the worker between requests (created once
+per set of options).  0/1 masks travel bit-packed (``DeblendOutput``'s own
+pickling).
 
 Example
 -------
@@ -25,32 +28,34 @@ Example
 from __future__ import annotations
 
 import concurrent.futures
-import importlib
-import multiprocessing
-import multiprocessing.connection
+import contextlib
+import importlib.util
+import itertools
 import os
 import pickle
-import signal
+import sys
+import tempfile
 import threading
+import time
 import weakref
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Iterator
 
 import numpy as np
 
 from napari_blendphot.constants import STAMP_SIZE
 from napari_blendphot.deblend.base import BlendContext, DeblendOutput, ProgressCallback, check_blends
+from napari_blendphot.deblend.executor import IsolatedWorker, RemoteFailure, describe_exit, rebuild_exception
 from napari_blendphot.errors import BlendphotError, InputError, WorkerError
 
-#: Blends per message to the worker: big enough to amortise the round trip,
-#: small enough for fast cancel and bounded memory (~50 MiB per chunk).
+#: Blends per chunk: big enough to amortise the round trip, small enough for
+#: fast cancel and bounded memory (~50 MiB per chunk).
 DEFAULT_CHUNK_SIZE = 256
 #: Keras backends the worker can use.
 BACKENDS = ("tensorflow", "jax", "torch")
-#: Seconds to wait for a new worker to say it is ready.
-START_TIMEOUT = 120.0
-#: How often (s) a waiting caller checks for cancellation and worker death.
-_POLL_INTERVAL = 0.05
+#: Environment set in the worker before anything imports TensorFlow.
+QUIET_ENVIRONMENT = {"TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
 class Cancelled(BlendphotError, concurrent.futures.CancelledError):
@@ -80,10 +85,8 @@ class ChunkResult:
     outputs: dict
 
 
-CancelCheck = Callable[[], bool]
-
-
-def _cancel_requested(cancel) -> bool:
+def cancel_requested(cancel) -> bool:
+    """Whether *cancel* (None, a ``threading.Event`` or a callable) asks to stop."""
     if cancel is None:
         return False
     if hasattr(cancel, "is_set"):
@@ -91,71 +94,24 @@ def _cancel_requested(cancel) -> bool:
     return bool(cancel())
 
 
-def _default_backend() -> str:
-    return os.environ.get("KERAS_BACKEND", "tensorflow")
+def default_backend() -> str:
+    """``$KERAS_BACKEND``, or tensorflow when it is unset or empty."""
+    return os.environ.get("KERAS_BACKEND") or "tensorflow"
 
 
-def _rebuild_exception(info: dict, prefix: str) -> BaseException:
-    """The worker's exception as the same type and message, for package and builtin types.
-
-    Other types (TensorFlow's, say) are not imported here: importing them
-    would load TensorFlow in this process.  They become WorkerError.
-    """
-    module, qualname, message = info["module"], info["qualname"], info["message"]
-    exc = None
-    if module == "builtins" or module.split(".")[0] == "napari_blendphot":
-        try:
-            cls = importlib.import_module(module)
-            for part in qualname.split("."):
-                cls = getattr(cls, part)
-            if isinstance(cls, type) and issubclass(cls, Exception):
-                exc = cls.__new__(cls)
-                exc.args = (message,)
-                exc.__dict__.update(info["state"])
-        except Exception:
-            exc = None
-    if exc is None:
-        exc = WorkerError(f"{prefix}: {qualname}: {message}")
-    if hasattr(exc, "add_note"):
-        exc.add_note(f"raised in the inference worker ({prefix}):\n{info['traceback']}")
-    exc.worker_traceback = info["traceback"]
-    return exc
-
-
-def _describe_exit(exitcode) -> str:
-    if exitcode is None:
-        return "stopped answering"
-    if exitcode < 0:
-        try:
-            return f"was killed by signal {signal.Signals(-exitcode).name} (exit code {exitcode})"
-        except ValueError:
-            return f"was killed by signal {-exitcode} (exit code {exitcode})"
-    hint = " (134: abort, 137: killed, e.g. out of memory, 139: segmentation fault)" if exitcode in (134, 137, 139) else ""
-    return f"exited with code {exitcode}{hint}"
-
-
-def _shutdown_worker(process, conn) -> None:
-    """Stop a worker: politely, then by force (also used as a finalizer)."""
-    if process is None:
-        return
-    try:
-        if process.is_alive():
-            try:
-                conn.send(("stop",))
-            except (OSError, ValueError):
-                pass
-            process.join(timeout=5)
-        if process.is_alive():
-            process.terminate()
-            process.join(timeout=5)
-        if process.is_alive():
-            process.kill()
-            process.join(timeout=5)
-    finally:
-        try:
-            conn.close()
-        except OSError:
-            pass
+def check_backend(backend: str) -> str:
+    """*backend* if Keras and it are installed; a one-line :class:`InputError` naming the way out otherwise."""
+    if backend not in BACKENDS:
+        raise InputError("Keras backend", f"{backend!r} is not a Keras backend", f"choose from {', '.join(BACKENDS)}")
+    module = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}[backend]
+    missing = [name for name in ("keras", module) if importlib.util.find_spec(name) is None]
+    if missing:
+        others = [b for b in BACKENDS if b != backend and importlib.util.find_spec(b) is not None]
+        hint = (f"choose an installed backend ({', '.join(others)}) with --backend or KERAS_BACKEND, " if others
+                else "install one (pip install tensorflow, jax or torch), ")
+        raise InputError(f"Keras backend {backend!r}", f"{' and '.join(missing)} is not installed",
+                         hint + "or run only methods without a network, e.g. --methods sep")
+    return backend
 
 
 class EngineFuture(concurrent.futures.Future):
@@ -182,12 +138,14 @@ class InferenceEngine:
 
     Parameters
     ----------
-    methods : sequence of str
-        Registered method names run by default (``napari_blendphot.deblend.registry``).
+    methods : sequence of str, optional
+        Registered method names run by default (``napari_blendphot.deblend.registry``;
+        default: the built-in methods).
     method_options : dict, optional
         ``{name: {option: value}}`` passed to each method's factory in the
-        worker, e.g. ``{"blend2flux": {"weights": "model.keras"}}``.  SEP gets
-        ``n_jobs=None`` (all cores for big chunks) unless set here.
+        worker, e.g. ``{"blend2flux": {"weights": "model.keras"}}``.  Methods
+        that spread over several cores (SEP) get ``n_jobs=None`` (every core)
+        unless set here.  A request may give its own (``run(..., method_options=)``).
     backend : {"tensorflow", "jax", "torch"}, optional
         Keras backend of the worker (default: ``$KERAS_BACKEND`` or tensorflow).
         It is set in the worker's environment only.
@@ -201,7 +159,7 @@ class InferenceEngine:
     Notes
     -----
     The worker starts on the first request (or :meth:`start`/:meth:`warm_up`)
-    and keeps its models loaded.  If it dies, the request in progress raises
+    and keeps its methods loaded.  If it dies, the request in progress raises
     :class:`~napari_blendphot.errors.WorkerError` (with ``.partial``) and the
     next request starts a new worker.  Requests are served one at a time;
     :meth:`run` and :meth:`stream` block, :meth:`submit` runs in a background
@@ -209,10 +167,12 @@ class InferenceEngine:
     call :meth:`close`.
     """
 
-    def __init__(self, methods=("sep", "blend2flux", "unet", "blend2mask2flux"), method_options: dict | None = None,
-                 backend: str | None = None, chunk_size: int = DEFAULT_CHUNK_SIZE, environment: dict | None = None):
-        from napari_blendphot.deblend.registry import method_info
+    def __init__(self, methods=None, method_options: dict | None = None, backend: str | None = None,
+                 chunk_size: int = DEFAULT_CHUNK_SIZE, environment: dict | None = None):
+        from napari_blendphot.deblend.registry import builtin_methods, method_info
 
+        if methods is None:
+            methods = builtin_methods()
         if isinstance(methods, str):
             methods = [m.strip() for m in methods.split(",") if m.strip()]
         self.methods = tuple(methods)
@@ -223,14 +183,12 @@ class InferenceEngine:
         self.method_options = {name: dict(options) for name, options in (method_options or {}).items()}
         for name in self.method_options:
             method_info(name)
-        self.backend = backend or _default_backend()
-        if self.backend not in BACKENDS:
+        self.backend = backend or default_backend()
+        if backend is not None and self.backend not in BACKENDS:
             raise InputError("backend", f"{self.backend!r} is not a Keras backend", f"choose from {', '.join(BACKENDS)}")
         self.chunk_size = self._check_chunk_size(chunk_size)
         self.environment = {str(key): str(value) for key, value in (environment or {}).items()}
-        self._process = None
-        self._conn = None
-        self._finalizer = None
+        self._worker: IsolatedWorker | None = None
         self._lock = threading.RLock()
         self._executor = None
         self._closed = False
@@ -238,52 +196,45 @@ class InferenceEngine:
         self._request_total = 0
         self._active_cancel: set = set()
         self._futures: weakref.WeakSet = weakref.WeakSet()
+        self._chunk_ids = itertools.count(1)
+        #: Workers that died under a request or while idle (a new one is started each time).
         self.restarts = 0
-        self._post_answer = None
         #: ``{method: seconds}`` its ``deblend`` took in the worker during the last request (IPC excluded).
         self.last_compute_seconds: dict[str, float] = {}
+        self._finalizer = weakref.finalize(self, _close_worker, [None])
 
     # ------------------------------------------------------------------ lifecycle
     @property
     def worker_pid(self) -> int | None:
         """Process id of the running worker, or None."""
-        return self._process.pid if self._process is not None and self._process.is_alive() else None
+        worker = self._worker
+        return worker.pid if worker is not None and worker.alive else None
+
+    @property
+    def worker_process(self):
+        """The worker's :class:`multiprocessing.Process` (None before the first start)."""
+        return None if self._worker is None else self._worker.process
 
     def start(self) -> int:
         """Start the worker now if it is not running; returns its pid."""
         with self._lock:
             self._ensure_worker()
-            return self._process.pid
+            return self._worker.pid
 
     def _ensure_worker(self) -> None:
         if self._closed:
             raise WorkerError("the inference engine is closed")
-        if self._process is not None and self._process.is_alive():
-            return
-        if self._process is not None:  # died while idle (or aborted): forget it, start afresh
-            self._discard_worker()
-            if not self._aborting:
-                self.restarts += 1
+        if self._worker is None:
+            environment = {**QUIET_ENVIRONMENT, **self.environment}
+            self._worker = IsolatedWorker(environment, overrides={"KERAS_BACKEND": self.backend})
+            self._finalizer.detach()
+            self._finalizer = weakref.finalize(self, _close_worker, [self._worker])
+        elif not self._worker.alive:
+            if self._worker.process is not None and not self._aborting:
+                self.restarts += 1  # died while idle
+            self._worker.stop()
         self._aborting = False
-        from napari_blendphot.deblend._worker import worker_main
-
-        context = multiprocessing.get_context("spawn")
-        parent_conn, child_conn = context.Pipe(duplex=True)
-        # Not a daemon: SEP may start its own process pool inside the worker.
-        process = context.Process(target=worker_main, args=(child_conn, self.backend, self.environment),
-                                  name="blendphot-inference", daemon=False)
-        process.start()
-        child_conn.close()
-        self._process, self._conn = process, parent_conn
-        self._finalizer = weakref.finalize(self, _shutdown_worker, process, parent_conn)
-        message = self._receive("starting the worker", timeout=START_TIMEOUT)
-        if message[0] != "ready":
-            raise WorkerError(f"the inference worker sent {message[0]!r} instead of 'ready'")
-
-    def _discard_worker(self) -> None:
-        if self._finalizer is not None:
-            self._finalizer()  # runs _shutdown_worker once
-        self._process = self._conn = self._finalizer = None
+        self._worker.start()
 
     def abort(self) -> bool:
         """Stop the request in progress now, without waiting for its chunk to finish.
@@ -294,14 +245,13 @@ class InferenceEngine:
         cancel between chunks; otherwise prefer ``cancel``.  Returns whether
         a worker was running.
         """
-        process = self._process
         for event in list(self._active_cancel):
             event.set()
-        if process is None or not process.is_alive():
+        worker = self._worker
+        if worker is None or not worker.alive:
             return False
         self._aborting = True
-        process.kill()
-        return True
+        return worker.kill()
 
     def close(self) -> None:
         """Stop the worker (and the background thread of :meth:`submit`)."""
@@ -312,13 +262,13 @@ class InferenceEngine:
             future.cancel()
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
-        if self._lock.acquire(timeout=30):
-            try:
-                self._discard_worker()
-            finally:
-                self._lock.release()
-        else:  # a request refuses to finish: stop the worker under it
-            self._discard_worker()
+        if not self._lock.acquire(timeout=30):  # a request refuses to finish: stop the worker under it
+            self._finalizer()
+            return
+        try:
+            self._finalizer()
+        finally:
+            self._lock.release()
 
     def __enter__(self) -> "InferenceEngine":
         return self
@@ -331,7 +281,7 @@ class InferenceEngine:
         return f"InferenceEngine(methods={list(self.methods)}, backend={self.backend!r}, {state})"
 
     def set_method_options(self, name: str, **options) -> None:
-        """Replace the options of method *name* (e.g. other ``weights``) from the next request on.
+        """Replace the default options of method *name* (e.g. other ``weights``) from the next request on.
 
         The worker recreates the method when its options change; other
         methods stay loaded.
@@ -342,19 +292,15 @@ class InferenceEngine:
         self.method_options[name] = dict(options)
 
     # ------------------------------------------------------------------ requests
-    def warm_up(self, methods=None) -> dict:
+    def warm_up(self, methods=None, method_options: dict | None = None) -> dict:
         """Start the worker, load the methods and run one tiny forward pass each.
 
         Returns ``{name: metadata}`` (weights path, sha256... for networks).
         """
-        specs = self._specs(methods)
+        specs = self._specs(methods, method_options)
         with self._lock:
             self._ensure_worker()
-            self._send(("warm_up", specs), "warming up")
-            message = self._await("warming up the methods", "warm")
-            if message[0] == "error":
-                raise _rebuild_exception(message[3], f"loading method {message[2]!r}")
-            return message[1]
+            return self._wait(self._worker.submit(_serve_warm_up, specs), "warming up the methods", {})
 
     def call(self, function, *args, **kwargs):
         """Run ``function(*args, **kwargs)`` in the worker and return its result.
@@ -365,20 +311,13 @@ class InferenceEngine:
         summary, making models for tests).  Exceptions come back as in :meth:`run`.
         """
         name = getattr(function, "__qualname__", repr(function))
-        try:
-            pickle.dumps((function, args, kwargs))
-        except Exception as exc:
-            raise InputError(f"function {name!r}", f"cannot be sent to the worker process: {exc}") from None
+        self._check_picklable((function, args, kwargs), f"function {name!r}")
         with self._lock:
             self._ensure_worker()
-            self._send(("call", function, args, kwargs), f"calling {name}")
-            message = self._await(f"running {name}", "result")
-            if message[0] == "error":
-                raise _rebuild_exception(message[3], f"calling {name}")
-            return message[1]
+            return self._wait(self._worker.submit(_serve_call, function, args, kwargs), f"running {name}", {})
 
     def run(self, blends, context: BlendContext | None = None, methods=None, progress: ProgressCallback | None = None,
-            cancel=None, chunk_size: int | None = None) -> dict[str, DeblendOutput]:
+            cancel=None, chunk_size: int | None = None, method_options: dict | None = None) -> dict[str, DeblendOutput]:
         """Deblend *blends* with every method; blocks until done.
 
         Parameters
@@ -395,6 +334,8 @@ class InferenceEngine:
             Checked between chunks; when set, :class:`Cancelled` is raised.
         chunk_size : int, optional
             Blends per chunk (default: the engine's).
+        method_options : dict, optional
+            ``{name: {option: value}}`` for this request, over the engine's own.
 
         Returns
         -------
@@ -414,7 +355,7 @@ class InferenceEngine:
         parts: dict[str, list] = {}
         done = 0
         try:
-            for chunk in self.stream(blends, context, methods, progress, cancel, chunk_size):
+            for chunk in self.stream(blends, context, methods, progress, cancel, chunk_size, method_options):
                 for name, output in chunk.outputs.items():
                     parts.setdefault(name, []).append(output)
                 done = chunk.stop
@@ -434,16 +375,8 @@ class InferenceEngine:
 
         For work on the outputs that needs no Qt (the inspector's table
         numbers, say): it runs in the worker straight after the methods,
-        without a second round trip and without taking the caller's CPU
-        and GIL (a GUI's, busy repainting meanwhile).
-
-        Parameters
-        ----------
-        blends, context, methods
-            As in :meth:`run`; the blends travel as one chunk, whatever their number.
-        function
-            Module-level function (picklable by name); its arguments and
-            result must be picklable.
+        without sending the outputs back and forth and without taking the
+        caller's CPU and GIL (a GUI's, busy repainting meanwhile).
 
         Returns
         -------
@@ -456,11 +389,7 @@ class InferenceEngine:
             methods' outputs as ``.partial`` and ``.in_post = True``.
         """
         name = getattr(function, "__qualname__", repr(function))
-        post = (function, args, kwargs)
-        try:
-            pickle.dumps(post)
-        except Exception as exc:
-            raise InputError(f"function {name!r}", f"cannot be sent to the worker process: {exc}") from None
+        self._check_picklable((function, args, kwargs), f"function {name!r}")
         blends = self._check_batch_shape(blends)
         specs = self._specs(methods)
         total = len(blends)
@@ -469,27 +398,24 @@ class InferenceEngine:
         with self._lock:
             self._request_total = total
             self.last_compute_seconds = {}
-            self._post_answer = None
             self._ensure_worker()
             chunk = check_blends(blends[:], source=f"blends[0:{total}]")
             try:
-                outputs = self._run_chunk(0, f"blends 0-{total - 1}", chunk, context, specs, post)
+                chunk_id, outputs = self._run_chunk(f"blends 0-{total - 1}", chunk, context, specs)
             except BaseException as exc:
                 exc.partial = {key: parts[0] for key, parts in getattr(exc, "_method_parts", {}).items()}
                 raise
-            finally:
-                answer, self._post_answer = self._post_answer, None
-        outputs = {spec[0]: outputs[spec[0]] for spec in specs}
-        if answer is None or answer[0] != "post_done":
-            exc = (_rebuild_exception(answer[2], f"calling {name} on the outputs") if answer is not None
-                   else WorkerError(f"the inference worker did not answer {name}"))
-            exc.partial = outputs
-            exc.in_post = True  # the methods themselves succeeded
-            raise exc
-        return outputs, answer[2]
+            try:
+                value = self._wait(self._worker.submit(_serve_post, chunk_id, function, args, kwargs),
+                                   f"calling {name} on the outputs", {})
+            except BaseException as exc:
+                exc.partial = outputs
+                exc.in_post = True  # the methods themselves succeeded
+                raise
+        return outputs, value
 
     def stream(self, blends, context: BlendContext | None = None, methods=None, progress: ProgressCallback | None = None,
-               cancel=None, chunk_size: int | None = None) -> Iterator[ChunkResult]:
+               cancel=None, chunk_size: int | None = None, method_options: dict | None = None) -> Iterator[ChunkResult]:
         """Like :meth:`run`, but yield a :class:`ChunkResult` per chunk (bounded memory).
 
         The engine stays reserved for this request until the generator is
@@ -497,17 +423,12 @@ class InferenceEngine:
         """
         blends = self._check_batch_shape(blends)
         chunk_size = self._check_chunk_size(self.chunk_size if chunk_size is None else chunk_size)
-        specs = self._specs(methods)
-        names = [name for name, _, _ in specs]
+        specs = self._specs(methods, method_options)
         total = len(blends)
         if context is not None:
             self._check_context(context, total)
         cancel_event = threading.Event()
         self._active_cancel.add(cancel_event)
-
-        def cancelled() -> bool:
-            return cancel_event.is_set() or _cancel_requested(cancel)
-
         with self._lock:
             self._request_total = total
             self.last_compute_seconds = {}
@@ -516,23 +437,22 @@ class InferenceEngine:
                 done = 0
                 n_chunks = -(-total // chunk_size)
                 for chunk_index, start in enumerate(range(0, total, chunk_size)):
-                    if cancelled():
+                    if cancel_event.is_set() or cancel_requested(cancel):
                         raise Cancelled(f"cancelled after {done} of {total} blends", done=done, total=total)
                     stop = min(start + chunk_size, total)
                     chunk = check_blends(blends[start:stop], source=f"blends[{start}:{stop}]")
                     chunk_context = None if context is None else context.subset(slice(start, stop))
                     where = f"blends {start}-{stop - 1} (chunk {chunk_index + 1} of {n_chunks})"
-                    outputs = self._run_chunk(chunk_index, where, chunk, chunk_context, specs)
+                    _, outputs = self._run_chunk(where, chunk, chunk_context, specs)
                     done = stop
-                    result = ChunkResult(start, stop, {name: outputs[name] for name in names})
                     if progress is not None:
                         progress(done, total)
-                    yield result
+                    yield ChunkResult(start, stop, outputs)
             finally:
                 self._active_cancel.discard(cancel_event)
 
     def submit(self, blends, context: BlendContext | None = None, methods=None, progress: ProgressCallback | None = None,
-               chunk_size: int | None = None) -> EngineFuture:
+               chunk_size: int | None = None, method_options: dict | None = None) -> EngineFuture:
         """Run a request in a background thread; returns a cancellable :class:`EngineFuture`.
 
         ``future.result()`` is what :meth:`run` returns; ``future.cancel()``
@@ -550,7 +470,7 @@ class InferenceEngine:
             if not future.set_running_or_notify_cancel():
                 return
             try:
-                result = self.run(blends, context, methods, progress, future.cancel_event, chunk_size)
+                result = self.run(blends, context, methods, progress, future.cancel_event, chunk_size, method_options)
             except BaseException as exc:  # delivered through the future
                 future.set_exception(exc)
             else:
@@ -560,7 +480,8 @@ class InferenceEngine:
         return future
 
     # ------------------------------------------------------------------ internals
-    def _specs(self, methods) -> list[tuple]:
+    def _specs(self, methods, method_options: dict | None = None) -> list[tuple]:
+        """``[(name, factory, options)]`` of a request, checked to travel to the worker."""
         from napari_blendphot.deblend.registry import method_info
 
         if methods is None:
@@ -575,8 +496,9 @@ class InferenceEngine:
         specs = []
         for name in methods:
             info = method_info(name)
-            options = dict(self.method_options.get(name, {}))
-            if name == "sep" and info.origin == "builtin":
+            requested = (method_options or {}).get(name)
+            options = dict(self.method_options.get(name, {}) if requested is None else requested)
+            if info.parallel:
                 options.setdefault("n_jobs", None)
             spec = (name, info.factory, options)
             try:
@@ -585,7 +507,16 @@ class InferenceEngine:
                 raise InputError(f"method {name!r}", f"its factory or options cannot be sent to the worker process: {exc}",
                                  "register a module-level class or a 'module:attribute' string") from None
             specs.append(spec)
+        if any(method_info(spec[0]).uses_keras for spec in specs):
+            check_backend(self.backend)
         return specs
+
+    @staticmethod
+    def _check_picklable(payload, what: str) -> None:
+        try:
+            pickle.dumps(payload)
+        except Exception as exc:
+            raise InputError(what, f"cannot be sent to the worker process: {exc}") from None
 
     @staticmethod
     def _check_chunk_size(chunk_size) -> int:
@@ -616,97 +547,167 @@ class InferenceEngine:
             if values is not None and len(np.asarray(values)) != total:
                 raise InputError(f"context.{field_name}", f"{len(np.asarray(values))} rows for {total} blends")
 
-    def _send(self, message, doing: str) -> None:
-        try:
-            self._conn.send(message)
-        except (OSError, ValueError) as exc:  # broken pipe: the worker is gone
-            self._worker_died(doing, {}, cause=exc)
+    def _run_chunk(self, where: str, chunk, chunk_context, specs) -> tuple[int, dict]:
+        """Every method's output on one chunk: one task per method, the pixels sent with the first."""
+        chunk_id = next(self._chunk_ids)
+        outputs: dict[str, DeblendOutput] = {}
+        for index, (name, factory, options) in enumerate(specs):
+            first = index == 0
+            future = self._worker.submit(_serve_method, chunk_id, chunk if first else None,
+                                         chunk_context if first else None, name, factory, options)
+            parts = {key: [value] for key, value in outputs.items()}
+            try:
+                output, seconds = self._wait(future, f"running method {name!r} on {where}", parts, method=name,
+                                             error_doing=f"method {name!r} on {where}")
+            except Exception as exc:
+                if isinstance(exc, BlendphotError):
+                    raise
+                # A method's own failure (a third-party method's ValueError, say): one line for the
+                # user, the worker's traceback kept on the error for whoever debugs the method.
+                error = WorkerError(f"method {name!r} failed on {where}: {type(exc).__name__}: {exc}")
+                error.method, error._method_parts = name, parts
+                error.worker_traceback = getattr(exc, "worker_traceback", "")
+                raise error from exc
+            outputs[name] = output
+            self.last_compute_seconds[name] = self.last_compute_seconds.get(name, 0.0) + seconds
+        return chunk_id, outputs
 
-    def _receive(self, doing: str, timeout: float | None = None):
-        """Next message from the worker; raises WorkerError if it dies meanwhile."""
-        conn, process = self._conn, self._process
-        waited = 0.0
-        while True:
-            ready = multiprocessing.connection.wait([conn, process.sentinel], timeout=_POLL_INTERVAL)
-            if conn in ready:
-                try:
-                    return conn.recv()
-                except (EOFError, OSError) as exc:
-                    self._worker_died(doing, {}, cause=exc)
-            if process.sentinel in ready:
-                if conn.poll():  # it sent something just before exiting
-                    continue
-                self._worker_died(doing, {})
-            waited += _POLL_INTERVAL
-            if timeout is not None and waited > timeout:
-                self._discard_worker()
-                raise WorkerError(f"the inference worker did not answer within {timeout:.0f} s while {doing}")
+    def _wait(self, future, doing: str, method_parts: dict, method: str | None = None, error_doing: str | None = None):
+        """The result of a task in the worker, with its failures turned into our errors.
 
-    def _await(self, doing: str, final: str):
-        """Receive until a *final* or ``error`` message; an interrupted wait retires the worker."""
+        A worker exception comes back with its own type and message; a dead
+        worker gives :class:`WorkerError` (or :class:`Cancelled` after
+        :meth:`abort`); an interrupted wait (Ctrl-C) retires the worker, whose
+        late answer must not reach the next request.
+        """
         try:
-            while True:
-                message = self._receive(doing)
-                if message[0] in (final, "error"):
-                    return message
-        except WorkerError:
-            raise
+            return future.result()
+        except RemoteFailure as failure:
+            exc = rebuild_exception(failure.description, error_doing or doing)
+            exc._method_parts = method_parts
+            raise exc from None
+        except BrokenProcessPool:
+            self._worker_died(doing, method_parts, method)
         except BaseException:
-            # Interrupted (Ctrl-C) while the worker is busy: its answer would
-            # reach the next request, so this worker is not reused.
-            self._discard_worker()
+            self._worker.stop(timeout=1.0)
             raise
 
-    def _worker_died(self, doing: str, method_parts: dict, cause=None):
-        process = self._process
-        process.join(timeout=5)
-        exitcode = process.exitcode
-        pid = process.pid
-        self._discard_worker()
+    def _worker_died(self, doing: str, method_parts: dict, method: str | None):
+        worker = self._worker
+        pid = worker.pid
+        exitcode = worker.exitcode()
+        worker.stop()
         if self._aborting:
             self._aborting = False
             error = Cancelled(f"aborted while {doing}; the worker (pid {pid}) was stopped")
             error._method_parts = method_parts
             raise error
         self.restarts += 1
-        error = WorkerError(f"the inference worker (pid {pid}) {_describe_exit(exitcode)} while {doing}; "
-                            "results of the finished chunks are kept, the next request starts a new worker")
+        error = WorkerError(f"the inference worker (pid {pid}) {describe_exit(exitcode)} while {doing}; "
+                            "the next request starts a new worker")
         error.exitcode = exitcode
+        error.method = method
         error._method_parts = method_parts
-        raise error from cause
+        raise error
 
-    def _run_chunk(self, chunk_index, where, chunk, chunk_context, specs, post=None) -> dict:
-        """Send one chunk, collect every method's output (and *post*'s answer in ``self._post_answer``)."""
-        from napari_blendphot.deblend._worker import unpack_output
 
-        self._send(("chunk", chunk_index, chunk, chunk_context, specs, post), f"receiving {where}")
-        outputs: dict[str, DeblendOutput] = {}
-        current = None
-        while True:
-            doing = f"running method {current!r} on {where}" if current else f"starting on {where}"
-            try:
-                message = self._receive(doing)
-            except WorkerError as exc:
-                exc.method = current
-                exc._method_parts = {name: [output] for name, output in outputs.items()}
-                raise
-            except BaseException:
-                # Interrupted (Ctrl-C) mid-chunk: the worker's answers would
-                # reach the next request, so this worker is not reused.
-                self._discard_worker()
-                raise
-            kind = message[0]
-            if kind == "method_start":
-                current = message[2]
-            elif kind == "method_done":
-                outputs[message[2]] = unpack_output(message[3])
-                seconds = self.last_compute_seconds
-                seconds[message[2]] = seconds.get(message[2], 0.0) + message[4]
-            elif kind in ("post_done", "post_error"):
-                self._post_answer = message
-            elif kind == "chunk_done":
-                return outputs
-            elif kind == "error":
-                exc = _rebuild_exception(message[3], f"method {message[2]!r} on {where}")
-                exc._method_parts = {name: [output] for name, output in outputs.items()}
-                raise exc
+def _close_worker(holder) -> None:
+    worker = holder[0]
+    if worker is not None:
+        worker.close()
+
+
+# ============================================================================== in the worker
+# What follows runs inside the worker process (the tasks the engine submits).
+
+#: Lines TensorFlow's C++ logging prints at import whatever TF_CPP_MIN_LOG_LEVEL
+#: says (it logs before reading it); dropped from the worker's stderr.
+IMPORT_NOISE = ("All log messages before absl::InitializeLog() is called", "oneDNN custom operations are on")
+
+_created: dict[str, tuple] = {}
+_chunk: dict = {}
+
+
+@contextlib.contextmanager
+def _filter_import_noise():
+    """Drop TensorFlow's import-time log lines from file descriptor 2 while Keras first loads."""
+    if "keras" in sys.modules:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            text = capture.read().decode("utf-8", errors="replace")
+            kept = [line for line in text.splitlines(keepends=True) if not any(n in line for n in IMPORT_NOISE)]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
+
+
+def _method(name: str, factory, options: dict):
+    """The method *name* made with *options*, created once and kept while its options stay the same."""
+    key = (factory if isinstance(factory, str) else id(factory), repr(sorted(options.items())))
+    cached = _created.get(name)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    from napari_blendphot.deblend.registry import _resolve
+
+    try:
+        with _filter_import_noise():
+            method = _resolve(factory, name)(**options)
+    except ImportError as exc:  # a Keras backend (or a method's own dependency) that is not installed
+        backend = os.environ.get("KERAS_BACKEND", "")
+        raise InputError(f"method {name!r}", f"cannot be loaded: {exc}",
+                         f"the Keras backend here is {backend!r}: choose an installed one with --backend "
+                         "(jax, torch, tensorflow), or run only methods without a network, e.g. --methods sep"
+                         ) from None
+    _created[name] = (key, method)
+    return method
+
+
+def _serve_method(chunk_id: int, blends, context, name: str, factory, options: dict):
+    """Run one method on the current chunk (sent with the chunk's first method); ``(output, seconds)``."""
+    if blends is not None:
+        _chunk.clear()
+        _chunk.update(id=chunk_id, blends=blends, context=context, outputs={})
+    elif _chunk.get("id") != chunk_id:
+        raise WorkerError(f"chunk {chunk_id} is not the one this worker holds")
+    method = _method(name, factory, options)
+    start = time.perf_counter()
+    output = method.deblend(_chunk["blends"], _chunk["context"])
+    seconds = time.perf_counter() - start
+    if len(output.fluxes) != len(_chunk["blends"]):
+        raise RuntimeError(f"method {name!r} returned {len(output.fluxes)} results for {len(_chunk['blends'])} blends")
+    output.method = name
+    _chunk["outputs"][name] = output
+    return output, seconds
+
+
+def _serve_post(chunk_id: int, function, args, kwargs):
+    """``function(outputs of the current chunk, *args, **kwargs)``."""
+    if _chunk.get("id") != chunk_id:
+        raise WorkerError(f"chunk {chunk_id} is not the one this worker holds")
+    return function(dict(_chunk["outputs"]), *args, **kwargs)
+
+
+def _serve_warm_up(specs) -> dict:
+    info = {}
+    for name, factory, options in specs:
+        method = _method(name, factory, options)
+        if hasattr(method, "warm_up"):
+            method.warm_up()
+        info[name] = method.metadata() if callable(getattr(method, "metadata", None)) else {}
+    return info
+
+
+def _serve_call(function, args, kwargs):
+    with _filter_import_noise():
+        return function(*args, **kwargs)

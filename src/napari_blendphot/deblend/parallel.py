@@ -10,19 +10,23 @@ sent to the workers gets ``n_jobs=1`` so that workers never start pools.
 Methods that need the inference worker (Keras) are refused: they have their
 own process.
 
-The pool is kept alive between calls (one per number of processes and start
-method) and reused: a caller that deblends a large batch chunk by chunk (the
-inference engine sends 256 blends at a time) pays the start-up once, not per
+Inside the inference worker (which deblends a large batch chunk by chunk, 256
+blends at a time) the pool is kept alive between calls (one per number of
+processes and start method) and reused, so the start-up is paid once, not per
 chunk.  That matters most where ``spawn`` is the only safe start method (a
 process with TensorFlow, jax or Qt loaded): spawning two workers costs ~0.35 s
-of CPU each, more than SEP needs for a whole 256-blend chunk.  Workers exit when
-the process that started them ends, even if it is killed, and
-:func:`shutdown_pools` stops them at once.
+of CPU each, more than SEP needs for a whole 256-blend chunk.  Elsewhere (a
+script, the tests) each call starts a private pool and stops it before
+returning, unless ``keep_pool=True``.  Pool workers are made by
+:func:`napari_blendphot.deblend.executor.process_pool`: they exit when the
+process that started them ends, even if it is killed, and ignore Ctrl-C (the
+caller stops them); :func:`shutdown_pools` stops kept pools at once.
 
 Transfer cost: a chunk of 256 blends is 16 MiB in and, with masks, 32 MiB of
 float32 back.  Masks that hold only 0 and 1 are bit-packed in the worker
-(32x smaller) and unpacked in the parent, so pickling stays a few percent of
-the work; shared memory was not needed (see ``benchmarks/bench_sep.py``).
+(32x smaller, :func:`napari_blendphot.deblend.base.pack_masks`) and unpacked
+in the parent, so pickling stays a few percent of the work; shared memory was
+not needed (see ``benchmarks/bench_sep.py``).
 """
 
 from __future__ import annotations
@@ -33,13 +37,14 @@ import multiprocessing
 import os
 import sys
 import threading
-import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 
-from napari_blendphot.deblend.base import BlendContext, DeblendOutput, ProgressCallback, check_blends
+from napari_blendphot.deblend.base import (BlendContext, DeblendOutput, ProgressCallback, check_blends, pack_masks,
+                                           unpack_masks)
+from napari_blendphot.deblend.executor import PARENT_CHECK_SECONDS, in_isolated_worker, parent_gone, process_pool
 from napari_blendphot.errors import InputError
 
 
@@ -56,28 +61,6 @@ def _serial_copy(method):
     clone = copy.copy(method)
     clone.n_jobs = 1
     return clone
-
-
-def _pack_masks(masks):
-    """Bit-pack 0/1 masks for the trip back to the parent; other masks travel as they are."""
-    if masks is None:
-        return None
-    if masks.dtype == np.float32:
-        # Masks are mostly zeros: check only the nonzero pixels for 1 (half the
-        # passes over the array of testing every pixel for 0 or 1).
-        nonzero = masks != 0
-        if np.all(masks[nonzero] == 1):
-            return ("packed", masks.shape, np.packbits(nonzero, axis=None))
-    return ("raw", masks.shape, masks)
-
-
-def _unpack_masks_into(packed, out) -> None:
-    """Write a chunk's masks (as sent by :func:`_pack_masks`) into *out*, casting to its dtype."""
-    kind, shape, payload = packed
-    if kind == "packed":
-        out[...] = np.unpackbits(payload, count=int(np.prod(shape))).reshape(shape)
-    else:
-        out[...] = payload
 
 
 class _Assembler:
@@ -107,7 +90,7 @@ class _Assembler:
             self.extra = {key: np.empty((self.total,) + value.shape[1:], value.dtype) for key, value in extra.items()}
         self.fluxes[start:stop] = fluxes
         if self.masks is not None:
-            _unpack_masks_into(packed, self.masks[start:stop])
+            unpack_masks(packed, out=self.masks[start:stop])
         for key, value in extra.items():
             self.extra[key][start:stop] = value
 
@@ -118,7 +101,7 @@ class _Assembler:
 def _run_chunk(method, blends, context):
     """Worker entry point: deblend one chunk in this process."""
     output = method.deblend(blends, context)
-    return output.method, output.fluxes, _pack_masks(output.masks), output.extra, output.metadata
+    return output.method, output.fluxes, pack_masks(output.masks), output.extra, output.metadata
 
 
 _QT_MODULES = ("PyQt5", "PyQt6", "PySide2", "PySide6")
@@ -147,50 +130,30 @@ def default_start_method() -> str:
     return "fork"
 
 
-#: Seconds between a pool worker's checks that the process that started it still lives.
-PARENT_CHECK_SECONDS = 1.0
-
 _pools_lock = threading.Lock()
 #: Live pools by (processes, start method).
 _pools: dict[tuple[int, str], ProcessPoolExecutor] = {}
 #: Calls in progress on each kept pool (a discarded pool stops when its last call ends).
 _pool_users: dict[ProcessPoolExecutor, int] = {}
 
-
-def _process_gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # alive, someone else's (the pid was reused)
-        return False
-    return False
+#: Whether pools are kept when a call does not say (None: only inside the inference worker).
+_keep_by_default: bool | None = None
 
 
-def _pool_parent_gone(watched_pid: int, creator_pid: int) -> bool:
-    """Whether a pool worker has lost its parent (*watched_pid*) or the process that made the pool."""
-    return os.getppid() != watched_pid or _process_gone(creator_pid)
+def set_keep_pools(keep: bool | None) -> None:
+    """Keep pools between calls by default in this process (True), never (False), or only in the worker (None).
 
-
-def _exit_with_parent(creator_pid: int, parent_is_creator: bool) -> None:
-    """Pool worker initializer: end this worker when the process that made the pool is gone.
-
-    A worker blocks on its task queue, and every worker holds that queue's
-    write end too, so a pool's process killed without shutting the pool down
-    would leave its workers waiting forever.  The signs: being reparented, or
-    the pool's process no longer existing.  With ``fork`` and ``spawn`` the
-    worker's parent is the pool's process (*creator_pid*), and a worker that
-    starts after it died sees another parent at once; with ``forkserver`` the
-    parent is the fork server, which itself ends with the pool's process.
+    A benchmark that deblends chunk after chunk, as the inference worker does,
+    sets True to measure what the worker does.
     """
-    watched_pid = creator_pid if parent_is_creator else os.getppid()
+    global _keep_by_default
+    _keep_by_default = keep
 
-    def watch():
-        while not _pool_parent_gone(watched_pid, creator_pid):
-            time.sleep(PARENT_CHECK_SECONDS)
-        os._exit(0)
 
-    threading.Thread(target=watch, name="blendphot-parent-watch", daemon=True).start()
+#: A pool worker's test of a lost parent (see :func:`napari_blendphot.deblend.executor.parent_gone`).
+_pool_parent_gone = parent_gone
+__all__ = ["DeblendCancelled", "PARENT_CHECK_SECONDS", "deblend_in_processes", "default_start_method",
+           "set_keep_pools", "shutdown_pools"]
 
 
 def _acquire_pool(n_jobs: int, start_method: str | None) -> tuple[ProcessPoolExecutor, tuple[int, str]]:
@@ -214,10 +177,7 @@ def _acquire_pool(n_jobs: int, start_method: str | None) -> tuple[ProcessPoolExe
             key = (n_jobs, start_method)
             executor = _pools.get(key)
             if executor is None or getattr(executor, "_broken", False):
-                executor = ProcessPoolExecutor(max_workers=n_jobs,
-                                               mp_context=multiprocessing.get_context(start_method),
-                                               initializer=_exit_with_parent,
-                                               initargs=(os.getpid(), start_method != "forkserver"))
+                executor = process_pool(n_jobs, start_method)
                 _pools[key] = executor
         _pool_users[executor] = _pool_users.get(executor, 0) + 1
         return executor, key
@@ -262,7 +222,7 @@ def _default_jobs() -> int:
 def deblend_in_processes(method, blends, context: BlendContext | None = None, n_jobs: int | None = None,
                          chunk_size: int = 256, progress: ProgressCallback | None = None,
                          cancel_event: threading.Event | None = None, start_method: str | None = None,
-                         keep_pool: bool = True) -> DeblendOutput:
+                         keep_pool: bool | None = None) -> DeblendOutput:
     """Deblend *blends* with *method* in ``n_jobs`` worker processes.
 
     Parameters
@@ -287,9 +247,10 @@ def deblend_in_processes(method, blends, context: BlendContext | None = None, n_
         ``"fork"``, ``"spawn"`` or ``"forkserver"``; default:
         :func:`default_start_method` (fork unless threads or Qt are about)
         for a new pool; a live pool of ``n_jobs`` workers is reused as it is.
-    keep_pool : bool
-        Keep the worker processes for the next call (default); ``False``
-        starts a private pool and stops it before returning.
+    keep_pool : bool, optional
+        Keep the worker processes for the next call; ``False`` starts a
+        private pool and stops it before returning.  Default: kept inside the
+        inference worker (chunk after chunk), private elsewhere.
 
     Returns
     -------
@@ -312,11 +273,12 @@ def deblend_in_processes(method, blends, context: BlendContext | None = None, n_
     chunk_size = max(1, min(chunk_size, -(-total // (4 * n_jobs))))
     starts = list(range(0, total, chunk_size))
     worker_method = _serial_copy(method)
+    if keep_pool is None:
+        keep_pool = in_isolated_worker() if _keep_by_default is None else _keep_by_default
     if keep_pool:
         executor, pool_key = _acquire_pool(n_jobs, start_method)
     else:
-        executor = ProcessPoolExecutor(max_workers=min(n_jobs, len(starts)),
-                                       mp_context=multiprocessing.get_context(start_method or default_start_method()))
+        executor = process_pool(min(n_jobs, len(starts)), start_method or default_start_method())
         pool_key = None
     assembler = _Assembler(total)
     done = 0

@@ -1,10 +1,36 @@
-"""Deblending methods by name.
+"""Deblending methods by name, and what each one can do.
 
 Every method the CLI, the GUI and the inference engine can run is registered
 here under a short name (the results-table column suffix, ``g1_flux_<name>``)
-with what the callers need to know *before* creating it: a label, whether it
-makes masks, and whether it needs the inference worker process (anything that
-imports Keras/TensorFlow does; SPEC §8).
+with its *capabilities*: what the callers need to know before creating it.
+No other module keeps a list of method names; a question such as "does this
+method take a weights file?" is asked of :func:`method_info`.
+
+Capabilities (:class:`MethodInfo`)
+----------------------------------
+``makes_masks``
+    returns the two galaxy masks (IoU columns, mask layers);
+``needs_worker``
+    must run in the inference worker process (anything that imports Keras,
+    TensorFlow, JAX or PyTorch, SPEC §8);
+``uses_keras``
+    runs a Keras network (needs a Keras backend; its results depend on it);
+``accepts_weights``
+    takes ``weights=`` (a ``.keras`` file or a shipped model name): the GUI
+    shows a weights button, ``blendphot predict --weights NAME=PATH`` accepts it;
+``network``
+    the network architecture whose shipped model is the default ``weights``
+    (None: the user must choose a file);
+``precisions``
+    the compute precisions it accepts through ``precision=`` (the GUI's and
+    ``--precision``'s choice; :mod:`napari_blendphot.models.precision`);
+``parallel``
+    spreads a batch over several cores itself (takes ``n_jobs=``; the engine
+    gives it every core);
+``wants_gpu``
+    runs faster on a GPU;
+``flux_errors``
+    gives 1-sigma flux errors (``DeblendOutput.flux_errors``).
 
 Built-in methods
 ----------------
@@ -17,9 +43,6 @@ Built-in methods
 ``blend2mask2flux``
     U-Net masks followed by a CNN on [blend, masks] for the fluxes.
 
-The Keras methods take ``weights=`` (a shipped model name or a ``.keras``
-path; default :func:`napari_blendphot.models.registry.default_model`).
-
 Third-party methods
 -------------------
 A package adds a method without touching this one by declaring an entry point
@@ -31,12 +54,15 @@ in the group ``napari_blendphot.methods``::
 The entry point's name is the method name; the object it points to is a
 factory (usually the class) called as ``factory(**options)`` that returns a
 :class:`~napari_blendphot.deblend.base.Deblender`.  The factory may carry the
-attributes ``label``, ``makes_masks`` and ``needs_worker`` (class attributes of
-a Deblender class do); missing ones default to the name, ``False`` and
-``True`` (running in the worker process is always safe).  Entry points are
-only loaded when a method's details are asked for, so listing methods never
-imports third-party code.  Methods registered at run time with
-:func:`register_method` take precedence over entry points of the same name.
+attribute ``label`` and any capability above as attributes (class attributes
+of a Deblender class do; a subclass of
+:class:`~napari_blendphot.deblend.keras_methods.KerasDeblender` inherits
+``uses_keras``, ``accepts_weights`` and ``precisions``); missing ones default
+to the name, False (``needs_worker``: True, since running in the worker is
+always safe) and ``()``.  Entry points are only loaded when a method's details
+are asked for, so listing methods never imports third-party code.  Methods
+registered at run time with :func:`register_method` take precedence over
+entry points of the same name.
 
 This module imports no Keras: factories of built-in methods are given as
 ``"module:attribute"`` strings and resolved only when a method is created
@@ -80,6 +106,10 @@ class MethodInfo:
         One line for ``--help`` texts and tooltips.
     origin : str
         ``"builtin"``, ``"runtime"`` (register_method) or ``"entry point <value>"``.
+    uses_keras, accepts_weights, network, precisions, parallel, wants_gpu, flux_errors
+        Capabilities: see the module's documentation.
+    short_label, color : str
+        How reports and figures show the method ("" for the name and a colour by position).
     """
 
     name: str
@@ -89,32 +119,58 @@ class MethodInfo:
     factory: Factory
     description: str = ""
     origin: str = "runtime"
+    uses_keras: bool = False
+    accepts_weights: bool = False
+    network: str | None = None
+    precisions: tuple = ()
+    parallel: bool = False
+    wants_gpu: bool = False
+    flux_errors: bool = False
+    short_label: str = ""
+    color: str = ""
+
+    @property
+    def capabilities(self) -> dict:
+        """``{capability: value}`` (for tooltips, ``--help`` and tests)."""
+        return {name: getattr(self, name) for name in CAPABILITIES}
 
     def resolve_factory(self) -> Callable[..., object]:
         """The factory callable (imports its module if given as a string)."""
         return _resolve(self.factory, self.name)
 
 
+#: Capability attributes of :class:`MethodInfo` (also read from a factory's attributes).
+CAPABILITIES = ("makes_masks", "needs_worker", "uses_keras", "accepts_weights", "network", "precisions", "parallel",
+                "wants_gpu", "flux_errors")
+#: Precisions of the Keras methods (:data:`napari_blendphot.models.precision.PRECISIONS`, not imported here).
+_KERAS_PRECISIONS = ("float32", "bfloat16", "auto")
+_KERAS = {"needs_worker": True, "uses_keras": True, "accepts_weights": True, "precisions": _KERAS_PRECISIONS,
+          "wants_gpu": True}
+
 _BUILTINS = (
     MethodInfo("sep", "SEP two-pass (SExtractor)", True, False,
                "napari_blendphot.deblend.sep_baseline:SepTwoPass",
-               "classical baseline: sep detection in a cold then a hot pass, FLUX_AUTO photometry", "builtin"),
-    MethodInfo("blend2flux", "blend2flux (CNN)", False, True,
-               "napari_blendphot.deblend.networks:Blend2FluxDeblender",
-               "CNN regressing the fluxes of both galaxies from the blend (Boucaud et al. 2020)", "builtin"),
-    MethodInfo("unet", "U-Net masks + flux in mask", True, True,
-               "napari_blendphot.deblend.networks:UNetDeblender",
-               "U-Net segmentation; each flux is the blend summed inside its mask (> 0.5)", "builtin"),
-    MethodInfo("blend2mask2flux", "blend2mask2flux (U-Net + CNN)", True, True,
-               "napari_blendphot.deblend.networks:Blend2Mask2FluxDeblender",
-               "U-Net masks then a CNN on blend + masks for the fluxes (Boucaud et al. 2020)", "builtin"),
+               "classical baseline: sep detection in a cold then a hot pass, FLUX_AUTO photometry", "builtin",
+               parallel=True, flux_errors=True, short_label="SEP", color="#d1495b"),
+    MethodInfo("blend2flux", "blend2flux (CNN)", False, factory="napari_blendphot.deblend.keras_methods:Blend2FluxDeblender",
+               description="CNN regressing the fluxes of both galaxies from the blend (Boucaud et al. 2020)",
+               origin="builtin", network="blend2flux", short_label="blend2flux", color="#1f6fb4", **_KERAS),
+    MethodInfo("unet", "U-Net masks + flux in mask", True, factory="napari_blendphot.deblend.keras_methods:UNetDeblender",
+               description="U-Net segmentation; each flux is the blend summed inside its mask (> 0.5)",
+               origin="builtin", network="unet", **_KERAS),
+    MethodInfo("blend2mask2flux", "blend2mask2flux (U-Net + CNN)", True,
+               factory="napari_blendphot.deblend.keras_methods:Blend2Mask2FluxDeblender",
+               description="U-Net masks then a CNN on blend + masks for the fluxes (Boucaud et al. 2020)",
+               origin="builtin", network="blend2mask2flux", short_label="blend2mask2flux", color="#2a9d4b",
+               **_KERAS),
 )
 
 _registry: dict[str, MethodInfo] = {info.name: info for info in _BUILTINS}
 
 
 def register_method(name: str, factory: Factory, *, label: str | None = None, makes_masks: bool = False,
-                    needs_worker: bool = True, description: str = "", replace: bool = False) -> MethodInfo:
+                    needs_worker: bool = True, description: str = "", replace: bool = False,
+                    **capabilities) -> MethodInfo:
     """Register a deblending method under *name*.
 
     Parameters
@@ -132,6 +188,9 @@ def register_method(name: str, factory: Factory, *, label: str | None = None, ma
         See :class:`MethodInfo`.  ``needs_worker`` defaults to True.
     replace : bool
         Allow replacing an existing registration (built-ins included).
+    capabilities
+        ``uses_keras``, ``accepts_weights``, ``network``, ``precisions``,
+        ``parallel``, ``wants_gpu``, ``flux_errors`` (see the module's documentation).
 
     Returns
     -------
@@ -143,9 +202,29 @@ def register_method(name: str, factory: Factory, *, label: str | None = None, ma
         raise InputError(f"method {name!r}", "is already registered", "pass replace=True to override it")
     if not (callable(factory) or (isinstance(factory, str) and ":" in factory)):
         raise InputError(f"factory of method {name!r}", "must be a callable or a 'module:attribute' string")
-    info = MethodInfo(name, label or name, bool(makes_masks), bool(needs_worker), factory, description, "runtime")
+    unknown = sorted(set(capabilities) - set(CAPABILITIES))
+    if unknown:
+        raise InputError(f"method {name!r}", f"unknown capability {unknown}", f"known: {', '.join(CAPABILITIES)}")
+    info = MethodInfo(name, label or name, bool(makes_masks), bool(needs_worker), factory, description, "runtime",
+                      **_checked_capabilities(capabilities, name))
     _registry[name] = info
     return info
+
+
+def _checked_capabilities(values: dict, name: str) -> dict:
+    """Capabilities in their canonical types (bools, a tuple of precisions, a network name or None)."""
+    out = {}
+    for key, value in values.items():
+        if key in ("makes_masks", "needs_worker"):
+            continue
+        if key == "precisions":
+            value = (value,) if isinstance(value, str) else tuple(str(p) for p in (value or ()))
+        elif key == "network":
+            value = None if value is None else str(value)
+        else:
+            value = bool(value)
+        out[key] = value
+    return out
 
 
 def unregister_method(name: str) -> None:
@@ -193,9 +272,12 @@ def method_info(name: str) -> MethodInfo:
         factory = entry_point.load()
     except Exception as exc:
         raise InputError(f"method {name!r}", f"its entry point {entry_point.value!r} failed to load: {exc}") from exc
+    capabilities = _checked_capabilities({key: getattr(factory, key) for key in CAPABILITIES
+                                          if hasattr(factory, key)}, name)
     info = MethodInfo(name, str(getattr(factory, "label", name)), bool(getattr(factory, "makes_masks", False)),
                       bool(getattr(factory, "needs_worker", True)), entry_point.value,
-                      str(getattr(factory, "description", "") or ""), f"entry point {entry_point.value}")
+                      str(getattr(factory, "description", "") or ""), f"entry point {entry_point.value}",
+                      **capabilities)
     _registry[name] = info
     return info
 
@@ -224,6 +306,40 @@ def create_method(name: str, **options):
             raise InputError(f"method {name!r}", f"its factory returned {type(method).__name__}, "
                              f"which has no {attribute!r} (not a Deblender)")
     return method
+
+
+def display_of(name: str) -> tuple[str, str]:
+    """``(short label, colour)`` of a registered method for reports and figures; ``("", "")`` when unknown."""
+    if name not in _registry:  # not registered at run time nor built in: do not load entry points for a label
+        return "", ""
+    info = _registry[name]
+    return info.short_label, info.color
+
+
+def builtin_methods() -> tuple[str, ...]:
+    """The methods that come with the package (the default of ``blendphot predict``)."""
+    return tuple(info.name for info in _BUILTINS)
+
+
+def methods_with(**capabilities) -> tuple[str, ...]:
+    """Names of the available methods whose capabilities have the given values.
+
+    ``methods_with(accepts_weights=True)`` lists the methods that take a
+    weights file.  Entry points are loaded to answer (their attributes hold
+    the capabilities); one that fails to load is left out.
+    """
+    unknown = sorted(set(capabilities) - set(CAPABILITIES))
+    if unknown:
+        raise InputError("capabilities", f"unknown {unknown}", f"known: {', '.join(CAPABILITIES)}")
+    names = []
+    for name in available_methods():
+        try:
+            info = method_info(name)
+        except InputError:
+            continue
+        if all(getattr(info, key) == value for key, value in capabilities.items()):
+            names.append(name)
+    return tuple(names)
 
 
 def parse_method_list(text: str) -> list[str]:

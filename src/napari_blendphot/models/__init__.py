@@ -1,10 +1,20 @@
 """Keras 3 networks of the paper (loaded lazily: importing this package does not import Keras).
 
+The vocabulary: a *network* is one of the paper's architectures
+(:data:`ARCHITECTURES`); a *model* is a Keras model of one; its *weights* are
+a ``.keras`` file, shipped with a manifest (:mod:`.manifests`) or the user's
+own.  A deblending *method* (:mod:`napari_blendphot.deblend.registry`) runs a
+network with some weights.
+
 Submodules (see docs/models.md):
 
 * ``layers`` -- scaling layers that keep the data's units inside the models (imports Keras);
 * ``networks`` -- ``build_blend2flux``, ``build_unet``, ``build_blend2mask2flux`` (imports Keras);
 * ``losses`` -- MAPE on fluxes, BCE on masks, ``compile_model`` (imports Keras);
 * ``io`` -- ``save_model`` / ``load_model`` in safe mode with clear errors (Keras only when loading);
-* ``registry`` -- shipped weights, manifests and sha256 checks (no Keras).
+* ``manifests`` -- shipped weights, their manifests and sha256 checks (no Keras).
 """
+
+#: The paper's network architectures (the builders of :mod:`.networks`, the roles of :mod:`.io`,
+#: the ``method`` field of a manifest, training's ``model.kind``).
+ARCHITECTURES = ("blend2flux", "unet", "blend2mask2flux")

@@ -18,8 +18,10 @@ from pathlib import Path
 
 from napari_blendphot.errors import InputError, check_output_path
 
-#: The roles a loaded model can be checked against (``expect=``).
-ROLES = ("blend2flux", "unet", "blend2mask2flux")
+from napari_blendphot.models import ARCHITECTURES
+
+#: The roles a loaded model can be checked against (``expect=``): the network architectures.
+ROLES = ARCHITECTURES
 
 _KERAS_MEMBERS = ("config.json", "metadata.json")
 

@@ -28,6 +28,10 @@ from napari_blendphot.errors import InputError
 
 #: Precisions a network method accepts (``"auto"`` resolves to one of the other two).
 PRECISIONS = ("float32", "bfloat16", "auto")
+#: Precisions of training, by their one name (Keras calls the mixed ones "mixed_bfloat16", "mixed_float16").
+TRAINING_PRECISIONS = ("float32", "bfloat16", "float16")
+#: The Keras dtype policy of each precision.
+KERAS_POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 
 #: Layers kept in float32 under a bfloat16 policy (names used by :mod:`napari_blendphot.models.networks`).
 FLOAT32_LAYERS = ("normalization", "fluxes", "masks", "flux_uncertainty")
@@ -66,6 +70,24 @@ def resolve_precision(precision: str, source: str = "option precision") -> str:
     return precision
 
 
+def canonical_precision(precision: str, source: str = "precision") -> str:
+    """The one name of a training precision: ``"float32"``, ``"bfloat16"`` or ``"float16"``.
+
+    Keras' policy names (``"mixed_bfloat16"``, ``"mixed_float16"``), which
+    older run configurations hold, are accepted and translated.
+    """
+    aliases = {policy: name for name, policy in KERAS_POLICIES.items()}
+    name = aliases.get(str(precision), str(precision))
+    if name not in TRAINING_PRECISIONS:
+        raise InputError(source, f"{precision!r} is not a precision", f"use one of {', '.join(TRAINING_PRECISIONS)}")
+    return name
+
+
+def keras_policy(precision: str) -> str:
+    """The Keras dtype policy (``keras.config.set_dtype_policy``) of a precision."""
+    return KERAS_POLICIES[canonical_precision(precision)]
+
+
 def _all_layers(model):
     """Every layer of *model*, nested models' layers included."""
     for layer in model.layers:
@@ -84,7 +106,7 @@ def set_compute_precision(model, precision: str):
     import keras
 
     precision = resolve_precision(precision)
-    policy_name = "mixed_bfloat16" if precision == "bfloat16" else "float32"
+    policy_name = keras_policy(precision)
     for layer in _all_layers(model):
         if layer.name in FLOAT32_LAYERS or isinstance(layer, keras.layers.InputLayer):
             continue

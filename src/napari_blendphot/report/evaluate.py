@@ -39,7 +39,8 @@ from napari_blendphot.metrics.selection import (
     reference_detection_column,
 )
 
-__all__ = ["EvaluationReport", "SUMMARY_COLUMNS", "evaluate", "summary_table"]
+__all__ = ["EvaluationReport", "SUMMARY_COLUMNS", "detection_case_summary", "evaluate", "markdown_tables",
+           "method_summary", "summary_table"]
 
 #: Columns of ``summary.csv``.
 SUMMARY_COLUMNS = ("method", "label", "galaxy", "selection", "n", "n_detected", "n_undetected", "mean_dmag",
@@ -50,20 +51,20 @@ _GALAXY_ROWS = (*GALAXIES, "both")
 
 @dataclass
 class EvaluationReport:
-    """What :func:`evaluate` wrote."""
+    """What :func:`evaluate` computed and wrote (paths are None when nothing was written)."""
 
-    out_dir: Path
+    out_dir: Path | None
     summary: object  # astropy.table.Table
-    summary_path: Path
-    markdown_path: Path
-    html_path: Path
+    summary_path: Path | None = None
+    markdown_path: Path | None = None
+    html_path: Path | None = None
     figures: dict = field(default_factory=dict)  # {name: Path}
     manifest_path: Path | None = None
 
     @property
     def paths(self) -> list[Path]:
-        return [self.summary_path, self.markdown_path, self.html_path, *self.figures.values(),
-                *([self.manifest_path] if self.manifest_path else [])]
+        return [p for p in (self.summary_path, self.markdown_path, self.html_path, *self.figures.values(),
+                            self.manifest_path) if p]
 
 
 def summary_table(table):
@@ -87,6 +88,108 @@ def summary_table(table):
     if not rows:
         raise InputError("results table", "no methods to evaluate")
     return Table(rows=rows, names=SUMMARY_COLUMNS)
+
+
+def _none_if_nan(value):
+    value = float(value)
+    return value if np.isfinite(value) else None
+
+
+def method_summary(table, method: str, summary=None) -> dict:
+    """One method's statistics over every blend (selection "all") as a JSON-ready dict.
+
+    ``{"flux_mape_pct", "mean_iou" (mask-making methods), "central": {...},
+    "companion": {...}}`` with, per galaxy, ``n`` (galaxies measured),
+    ``flux_mape_pct``, ``bias_dmag``, ``sigma_dmag``, ``outlier_fraction`` and
+    ``mean_iou``; None where nothing was measured.  The numbers are
+    :func:`summary_table`'s (give it as *summary* to save recomputing).
+    """
+    summary = summary_table(table) if summary is None else summary
+    rows = {str(row["galaxy"]): row for row in summary
+            if row["method"] == method and row["selection"] == "all"}
+    if not rows:
+        raise InputError("results table", f"no method {method!r}")
+    out = {"flux_mape_pct": _none_if_nan(rows["both"]["flux_mape_percent"])}
+    if np.isfinite(rows["both"]["mean_iou"]):
+        out["mean_iou"] = float(rows["both"]["mean_iou"])
+    for galaxy in GALAXIES:
+        row = rows[galaxy]
+        out[galaxy] = {"n": int(row["n_detected"]), "flux_mape_pct": _none_if_nan(row["flux_mape_percent"]),
+                       "bias_dmag": _none_if_nan(row["mean_dmag"]), "sigma_dmag": _none_if_nan(row["sigma"]),
+                       "outlier_fraction": _none_if_nan(row["outliers_percent"] / 100.0)}
+        if np.isfinite(row["mean_iou"]):
+            out[galaxy]["mean_iou"] = float(row["mean_iou"])
+    return out
+
+
+def detection_case_summary(table, detection_column: str = "detection_sep"):
+    """Flux MAPE of every method per detection case of *detection_column*, central and companion.
+
+    Cases (SPEC §5): 0 only the central found, 1 only the companion, 2 both,
+    3 more than two sources; -1 nothing assigned.  Each method is scored on the
+    galaxies it measured in the blends of a case (the networks: all of them).
+    Returns an astropy Table: ``method, case, n_blends, central_n,
+    central_flux_mape_pct, companion_n, companion_flux_mape_pct``.
+    """
+    from astropy.table import Table
+
+    from napari_blendphot.report.results import methods_in
+
+    if detection_column not in table.colnames:
+        raise InputError("results table", f"has no column {detection_column!r}")
+    cases = np.asarray(table[detection_column]).astype(np.int64)
+    rows = []
+    for method in methods_in(table):
+        for case in sorted(set(cases.tolist())):
+            keep = cases == case
+            row = [method, int(case), int(keep.sum())]
+            for galaxy in GALAXIES:
+                data = binned.galaxy_measurements(table[keep], method, galaxy, "all")
+                stats = photometry_stats(data["true_flux"], data["pred_flux"], zp_pred=binned.zero_point_of(table, method),
+                                         source=f"method {method}, {galaxy}, case {case}")
+                row += [stats.n_detected, stats.flux_mape]
+            rows.append(tuple(row))
+    return Table(rows=rows or None, names=("method", "case", "n_blends", "central_n", "central_flux_mape_pct",
+                                           "companion_n", "companion_flux_mape_pct"),
+                 dtype=(str, int, int, int, float, int, float))
+
+
+def markdown_tables(table, detection_column: str | None = None) -> str:
+    """The Markdown tables of docs/results.md: per method and galaxy, then MAPE per detection case.
+
+    Every number comes from :func:`summary_table` and :func:`detection_case_summary`;
+    *detection_column* defaults to the table's reference detection column
+    (``detection_sextractor`` in the paper's catalogue, else ``detection_sep``).
+    """
+    from napari_blendphot.report.results import method_label, methods_in
+
+    detection_column = detection_column or reference_detection_column(table)
+
+    summary = summary_table(table)
+    selected = {"all": "all", "detected": "SEP-detected"}
+    lines = ["| method | galaxy | blends | N measured | bias dmag | sigma dmag | outliers | flux MAPE | mean IoU |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for method in methods_in(table):
+        for galaxy in GALAXIES:
+            for selection in ("all", "detected"):
+                rows = summary[(summary["method"] == method) & (summary["galaxy"] == galaxy)
+                               & (summary["selection"] == selection)]
+                if len(rows) == 0:
+                    continue
+                row = rows[0]
+                lines.append(f"| {method_label(table, method)} | {galaxy} ({selected[selection]}) | {row['n']} | "
+                             f"{row['n_detected']} | {_fmt(row['mean_dmag'], '+.3f')} | {_fmt(row['sigma'], '.3f')} | "
+                             f"{_fmt(row['outliers_percent'], '.2f')}% | {_fmt(row['flux_mape_percent'], '.2f')}% | "
+                             f"{_fmt(row['mean_iou'], '.3f', empty='')} |")
+    if detection_column is not None:
+        lines += ["", "| method | detection case | blends | central MAPE | companion MAPE |",
+                  "| --- | --- | --- | --- | --- |"]
+        for row in detection_case_summary(table, detection_column):
+            cells = [f"{_fmt(row[f'{g}_flux_mape_pct'], '.2f', empty='')}% ({row[f'{g}_n']})".lstrip("%")
+                     for g in GALAXIES]
+            lines.append(f"| {method_label(table, row['method'])} | {row['case']} {detection_case_name(row['case'])} | "
+                         f"{row['n_blends']} | {cells[0].strip()} | {cells[1].strip()} |")
+    return "\n".join(lines)
 
 
 def _figure_jobs(table):
@@ -188,16 +291,19 @@ def _write_manifest(out_dir: Path, files, complete: bool) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
-def evaluate(results, out_dir, overwrite: bool = False) -> EvaluationReport:
-    """Write the evaluation report of a results table.
+def evaluate(results, out_dir=None, overwrite: bool = False) -> EvaluationReport:
+    """The statistics of a results table and, with *out_dir*, its written report.
 
     Parameters
     ----------
     results : astropy.table.Table or path
-        A results table (or a file :func:`~napari_blendphot.report.results.read_results`
-        reads, including the paper's ``output_catalog.csv``).
-    out_dir : path
-        Output folder (created if missing).
+        A results table (what :func:`napari_blendphot.predict` returns, or a
+        file :func:`~napari_blendphot.report.results.read_results` reads,
+        including the paper's ``output_catalog.csv``).
+    out_dir : path, optional
+        Output folder (created if missing) for ``summary.csv``, ``report.md``,
+        ``report.html`` and the figures; without it nothing is written and
+        the report holds the summary table alone.
     overwrite : bool
         Replace a report written there before (only the files its manifest
         lists; figures of the old report that the new one does not make are
@@ -218,7 +324,7 @@ def evaluate(results, out_dir, overwrite: bool = False) -> EvaluationReport:
     from napari_blendphot.provenance import make_provenance, sha256_file
     from napari_blendphot.report.figures import save_figure
     from napari_blendphot.report.results import _validate, read_results
-    from napari_blendphot.tables import write_table_file
+    from napari_blendphot.tables import meta_path, write_table_file
 
     if isinstance(results, (str, os.PathLike)):
         source = Path(results)
@@ -229,9 +335,13 @@ def evaluate(results, out_dir, overwrite: bool = False) -> EvaluationReport:
         _validate(table, "results table")
         source = None
         inputs = {}
+    if out_dir is None:
+        return EvaluationReport(None, summary_table(table))
     out_dir = Path(out_dir)
     jobs = _figure_jobs(table)
-    names = ["summary.csv", "report.md", "report.html", *(f"{name}.png" for name, _, _ in jobs)]
+    # The CSV's metadata file goes first: it is installed before the CSV it describes.
+    names = ["summary.csv.meta.json", "summary.csv", "report.md", "report.html",
+             *(f"{name}.png" for name, _, _ in jobs)]
     old = check_report_output(out_dir, names, overwrite, inputs=[source] if source else ())
 
     summary = summary_table(table)
@@ -246,6 +356,7 @@ def evaluate(results, out_dir, overwrite: bool = False) -> EvaluationReport:
     try:
         staged["summary.csv"] = partial_name(out_dir / "summary.csv", ".csv")
         write_table_file(_rounded(summary), staged["summary.csv"], "csv")
+        staged["summary.csv.meta.json"] = meta_path(staged["summary.csv"])
         figure_paths, captions = {}, {}
         for name, caption, build in jobs:
             staged[f"{name}.png"] = partial_name(out_dir / f"{name}.png", ".png")
@@ -290,8 +401,8 @@ def _rounded(summary):
     return out
 
 
-def _fmt(value, spec: str) -> str:
-    return "-" if value is None or (isinstance(value, float) and not np.isfinite(value)) else format(value, spec)
+def _fmt(value, spec: str, empty: str = "-") -> str:
+    return empty if value is None or (isinstance(value, float) and not np.isfinite(value)) else format(value, spec)
 
 
 class _ReportContext:

@@ -40,7 +40,6 @@ __all__ = [
     "save_figure",
 ]
 
-_KNOWN_COLORS = {"blend2flux": "#1f6fb4", "blend2mask2flux": "#2a9d4b", "sextractor": "#d1495b", "sep": "#d1495b"}
 _OTHER_COLORS = ("#7b4fa0", "#e08a1e", "#3a9fb0", "#8c564b", "#c2b02a", "#555555")
 #: dmag axis range of the paper-style panels (SExtractor's tails are clipped, and said to be).
 DMAG_LIMIT = 1.5
@@ -56,12 +55,16 @@ def _new_figure(width: float, height: float):
 
 
 def method_color(table, method: str) -> str:
-    """A stable colour per method: fixed for the paper's methods, then by position."""
-    from napari_blendphot.report.results import methods_in
+    """A stable colour per method: the registry's (or the paper catalogue's), then by position."""
+    from napari_blendphot.deblend.registry import display_of
+    from napari_blendphot.report.results import PAPER_COLORS, methods_in
 
-    if method in _KNOWN_COLORS:
-        return _KNOWN_COLORS[method]
-    others = [m for m in methods_in(table) if m not in _KNOWN_COLORS]
+    def fixed(name):
+        return display_of(name)[1] or PAPER_COLORS.get(name, "")
+
+    if fixed(method):
+        return fixed(method)
+    others = [m for m in methods_in(table) if not fixed(m)]
     index = others.index(method) if method in others else len(others)
     return _OTHER_COLORS[index % len(_OTHER_COLORS)]
 

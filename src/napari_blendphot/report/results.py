@@ -4,10 +4,13 @@ Schema (``docs/results_format.md``, ``docs/architecture.md``):
 
 - the blend catalogue columns (``id, distance, dy, dx, g1_*, g2_*``...);
 - per method ``m``: ``g1_flux_<m>``, ``g2_flux_<m>`` (NaN = not detected);
-  ``g1_iou_<m>``, ``g2_iou_<m>`` where the method makes masks and true masks
-  were given; ``<key>_<m>`` for each per-blend extra array (``detection_sep``);
+  where the method gives flux errors, ``g1_flux_err_<m>``, ``g2_flux_err_<m>``
+  (1 sigma, same units) and ``g1_mag_err_<m>``, ``g2_mag_err_<m>``
+  (``2.5 / ln 10 * flux_err / flux``); ``g1_iou_<m>``, ``g2_iou_<m>`` where the
+  method makes masks and true masks were given; ``<key>_<m>`` for each
+  per-blend extra array (``detection_sep``);
 - ``meta``: ``methods`` (list of names), ``zero_points`` ({method: zp}),
-  ``provenance``.
+  ``flux_errors`` ({method: whether it gives errors}), ``provenance``.
 
 Streaming: :func:`build_results_table` works on any slice of blends, so a
 long ``predict`` can build one table per chunk and join them with
@@ -32,6 +35,8 @@ __all__ = [
     "PAPER_METHODS",
     "build_results_table",
     "concatenate_results",
+    "merge_results",
+    "rename_method",
     "is_paper_catalog",
     "method_label",
     "methods_in",
@@ -42,16 +47,18 @@ __all__ = [
 
 #: Short names of the paper's catalogue -> our method names.
 PAPER_METHODS = {"b2f": "blend2flux", "b2m2f": "blend2mask2flux", "sex": "sextractor"}
-#: Human-readable names of known methods (others are shown by name).
-_LABELS = {"blend2flux": "blend2flux", "blend2mask2flux": "blend2mask2flux", "sextractor": "SExtractor",
-           "sep": "SEP"}
+#: Labels and colours of the paper catalogue's methods (registered methods have theirs in the registry).
+PAPER_LABELS = {"blend2flux": "blend2flux", "blend2mask2flux": "blend2mask2flux", "sextractor": "SExtractor"}
+PAPER_COLORS = {"sextractor": "#d1495b"}
 _TRUTH_COLUMNS = ("g1_flux", "g2_flux")
 
 
 def method_label(table, method: str) -> str:
-    """Label of *method* for figures: ``meta["labels"]``, a known name, or the name itself."""
+    """Label of *method* for figures: ``meta["labels"]``, the registry's short label, the paper's, or the name."""
+    from napari_blendphot.deblend.registry import display_of
+
     labels = (getattr(table, "meta", None) or {}).get("labels") or {}
-    return str(labels.get(method) or _LABELS.get(method, method))
+    return str(labels.get(method) or display_of(method)[0] or PAPER_LABELS.get(method, method))
 
 
 def _check_method_name(name) -> str:
@@ -121,6 +128,7 @@ def build_results_table(catalog, outputs, true_masks=None, zero_points=None, pro
     table = Table(catalog, copy=True)
     table.meta = {}
     labels = {}
+    with_errors = {}
     for name, output in named:
         fluxes = np.asarray(output.fluxes, dtype=np.float64)
         if fluxes.shape != (n, 2):
@@ -130,6 +138,13 @@ def build_results_table(catalog, outputs, true_masks=None, zero_points=None, pro
                 raise InputError("blend catalogue", f"already has a column {column!r}")
         table[f"g1_flux_{name}"] = fluxes[:, 0]
         table[f"g2_flux_{name}"] = fluxes[:, 1]
+        errors = getattr(output, "flux_errors", None)
+        with_errors[name] = errors is not None
+        if errors is not None:
+            flux_errors, mag_errors = _checked_errors(name, fluxes, errors)
+            for index, galaxy in enumerate(("g1", "g2")):
+                table[f"{galaxy}_flux_err_{name}"] = flux_errors[:, index]
+                table[f"{galaxy}_mag_err_{name}"] = mag_errors[:, index]
         masks = getattr(output, "masks", None)
         if masks is not None and true_masks is not None:
             masks = np.asarray(masks)
@@ -144,18 +159,40 @@ def build_results_table(catalog, outputs, true_masks=None, zero_points=None, pro
                 raise InputError(f"{name} output", f"extra array {key!r} has shape {values.shape}, expected ({n},)")
             if f"{key}_{name}" in table.colnames:
                 raise InputError(f"{name} output", f"extra array {key!r} would overwrite the column "
-                                 f"{key}_{name!s} (a flux, IoU or catalogue column)",
-                                 "rename the key in the method's DeblendOutput.extra")
+                                 f"{key}_{name!s} (a flux, flux error, IoU or catalogue column)",
+                                 "rename the key in the method's DeblendOutput.extra; flux errors belong in "
+                                 "DeblendOutput.flux_errors")
             table[f"{key}_{name}"] = values
         label = (getattr(output, "metadata", None) or {}).get("label")
         if label:
             labels[name] = str(label)
     table.meta["methods"] = [name for name, _ in named]
     table.meta["zero_points"] = {name: float(zero_points.get(name, ZERO_POINT)) for name, _ in named}
+    table.meta["flux_errors"] = with_errors
     if labels:
         table.meta["labels"] = labels
     table.meta["provenance"] = dict(provenance or {})
     return table
+
+
+#: ``mag_err = MAG_PER_RELATIVE_FLUX * flux_err / flux`` (first order of ``-2.5 log10``).
+MAG_PER_RELATIVE_FLUX = 2.5 / np.log(10.0)
+
+
+def _checked_errors(name: str, fluxes: np.ndarray, errors) -> tuple[np.ndarray, np.ndarray]:
+    """(flux errors, magnitude errors) (N, 2); NaN where the flux is not measured, never NaN or inf where it is."""
+    errors = np.asarray(errors, dtype=np.float64)
+    if errors.shape != fluxes.shape:
+        raise InputError(f"{name} output", f"flux errors of shape {errors.shape}, fluxes {fluxes.shape}")
+    measured = np.isfinite(fluxes)
+    bad = measured & ~(np.isfinite(errors) & (errors >= 0))
+    if bad.any():
+        raise InputError(f"{name} output", f"{int(bad.sum())} measured flux(es) have a NaN, infinite or negative "
+                         "error", "a method must give a finite error for every flux it measures")
+    errors = np.where(measured, errors, np.nan)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mags = np.where(measured & (fluxes > 0), MAG_PER_RELATIVE_FLUX * errors / fluxes, np.nan)
+    return errors, mags
 
 
 def concatenate_results(tables):
@@ -167,7 +204,7 @@ def concatenate_results(tables):
         raise InputError("results chunks", "nothing to concatenate")
     first = tables[0]
     for index, table in enumerate(tables[1:], start=1):
-        for key in ("methods", "zero_points"):
+        for key in ("methods", "zero_points", "flux_errors"):
             if table.meta.get(key) != first.meta.get(key):
                 raise InputError("results chunks", f"chunk {index} has {key} {table.meta.get(key)!r}, "
                                  f"chunk 0 has {first.meta.get(key)!r}")
@@ -176,6 +213,74 @@ def concatenate_results(tables):
     out = vstack(tables, join_type="exact", metadata_conflicts="silent")
     out.meta = dict(first.meta)
     return out
+
+
+def rename_method(table, old: str, new: str, label: str | None = None):
+    """A copy of *table* in which method *old* is called *new* (its columns ``*_<old>`` and its metadata)."""
+    _check_method_name(new)
+    methods = methods_in(table)
+    if old not in methods:
+        raise InputError("results table", f"has no method {old!r}")
+    if new in methods and new != old:
+        raise InputError("results table", f"already has a method {new!r}")
+    out = table.copy()
+    for name in table.colnames:
+        if name.endswith(f"_{old}"):
+            out.rename_column(name, name[: -len(old)] + new)
+    meta = out.meta
+    meta["methods"] = [new if m == old else m for m in methods]
+    for key in ("zero_points", "labels", "flux_errors"):
+        if isinstance(meta.get(key), dict) and old in meta[key]:
+            meta[key] = {(new if m == old else m): v for m, v in meta[key].items()}
+    if label is not None:
+        meta.setdefault("labels", {})[new] = str(label)
+    return out
+
+
+def merge_results(tables, provenance: dict | None = None):
+    """One results table with the method columns of all *tables*, joined on the blend ``id``.
+
+    Every table must hold the same blends (same ids and the same truth
+    columns); method columns must not repeat.
+    """
+    from astropy.table import Table
+
+    tables = list(tables)
+    if not tables:
+        raise InputError("results tables", "nothing to merge")
+    base = tables[0]
+    ids = np.asarray(base["id"])
+    merged = Table(base, copy=True)
+    methods = list(methods_in(base))
+    zero_points = dict(base.meta.get("zero_points") or {})
+    labels = dict(base.meta.get("labels") or {})
+    flux_errors = dict(base.meta.get("flux_errors") or {})
+    for index, table in enumerate(tables[1:], start=1):
+        other_ids = np.asarray(table["id"])
+        if set(other_ids.tolist()) != set(ids.tolist()) or len(other_ids) != len(ids):
+            raise InputError(f"results table {index}", "holds other blends than the first table")
+        order = np.argsort(other_ids)[np.searchsorted(np.sort(other_ids), ids)]
+        for column in ("g1_flux", "g2_flux"):
+            if not np.allclose(np.asarray(table[column])[order], np.asarray(base[column]), rtol=1e-6):
+                raise InputError(f"results table {index}", f"column {column} differs from the first table's")
+        for method in methods_in(table):
+            if method in methods:
+                raise InputError(f"results table {index}", f"method {method!r} appears twice")
+            methods.append(method)
+            zero_points[method] = (table.meta.get("zero_points") or {}).get(method, ZERO_POINT)
+            if method in (table.meta.get("labels") or {}):
+                labels[method] = table.meta["labels"][method]
+            if method in (table.meta.get("flux_errors") or {}):
+                flux_errors[method] = table.meta["flux_errors"][method]
+            for column in table.colnames:
+                if column.endswith(f"_{method}"):
+                    merged[column] = np.asarray(table[column])[order]
+    merged.meta = {"methods": methods, "zero_points": zero_points, "provenance": dict(provenance or {})}
+    if labels:
+        merged.meta["labels"] = labels
+    if flux_errors:
+        merged.meta["flux_errors"] = flux_errors
+    return merged
 
 
 def methods_in(table) -> list[str]:
@@ -262,8 +367,8 @@ def write_results(table, stem_or_path, overwrite: bool = False) -> list[Path]:
     recognises and completes), or the new pair: never a CSV and a FITS file of
     different runs.
     """
-    from napari_blendphot.atomic import discard, fsync_path, install_file, partial_name, remove_stale_partials
-    from napari_blendphot.tables import write_table_file
+    from napari_blendphot.atomic import fsync_path, install_file, partial_name, remove_stale_partials
+    from napari_blendphot.tables import discard_table_file, install_table_file, write_table_file
 
     _validate(table, "results table", require_truth=False)
     targets = check_results_output(stem_or_path, overwrite)
@@ -278,11 +383,11 @@ def write_results(table, stem_or_path, overwrite: bool = False) -> list[Path]:
         replace = [os.path.lexists(t) for t in targets]  # checked above: ours to replace
         if replace[1]:
             os.unlink(targets[1])
-        install_file(staged[0], targets[0], replace=replace[0])
+        install_table_file(staged[0], targets[0], "csv", replace=replace[0])
         install_file(staged[1], targets[1], replace=False)
     except BaseException:
         for path in staged:
-            discard(path)
+            discard_table_file(path)
         raise
     fsync_path(targets[0].parent)
     return targets
@@ -319,8 +424,7 @@ def results_from_paper_catalog(table, source: str = "paper catalogue"):
     out.meta["methods"] = list(PAPER_METHODS.values())
     out.meta["zero_points"] = {"blend2flux": ZERO_POINT, "blend2mask2flux": ZERO_POINT,
                                "sextractor": PAPER_SEXTRACTOR_ZERO_POINT}
-    out.meta["labels"] = {"blend2flux": "blend2flux", "blend2mask2flux": "blend2mask2flux",
-                          "sextractor": "SExtractor"}
+    out.meta["labels"] = dict(PAPER_LABELS)
     out.meta["provenance"] = {"step": "paper-catalogue", "source": source,
                               "reference": "Boucaud et al. 2020, MNRAS 491, 2481 (arXiv:1905.01324)"}
     return out

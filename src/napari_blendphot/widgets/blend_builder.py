@@ -1,6 +1,6 @@
 """Blend Builder: make a blend by hand, as the paper does by rule, and watch it change live.
 
-A thin Qt view over :class:`~napari_blendphot.widgets._builder_model.BlendBuilderModel`:
+A thin Qt view over :class:`~napari_blendphot.app.builder.BlendBuilderModel`:
 
 * **Source**: a sample layer of the viewer (``metadata["blendphot_kind"] ==
   "sample"``: from the reader or the sample data), the embedded mock sample,
@@ -22,10 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 from qtpy.QtCore import Qt
-from qtpy.QtGui import QImage, QPixmap
 from qtpy.QtWidgets import (
     QComboBox,
-    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QGridLayout,
@@ -43,17 +41,15 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_blendphot.constants import CENTER, GALTYPES
-from napari_blendphot.widgets._builder_model import DMAG_RANGE, SHIFT_MAX, SHIFT_MIN, BlendBuilderModel
+from napari_blendphot.app.builder import DMAG_RANGE, SHIFT_MAX, SHIFT_MIN, BlendBuilderModel
+from napari_blendphot.widgets._builder_parts import (_THUMB, POSITION_LAYER, CompanionPointMixin, GalaxyPicker,
+                                                     stamp_pixmap)
+from napari_blendphot.widgets._builder_source import SampleSourceMixin
 
 #: Returned by BlendBuilderWidget._safely when the action raised (and was reported).
 _FAILED = object()
-#: Name of the Points layer whose single point is the companion's centre.
-POSITION_LAYER = "companion position"
 #: Slider steps per magnitude.
 _DMAG_STEPS = 100
-#: Thumbnail side in screen pixels.
-_THUMB = 112
 #: Keyboard shortcuts (viewer-wide; an active layer's own keys take precedence).
 SHORTCUTS = {
     "random": "R",
@@ -64,97 +60,13 @@ SHORTCUTS = {
 }
 
 
-def _stamp_pixmap(image, side: int = _THUMB) -> QPixmap:
-    """An asinh-stretched stamp as a grey pixmap of *side* x *side* screen pixels."""
-    from napari_blendphot.display import asinh_stretch
-
-    grey = np.ascontiguousarray((asinh_stretch(image) * 255).astype(np.uint8))
-    height, width = grey.shape
-    qimage = QImage(grey.data, width, height, width, QImage.Format.Format_Grayscale8).copy()
-    return QPixmap.fromImage(qimage).scaled(side, side, Qt.AspectRatioMode.KeepAspectRatio,
-                                            Qt.TransformationMode.FastTransformation)
-
-
 def _notify_error(exc: Exception) -> None:
-    from napari_blendphot.widgets._notify import notify
+    from napari_blendphot.widgets._qt import notify
 
     notify("error", str(exc))
 
 
-class _GalaxyPicker(QWidget):
-    """Type filter, magnitude range and a galaxy combo for one role (central or companion)."""
-
-    def __init__(self, role: str, parent=None):
-        super().__init__(parent)
-        self.role = role
-        self.type_combo = QComboBox()
-        self.type_combo.addItems(["any type", *GALTYPES])
-        self.type_combo.setToolTip(f"Only {role} galaxies of this morphological type")
-        self.mag_min = QDoubleSpinBox()
-        self.mag_max = QDoubleSpinBox()
-        for box, tip in ((self.mag_min, "faintest-first: brightest magnitude allowed"),
-                         (self.mag_max, "faintest magnitude allowed")):
-            box.setRange(10.0, 35.0)
-            box.setDecimals(1)
-            box.setSingleStep(0.5)
-            box.setToolTip(f"{role}: {tip} (F160W AB)")
-        self.mag_min.setToolTip(f"{role}: brightest F160W magnitude allowed")
-        self.galaxy_combo = QComboBox()
-        self.galaxy_combo.setToolTip(f"The {role} galaxy (type an id to jump to it)")
-        self.galaxy_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.galaxy_combo.setMinimumContentsLength(18)
-        filters = QHBoxLayout()
-        filters.setContentsMargins(0, 0, 0, 0)
-        filters.addWidget(self.type_combo)
-        filters.addWidget(QLabel("mag"))
-        filters.addWidget(self.mag_min)
-        filters.addWidget(QLabel("–"))
-        filters.addWidget(self.mag_max)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.setSpacing(2)
-        layout.addLayout(filters)
-        layout.addWidget(self.galaxy_combo)
-
-    def filter_values(self):
-        galtype = self.type_combo.currentText()
-        return (None if galtype == "any type" else galtype), self.mag_min.value(), self.mag_max.value()
-
-    def reset_range(self, mags) -> None:
-        low, high = float(np.floor(np.min(mags) * 2) / 2), float(np.ceil(np.max(mags) * 2) / 2)
-        for box, value in ((self.mag_min, low), (self.mag_max, high)):
-            box.blockSignals(True)
-            box.setValue(value)
-            box.blockSignals(False)
-        self.type_combo.blockSignals(True)
-        self.type_combo.setCurrentIndex(0)
-        self.type_combo.blockSignals(False)
-
-    def fill(self, model: BlendBuilderModel, rows, selected: int) -> None:
-        """List the galaxies *rows*; keep *selected* listed (even if filtered out) and current."""
-        rows = list(int(r) for r in rows)
-        if selected not in rows:
-            rows = sorted([*rows, selected])
-        catalog = model.catalog
-        self.galaxy_combo.blockSignals(True)
-        self.galaxy_combo.clear()
-        for row in rows:
-            self.galaxy_combo.addItem(f"{int(catalog['id'][row])}  {str(catalog['galtype'][row]).strip():4s}  "
-                                      f"{float(catalog['mag'][row]):.2f} mag", row)
-        self.galaxy_combo.setCurrentIndex(rows.index(selected))
-        self.galaxy_combo.blockSignals(False)
-
-    def select(self, row: int) -> bool:
-        index = self.galaxy_combo.findData(int(row))
-        if index < 0:
-            return False
-        self.galaxy_combo.blockSignals(True)
-        self.galaxy_combo.setCurrentIndex(index)
-        self.galaxy_combo.blockSignals(False)
-        return True
-
-
-class BlendBuilderWidget(QWidget):
+class BlendBuilderWidget(SampleSourceMixin, CompanionPointMixin, QWidget):
     """Dock widget: build a blend from two galaxies and place the companion on the canvas.
 
     Parameters
@@ -230,8 +142,8 @@ class BlendBuilderWidget(QWidget):
         pair = QGroupBox("Pair")
         pair_layout = QVBoxLayout(pair)
         pair_layout.setSpacing(3)
-        self.central_picker = _GalaxyPicker("central")
-        self.companion_picker = _GalaxyPicker("companion")
+        self.central_picker = GalaxyPicker("central")
+        self.companion_picker = GalaxyPicker("companion")
         pair_layout.addWidget(self._caption("Central", "#1fa1ff"))
         pair_layout.addWidget(self.central_picker)
         pair_layout.addWidget(self._caption("Companion", "#ff8c00"))
@@ -394,104 +306,6 @@ class BlendBuilderWidget(QWidget):
             _notify_error(exc)
         return _FAILED
 
-    # -- source --------------------------------------------------------------------------------
-    def sample_layers(self) -> list:
-        """Image layers of the viewer that hold a sample of isolated galaxies."""
-        return [layer for layer in self.viewer.layers
-                if layer.metadata.get("blendphot_kind") == "sample" and layer.metadata.get("sample") is not None]
-
-    def _refresh_sources(self, event=None) -> None:
-        current = self.source_combo.currentText()
-        self.source_combo.clear()
-        names = [layer.name for layer in self.sample_layers()]
-        self.source_combo.addItems(names)
-        if current in names:
-            self.source_combo.setCurrentText(current)
-        elif names:
-            # Qt 6 keeps index -1 (the placeholder) after addItems: choose the first layer.
-            self.source_combo.setCurrentIndex(0)
-        has = bool(names)
-        self.source_combo.setEnabled(has)
-        self.use_layer_button.setEnabled(has)
-        if not has:
-            self.source_combo.setPlaceholderText("no sample layer open")
-
-    def _use_selected_layer(self) -> None:
-        name = self.source_combo.currentText()
-        if name and name in self.viewer.layers:
-            layer = self.viewer.layers[name]
-            self.load_sample(layer.metadata["sample"], name=name)
-
-    def load_embedded(self, background: bool = True) -> None:
-        """Use the embedded mock sample (cleaned with the model's seed; cached)."""
-        def work():
-            from napari_blendphot._sample_data import cleaned_embedded_sample
-
-            return cleaned_embedded_sample(self.model.clean_seed)
-
-        self._run_loading(work, "embedded mock sample", background)
-
-    def load_sample(self, sample, name: str = "sample", background: bool = True) -> None:
-        """Use *sample*: its neighbours are cleaned (in a worker thread when *background*)."""
-        def work():
-            from napari_blendphot.clean.neighbours import clean_sample
-            from napari_blendphot.widgets._builder_model import is_cleaned
-
-            return sample if is_cleaned(sample) else clean_sample(sample, self.model.clean_seed)
-
-        self._run_loading(work, name, background)
-
-    def load_path(self, path, background: bool = True) -> None:
-        """Read a sample file or folder (any reader of :func:`napari_blendphot.sample.io.load_sample`)."""
-        from pathlib import Path
-
-        def work():
-            from napari_blendphot.clean.neighbours import clean_sample
-            from napari_blendphot.sample.io import load_sample
-
-            return clean_sample(load_sample(path), self.model.clean_seed)
-
-        self._run_loading(work, Path(path).name, background)
-
-    def _run_loading(self, work, name: str, background: bool) -> None:
-        if not background:
-            self._safely(self.model.set_sample, work(), name)
-            return
-        from napari.qt.threading import create_worker
-
-        if self._worker is not None:
-            return  # one load at a time
-        self.source_label.setText(f"Reading and cleaning {name}…")
-        self.busy.show()
-        for button in (self.embedded_button, self.open_button, self.use_layer_button):
-            button.setEnabled(False)
-        worker = create_worker(work)
-        worker.returned.connect(lambda sample: self._safely(self.model.set_sample, sample, name))
-        worker.errored.connect(_notify_error)
-        worker.finished.connect(self._loading_finished)
-        self._worker = worker
-        worker.start()
-
-    def _loading_finished(self) -> None:
-        self._worker = None
-        self.busy.hide()
-        self.embedded_button.setEnabled(True)
-        self.open_button.setEnabled(True)
-        self._refresh_sources()
-        if self.model.sample is None:
-            self.source_label.setText("No galaxies loaded.")
-
-    def _open_file_dialog(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open a sample of isolated galaxies", "",
-                                              "Sample files (*.fits *.fit *.fits.gz);;All files (*)")
-        if path:
-            self.load_path(path)
-
-    def _open_folder_dialog(self) -> None:
-        path = QFileDialog.getExistingDirectory(self, "Open a CANDELS folder or a folder of FITS cutouts")
-        if path:
-            self.load_path(path)
-
     # -- model -> view -------------------------------------------------------------------------
     def _on_sample_changed(self) -> None:
         sample = self.model.sample
@@ -519,8 +333,8 @@ class BlendBuilderWidget(QWidget):
         model = self.model
         self._fill_pickers()
         sample = model.sample
-        self.central_thumb.setPixmap(_stamp_pixmap(sample.images[model.central_index]))
-        self.companion_thumb.setPixmap(_stamp_pixmap(sample.images[model.companion_index]))
+        self.central_thumb.setPixmap(stamp_pixmap(sample.images[model.central_index]))
+        self.companion_thumb.setPixmap(stamp_pixmap(sample.images[model.companion_index]))
         self.central_text.setText(model.describe_galaxy(model.central_index).replace("  ", "<br>", 2))
         self.companion_text.setText(model.describe_galaxy(model.companion_index).replace("  ", "<br>", 2))
         self._contrast = None  # new galaxies: choose the display range again
@@ -545,7 +359,7 @@ class BlendBuilderWidget(QWidget):
             f"distance / R<sub>central</sub> <b>{values['distance_over_radius']:.2f}</b><br>"
             f"pair dmag (companion − central) <b>{values['pair_dmag']:+.2f}</b> "
             f"({values['companion_mag']:.2f} − {values['central_mag']:.2f})")
-        from napari_blendphot.widgets._session import BlendState, current_blend_for
+        from napari_blendphot.app.session import BlendState, current_blend_for
 
         current_blend_for(self.viewer).set(BlendState(image=blend.blend, name=model.name, truth=blend,
                                                       origin="builder", interactive=bool(model.interactive)))
@@ -553,7 +367,7 @@ class BlendBuilderWidget(QWidget):
     def _on_set_changed(self, count: int) -> None:
         self.set_label.setText(f"Set: {count} blend{'s' if count != 1 else ''}")
 
-    # -- layers --------------------------------------------------------------------------------
+    # -- layers (the companion's point: CompanionPointMixin) ---------------------------------------
     def _layer_alive(self, layer) -> bool:
         return layer is not None and layer in self.viewer.layers
 
@@ -582,94 +396,6 @@ class BlendBuilderWidget(QWidget):
         self._blend_layer.name = name
         self._truth_layer.name = f"{name} truth"
         self._update_point(blend)
-
-    def _update_point(self, blend) -> None:
-        position = np.array([[CENTER + blend.dy, CENTER + blend.dx]], dtype=float)
-        if not self._layer_alive(self._points_layer):
-            self._points_layer = self.viewer.add_points(
-                position, name=POSITION_LAYER, size=5, symbol="cross", face_color="#ff8c00",
-                border_color="white", border_width=0.1, metadata={"blendphot_kind": "builder-position"})
-            self._points_layer.events.data.connect(self._on_points_data)
-            self._points_layer.mode = "select"
-            self._points_layer.events.mode.connect(self._keep_drag_callback_last)
-            self._keep_drag_callback_last()
-            self.viewer.layers.selection.active = self._points_layer
-            return
-        if self._dragging:
-            return  # the user is moving the point: leave it under the cursor
-        if self._points_layer.data.shape == position.shape and np.allclose(self._points_layer.data, position):
-            return
-        self._syncing = True
-        try:
-            self._points_layer.data = position
-        finally:
-            self._syncing = False
-
-    # -- view -> model -------------------------------------------------------------------------
-    def _on_points_data(self, event) -> None:
-        """Point moved (drag released), set by code, added or deleted: follow the last point."""
-        if self._syncing or self.model.sample is None:
-            return
-        action = str(getattr(event, "action", "changed"))
-        if action in ("changing", "adding", "removing"):
-            return
-        data = np.asarray(self._points_layer.data)
-        if len(data) == 0:
-            # The user deleted the point: put it back where the companion is.
-            self._update_point(self.model.blend)
-            return
-        row, column = data[-1][-2:]
-        self._dragging = False
-        self._safely(self.model.set_companion_position, row, column, False)
-        if len(data) != 1:
-            self._syncing = True
-            try:
-                self._points_layer.data = np.array([[CENTER + self.model.dy, CENTER + self.model.dx]], float)
-            finally:
-                self._syncing = False
-        else:
-            self._snap_point()
-
-    def _snap_point(self) -> None:
-        position = np.array([[CENTER + self.model.dy, CENTER + self.model.dx]], float)
-        if not np.allclose(self._points_layer.data, position):
-            self._syncing = True
-            try:
-                self._points_layer.data = position
-            finally:
-                self._syncing = False
-
-    def _keep_drag_callback_last(self, event=None) -> None:
-        # napari appends its mode callback on every mode change; ours must run after it,
-        # so that it reads the point where napari has just moved it.
-        callbacks = self._points_layer.mouse_drag_callbacks
-        if self._on_points_drag in callbacks:
-            callbacks.remove(self._on_points_drag)
-        callbacks.append(self._on_points_drag)
-
-    def _on_points_drag(self, layer, event):
-        """Live update while the point is dragged (napari sends data events only on release)."""
-        if self.model.sample is None or layer.mode != "select":
-            return
-        yield
-        last = (self.model.dy, self.model.dx)
-        while event.type == "mouse_move":
-            if len(layer.selected_data) == 1 and len(layer.data) == 1:
-                row, column = layer.data[0][-2:]
-                self._dragging = True
-                try:
-                    self.model.set_companion_position(row, column, interactive=True)
-                except Exception:  # noqa: BLE001 - never break a drag in progress
-                    pass
-                last = (self.model.dy, self.model.dx)
-            yield
-        if self._dragging:
-            self._dragging = False
-            # The release's data event rebuilds with interactive=False; make sure it happens
-            # even when the last move ended on the same pixel.
-            if (self.model.dy, self.model.dx) == last:
-                self.model.rebuild(interactive=False)
-            self._snap_point()
 
     def _on_spin_changed(self, *args) -> None:
         if self._syncing or self.model.sample is None:

@@ -38,7 +38,6 @@ from qtpy.QtWidgets import (
     QInputDialog,
     QLabel,
     QLineEdit,
-    QMessageBox,
     QProgressBar,
     QPushButton,
     QSpinBox,
@@ -49,38 +48,15 @@ from qtpy.QtWidgets import (
 from napari_blendphot.constants import GALTYPES, STAMP_SIZE
 from napari_blendphot.curation.sidecar import REASONS
 from napari_blendphot.display import CENTRAL_LABEL, COMPANION_LABEL, GALAXY_COLORS
-from napari_blendphot.widgets._notify import notify as _notify
+from napari_blendphot.widgets._curation_opening import SHORTCUTS, CurationOpeningMixin
+from napari_blendphot.widgets._curation_page import (FRAMES_LAYER, LAYER_NAMES, PAGE_LAYER, PAGE_TILES_LAYER,
+                                                     PANEL_GAP, CurationPageMixin)
 
-#: Layer names (updated in place; never duplicated).
-LAYER_NAMES = ("original", "cleaned", "segmentation")
-#: Gap between the three panels, in pixels of the stamp.
-PANEL_GAP = 8
-#: Shortcut of each action: napari key (viewer/layer keymaps), Qt key sequence, text shown.
-SHORTCUTS = {
-    "accept": (("A",), "A", "A accept"),
-    "reject1": (("1",), "1", "1 reject: " + REASONS[0]),
-    "reject2": (("2",), "2", "2 reject: " + REASONS[1]),
-    "reject3": (("3",), "3", "3 reject: " + REASONS[2]),
-    "reject4": (("4",), "4", "4 reject: " + REASONS[3]),
-    "skip": (("S",), "S", "S skip (come back later)"),
-    "undo": (("U", "Control-Z"), "U", "U / Ctrl+Z undo last decision"),
-    "note": (("N",), "N", "N note"),
-    "type": (("T",), "T", "T change type (sph, disk, sphd, irr)"),
-    "previous": (("Left",), "Left", "← previous"),
-    "next": (("Right",), "Right", "→ next (in the filter)"),
-    "page": (("G",), "G", "G page of thumbnails on/off"),
-    "page_previous": (("PageUp",), "PgUp", "PgUp previous page"),
-    "page_next": (("PageDown",), "PgDown", "PgDn next page"),
-}
-#: Layers of the page of thumbnails (present only while the page is shown).
-PAGE_LAYER = "curation page"
-PAGE_TILES_LAYER = "curation page tiles"
-#: Space between the Figure-1 panels and the page of thumbnails, in stamp pixels.
-PAGE_OFFSET = 4 * PANEL_GAP
+__all__ = ["CurationWidget", "FRAMES_LAYER", "LAYER_NAMES", "PAGE_LAYER", "PAGE_TILES_LAYER", "SHORTCUTS"]
+from napari_blendphot.widgets._qt import notify as _notify
+
 #: Titles drawn above the panels.
 PANEL_TITLES = ("original", "cleaned", "segmentation")
-#: Shapes layer holding the panel frames and titles.
-FRAMES_LAYER = "curation panels"
 #: Segmentation panel colours: the central galaxy's segment blue, every other source orange.
 SEGMENTATION_COLORS = {None: (0.0, 0.0, 0.0, 0.0), 0: (0.0, 0.0, 0.0, 0.0), 1: GALAXY_COLORS[CENTRAL_LABEL],
                        2: GALAXY_COLORS[COMPANION_LABEL]}
@@ -99,7 +75,7 @@ def segmentation_labels(segmap):
     return labels
 
 
-class CurationWidget(QWidget):
+class CurationWidget(CurationOpeningMixin, CurationPageMixin, QWidget):
     """Dock widget: curate a sample (accept / reject with reason / skip), saved to a sidecar.
 
     Parameters
@@ -275,51 +251,6 @@ class CurationWidget(QWidget):
         undo.activated.connect(lambda: self.do("undo"))
         self._set_enabled(False)
 
-    def _build_page_group(self) -> QGroupBox:
-        from napari_blendphot.curation.pages import CURRENT_COLOR, DECISION_COLORS, MAX_GRID_SIDE
-
-        group = QGroupBox("Page of thumbnails")
-        box = QVBoxLayout(group)
-        row = QHBoxLayout()
-        self.page_check = QCheckBox("Show page  [G]")
-        self.page_check.setToolTip("A grid of the cleaned stamps of the filtered galaxies: the page that holds "
-                                   "the current galaxy, right of the panels. Click a tile to open it.")
-        self.page_rows_spin = QSpinBox()
-        self.page_columns_spin = QSpinBox()
-        for spin, tip in ((self.page_rows_spin, "rows"), (self.page_columns_spin, "columns")):
-            spin.setRange(1, MAX_GRID_SIDE)
-            spin.setValue(6)
-            spin.setToolTip(f"Thumbnail {tip} per page")
-        row.addWidget(self.page_check)
-        row.addStretch(1)
-        row.addWidget(self.page_rows_spin)
-        row.addWidget(QLabel("×"))
-        row.addWidget(self.page_columns_spin)
-        box.addLayout(row)
-        nav = QHBoxLayout()
-        self.page_previous_button = QPushButton("◀  Page  [PgUp]")
-        self.page_next_button = QPushButton("Page  ▶  [PgDn]")
-        self.page_label = QLabel("")
-        nav.addWidget(self.page_previous_button)
-        nav.addWidget(self.page_label, 1, Qt.AlignmentFlag.AlignCenter)
-        nav.addWidget(self.page_next_button)
-        box.addLayout(nav)
-        names = (("accept", "accepted"), ("reject", "rejected"), ("skip", "skipped"), (None, "undecided"))
-        legend = QLabel("outline: " + " · ".join(
-            f"<b style='color:{DECISION_COLORS[key]}'>■ {text}</b>" for key, text in names)
-            + f" · <b style='color:{CURRENT_COLOR}'>□ current</b> (outer white frame)")
-        legend.setWordWrap(True)
-        legend.setTextFormat(Qt.TextFormat.RichText)
-        legend.setToolTip("Okabe-Ito colours, distinguishable with the common colour-vision deficiencies; "
-                          "the tile text repeats the decision: 'ok', 'rej N' (reason N), 'skip'.")
-        box.addWidget(legend)
-        self.page_check.toggled.connect(self._set_page_shown)
-        self.page_rows_spin.valueChanged.connect(self._show_page)
-        self.page_columns_spin.valueChanged.connect(self._show_page)
-        self.page_previous_button.clicked.connect(lambda: self.do("page_previous"))
-        self.page_next_button.clicked.connect(lambda: self.do("page_next"))
-        return group
-
     def _set_enabled(self, enabled: bool) -> None:
         for widget in (self.page_check, self.page_rows_spin, self.page_columns_spin, self.page_previous_button,
                        self.page_next_button, self.accept_button, self.skip_button, self.undo_button,
@@ -327,41 +258,6 @@ class CurationWidget(QWidget):
                        self.note_button, self.previous_button, self.next_button, self.type_combo,
                        self.export_button, *self.reject_buttons):
             widget.setEnabled(enabled)
-
-    # -- keys ------------------------------------------------------------------------------------
-    def _key_callback(self, name):
-        def callback(_provider):
-            if self.model is not None:
-                self.do(name)
-        return callback
-
-    def _bind_viewer_keys(self) -> None:
-        """Take the curation keys on the viewer once a sample is open; give them back when the widget goes.
-
-        (Left/Right step napari's sliders otherwise: they are only borrowed while curating.)
-        """
-        if self._viewer_keys_bound:
-            return
-        previous = {}
-        for name, (keys, _, _) in SHORTCUTS.items():
-            for key in keys:
-                previous[key] = self.viewer.bind_key(key, self._key_callback(name), overwrite=True)
-        self._viewer_keys_bound = True
-        viewer = self.viewer
-
-        def restore(*_):
-            for key, function in previous.items():
-                viewer.bind_key(key, function, overwrite=True)
-
-        self.destroyed.connect(restore)
-        self._restore_viewer_keys = restore
-
-    def _bind_layer_keys(self, layer) -> None:
-        # An active layer's keymap is asked before the viewer's (Labels uses 1-4 for its tools):
-        # our own panels answer the curation keys themselves.
-        for name, (keys, _, _) in SHORTCUTS.items():
-            for key in keys:
-                layer.bind_key(key, self._key_callback(name), overwrite=True)
 
     # -- actions ---------------------------------------------------------------------------------
     def do(self, name: str) -> None:
@@ -437,113 +333,6 @@ class CurationWidget(QWidget):
             self.model.first()
         self._refresh_labels()
 
-    # -- opening ---------------------------------------------------------------------------------
-    def _open_file_dialog(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Sample to curate", "",
-                                              "Sample files (*.fits *.fit *.fits.gz);;All files (*)")
-        if path:
-            self.open_sample(path)
-
-    def _open_folder_dialog(self) -> None:
-        path = QFileDialog.getExistingDirectory(self, "CANDELS folder (candels_img.npy) or FITS cutouts")
-        if path:
-            self.open_sample(path)
-
-    def open_selected_layer(self) -> None:
-        """Curate the :class:`GalaxySample` behind the selected layer (``metadata["sample"]``)."""
-        layer = self.viewer.layers.selection.active
-        sample = None if layer is None else layer.metadata.get("sample")
-        if sample is None:
-            _notify("warning", "Select a layer holding a sample of isolated galaxies (File > Open a sample "
-                               "file or File > Open Sample > napari-blendphot).")
-            return
-        self.open_sample(sample)
-
-    def open_sample(self, source, sidecar=None, background: bool = True, repair: bool = False) -> None:
-        """Open *source* (``"embedded"``, a sample file, a CANDELS/cutout folder, or a GalaxySample)
-        and its sidecar (default: :func:`~napari_blendphot.curation.sidecar.default_sidecar_path`).
-
-        Reading and hashing the sample runs in a worker thread when *background*.
-        A damaged sidecar asks whether to repair it (after a backup).
-        """
-        from napari_blendphot.curation.sidecar import default_sidecar_path
-
-        reviewer = self.reviewer_edit.text().strip() or None
-
-        def work():
-            from napari_blendphot.curation.sidecar import DecisionStore
-            from napari_blendphot.sample.io import load_sample
-
-            sample = source if hasattr(source, "images") else load_sample(source)
-            path = sidecar
-            if path is None:
-                path = default_sidecar_path(sample.source if hasattr(source, "images") else source)
-            return sample, DecisionStore(path, sample, reviewer=reviewer, repair=repair)
-
-        def failed(exc):
-            from napari_blendphot.curation.sidecar import CorruptSidecarError
-
-            if isinstance(exc, CorruptSidecarError) and not repair:
-                answer = QMessageBox.question(
-                    self, "Damaged curation sidecar",
-                    f"{exc}\n\nRepair it? The damaged file is first copied to a timestamped .bak file, "
-                    f"then rewritten with the {exc.readable} readable decision(s).")
-                if answer == QMessageBox.StandardButton.Yes:
-                    self.open_sample(source, sidecar, background=False, repair=True)
-                return
-            _notify("error", f"Curation: {exc}")
-
-        if not background:
-            try:
-                self._set_session(*work())
-            except Exception as exc:  # shown, never raised into Qt
-                failed(exc)
-            return
-        if self._worker is not None:
-            return
-        from napari.qt.threading import create_worker
-
-        self.source_label.setText(f"Opening {getattr(source, 'source', source)}…")
-        worker = create_worker(work)
-        worker.returned.connect(lambda result: self._set_session(*result))
-        worker.errored.connect(failed)
-        worker.finished.connect(self._opening_finished)
-        self._worker = worker
-        worker.start()
-
-    def _opening_finished(self) -> None:
-        self._worker = None
-        if self.model is None:
-            self.source_label.setText("No sample open.")
-
-    def _set_session(self, sample, store) -> None:
-        from napari_blendphot.curation.model import CurationModel
-
-        if self.model is not None:
-            self.model.current_changed.disconnect(self._on_current_changed)
-            self.model.decisions_changed.disconnect(self._refresh_labels)
-            self.model.pending_changed.disconnect(self._refresh_labels)
-            self.model.decisions_changed.disconnect(self._show_page)
-            self.model.filter_changed.disconnect(self._show_page)
-        self.model = CurationModel(sample, store, clean_seed=self.seed_spin.value())
-        self._bind_viewer_keys()
-        self.model.current_changed.connect(self._on_current_changed)
-        self.model.decisions_changed.connect(self._refresh_labels)
-        self.model.pending_changed.connect(self._refresh_labels)
-        self.model.decisions_changed.connect(self._show_page)
-        self.model.filter_changed.connect(self._show_page)
-        self._page_key = None
-        if store.backup_path is not None:
-            _notify("warning", f"Repaired {store.path.name}: {len(store.repair_problems)} damaged line(s) dropped; "
-                               f"the damaged file was kept as {store.backup_path.name}")
-        self.source_label.setText(f"<b>{len(sample)}</b> galaxies from {sample.source}<br>"
-                                  f"decisions: {store.path}")
-        self._set_enabled(True)
-        self._apply_filter()
-        self._show_current()
-        if self.model.index:
-            _notify("info", f"Resuming at galaxy {self.model.galaxy_id} (row {self.model.index + 1}).")
-
     # -- display ---------------------------------------------------------------------------------
     def _on_current_changed(self, _row) -> None:
         self._show_current()
@@ -597,158 +386,6 @@ class CurationWidget(QWidget):
                   "translation": [-7, 0]})
         layer.editable = False
         self._bind_layer_keys(layer)
-
-    # -- page of thumbnails ----------------------------------------------------------------------
-    def page_layout(self):
-        """The :class:`~napari_blendphot.curation.pages.PageLayout` of the spin boxes."""
-        from napari_blendphot.curation.pages import PageLayout
-
-        return PageLayout(rows=self.page_rows_spin.value(), columns=self.page_columns_spin.value(),
-                          stamp_size=STAMP_SIZE)
-
-    def page_selection(self):
-        """The :class:`~napari_blendphot.curation.pages.PageSelection` holding the current galaxy."""
-        from napari_blendphot.curation.pages import page_of
-
-        return page_of(self.model.filtered_rows(), self.model.index, self.page_layout().per_page)
-
-    def _set_page_shown(self, shown: bool) -> None:
-        if shown:
-            had_page = PAGE_LAYER in self.viewer.layers
-            self._show_page()
-            if not had_page and PAGE_LAYER in self.viewer.layers:
-                self.viewer.reset_view()
-            self._hook_page()
-            return
-        self._release_page_hooks()
-        for name in (PAGE_TILES_LAYER, PAGE_LAYER):
-            if name in self.viewer.layers:
-                self.viewer.layers.remove(name)
-        self._page_key = None
-        self.page_label.setText("")
-        if "original" in self.viewer.layers:
-            self.viewer.reset_view()
-
-    def _hook_page(self) -> None:
-        if self._on_page_click not in self.viewer.mouse_drag_callbacks:
-            self.viewer.mouse_drag_callbacks.append(self._on_page_click)
-            self.viewer.layers.events.removed.connect(self._on_layer_removed)
-
-    def _release_page_hooks(self) -> None:
-        if self._on_page_click in self.viewer.mouse_drag_callbacks:
-            self.viewer.mouse_drag_callbacks.remove(self._on_page_click)
-            self.viewer.layers.events.removed.disconnect(self._on_layer_removed)
-
-    def _on_layer_removed(self, event) -> None:
-        # The reviewer deleted a page layer from the layer list: that means "page off".
-        if event.value.name in (PAGE_LAYER, PAGE_TILES_LAYER) and self.page_check.isChecked():
-            self.page_check.setChecked(False)
-
-    def _show_page(self, *_) -> None:
-        """Draw (or update in place) the mosaic and the tile outlines of the current page."""
-        from napari_blendphot.curation.pages import build_mosaic, tile_outlines
-
-        if self.model is None or not self.page_check.isChecked():
-            return
-        model = self.model
-        layout = self.page_layout()
-        selection = self.page_selection()
-        translate = (0, len(LAYER_NAMES) * (STAMP_SIZE + PANEL_GAP) + PAGE_OFFSET)
-        key = (selection.rows, layout, model.clean_seed, id(model))
-        if key != self._page_key or PAGE_LAYER not in self.viewer.layers:  # new thumbnails, not just decisions
-            mosaic = build_mosaic([model.cleaned_stamp(row)[0] for row in selection.rows], layout)
-            if PAGE_LAYER in self.viewer.layers:
-                self.viewer.layers[PAGE_LAYER].data = mosaic
-            else:
-                layer = self.viewer.add_image(mosaic, name=PAGE_LAYER, colormap="gray", contrast_limits=(0, 1),
-                                              translate=translate)
-                layer.metadata["blendphot_kind"] = "curation"
-                self._bind_layer_keys(layer)
-                # Keep the reviewer's selected layer: a new layer would take the selection.
-                if "original" in self.viewer.layers:
-                    self.viewer.layers.selection.active = self.viewer.layers["original"]
-            self._page_key = key
-        self.viewer.layers[PAGE_LAYER].metadata["page_rows"] = list(selection.rows)
-        outlines = tile_outlines(selection, model.sample.ids, model.store.current, layout)
-        self._draw_tiles(outlines, translate, (selection.rows, layout))
-        self._page_selection = selection
-        shown = len(selection.rows)
-        first = selection.page * layout.per_page
-        self.page_label.setText(f"page {selection.page + 1} / {selection.n_pages}"
-                                + (f" · {first + 1}-{first + shown} of the filter" if shown else " · empty filter"))
-        self.page_previous_button.setEnabled(selection.page > 0)
-        self.page_next_button.setEnabled(selection.page + 1 < selection.n_pages)
-
-    def _draw_tiles(self, outlines, translate, page_key) -> None:
-        import pandas as pd
-
-        features = pd.DataFrame({"label": outlines.labels, "kind": outlines.kinds, "row": outlines.rows})
-        text = {"string": "{label}", "anchor": "upper_left", "color": "white", "size": 7,
-                "translation": [22, 6]}  # inside the tile corner (text hangs up from its anchor)
-        corners = list(outlines.corners)
-        if PAGE_TILES_LAYER not in self.viewer.layers:
-            layer = self.viewer.add_shapes(
-                corners, shape_type="rectangle", name=PAGE_TILES_LAYER, face_color="transparent",
-                edge_color=outlines.edge_colors or "white", edge_width=outlines.edge_widths or 1,
-                features=features, text=text, translate=translate)
-            layer.editable = False
-            layer.metadata["blendphot_kind"] = "curation"
-            self._bind_layer_keys(layer)
-            if "original" in self.viewer.layers:
-                self.viewer.layers.selection.active = self.viewer.layers["original"]
-        else:
-            layer = self.viewer.layers[PAGE_TILES_LAYER]
-            if layer.metadata.get("page_key") != page_key:
-                # Another page: new rectangles, in the same layer (it keeps its place in the list).
-                layer.data = corners
-                layer.shape_type = ["rectangle"] * len(corners)
-                if corners:
-                    layer.edge_width = outlines.edge_widths
-                    layer.face_color = "transparent"
-            # Same page: only colours and text change (the rectangles stay; see tile_outlines).
-            layer.features = features
-            if corners:
-                layer.edge_color = outlines.edge_colors
-            layer.text = text
-        layer.metadata["page_key"] = page_key
-
-    def _slot_under(self, world_position):
-        """Tile of the page under a canvas (world) position, or None."""
-        if PAGE_LAYER not in self.viewer.layers:
-            return None
-        position = self.viewer.layers[PAGE_LAYER].world_to_data(world_position)
-        return self.page_layout().slot_at(position[-2], position[-1])
-
-    def _on_page_click(self, _viewer, event):
-        """Left click (press and release on the same tile, so a pan does not count) opens that tile."""
-        if self.model is None or event.button != 1 or event.modifiers:
-            return
-        slot = self._slot_under(event.position)
-        if slot is None:
-            return
-        yield
-        while event.type == "mouse_move":
-            yield
-        if self._slot_under(event.position) == slot:
-            self.open_tile(slot)
-
-    def open_tile(self, slot: int) -> None:
-        """Make the galaxy of tile *slot* of the page shown the current one."""
-        selection = self._page_selection
-        if self.model is None or selection is None or not 0 <= slot < len(selection.rows):
-            return
-        self.model.go_to(selection.rows[slot])
-
-    def _turn_page(self, step: int) -> None:
-        """Go to the first galaxy of the next (+1) or previous (-1) page of the filter."""
-        per_page = self.page_layout().per_page
-        rows = self.model.filtered_rows()
-        selection = self.page_selection()
-        target = selection.page + step
-        if not 0 <= target < selection.n_pages or rows.size == 0:
-            _notify("info", "First page." if step < 0 else "Last page.")
-            return
-        self.model.go_to(int(rows[target * per_page]))
 
     def _refresh_labels(self, *_) -> None:
         model = self.model

@@ -9,9 +9,9 @@ module does not import Keras.
 Weights
 -------
 ``weights=`` is a shipped model name, a manifest ``.json`` or a path to a
-``.keras`` file, resolved by :func:`napari_blendphot.models.registry.resolve_weights`
+``.keras`` file, resolved by :func:`napari_blendphot.models.manifests.resolve_weights`
 (which checks the sha256 of files that have a manifest); without it the
-method's default shipped model (:func:`~napari_blendphot.models.registry.default_model`)
+method's default shipped model (:func:`~napari_blendphot.models.manifests.default_model`)
 is used.  Models load through :func:`napari_blendphot.models.io.load_model`
 in safe mode with the role checked (a U-Net file given to blend2flux is refused).
 
@@ -31,7 +31,6 @@ list/tuple of both, or a dict (``{"masks", "fluxes"}``).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -44,16 +43,20 @@ from napari_blendphot.errors import InputError
 MASK_THRESHOLD = 0.5
 
 
-def _load_weights(method: str, weights):
-    """Resolve *weights* (name, path or None) and load the model: (model, path, manifest dict)."""
+def _load_weights(method: str, network: str | None, weights):
+    """Resolve *weights* (name, path or None) and load the model: (model, path, manifest dict).
+
+    *network* is the architecture the file must hold (and whose shipped model
+    is the default), or None for a method without a shipped model.
+    """
     import dataclasses
 
-    from napari_blendphot.models.io import ROLES, load_model
-    from napari_blendphot.models.registry import default_model, resolve_weights
+    from napari_blendphot.models.io import load_model
+    from napari_blendphot.models.manifests import default_model, resolve_weights
 
-    role = method if method in ROLES else None
+    role = network
     if weights is None:
-        shipped = default_model(method) if role else None
+        shipped = default_model(role) if role else None
         if shipped is None:
             raise InputError(f"method {method!r}", "no weights given and no shipped model is installed for it",
                              f"pass weights=PATH, or --weights {method}=PATH on the command line")
@@ -88,7 +91,15 @@ class KerasDeblender:
     name = "keras"
     label = "Keras network"
     makes_masks = False
+    # Capabilities (napari_blendphot.deblend.registry): inherited by every Keras method,
+    # third-party subclasses included, so that the GUI offers a weights file and a precision.
     needs_worker = True
+    uses_keras = True
+    accepts_weights = True
+    precisions = ("float32", "bfloat16", "auto")
+    wants_gpu = True
+    #: Architecture of the weights (whose shipped model is the default); None: the user chooses a file.
+    network = None
     default_batch_size = 32
 
     def __init__(self, weights=None, batch_size: int | None = None, precision: str = "float32"):
@@ -99,7 +110,7 @@ class KerasDeblender:
         self.batch_size = int(batch_size or self.default_batch_size)
         self.requested_precision = precision
         self.precision = resolve_precision(precision, source=f"option precision of {self.name}")
-        self.model, self.weights_path, self.manifest = _load_weights(self.name, weights)
+        self.model, self.weights_path, self.manifest = _load_weights(self.name, self.network, weights)
         if self.precision != "float32":
             set_compute_precision(self.model, self.precision)
         encoding = (self.manifest.get("architecture") or {}).get("encoding")
@@ -262,6 +273,7 @@ class Blend2FluxDeblender(KerasDeblender):
     name = "blend2flux"
     label = "blend2flux (CNN)"
     makes_masks = False
+    network = "blend2flux"
     default_batch_size = 64
 
     def deblend(self, blends, context: BlendContext | None = None,
@@ -283,6 +295,7 @@ class UNetDeblender(KerasDeblender):
     name = "unet"
     label = "U-Net masks + flux in mask"
     makes_masks = True
+    network = "unet"
 
     def deblend(self, blends, context: BlendContext | None = None,
                 progress: ProgressCallback | None = None) -> DeblendOutput:
@@ -335,6 +348,7 @@ class Blend2Mask2FluxDeblender(KerasDeblender):
     name = "blend2mask2flux"
     label = "blend2mask2flux (U-Net + CNN)"
     makes_masks = True
+    network = "blend2mask2flux"
 
     def deblend(self, blends, context: BlendContext | None = None,
                 progress: ProgressCallback | None = None) -> DeblendOutput:

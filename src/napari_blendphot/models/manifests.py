@@ -21,7 +21,8 @@ The sha256 is checked before a model is loaded (:func:`verify`), so a
 truncated download or an edited file is reported, not silently used.
 
 Importing this module does not import Keras; only :func:`load_registered_model`
-does, when it loads.
+does, when it loads.  (It was ``models/registry.py``; the method registry is
+:mod:`napari_blendphot.deblend.registry`.)
 """
 
 from __future__ import annotations
@@ -34,12 +35,13 @@ from importlib import metadata
 from pathlib import Path
 
 from napari_blendphot.errors import InputError, check_output_path
+from napari_blendphot.models import ARCHITECTURES
 from napari_blendphot.provenance import sha256_file
 
 #: Folder of the shipped models.
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-#: Networks a manifest can describe.
-METHODS = ("blend2flux", "unet", "blend2mask2flux")
+#: Networks a manifest can describe (its ``method`` field, a name kept for the files already written).
+METHODS = ARCHITECTURES
 MANIFEST_FORMAT = "blendphot-model-manifest"
 MANIFEST_VERSION = 1
 

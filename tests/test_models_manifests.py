@@ -10,8 +10,8 @@ import sys
 import pytest
 
 from napari_blendphot.errors import InputError, OutputExistsError
-from napari_blendphot.models import registry
-from napari_blendphot.models.registry import (
+from napari_blendphot.models import manifests as registry
+from napari_blendphot.models.manifests import (
     Manifest,
     default_model,
     list_shipped_models,
@@ -166,7 +166,7 @@ def test_write_manifest_checks_its_inputs(tmp_path):
 
 def test_importing_models_and_registry_does_not_import_keras():
     code = (
-        "import sys, napari_blendphot.models, napari_blendphot.models.registry, napari_blendphot.models.io\n"
+        "import sys, napari_blendphot.models, napari_blendphot.models.manifests, napari_blendphot.models.io\n"
         "heavy = [m for m in ('keras', 'tensorflow', 'jax', 'torch') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )

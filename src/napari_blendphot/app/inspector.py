@@ -1,9 +1,9 @@
-"""The Deblend Inspector's model: no Qt, no napari, no Keras.
+"""The Deblend Inspector's state and logic: no Qt, no napari, no Keras.
 
 What the inspector does, as plain Python that a test (or a notebook) can
 drive without a viewer:
 
-* turn what the user looks at into a :class:`~napari_blendphot.widgets._session.BlendState`
+* turn what the user looks at into a :class:`~napari_blendphot.app.session.BlendState`
   (:func:`state_from_image`, :func:`state_from_blend_set`), refusing stamps
   that are not 2-D 128x128 or hold NaN pixels with an ``InputError``;
 * run the selected deblending methods on it through ONE long-lived
@@ -19,7 +19,12 @@ drive without a viewer:
   and :func:`napari_blendphot.metrics.binned.galaxy_measurements`), never with
   metrics of its own (:func:`measure`);
 * run the methods over a whole blend set in chunks, with progress and cancel,
-  into a results table (:meth:`InspectorModel.run_blend_set`).
+  into a results table (:meth:`InspectorModel.run_blend_set`, which is
+  :func:`napari_blendphot.predict` in the model's engine).
+
+What a method offers (a weights file, a precision) comes from its
+capabilities in the registry (:mod:`napari_blendphot.deblend.registry`), so a
+third-party Keras method gets the same choices as the built-in networks.
 
 The Qt view is :mod:`napari_blendphot.widgets.deblend_inspector`.
 """
@@ -36,32 +41,40 @@ from psygnal import Signal
 
 from napari_blendphot.constants import STAMP_SIZE, ZERO_POINT
 from napari_blendphot.errors import InputError, WorkerError
-from napari_blendphot.widgets._session import BlendState
+from napari_blendphot.app.session import BlendState
 
 GALAXIES = ("central", "companion")
 #: Columns of the inspector table (and of :func:`rows_as_table`).
 ROW_COLUMNS = ("method", "label", "galaxy", "flux", "mag", "dmag", "iou", "detection")
 NO_TRUTH_NOTE = "no truth: dmag and IoU unavailable"
-#: Network methods whose default weights come from the shipped models.
-_NETWORK_METHODS = ("blend2flux", "unet", "blend2mask2flux")
+
+
+def _info(name: str):
+    from napari_blendphot.deblend.registry import method_info
+
+    return method_info(name)
 
 
 # --------------------------------------------------------------------------- blend states
 def check_stamp(image, source: str) -> np.ndarray:
-    """A (128, 128) finite stamp as native float32, or an :class:`InputError` naming *source*."""
+    """A (128, 128) finite stamp as native float32, or an :class:`InputError` naming *source*.
+
+    The messages speak of one image (a layer); the checks and the conversion
+    are :func:`~napari_blendphot.deblend.base.check_blends`'.
+    """
+    from napari_blendphot.deblend.base import check_blends
+
     array = np.asarray(image)
     if array.ndim != 2 or array.shape != (STAMP_SIZE, STAMP_SIZE):
         raise InputError(source, f"the image is {array.ndim}-D of shape {array.shape}, expected one "
                                  f"{STAMP_SIZE}x{STAMP_SIZE} stamp",
                          "choose a 128x128 image layer, or a slice of a 128x128 stack")
-    if array.dtype.kind not in "fiu":
-        raise InputError(source, f"dtype {array.dtype} is not numeric")
-    array = np.ascontiguousarray(array, dtype=np.float32)
-    bad = ~np.isfinite(array)
-    if bad.any():
-        raise InputError(source, f"{int(bad.sum())} pixel(s) are NaN or infinite",
-                         "the methods need finite pixels: replace them (e.g. by the sky level) first")
-    return array
+    if array.dtype.kind in "fc":
+        bad = int(np.count_nonzero(~np.isfinite(array)))
+        if bad:
+            raise InputError(source, f"{bad} pixel(s) are NaN or infinite",
+                             "the methods need finite pixels: replace them (e.g. by the sky level) first")
+    return check_blends(array, source=source)[0]
 
 
 def state_from_image(image, name: str, source: str | None = None) -> BlendState:
@@ -91,26 +104,59 @@ def state_from_catalog_row(image, catalog, index: int, name: str) -> BlendState:
     return BlendState(image=image, name=f"{name} #{int(index)}", truth=truth, origin="dataset")
 
 
+def state_from_layer(layer, step: tuple) -> BlendState:
+    """The blend a viewer shows in image *layer* at dims *step* (any object with napari's layer attributes).
+
+    A blend-set stack (``metadata["blendphot_kind"] == "blends"``) gives the
+    slice's blend with its truth (the dataset opened from ``metadata["source"]``
+    if needed; the catalogue alone when the set is gone, e.g. a restored
+    session: fluxes, no masks); any other image a stamp without truth.
+    """
+    from pathlib import Path
+
+    data = layer.data
+    if getattr(layer, "multiscale", False):
+        data = data[0]
+    ndim = len(data.shape)
+    index = tuple(step[len(step) - ndim:len(step) - 2]) if ndim > 2 else ()
+    if ndim > 2:
+        index = tuple(min(max(i, 0), n - 1) for i, n in zip(index, data.shape[:-2]))
+    blend_set = layer.metadata.get("blend_set")
+    if layer.metadata.get("blendphot_kind") == "blends" and ndim == 3:
+        source = layer.metadata.get("source")
+        if blend_set is None and source and Path(str(source)).is_dir():
+            from napari_blendphot.blend.dataset import BlendDataset
+
+            blend_set = layer.metadata["blend_set"] = BlendDataset(source)
+        if blend_set is not None and len(blend_set) == data.shape[0]:
+            return state_from_blend_set(blend_set, index[0], layer.name)
+        catalog = layer.metadata.get("catalog")
+        if catalog is not None and len(catalog) == data.shape[0] and "g1_flux" in catalog.colnames:
+            return state_from_catalog_row(np.asarray(data[index]), catalog, index[0], layer.name)
+    where = f"image layer {layer.name!r}" + (f" at slice {index}" if index else "")
+    return state_from_image(np.asarray(data[index] if index else data), layer.name, where)
+
+
+def grouped_errors(errors: dict) -> list[str]:
+    """A run's problems as lines, the "no shipped model" ones merged into one."""
+    missing = [name for name, message in errors.items() if "no shipped model installed" in message]
+    lines = [message for name, message in errors.items() if name not in missing]
+    if len(missing) > 1:
+        lines.insert(0, f"no shipped models yet for {', '.join(missing)}: choose .keras files with their "
+                        "'…' buttons, or untick them")
+    elif missing:
+        lines.insert(0, errors[missing[0]])
+    return lines
+
+
 def truth_catalog(truth):
     """One-row blend catalogue (astropy Table) of a :class:`~napari_blendphot.blend.assemble.Blend`."""
-    from astropy.table import Table
-
-    row = dict(truth.row)
-    row.setdefault("id", 0)
-    row.setdefault("distance", float(truth.distance))
-    row.setdefault("dy", int(truth.dy))
-    row.setdefault("dx", int(truth.dx))
-    return Table(rows=[row], names=list(row))
+    return truth.as_catalog()
 
 
 def truth_context(truth):
     """The :class:`~napari_blendphot.deblend.base.BlendContext` SEP uses to assign its detections."""
-    from napari_blendphot.deblend.base import BlendContext
-
-    radius = truth.row.get("g1_rad", np.nan)
-    radius = np.asarray([radius if radius is not None else np.nan], np.float64)
-    return BlendContext(companion_shift=np.asarray([[truth.dy, truth.dx]], np.int64),
-                        central_radius=None if not np.isfinite(radius).all() else radius)
+    return truth.context()
 
 
 def has_usable_truth(truth) -> bool:
@@ -268,6 +314,19 @@ def rows_as_table(rows, blend_name: str = "", precisions: dict | None = None):
     return table
 
 
+def save_inspection(inspection: "Inspection", path):
+    """Write an inspection's table lines as CSV at *path* (``.csv`` added if missing; replaces the file)."""
+    from pathlib import Path
+
+    from napari_blendphot.tables import write_table
+
+    path = Path(path)
+    if path.suffix.lower() != ".csv":
+        path = path.with_suffix(".csv")
+    table = rows_as_table(inspection.rows, inspection.state.name, precisions_used(inspection.outputs))
+    return write_table(table, path, overwrite=True)
+
+
 def precisions_used(outputs: dict) -> dict:
     """``{method: precision}`` of the outputs that record one (the network methods)."""
     return {name: str(output.metadata["precision"]) for name, output in outputs.items()
@@ -296,27 +355,6 @@ def rows_as_tsv(rows) -> str:
 
 
 # --------------------------------------------------------------------------- blend sets
-def iter_blend_set(blend_set, split: str | None = None, chunk_size: int = 64):
-    """Chunks (``BlendBatch``) of a ``BlendDataset`` or an in-memory ``BlendBatch``, optionally one split."""
-    from napari_blendphot.blend.assemble import BlendBatch
-
-    if hasattr(blend_set, "select"):
-        yield from blend_set.select(split).iter_chunks(chunk_size)
-        return
-    rows = np.arange(len(blend_set))
-    if split is not None:
-        splits = np.char.strip(np.asarray(blend_set.catalog["split"]).astype(str))
-        if split not in set(splits.tolist()):
-            raise InputError("blend set", f"no blends with split {split!r}",
-                             f"present: {', '.join(sorted(set(splits.tolist())))}")
-        rows = np.flatnonzero(splits == split)
-    for start in range(0, len(rows), chunk_size):
-        part = rows[start:start + chunk_size]
-        yield BlendBatch(np.asarray(blend_set.blends[part]), np.asarray(blend_set.galaxy1[part]),
-                         np.asarray(blend_set.galaxy2[part]), np.asarray(blend_set.masks[part]),
-                         blend_set.catalog[part])
-
-
 def blend_set_size(blend_set, split: str | None = None) -> int:
     if split is None:
         return len(blend_set)
@@ -324,13 +362,6 @@ def blend_set_size(blend_set, split: str | None = None) -> int:
         return len(blend_set.indices(split))
     splits = np.char.strip(np.asarray(blend_set.catalog["split"]).astype(str))
     return int(np.sum(splits == split))
-
-
-def batch_context(catalog):
-    from napari_blendphot.deblend.base import BlendContext
-
-    shift = np.column_stack([np.asarray(catalog["dy"], np.int64), np.asarray(catalog["dx"], np.int64)])
-    return BlendContext(companion_shift=shift, central_radius=np.asarray(catalog["g1_rad"], np.float64))
 
 
 # --------------------------------------------------------------------------- the model
@@ -396,15 +427,26 @@ class InspectorModel:
 
     @staticmethod
     def _has_default_weights(name: str) -> bool:
-        """False for a network with no shipped model installed (a cheap check: no hashing)."""
-        if name not in _NETWORK_METHODS:
+        """False for a method that takes weights and has no shipped model installed (a cheap check: no hashing)."""
+        info = _info(name)
+        if not info.accepts_weights:
             return True
-        from napari_blendphot.models.registry import default_model
+        if info.network is None:
+            return False
+        from napari_blendphot.models.manifests import default_model
 
         try:
-            return default_model(name) is not None
+            return default_model(info.network) is not None
         except InputError:
             return True  # present but unreadable: keep it ticked so that the problem gets reported
+
+    def takes_weights(self, name: str) -> bool:
+        """Whether *name* takes a weights file (its row gets a weights button)."""
+        return _info(name).accepts_weights
+
+    def precision_methods(self) -> list[str]:
+        """The available methods that accept a compute precision."""
+        return [name for name in self.available if _info(name).precisions]
 
     def set_weights(self, name: str, path: str | None) -> None:
         """Use the ``.keras`` file *path* for network *name* (None: the shipped default); ticks it."""
@@ -427,7 +469,7 @@ class InspectorModel:
         resolve_precision(precision, source="network precision")
         self.precision = precision.lower()
         if self._engine is not None:
-            for name in _NETWORK_METHODS:
+            for name in self.precision_methods():
                 if name in self.available:
                     # Keep the engine's other options (weights set on a borrowed engine, say).
                     options = dict(self._engine.method_options.get(name, {}))
@@ -456,12 +498,15 @@ class InspectorModel:
 
         if self.weights.get(name):
             return Path(self.weights[name]).name
-        if name not in _NETWORK_METHODS:
+        info = _info(name)
+        if not info.accepts_weights:
             return ""
+        if info.network is None:
+            return "no shipped model"
         try:
-            from napari_blendphot.models.registry import default_model
+            from napari_blendphot.models.manifests import default_model
 
-            manifest = default_model(name)
+            manifest = default_model(info.network)
         except InputError as exc:
             return f"shipped model unreadable: {exc.problem}"
         return f"shipped: {manifest.name}" if manifest is not None else "no shipped model"
@@ -470,19 +515,22 @@ class InspectorModel:
         options = {}
         if self.weights.get(name):
             options["weights"] = str(self.weights[name])
-        if name in _NETWORK_METHODS and self.precision != "float32":
+        if _info(name).precisions and self.precision != "float32":
             # float32 is the networks' default: left out, the options stay those of a plain engine.
             options["precision"] = self.precision
         return options
 
     def check_method(self, name: str) -> str | None:
-        """Why *name* cannot run now (None if it can): a network with no usable weights."""
-        if name not in _NETWORK_METHODS or self.weights.get(name):
+        """Why *name* cannot run now (None if it can): a method that takes weights and has none usable."""
+        info = _info(name)
+        if not info.accepts_weights or self.weights.get(name):
             return None
-        from napari_blendphot.models.registry import WEIGHTS_DIR, default_model, verify
+        if info.network is None:
+            return f"{name}: no weights chosen — choose a .keras file with its '…' button"
+        from napari_blendphot.models.manifests import WEIGHTS_DIR, default_model, verify
 
         try:
-            manifest = default_model(name)
+            manifest = default_model(info.network)
         except InputError as exc:
             return (f"{name}: the shipped model's manifest cannot be read ({exc}); "
                     "reinstall napari-blendphot or choose a .keras file for it")
@@ -511,7 +559,7 @@ class InspectorModel:
             if self._engine is None:
                 from napari_blendphot.deblend.engine import InferenceEngine
 
-                self._engine = InferenceEngine(("sep",), chunk_size=self.chunk_size)
+                self._engine = InferenceEngine(chunk_size=self.chunk_size)
                 for name in self.available:
                     options = self._options(name)
                     if options:
@@ -661,15 +709,14 @@ class InspectorModel:
                       cancel: threading.Event | None = None):
         """Run the methods over *blend_set* (or its *split*) chunk by chunk; returns a results table.
 
+        The run is :func:`napari_blendphot.predict` in this model's engine.
         *progress(done, total)* is called after each chunk; when *cancel* is
         set the run stops after the current chunk and raises
         :class:`~napari_blendphot.deblend.engine.Cancelled` with ``.partial``
         (the results table of the chunks done, or None).  Methods that
         cannot run (no weights) raise an InputError before anything runs.
         """
-        from napari_blendphot.deblend.engine import Cancelled
-        from napari_blendphot.provenance import make_provenance
-        from napari_blendphot.report.results import build_results_table, concatenate_results
+        from napari_blendphot.prediction import predict
 
         methods = list(self.selected if methods is None else methods)
         if not methods:
@@ -677,31 +724,11 @@ class InspectorModel:
         problems = [p for p in (self.check_method(name) for name in methods) if p]
         if problems:
             raise InputError("methods", "; ".join(problems))
-        total = blend_set_size(blend_set, split)
-        if total == 0:
+        if blend_set_size(blend_set, split) == 0:
             raise InputError("blend set", f"has no blends{'' if split is None else f' in split {split!r}'}")
-        engine = self.engine
-        tables, done = [], 0
-        for batch in iter_blend_set(blend_set, split, self.chunk_size):
-            if cancel is not None and cancel.is_set():
-                error = Cancelled(f"cancelled after {done} of {total} blends", done=done, total=total)
-                error.partial = concatenate_results(tables) if tables else None
-                raise error
-            outputs = engine.run(batch.blends, batch_context(batch.catalog), methods=methods,
-                                 chunk_size=len(batch.blends))
-            tables.append(build_results_table(batch.catalog, outputs, true_masks=batch.masks))
-            done += len(batch.blends)
-            if progress is not None:
-                progress(done, total)
-        table = concatenate_results(tables)
-        source = str(getattr(blend_set, "path", "in-memory blend set"))
-        table.meta["provenance"] = make_provenance("inspect-blend-set", None, None, blends=source,
-                                                   split=split or "all", methods=methods,
-                                                   weights={m: self.weights.get(m) for m in methods
-                                                            if self.weights.get(m)},
-                                                   precision={m: self._resolved_precision() for m in methods
-                                                              if m in _NETWORK_METHODS})
-        return table
+        options = {name: self._options(name) for name in methods if self._options(name)}
+        return predict(blend_set, methods, split=split, method_options=options, engine=self.engine,
+                       chunk_size=self.chunk_size, progress=progress, cancel=cancel)
 
     def submit_blend_set(self, blend_set, split=None, methods=None, progress=None) -> concurrent.futures.Future:
         """:meth:`run_blend_set` in the model's background thread; ``future.cancel_event`` stops it."""

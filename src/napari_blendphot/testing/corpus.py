@@ -4,7 +4,7 @@ Nothing here is a stored binary: every malformed input of the reliability
 tests is made from a small valid one by a named, reviewable edit (a FITS
 header card set to a value, a CSV cell replaced, a file truncated, a .npy
 saved with the wrong dtype...).  The fuzzer's crashing inputs were reduced to
-such edits too (``tests/test_reliability_fuzz.py``).
+such edits too (``scripts/fuzz_readers.py``).
 
 Helpers
 -------
@@ -105,12 +105,16 @@ def write_valid_inputs(root) -> dict[str, Path]:
 
 
 def copy_input(source: Path, target_dir: Path) -> Path:
-    """A private copy of a valid input (file or folder) to break."""
+    """A private copy of a valid input (file or folder; a CSV table with its metadata file) to break."""
+    from napari_blendphot.tables import meta_path
+
     target = Path(target_dir) / Path(source).name
     if Path(source).is_dir():
         shutil.copytree(source, target)
     else:
         shutil.copyfile(source, target)
+        if meta_path(source).is_file():
+            shutil.copyfile(meta_path(source), meta_path(target))
     return target
 
 

@@ -21,7 +21,7 @@ from psygnal import Signal
 
 from napari_blendphot.errors import InputError, check_output_path
 
-__all__ = ["COLUMNS", "FailureFilter", "FailureModel"]
+__all__ = ["COLUMNS", "FailureFilter", "FailureModel", "can_rerun_masks"]
 
 #: Columns of the long table: name -> header shown in the GUI.
 COLUMNS = {
@@ -42,6 +42,24 @@ _NUMERIC = ("blend_id", "abs_dmag", "dmag", "detection", "distance", "pair_dmag"
 #: Detection value of blends whose table has no detection column.
 NO_DETECTION = -9
 GALAXY_PREFIX = {"central": "g1", "companion": "g2"}
+
+
+def can_rerun_masks(method: str) -> bool:
+    """Whether *method*'s masks can be re-computed for a shown blend (results tables do not store masks).
+
+    It must make masks and, if it takes weights, have a shipped model (the
+    weights that made a results table are not known here).
+    """
+    from napari_blendphot.deblend.registry import method_info
+
+    info = method_info(method)
+    if not info.makes_masks:
+        return False
+    if not info.accepts_weights:
+        return True
+    from napari_blendphot.models.manifests import default_model
+
+    return info.network is not None and default_model(info.network) is not None
 
 
 @dataclass(frozen=True)
@@ -190,6 +208,34 @@ class FailureModel:
     @property
     def has_images(self) -> bool:
         return self.dataset is not None
+
+    def describe_source(self) -> str:
+        """What is browsed, as a line of rich text (rows, methods, where the images come from)."""
+        text = (f"<b>{len(self.results)}</b> blends × {len(self.methods)} methods ({', '.join(self.methods)}) "
+                f"× 2 galaxies = {len(self)} rows, from {Path(self.source).name}.")
+        if self.has_images:
+            return text + f"<br>Images: {self.dataset.path}"
+        return text + ("<br><span style='color:#e0c040'>No blend images: open the blend dataset the results came "
+                       "from (the paper's blends were not published; its catalogue is table and scatter only).</span>")
+
+    def describe_record(self, record: dict, detection_text: dict) -> str:
+        """Every method's dmag (and IoU) of *record*'s blend, as rich text; *record*'s own cell in bold."""
+        numbers = self.blend_numbers(record["row"])
+        cells = []
+        for method in self.methods:
+            row = {r["galaxy"]: r for r in numbers if r["method"] == method}
+            parts = []
+            for galaxy in ("central", "companion"):
+                entry = row[galaxy]
+                dmag = "undetected" if not np.isfinite(entry["dmag"]) else f"{entry['dmag']:+.3f}"
+                iou = "" if not np.isfinite(entry["iou"]) else f" (IoU {entry['iou']:.2f})"
+                bold = method == record["method"] and galaxy == record["galaxy"]
+                parts.append(f"<td><b>{dmag}{iou}</b></td>" if bold else f"<td>{dmag}{iou}</td>")
+            cells.append(f"<tr><td>{method}</td>{''.join(parts)}</tr>")
+        detection = detection_text.get(int(record["detection"]), str(record["detection"]))
+        return (f"<b>blend {record['blend_id']}</b>: distance {record['distance']:.1f} px, types "
+                f"{record['morph_pair']}, detection {detection}<table cellspacing='6'><tr><th></th>"
+                f"<th>central dmag</th><th>companion dmag</th></tr>{''.join(cells)}</table>")
 
     # -- size, filter and sort ------------------------------------------------------------------
     def __len__(self) -> int:
@@ -357,8 +403,8 @@ class FailureModel:
         return int(self._dataset_rows[int(results_row)])
 
     def blend_state(self, results_row: int):
-        """A :class:`~napari_blendphot.widgets._session.BlendState` for the shared current blend."""
-        from napari_blendphot.widgets._session import BlendState
+        """A :class:`~napari_blendphot.app.session.BlendState` for the shared current blend."""
+        from napari_blendphot.app.session import BlendState
 
         blend = self.blend(results_row)
         blend_id = int(self.columns["blend_id"][np.flatnonzero(self.columns["row"] == results_row)[0]])
@@ -373,6 +419,29 @@ class FailureModel:
             if len(seen) >= limit:
                 break
         return list(seen)
+
+    # -- masks re-computed ------------------------------------------------------------------------
+    def rerunnable_methods(self) -> list[str]:
+        """Methods of the results whose masks can be re-computed here (registered, mask-making, runnable)."""
+        from napari_blendphot.deblend.registry import available_methods
+
+        if not self.has_images:
+            return []
+        names = set(available_methods())
+        return [m for m in self.methods if m in names and can_rerun_masks(m)]
+
+    def rerun_masks(self, engine, results_row: int, methods) -> dict:
+        """``{method: DeblendOutput}`` of *methods* on the blend of results row *results_row*, in *engine*.
+
+        A :func:`napari_blendphot.predict` of that one blend (same assignment
+        truth, same options as any run) that keeps the outputs, masks included.
+        """
+        from napari_blendphot.prediction import predict
+
+        outputs: dict = {}
+        predict(self.dataset.select(index=[self.dataset_row(results_row)]), list(methods), engine=engine,
+                chunk_size=1, on_outputs=lambda _chunk, chunk_outputs: outputs.update(chunk_outputs))
+        return outputs
 
     # -- scatter ---------------------------------------------------------------------------------
     def scatter_points(self, x: str = "pair_dmag") -> dict:

@@ -314,21 +314,17 @@ def write_built_blends(blends, out_dir, provenance: dict | None = None, overwrit
                        split: str = "all") -> Path:
     """Write hand-built :class:`~napari_blendphot.blend.assemble.Blend` objects as a blend dataset folder.
 
-    Same layout as :func:`~napari_blendphot.blend.dataset.write_blend_dataset`
-    (``blends.npy``, ``galaxy1.npy``, ``galaxy2.npy``, ``masks.npy``,
-    ``catalog.csv``, ``catalog.fits``, ``provenance.json``), written into a
-    hidden folder beside *out_dir* and renamed into place when complete.  The
-    catalogue has the standard columns plus ``g2_dmag`` (the magnitude change
-    applied to the companion).  An existing non-empty folder is replaced only
-    with ``overwrite=True``, and only when it is a blend dataset holding
-    nothing else (:func:`napari_blendphot.blend.dataset.move_into_place`).
+    The catalogue has the standard columns plus ``g2_dmag`` (the magnitude
+    change applied to the companion); the folder is written by
+    :func:`napari_blendphot.blend.dataset.write_blend_set` (the layout of
+    every blend dataset).  An existing non-empty folder is replaced only with
+    ``overwrite=True``, and only when it is a blend dataset holding nothing
+    else.
     """
     from astropy.table import Table
 
-    from napari_blendphot.blend.assemble import CATALOG_COLUMNS
-    from napari_blendphot.atomic import discard, make_partial_folder, remove_stale_partials
-    from napari_blendphot.blend.dataset import check_dataset_output, move_into_place, write_dataset_provenance
-    from napari_blendphot.tables import write_table
+    from napari_blendphot.blend.assemble import CATALOG_COLUMNS, BlendBatch
+    from napari_blendphot.blend.dataset import check_dataset_output, write_blend_set
 
     from napari_blendphot.provenance import make_provenance
 
@@ -358,21 +354,6 @@ def write_built_blends(blends, out_dir, provenance: dict | None = None, overwrit
     for column in ("g1_type", "g2_type"):
         catalog[column] = np.asarray(catalog[column]).astype(str)
     catalog.meta["zero_point"] = 25.96
-    catalog.meta["provenance"] = provenance or {}
-
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_partials(out_dir.parent, out_dir.name)
-    staging = make_partial_folder(out_dir)
-    try:
-        np.save(staging / "blends.npy", np.stack([b.blend for b in blends]).astype(np.float32))
-        np.save(staging / "galaxy1.npy", np.stack([b.galaxy1 for b in blends]).astype(np.float32))
-        np.save(staging / "galaxy2.npy", np.stack([b.galaxy2 for b in blends]).astype(np.float32))
-        np.save(staging / "masks.npy", np.stack([b.masks for b in blends]).astype(np.uint8))
-        write_table(catalog, staging / "catalog.csv")
-        write_table(catalog, staging / "catalog.fits")
-        write_dataset_provenance(staging, provenance)
-        move_into_place(staging, out_dir, overwrite=overwrite)
-    except BaseException:
-        discard(staging)
-        raise
-    return out_dir
+    batch = BlendBatch(np.stack([b.blend for b in blends]), np.stack([b.galaxy1 for b in blends]),
+                       np.stack([b.galaxy2 for b in blends]), np.stack([b.masks for b in blends]), catalog)
+    return write_blend_set(batch, out_dir, provenance, overwrite)

@@ -9,7 +9,7 @@ os.environ.setdefault("KERAS_BACKEND", "torch")
 import pytest  # noqa: E402
 
 from napari_blendphot.errors import InputError  # noqa: E402
-from napari_blendphot.models.registry import write_manifest  # noqa: E402
+from napari_blendphot.models.manifests import write_manifest  # noqa: E402
 
 TRAINED_ON = {"description": "toy blends", "sample_sha256": "ab" * 32, "seed": 3}
 
@@ -17,7 +17,7 @@ TRAINED_ON = {"description": "toy blends", "sample_sha256": "ab" * 32, "seed": 3
 def test_load_registered_model_verifies_then_loads(tmp_path):
     from napari_blendphot.models.io import save_model
     from napari_blendphot.models.networks import build_unet
-    from napari_blendphot.models.registry import load_registered_model
+    from napari_blendphot.models.manifests import load_registered_model
 
     folder = tmp_path / "weights"
     folder.mkdir()

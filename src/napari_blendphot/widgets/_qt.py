@@ -1,0 +1,69 @@
+"""Small Qt pieces the widgets share: notifications, a status line, file dialogs."""
+
+from __future__ import annotations
+
+from qtpy.QtCore import QSize, Qt
+from qtpy.QtGui import QPainter
+from qtpy.QtWidgets import QFileDialog, QMessageBox, QSizePolicy, QWidget
+
+
+def notify(kind: str, message: str) -> None:
+    """Show *message* as a napari notification; *kind* is "error", "warning" or "info"."""
+    from napari.utils import notifications
+
+    {"error": notifications.show_error, "warning": notifications.show_warning,
+     "info": notifications.show_info}[kind](message)
+
+
+def ask_save_path(parent, caption: str, file_filter: str) -> str:
+    """A file name from the save dialog (it asks before replacing a file); "" if cancelled."""
+    path, _ = QFileDialog.getSaveFileName(parent, caption, "", file_filter)
+    return path
+
+
+def confirm_replace(parent, paths) -> bool:
+    """Ask before replacing *paths*; True when the user agrees."""
+    answer = QMessageBox.question(parent, "Replace files?", "These files exist and would be replaced:\n"
+                                  + "\n".join(paths))
+    return answer == QMessageBox.StandardButton.Yes
+
+
+class StatusLine(QWidget):
+    """A gray status text whose changes repaint only itself.
+
+    A QLabel asks for a new layout on every text change; the request climbs
+    to napari's main window, which lays out and repaints the whole window,
+    once more per run (a full-window composition: tens of ms under software
+    OpenGL).  This widget's size never depends on its text: *lines* lines
+    high, the text wrapped and clipped to them (the tooltip has all of it).
+    """
+
+    def __init__(self, lines: int = 2, parent=None):
+        super().__init__(parent)
+        self._text = ""
+        self._lines = lines
+        self.setFixedHeight(self.fontMetrics().lineSpacing() * lines + 2)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+
+    def text(self) -> str:
+        return self._text
+
+    def setText(self, text: str) -> None:  # noqa: N802 (Qt naming)
+        if text == self._text:
+            return
+        self._text = text
+        self.setToolTip(text)
+        self.update()
+
+    def sizeHint(self) -> QSize:  # noqa: N802
+        return QSize(200, self.height())
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802
+        return QSize(50, self.height())
+
+    def paintEvent(self, event) -> None:  # noqa: N802
+        painter = QPainter(self)
+        painter.setPen(self.palette().placeholderText().color())
+        painter.drawText(self.rect(), int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop
+                                          | Qt.TextFlag.TextWordWrap), self._text)
+        painter.end()

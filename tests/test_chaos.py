@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bad_inputs import tree_digest
+from napari_blendphot.testing.corpus import tree_digest
 
 psutil = pytest.importorskip("psutil")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bad_inputs import copy_input, tree_digest, write_valid_inputs
+from napari_blendphot.testing.corpus import copy_input, tree_digest, write_valid_inputs
 from napari_blendphot.cli import main
 
 
@@ -95,7 +95,7 @@ def test_blend_into_the_current_folder_is_refused(valid, tmp_path, capsys, monke
 def test_blend_builder_save_overwrite_refuses_a_users_folder(toy_sample, tmp_path):
     from napari_blendphot.blend.assemble import make_blend
     from napari_blendphot.errors import InputError
-    from napari_blendphot.widgets._builder_model import write_built_blends
+    from napari_blendphot.app.builder import write_built_blends
 
     blend = make_blend(toy_sample[0], toy_sample[1], 5, 5)
     folder = tmp_path / "mine"
@@ -331,10 +331,11 @@ def test_results_pair_killed_between_the_files_is_completed_by_a_rerun(valid, tm
     with pytest.raises(KeyboardInterrupt):
         write_results(table, tmp_path / "res")
     monkeypatch.undo()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["res.csv"]  # half a pair, no temporaries
+    # half a pair (the CSV and its metadata file), no temporaries
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["res.csv", "res.csv.meta.json"]
     assert len(read_results(tmp_path / "res.csv")) == len(table)  # what is there reads back
     write_results(table, tmp_path / "res")  # the rerun, without overwrite, completes the pair
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["res.csv", "res.fits"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["res.csv", "res.csv.meta.json", "res.fits"]
     # An overwrite killed between the files: never a CSV of one run beside a FITS of another.
     changed = table.copy()
     changed["g1_flux_sep"] = changed["g1_flux_sep"] * 2
@@ -342,7 +343,7 @@ def test_results_pair_killed_between_the_files_is_completed_by_a_rerun(valid, tm
     with pytest.raises(KeyboardInterrupt):
         write_results(changed, tmp_path / "res", overwrite=True)
     monkeypatch.undo()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["res.csv"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["res.csv", "res.csv.meta.json"]
     np.testing.assert_array_equal(read_results(tmp_path / "res.csv")["g1_flux_sep"], changed["g1_flux_sep"])
 
 

@@ -260,7 +260,7 @@ def test_synth_mode_bank_train_and_resume_elsewhere(toy_sample, tmp_path):
     with np.load(bank) as saved:
         bank_ids = set(saved["ids"].tolist())
         assert saved["models_q"].dtype == np.int32 and json.loads(str(saved["provenance"]))["step"] == "bank"
-    from training.synth import load_bank
+    from napari_blendphot.training.synth import load_bank
 
     loaded = load_bank(bank)  # dequantised: within half a step (plus the dither) of the models
     rows = np.searchsorted(np.asarray(toy_sample.catalog["id"]), loaded["ids"])

@@ -161,7 +161,7 @@ def _build_dataset(args) -> int:
 
 
 def _bank(args) -> int:
-    from training.bank import make_bank
+    from .bank import make_bank
 
     summary = make_bank(args.sample, args.models, args.output, args.seed, args.test_fraction,
                         overwrite=args.overwrite)

@@ -431,7 +431,7 @@ def prepare_data(config: dict, blends_dir=None, sample_path=None):
 
 def _prepare_synth(config: dict, targets):
     """Synthesised blends from a galaxy bank (training/synth.py): source, fixed validation set, provenance."""
-    from training.synth import Augmentation, SynthBlends, load_bank
+    from .synth import Augmentation, SynthBlends, load_bank
 
     data_cfg = config["data"]
     training = config["training"]
@@ -525,7 +525,7 @@ def resume(run_dir, backend: str | None = None, max_epochs: int | None = None, v
 def _move_bank(run_dir: Path, bank: Path) -> None:
     """Point a synth run (and its U-Net stage) at the same bank file at another path."""
     from napari_blendphot.provenance import sha256_file
-    from training.config import save_config
+    from .config import save_config
 
     if not bank.is_file():
         raise InputError(bank, "galaxy bank not found")

@@ -201,9 +201,14 @@ def table_provenance(path) -> dict | None:
     suffix = path.suffix.lower()
     try:
         if suffix == ".csv":
-            from napari_blendphot.tables import _META_PREFIX
+            from napari_blendphot.tables import _META_PREFIX, meta_path
 
-            with open(path, encoding="utf-8-sig", errors="replace") as handle:
+            sidecar = meta_path(path)
+            if sidecar.is_file():  # today's CSV tables: metadata in NAME.csv.meta.json
+                meta = json.loads(sidecar.read_text(encoding="utf-8"))
+                provenance = meta.get("provenance") if isinstance(meta, dict) else None
+                return provenance if isinstance(provenance, dict) else None
+            with open(path, encoding="utf-8-sig", errors="replace") as handle:  # older: '# blendphot-meta' lines
                 for line in handle:
                     if not line.startswith("#"):
                         break

@@ -301,8 +301,13 @@ def _restore_csv_meta(path: Path, table) -> None:
             from napari_blendphot.provenance import sha256_file
 
             if digest != sha256_file(path):
-                raise InputError(sidecar, f"belongs to another version of {path.name} (an interrupted write?)",
-                                 "write the table again")
+                # Edited by hand (a spreadsheet) or torn by a kill between the two renames:
+                # the rows are read as they are; say that the metadata describe another version.
+                import warnings
+
+                warnings.warn(f"{sidecar}: written for another version of {path.name} (edited since, or an "
+                              "interrupted write); its metadata may not describe these rows", stacklevel=3)
+                meta["metadata_mismatch"] = True
         table.meta.update(meta)
         return
     # Written by an older version: the metadata in "# blendphot-meta" comment lines.

@@ -6,20 +6,14 @@ Keras runs in this process (PyTorch backend unless KERAS_BACKEND says otherwise)
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:  # training/ sits beside src/
-    sys.path.insert(0, str(REPO))
-
 from napari_blendphot.blend.assemble import assemble_pairs  # noqa: E402
-from training.synth import Augmentation, SynthBlends, _resample, _source_coordinates  # noqa: E402
+from napari_blendphot.training.synth import Augmentation, SynthBlends, _resample, _source_coordinates  # noqa: E402
 
 #: No augmentation and (almost) no noise: synthesis must reduce to the blending protocol.
 PLAIN = Augmentation(dihedral=False, central_jitter_px=0.0, companion_subpixel=False, pair_flux_mag=0.0,

@@ -37,7 +37,9 @@ ARRAY_FILES = {
 CATALOG_FILES = ("catalog.csv", "catalog.fits")
 PROVENANCE_FILE = "provenance.json"
 #: Every name a dataset folder holds: the only files an ``--overwrite`` deletes.
-DATASET_FILES = frozenset({*(f"{name}.npy" for name in ARRAY_FILES), *CATALOG_FILES, PROVENANCE_FILE})
+#: Every file a dataset folder holds (the CSV catalogue's metadata file included): what an overwrite may remove.
+DATASET_FILES = frozenset({*(f"{name}.npy" for name in ARRAY_FILES), *CATALOG_FILES, "catalog.csv.meta.json",
+                           PROVENANCE_FILE})
 #: ``step`` of the provenance of the writers of dataset folders.
 DATASET_STEPS = ("blend", "blend-builder")
 #: Bytes per blend of the four arrays, and a generous bound for its two catalogue rows.

@@ -9,7 +9,21 @@ imports Keras/TensorFlow does; SPEC §8).
 Built-in methods
 ----------------
 ``sep``
-    Two-pass SEP (SExtractor) baseline, :class:`~napari_blendphot.deblend.sep_baseline.SepTwoPass`.
+    Two-pass SEP baseline with Kron fluxes (FLUX_AUTO, neighbours blanked as
+    SExtractor's MASK_TYPE BLANK), :class:`~napari_blendphot.deblend.sep_baseline.SepTwoPass`.
+``seppaper``
+    The paper's configuration of the same two passes: no background
+    subtraction, isophotal fluxes (:class:`~napari_blendphot.deblend.sep_baseline.SepPaper`).
+``sextractor``
+    The SExtractor binary in the same two passes, FLUX_AUTO with its default
+    MASK_TYPE CORRECT (:mod:`~napari_blendphot.deblend.sextractor`; needs the
+    ``source-extractor`` program).
+``photutils``
+    photutils' detect_sources + deblend_sources + SourceCatalog Kron fluxes
+    with the same thresholds (:mod:`~napari_blendphot.deblend.photutils_method`).
+``scarlet2``
+    scarlet2 models initialised from the sep detections (optional extra
+    ``scarlet2``: JAX; :mod:`~napari_blendphot.deblend.scarlet2_method`).
 ``blend2flux``
     CNN regressing both fluxes from the blend.
 ``unet``
@@ -33,7 +47,9 @@ factory (usually the class) called as ``factory(**options)`` that returns a
 :class:`~napari_blendphot.deblend.base.Deblender`.  The factory may carry the
 attributes ``label``, ``makes_masks`` and ``needs_worker`` (class attributes of
 a Deblender class do); missing ones default to the name, ``False`` and
-``True`` (running in the worker process is always safe).  Entry points are
+``True`` (running in the worker process is always safe).  A factory may also carry
+``unavailable_reason``, a callable returning why the method cannot run here
+(a missing program or package, with the install hint) or None.  Entry points are
 only loaded when a method's details are asked for, so listing methods never
 imports third-party code.  Methods registered at run time with
 :func:`register_method` take precedence over entry points of the same name.
@@ -80,6 +96,12 @@ class MethodInfo:
         One line for ``--help`` texts and tooltips.
     origin : str
         ``"builtin"``, ``"runtime"`` (register_method) or ``"entry point <value>"``.
+    check : callable or str
+        ``check() -> str | None`` (or ``"module:attribute"`` naming it): why the
+        method cannot run here (a missing program or optional package, with the
+        install hint), None when it can; ``""`` = always available.  It must be
+        cheap and import nothing heavy: it runs whenever methods are listed or
+        selected.
     """
 
     name: str
@@ -89,6 +111,7 @@ class MethodInfo:
     factory: Factory
     description: str = ""
     origin: str = "runtime"
+    check: Factory = ""
 
     def resolve_factory(self) -> Callable[..., object]:
         """The factory callable (imports its module if given as a string)."""
@@ -96,9 +119,11 @@ class MethodInfo:
 
 
 _BUILTINS = (
-    MethodInfo("sep", "SEP two-pass (SExtractor)", True, False,
+    MethodInfo("sep", "SEP two-pass, Kron FLUX_AUTO, MASK_TYPE BLANK", True, False,
                "napari_blendphot.deblend.sep_baseline:SepTwoPass",
-               "classical baseline: sep detection in a cold then a hot pass, FLUX_AUTO photometry", "builtin"),
+               "classical baseline: sep detection in a cold then a hot pass, background subtracted, Kron "
+               "(FLUX_AUTO-like) fluxes with the neighbours' pixels left out (SExtractor's MASK_TYPE BLANK)",
+               "builtin"),
     MethodInfo("blend2flux", "blend2flux (CNN)", False, True,
                "napari_blendphot.deblend.networks:Blend2FluxDeblender",
                "CNN regressing the fluxes of both galaxies from the blend (Boucaud et al. 2020)", "builtin"),
@@ -108,13 +133,30 @@ _BUILTINS = (
     MethodInfo("blend2mask2flux", "blend2mask2flux (U-Net + CNN)", True, True,
                "napari_blendphot.deblend.networks:Blend2Mask2FluxDeblender",
                "U-Net masks then a CNN on blend + masks for the fluxes (Boucaud et al. 2020)", "builtin"),
+    MethodInfo("seppaper", "SEP two-pass, paper set-up (isophotal, no background)", True, False,
+               "napari_blendphot.deblend.sep_baseline:SepPaper",
+               "the paper's own baseline: the sep two-pass without background subtraction, isophotal fluxes "
+               "(Boucaud et al. 2020's 'SExtractor' numbers)", "builtin"),
+    MethodInfo("sextractor", "SExtractor two-pass (FLUX_AUTO, MASK_TYPE CORRECT)", True, False,
+               "napari_blendphot.deblend.sextractor:SExtractorTwoPass",
+               "the SExtractor program in the same two passes, FLUX_AUTO with its default MASK_TYPE CORRECT",
+               "builtin", "napari_blendphot.deblend.sextractor:unavailable_reason"),
+    MethodInfo("photutils", "photutils (segmentation + deblending, Kron flux)", True, False,
+               "napari_blendphot.deblend.photutils_method:PhotutilsTwoPass",
+               "photutils detect_sources + deblend_sources in the same two passes, SourceCatalog Kron fluxes",
+               "builtin", "napari_blendphot.deblend.photutils_method:unavailable_reason"),
+    MethodInfo("scarlet2", "scarlet2 (models from the sep detections)", True, True,
+               "napari_blendphot.deblend.scarlet2_method:Scarlet2Deblender",
+               "scarlet2 (JAX) source models initialised from the sep two-pass detections; fluxes and masks "
+               "from the fitted models", "builtin", "napari_blendphot.deblend.scarlet2_method:unavailable_reason"),
 )
 
 _registry: dict[str, MethodInfo] = {info.name: info for info in _BUILTINS}
 
 
 def register_method(name: str, factory: Factory, *, label: str | None = None, makes_masks: bool = False,
-                    needs_worker: bool = True, description: str = "", replace: bool = False) -> MethodInfo:
+                    needs_worker: bool = True, description: str = "", replace: bool = False,
+                    check: Factory = "") -> MethodInfo:
     """Register a deblending method under *name*.
 
     Parameters
@@ -132,6 +174,8 @@ def register_method(name: str, factory: Factory, *, label: str | None = None, ma
         See :class:`MethodInfo`.  ``needs_worker`` defaults to True.
     replace : bool
         Allow replacing an existing registration (built-ins included).
+    check : callable or str, optional
+        Availability check, see :class:`MethodInfo`.
 
     Returns
     -------
@@ -143,7 +187,10 @@ def register_method(name: str, factory: Factory, *, label: str | None = None, ma
         raise InputError(f"method {name!r}", "is already registered", "pass replace=True to override it")
     if not (callable(factory) or (isinstance(factory, str) and ":" in factory)):
         raise InputError(f"factory of method {name!r}", "must be a callable or a 'module:attribute' string")
-    info = MethodInfo(name, label or name, bool(makes_masks), bool(needs_worker), factory, description, "runtime")
+    if check and not (callable(check) or (isinstance(check, str) and ":" in check)):
+        raise InputError(f"check of method {name!r}", "must be a callable or a 'module:attribute' string")
+    info = MethodInfo(name, label or name, bool(makes_masks), bool(needs_worker), factory, description, "runtime",
+                      check)
     _registry[name] = info
     return info
 
@@ -193,11 +240,38 @@ def method_info(name: str) -> MethodInfo:
         factory = entry_point.load()
     except Exception as exc:
         raise InputError(f"method {name!r}", f"its entry point {entry_point.value!r} failed to load: {exc}") from exc
+    check = getattr(factory, "unavailable_reason", None)
     info = MethodInfo(name, str(getattr(factory, "label", name)), bool(getattr(factory, "makes_masks", False)),
                       bool(getattr(factory, "needs_worker", True)), entry_point.value,
-                      str(getattr(factory, "description", "") or ""), f"entry point {entry_point.value}")
+                      str(getattr(factory, "description", "") or ""), f"entry point {entry_point.value}",
+                      check if callable(check) else "")
     _registry[name] = info
     return info
+
+
+def unavailable_reason(name: str) -> str | None:
+    """Why the method *name* cannot run here (its check's answer), or None if it can.
+
+    A check that itself fails counts as the reason, so a broken optional
+    install is reported, not raised.
+    """
+    info = method_info(name)
+    if not info.check:
+        return None
+    try:
+        reason = _resolve(info.check, name)()
+    except InputError as exc:
+        return str(exc)
+    except Exception as exc:  # a third-party check may raise anything
+        return f"its availability check failed: {type(exc).__name__}: {exc}"
+    return str(reason) if reason else None
+
+
+def check_available(name: str) -> None:
+    """Raise :class:`InputError` (one line, with the install hint) if *name* cannot run here."""
+    reason = unavailable_reason(name)
+    if reason:
+        raise InputError(f"method {name!r}", f"is not available here: {reason}")
 
 
 def create_method(name: str, **options):
@@ -209,9 +283,11 @@ def create_method(name: str, **options):
     Raises
     ------
     InputError
-        Unknown method, or options the factory does not accept.
+        Unknown method, a method not available here (missing program or
+        optional package), or options the factory does not accept.
     """
     info = method_info(name)
+    check_available(name)
     factory = info.resolve_factory()
     try:
         method = factory(**options)
@@ -227,12 +303,17 @@ def create_method(name: str, **options):
 
 
 def parse_method_list(text: str) -> list[str]:
-    """``"sep,unet"`` -> ``["sep", "unet"]``, checking every name and refusing duplicates."""
+    """``"sep,unet"`` -> ``["sep", "unet"]``, checking every name and refusing duplicates.
+
+    A method that cannot run here (:func:`unavailable_reason`) is refused now,
+    with the install hint, rather than when the worker creates it.
+    """
     names = [part.strip() for part in str(text).split(",") if part.strip()]
     if not names:
         raise InputError("methods", "no method given", f"choose from {', '.join(available_methods())}")
     for name in names:
         method_info(name)
+        check_available(name)
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
         raise InputError("methods", f"listed more than once: {', '.join(duplicates)}")

@@ -1,0 +1,68 @@
+"""The ``scarlet2`` method (optional extra): Sersic models of the sep detections, fitted in batches."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+from napari_blendphot.deblend.base import BlendContext
+from napari_blendphot.deblend.registry import method_info, parse_method_list, unavailable_reason
+from napari_blendphot.deblend.scarlet2_method import Scarlet2Deblender
+from napari_blendphot.deblend.sep_baseline import PASS_NO_NOISE
+from napari_blendphot.errors import InputError
+from napari_blendphot.match.assign import DETECTION_BOTH
+from napari_blendphot.sample.toy import sersic_stamp
+
+
+def test_registered_in_the_worker_with_masks():
+    info = method_info("scarlet2")
+    assert info.makes_masks and info.needs_worker  # JAX and a slow fit stay out of the GUI process
+
+
+def test_missing_extra_is_a_clear_message(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "scarlet2" else real(name, *a))
+    reason = unavailable_reason("scarlet2")
+    assert "napari-blendphot[scarlet2]" in reason
+    with pytest.raises(InputError, match="not available here"):
+        parse_method_list("sep,scarlet2")
+    with pytest.raises(InputError, match="scarlet2"):
+        Scarlet2Deblender().deblend(np.zeros((1, 128, 128), np.float32))
+
+
+@pytest.mark.slow
+def test_fits_two_sersic_galaxies_and_gives_errors_and_masks():
+    """Two exponential galaxies seen through the method's Gaussian PSF (its own model): fluxes within 5%.
+
+    A constant stamp is not run; one batch of 2 holds both blends of two
+    sources (one compilation).
+    """
+    pytest.importorskip("scarlet2")  # the optional extra; CI installs it (scripts/setup.sh)
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(0)
+    blends = np.empty((3, 128, 128), np.float32)
+    truth = np.array([[30.0, 15.0], [20.0, 25.0]])
+    shifts = np.array([[14, 18], [-20, 10], [0, 0]], float)
+    for i in range(2):
+        galaxies = sersic_stamp(truth[i, 0], 3.0, 1.0) + sersic_stamp(truth[i, 1], 2.5, 1.0, dy=shifts[i, 0],
+                                                                       dx=shifts[i, 1])
+        blends[i] = gaussian_filter(galaxies, 1.27, mode="constant") + rng.normal(0, 0.0106, (128, 128))
+    blends[2] = 0.0
+    out = Scarlet2Deblender(n_steps=150, batch_size=2).deblend(blends, BlendContext(shifts, np.full(3, 3.0)))
+    assert out.extra["detection"][:2].tolist() == [DETECTION_BOTH] * 2 and out.extra["pass"][2] == PASS_NO_NOISE
+    np.testing.assert_allclose(out.fluxes[:2], truth, rtol=0.05)
+    assert np.isnan(out.fluxes[2]).all() and np.isnan(out.flux_errors[2]).all()
+    assert (out.flux_errors[:2] > 0).all() and (out.flux_errors[:2] < 1.0).all()
+    masks = out.masks[:2] > 0.5
+    assert masks[:, 0, 64, 64].all() and not (masks[:, 0] & masks[:, 1]).any()
+    assert out.metadata["jax_device"]
+
+
+def test_bad_options_are_refused():
+    with pytest.raises(InputError, match="psf_sigma"):
+        Scarlet2Deblender(psf_sigma=-1.0)
+    with pytest.raises(InputError, match="n_steps"):
+        Scarlet2Deblender(n_steps=0)

@@ -124,3 +124,16 @@ def test_predict_refuses_an_unavailable_method_in_one_line(dataset_dir, tmp_path
     assert "apt-get install source-extractor" in error and "Traceback" not in error
     assert len(error.strip().splitlines()) == 1
     assert not (tmp_path / "r.csv").exists()
+
+
+def test_the_inspector_starts_with_the_comparison_methods_unticked_and_reports_missing_ones(runtime_method):
+    from napari_blendphot.widgets._inspector_model import OPT_IN_METHODS, InspectorModel
+
+    model = InspectorModel()
+    try:
+        assert "sep" in model.selected and not set(OPT_IN_METHODS) & set(model.selected)
+        assert set(OPT_IN_METHODS) <= set(model.available)
+        assert "apt-get install thing" in model.check_method("needsathing")
+        assert model.check_method("sep") is None
+    finally:
+        model.close()

@@ -44,6 +44,9 @@ ROW_COLUMNS = ("method", "label", "galaxy", "flux", "mag", "dmag", "iou", "detec
 NO_TRUTH_NOTE = "no truth: dmag and IoU unavailable"
 #: Network methods whose default weights come from the shipped models.
 _NETWORK_METHODS = ("blend2flux", "unet", "blend2mask2flux")
+#: Comparison methods (issue 18) that start unticked: slow live (photutils, scarlet2) or a variant
+#: of SEP; the user ticks them.
+OPT_IN_METHODS = ("seppaper", "sextractor", "photutils", "scarlet2")
 
 
 # --------------------------------------------------------------------------- blend states
@@ -370,8 +373,10 @@ class InspectorModel:
         self.available = tuple(available_methods())
         self.weights: dict[str, str | None] = {}
         if methods is None:
-            # Networks without a shipped model start unticked (choosing a file ticks them).
-            methods = [name for name in self.available if self._has_default_weights(name)]
+            # Networks without a shipped model start unticked (choosing a file ticks them), and so
+            # do the opt-in comparison methods.
+            methods = [name for name in self.available
+                       if name not in OPT_IN_METHODS and self._has_default_weights(name)]
         self.selected = list(methods)
         self.live = True
         self.chunk_size = int(chunk_size)
@@ -476,7 +481,15 @@ class InspectorModel:
         return options
 
     def check_method(self, name: str) -> str | None:
-        """Why *name* cannot run now (None if it can): a network with no usable weights."""
+        """Why *name* cannot run now (None if it can): a missing program or package, a network without weights."""
+        from napari_blendphot.deblend.registry import unavailable_reason
+
+        try:
+            reason = unavailable_reason(name)
+        except InputError as exc:
+            return str(exc)
+        if reason:
+            return f"{name}: {reason}"
         if name not in _NETWORK_METHODS or self.weights.get(name):
             return None
         from napari_blendphot.models.registry import WEIGHTS_DIR, default_model, verify

@@ -15,6 +15,10 @@ Usage::
     # speed only, on toy blends made with numpy (benchmarks/bench_sep.py), e.g. scarlet2 on a GPU
     python benchmarks/bench_methods.py speed --methods scarlet2 --n 2048 [--option scarlet2:batch_size=512]
 
+    # how much a method's fluxes move between two identical runs, and when the same blends
+    # come in another order (SExtractor shares deblended pixels with rand(), one sequence per run)
+    python benchmarks/bench_methods.py repeat DATASET --split test --n 2000 --methods sextractor
+
     python benchmarks/bench_methods.py --quick      # CI smoke: 24 toy blends, the fast methods
 
 Timings: wall and CPU seconds per blend of ``method.deblend`` on the whole
@@ -184,8 +188,14 @@ def coverage_report(args) -> int:
     checked = calibration.apply(table[check_rows])
     for method in methods:
         for role, p in calibration.parameters[method].items():
+            prefix = "g1" if role == "central" else "g2"
+            residual = np.abs(np.asarray(checked[f"{prefix}_flux_{method}"], dtype=float)
+                              - np.asarray(checked[f"{prefix}_flux"], dtype=float))
+            err = np.asarray(checked[f"{prefix}_flux_err_{method}"], dtype=float)
+            usable = np.isfinite(residual) & np.isfinite(err)
+            within = float(np.mean(residual[usable] <= p["k95"] * err[usable]))
             print(f"{method} {role}: a = {p['a']:.3g}, b = {p['b']:.3g}, k95 = {p['k95']:.2f} "
-                  f"(fitted on {p['n']} galaxies)")
+                  f"(fitted on {p['n']} galaxies); held-out within +-k95 err: {100 * within:.1f}%")
         print(_markdown(coverage(checked, method), f"### {method}: calibrated, held-out half"), "\n")
         print(_markdown(coverage(checked, method, by="pair_dmag"),
                         f"### {method}: calibrated, held-out half, per pair dmag"), "\n")
@@ -212,6 +222,43 @@ def speed(args) -> int:
         print(f"{name:>11}: first call {1e3 * wall1 / args.n:8.2f} ms/blend, then {1e3 * wall2 / args.n:8.2f} "
               f"ms/blend wall, {1e3 * cpu2 / args.n:8.2f} CPU ms/blend; measured "
               f"{int(np.isfinite(second.fluxes).sum())} of {2 * args.n} galaxies{extra}; {load()}", flush=True)
+    return 0
+
+
+# ---------------------------------------------------------------------------------- repeat
+def _compare(first, second, label: str) -> None:
+    a, b = first.fluxes, second.fluxes
+    both = np.isfinite(a) & np.isfinite(b)
+    relative = np.abs(a[both] - b[both]) / np.abs(b[both])
+    changed = int((first.extra["detection"] != second.extra["detection"]).sum()) if "detection" in first.extra else 0
+    print(f"  {label}: {len(a)} blends, {int(both.sum())} galaxies measured in both; identical "
+          f"{100 * np.mean(a[both] == b[both]):.1f}%; |relative change| median {np.median(relative):.2e}, "
+          f"p90 {np.percentile(relative, 90):.2e}, p99 {np.percentile(relative, 99):.2e}, max {relative.max():.2e}; "
+          f"> 1%: {100 * np.mean(relative > 0.01):.1f}%, > 5%: {100 * np.mean(relative > 0.05):.2f}%; "
+          f"detection case changed in {changed} blends; same NaN pattern: "
+          f"{np.array_equal(np.isnan(a), np.isnan(b))}")
+
+
+def repeat(args) -> int:
+    from napari_blendphot.blend.dataset import BlendDataset, BlendDatasetView
+    from napari_blendphot.deblend.base import DeblendOutput
+
+    names = [n.strip() for n in args.methods.split(",") if n.strip()]
+    methods = create(names, parse_options(args.option))
+    dataset = BlendDataset(args.dataset)
+    rows = dataset.indices(None if args.split == "all" else args.split)[:args.n]
+    context = BlendDatasetView(dataset, rows).context()
+    blends = np.array(np.load(dataset.path / "blends.npy", mmap_mode="r")[rows])
+    order = np.random.default_rng(args.seed).permutation(len(rows))
+    back = np.argsort(order)
+    for name, method in methods.items():
+        print(f"{name} on {len(rows)} {args.split} blends of {dataset.path}; {load()}")
+        first = method.deblend(blends, context)
+        _compare(first, method.deblend(blends, context), "identical runs")
+        shuffled = method.deblend(blends[order], context.subset(order))
+        unshuffled = DeblendOutput(name, shuffled.fluxes[back],
+                                   extra={k: v[back] for k, v in shuffled.extra.items()})
+        _compare(first, unshuffled, f"same blends in another order (seed {args.seed})")
     return 0
 
 
@@ -244,6 +291,14 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--option", action="append", metavar="METHOD:KEY=VALUE")
     p.set_defaults(func=speed)
+    p = sub.add_parser("repeat", help="how much fluxes move between identical runs and with the order of the blends")
+    p.add_argument("dataset")
+    p.add_argument("--split", choices=("test", "train", "all"), default="test")
+    p.add_argument("--methods", default="sextractor")
+    p.add_argument("--n", type=int, default=2000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--option", action="append", metavar="METHOD:KEY=VALUE")
+    p.set_defaults(func=repeat)
     args = parser.parse_args(argv)
     if args.quick:
         from napari_blendphot.deblend.registry import unavailable_reason
@@ -251,7 +306,7 @@ def main(argv=None) -> int:
         fast = [m for m in ("sep", "seppaper", "sextractor", "photutils") if unavailable_reason(m) is None]
         return speed(parser.parse_args(["speed", "--methods", ",".join(fast), "--n", "24"]))
     if not args.command:
-        parser.error("choose run, coverage or speed (or --quick)")
+        parser.error("choose run, coverage, speed or repeat (or --quick)")
     return args.func(args)
 
 

@@ -355,7 +355,12 @@ class _BatchFitter:
 
             (u, _), history = jax.lax.scan(step, (u0, optimizer.init(u0)), None, length=self.n_steps)
             fitted, unit = build(u)
-            rendered = jnp.stack([obs.render(unit.evaluate_source(src))[0] for src in unit.sources])  # unit flux
+            # The template's sources have amplitude 1 (a profile that is 1 at the effective radius):
+            # divided by their sums, the rendered models carry unit flux.
+            norms = jnp.stack([src.morphology(delta_center=src.center - jnp.array(src.bbox.center[-2:])).sum()
+                               for src in unit.sources])
+            rendered = jnp.stack([obs.render(unit.evaluate_source(src))[0] for src in unit.sources])
+            rendered = rendered / norms[:, None, None]
             fluxes = jnp.exp(u["log_flux"])
             fisher = jnp.einsum("kyx,jyx->kj", rendered * obs.weights[0], rendered)
             errors = jnp.sqrt(jnp.diag(jnp.linalg.inv(fisher)))

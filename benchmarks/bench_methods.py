@@ -15,6 +15,10 @@ Usage::
     # speed only, on toy blends made with numpy (benchmarks/bench_sep.py), e.g. scarlet2 on a GPU
     python benchmarks/bench_methods.py speed --methods scarlet2 --n 2048 [--option scarlet2:batch_size=512]
 
+    # flux MAPE of each method on the paper's selection (galaxies the reference detection column
+    # found), the column taken from another table of the same blends where needed
+    python benchmarks/bench_methods.py selection OUT/results.fits [--detection-from OTHER/results.fits]
+
     # how much a method's fluxes move between two identical runs, and when the same blends
     # come in another order (SExtractor shares deblended pixels with rand(), one sequence per run)
     python benchmarks/bench_methods.py repeat DATASET --split test --n 2000 --methods sextractor
@@ -225,6 +229,33 @@ def speed(args) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------- selection
+def paper_selection(args) -> int:
+    from napari_blendphot.metrics import photometry as phot
+    from napari_blendphot.metrics.binned import galaxy_measurements
+    from napari_blendphot.report.results import methods_in, read_results
+
+    table = read_results(args.results)
+    column = args.detection_column
+    if args.detection_from:
+        other = read_results(args.detection_from)
+        ids = {int(i): row for row, i in enumerate(np.asarray(other["id"]))}
+        missing = [int(i) for i in np.asarray(table["id"]) if int(i) not in ids]
+        if missing:
+            raise SystemExit(f"{args.detection_from}: no rows for blend ids {missing[:5]}...")
+        table[column] = np.asarray(other[column])[[ids[int(i)] for i in np.asarray(table["id"])]]
+    print(f"{args.results}: {len(table)} blends; selection by {column}")
+    for method in methods_in(table):
+        parts = []
+        for galaxy in ("central", "companion"):
+            rows = galaxy_measurements(table, method, galaxy, "detected", detection_column=column)
+            found = np.asarray(rows["detected"])
+            mape = phot.flux_mape(np.asarray(rows["true_flux"])[found], np.asarray(rows["pred_flux"])[found])
+            parts.append(f"{galaxy} {mape:.2f}% ({int(found.sum())} of {len(rows)} measured)")
+        print(f"  {method}: flux MAPE " + ", ".join(parts))
+    return 0
+
+
 # ---------------------------------------------------------------------------------- repeat
 def _compare(first, second, label: str) -> None:
     a, b = first.fluxes, second.fluxes
@@ -291,6 +322,11 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--option", action="append", metavar="METHOD:KEY=VALUE")
     p.set_defaults(func=speed)
+    p = sub.add_parser("selection", help="flux MAPE on the paper's selection by a chosen detection column")
+    p.add_argument("results")
+    p.add_argument("--detection-column", default="detection_sep")
+    p.add_argument("--detection-from", help="take the detection column from this table (same blend ids)")
+    p.set_defaults(func=paper_selection)
     p = sub.add_parser("repeat", help="how much fluxes move between identical runs and with the order of the blends")
     p.add_argument("dataset")
     p.add_argument("--split", choices=("test", "train", "all"), default="test")
@@ -306,7 +342,7 @@ def main(argv=None) -> int:
         fast = [m for m in ("sep", "seppaper", "sextractor", "photutils") if unavailable_reason(m) is None]
         return speed(parser.parse_args(["speed", "--methods", ",".join(fast), "--n", "24"]))
     if not args.command:
-        parser.error("choose run, coverage, speed or repeat (or --quick)")
+        parser.error("choose run, coverage, selection, speed or repeat (or --quick)")
     return args.func(args)
 
 

@@ -13,6 +13,8 @@ with its defaults where SPEC §5 says nothing:
   image through the source's centre; the ``sep`` method blanks them, like
   ``MASK_TYPE BLANK``); ``CLEAN Y``, ``CLEAN_PARAM 1.0``; ``GAIN 0`` (the
   flux error is the background noise only, as sep's);
+* the configuration (one ``.sex`` file per pass), the catalogue parameters
+  and ``default.conv`` are written into a temporary folder for each call;
 * the background is the ``sep`` method's: one constant per stamp
   (``sep.Background`` over the whole stamp), subtracted before SExtractor
   sees the pixels (``BACK_TYPE MANUAL``, ``BACK_VALUE 0``), and the stamp's
@@ -36,10 +38,11 @@ Kron-radius measurement (6 times its isophotal ellipse, SExtractor's
 the 1.75-pixel circle) must lie inside the cell.  Detection cannot link two
 stamps: the filter spreads a stamp's light by one pixel, and the gap is at
 least 4.  Stamps that fail the check (and every stamp whose cell a failing
-source reached) are measured again, each alone in a blank frame of
-``STANDALONE_MARGIN`` pixels; ``extra["alone"]`` says which.  The default
-gap of 32 pixels keeps that to a few stamps in a thousand on the mock test
-blends (``docs/results.md``).
+source reached) are measured again in mosaics with a ``WIDE_GAP`` of 128
+pixels, and those that still fail alone in a blank frame (64, then
+``STANDALONE_MARGIN`` pixels); ``extra["tiling"]`` says which (0, 1, 2).  The
+default gap of 32 pixels sends 1.4% of the mock test blends to the wide gap
+and none to the frame (real galaxies: 11% and 0.4%; ``docs/results.md``).
 
 SExtractor shares the pixels left over by its deblending between the
 sources at random (``rand()`` in ``deblend_gatherup``), from one sequence
@@ -48,8 +51,8 @@ before it in the same mosaic.  docs/results.md states by how much.
 
 Per-blend outputs (``DeblendOutput.extra``), as the ``sep`` method's:
 ``detection``, ``n_sources``, ``pass`` (0 cold, 1 hot, -1 stamp without
-noise, -2 SExtractor failed on it), ``assignment``, plus ``alone`` (1: measured
-alone because its sources reached beyond its mosaic cell).  Flux errors
+noise, -2 SExtractor failed on it), ``assignment``, plus ``tiling`` (how the
+stamp was measured, above).  Flux errors
 (``flux_errors``) are ``FLUXERR_AUTO``; masks are the assigned sources'
 segments.
 """
@@ -441,9 +444,14 @@ class _Runner:
             "MEMORY_PIXSTACK": max(300000, image.size), "MEMORY_OBJSTACK": 20000,
             "NTHREADS": 1, "VERBOSE_TYPE": "QUIET", "WRITE_XML": "N",
         }
-        command = [self.binary, str(paths["image"]), "-c", os.devnull]
-        for key, value in settings.items():
-            command += [f"-{key}", str(value)]
+        # One configuration file per pass, written once into the run's folder (the file names in it
+        # are the folder's fixed ones); MEMORY_PIXSTACK grows with the mosaic, so it stays on the line.
+        pixstack = settings.pop("MEMORY_PIXSTACK")
+        config = folder / (f"pass-{params.threshold:g}-{params.minarea}-{params.deblend_cont:g}"
+                           f"-{params.deblend_nthresh}.sex")
+        if not config.is_file():
+            config.write_text("".join(f"{key:<16} {value}\n" for key, value in settings.items()))
+        command = [self.binary, str(paths["image"]), "-c", str(config), "-MEMORY_PIXSTACK", str(pixstack)]
         timeout = TIMEOUT_BASE + TIMEOUT_PER_STAMP * image.size / STAMP_SIZE ** 2
         try:
             result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=folder)

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # One-time set-up of a development environment in .venv (idempotent, quick when done).
-# Installs the Debian packages headless napari needs (Xvfb and the xcb/GL libraries)
-# and the package with its test extras.  Used by `make demo` and `make test`.
+# Installs the Debian packages headless napari needs (Xvfb and the xcb/GL libraries) and
+# SExtractor (the `sextractor` method), and the package with its test extras and the
+# optional `scarlet2` method.  Used by `make demo` and `make test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 debs=(xvfb xauth libgl1 libegl1 libxkbcommon-x11-0 libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1
       libxcb-image0 libxcb-render-util0 libxcb-shape0 libxcb-xinerama0 libxcb-randr0 libdbus-1-3
-      libfontconfig1)
+      libfontconfig1 source-extractor)
 missing=()
 for deb in "${debs[@]}"; do
   dpkg-query -W -f='${Status}' "$deb" 2>/dev/null | grep -q "install ok installed" || missing+=("$deb")
@@ -31,6 +32,6 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ scripts/setup.sh -n
   .venv/bin/python -m pip install -q --upgrade pip
   # torch 2.13.0 (CPU) is pinned first so the backend extra does not pull a CUDA build.
   .venv/bin/python -m pip install -q "torch==2.13.0"
-  .venv/bin/python -m pip install -q -e ".[test,backends]"
+  .venv/bin/python -m pip install -q -e ".[test,backends,scarlet2]"
   touch "$stamp"
 fi

@@ -128,3 +128,9 @@ def test_bench_pool_gradient_tiny():
         assert re.search(rf"{name}\s+[0-9.]+ ms/step wall\s+[0-9.]+ ms/step CPU", output), output
     # The two poolings give the same gradient (no tied maxima in random data).
     assert "largest relative gradient difference 0.00e+00" in output, output
+
+
+def test_bench_methods_quick():
+    output = run_script("bench_methods.py", "--quick")
+    for name in ("sep", "seppaper", "sextractor", "photutils"):
+        assert re.search(rf"{name}: first call .* ms/blend", output), output

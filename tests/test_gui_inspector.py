@@ -23,6 +23,7 @@ from napari_blendphot.deblend.registry import available_methods, register_method
 from napari_blendphot.errors import InputError
 from napari_blendphot.app.inspector import (
     NO_TRUTH_NOTE,
+    OPT_IN_METHODS,
     InspectorModel,
     layer_features,
     measure,
@@ -192,6 +193,20 @@ def test_missing_shipped_weights_are_reported_and_sep_still_runs(engine, blends,
 
 
 # ----------------------------------------------------------------------------- the widget
+def test_an_unavailable_method_is_listed_disabled_with_its_install_hint(make_napari_viewer, engine, tiny):
+    register_method("missinggui", "test_engine_support:SlowDeblender", label="missing method", needs_worker=False,
+                    check="test_method_availability:_missing")
+    try:
+        _, widget = make_widget(make_napari_viewer, engine, tiny)
+        box = widget.method_boxes["missinggui"]
+        assert not box.isEnabled() and not box.isChecked() and "not available" in box.text()
+        assert "apt-get install thing" in box.toolTip()
+        assert "apt-get install thing" in widget.model.check_method("missinggui")
+        widget.close_inspector()
+    finally:
+        unregister_method("missinggui")
+
+
 def test_checkboxes_follow_the_registry(make_napari_viewer, engine, tiny):
     register_method("echogui", "napari_blendphot.testing.stand_ins:SlowDeblender", label="stand-in method", needs_worker=False)
     try:
@@ -675,7 +690,7 @@ def test_networks_without_weights_start_unticked_and_choosing_a_file_ticks_them(
     monkeypatch.setattr(registry, "WEIGHTS_DIR", tmp_path)  # no shipped models
     viewer = make_napari_viewer()
     widget = DeblendInspectorWidget(viewer)
-    assert widget.model.selected == [m for m in available_methods() if m not in NETWORKS]
+    assert widget.model.selected == [m for m in available_methods() if m not in NETWORKS and m not in OPT_IN_METHODS]
     assert not any(widget.method_boxes[name].isChecked() for name in NETWORKS)
     assert widget.weights_labels["unet"].text() == "no shipped model"
     widget.live_box.setChecked(False)

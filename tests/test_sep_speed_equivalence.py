@@ -145,11 +145,13 @@ def reference_two_pass(blends, context, subtract_background=True, photometry="au
     return fluxes, errors, masks, detection, n_sources, passes, assignment
 
 
-def assert_matches_reference(output, reference):
+def assert_matches_reference(output, reference, error_field=True):
     fluxes, errors, masks, detection, n_sources, passes, assignment = reference
     np.testing.assert_array_equal(output.fluxes, fluxes)
     np.testing.assert_array_equal(output.extra["g1_flux_err"], errors[:, 0])
     np.testing.assert_array_equal(output.extra["g2_flux_err"], errors[:, 1])
+    if error_field:  # SepTwoPass.deblend's output (not the bare pool's) carries them as flux_errors too
+        np.testing.assert_array_equal(output.flux_errors, errors)
     np.testing.assert_array_equal(output.masks, masks)
     for key, expected in (("detection", detection), ("n_sources", n_sources), ("pass", passes),
                           ("assignment", assignment)):
@@ -226,7 +228,27 @@ def test_pool_equals_the_reference(batch):
     blends, context = batch
     pooled = parallel.deblend_in_processes(SepTwoPass(), blends, context, n_jobs=2, chunk_size=16,
                                            start_method="fork")
-    assert_matches_reference(pooled, reference_two_pass(blends, context))
+    assert_matches_reference(pooled, reference_two_pass(blends, context), error_field=False)
+
+
+def test_pooled_deblend_carries_the_flux_errors(batch, monkeypatch):
+    from napari_blendphot.deblend import sep_baseline
+
+    blends, context = batch
+    monkeypatch.setattr(sep_baseline, "PARALLEL_MIN_BLENDS", 8)
+    assert_matches_reference(SepTwoPass(n_jobs=2).deblend(blends, context), reference_two_pass(blends, context))
+
+
+def test_the_paper_configuration_is_the_two_pass_with_the_paper_options(batch):
+    """``seppaper``: no background subtraction, isophotal sums, sep's default 64-pixel meshes."""
+    from napari_blendphot.deblend.sep_baseline import SepPaper
+
+    blends, context = batch
+    options = {"subtract_background": False, "photometry": "iso", "background_box": 64}
+    out = SepPaper().deblend(blends, context)
+    assert (out.method, out.metadata["method"], SepPaper.name) == ("seppaper", "seppaper", "seppaper")
+    assert "isophotal" in out.metadata["label"]
+    assert_matches_reference(out, reference_two_pass(blends, context, **options))
 
 
 def test_pixel_stack_is_restored_and_shared():

@@ -112,12 +112,12 @@ def predict_chunks(blends, methods=None, *, split: str | None = None, weights: d
     """
     from napari_blendphot.blend.dataset import as_blend_set
     from napari_blendphot.deblend.engine import InferenceEngine
-    from napari_blendphot.deblend.registry import builtin_methods, parse_method_list
+    from napari_blendphot.deblend.registry import default_methods, parse_method_list
     from napari_blendphot.report.results import build_results_table
 
     blend_set = as_blend_set(blends, split)
     if methods is None:
-        methods = list(builtin_methods())
+        methods = list(default_methods())
     methods = parse_method_list(methods if isinstance(methods, str) else ",".join(methods))
     options = method_options_for(methods, weights, precision, method_options)
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:

@@ -55,6 +55,15 @@ def _info(name: str):
     return method_info(name)
 
 
+def _unavailable(name: str) -> str | None:
+    from napari_blendphot.deblend.registry import unavailable_reason
+
+    try:
+        return unavailable_reason(name)
+    except InputError as exc:
+        return str(exc)
+
+
 # --------------------------------------------------------------------------- blend states
 def check_stamp(image, source: str) -> np.ndarray:
     """A (128, 128) finite stamp as native float32, or an :class:`InputError` naming *source*.
@@ -401,8 +410,11 @@ class InspectorModel:
         self.available = tuple(available_methods())
         self.weights: dict[str, str | None] = {}
         if methods is None:
-            # Networks without a shipped model start unticked (choosing a file ticks them).
-            methods = [name for name in self.available if self._has_default_weights(name)]
+            # Networks without a shipped model start unticked (choosing a file ticks them), and so
+            # do the opt-in comparison methods.
+            methods = [name for name in self.available
+                       if _info(name).default_run and self._has_default_weights(name)
+                       and not _unavailable(name)]
         self.selected = list(methods)
         self.live = True
         self.chunk_size = int(chunk_size)
@@ -521,7 +533,15 @@ class InspectorModel:
         return options
 
     def check_method(self, name: str) -> str | None:
-        """Why *name* cannot run now (None if it can): a method that takes weights and has none usable."""
+        """Why *name* cannot run now (None if it can): a missing program or package, a network without weights."""
+        from napari_blendphot.deblend.registry import unavailable_reason
+
+        try:
+            reason = unavailable_reason(name)
+        except InputError as exc:
+            return str(exc)
+        if reason:
+            return f"{name}: {reason}"
         info = _info(name)
         if not info.accepts_weights or self.weights.get(name):
             return None

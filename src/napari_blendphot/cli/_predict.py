@@ -16,9 +16,9 @@ from napari_blendphot.cli._common import add_overwrite, progress_printer
 
 
 def register(subparsers) -> None:
-    from napari_blendphot.deblend.registry import builtin_methods
+    from napari_blendphot.deblend.registry import default_methods
 
-    default_methods = ",".join(builtin_methods())
+    defaults = ",".join(default_methods())
     parser = subparsers.add_parser(
         "predict",
         help="deblend a blend dataset with SEP and/or the networks; write a results table (CSV + FITS)",
@@ -29,8 +29,8 @@ def register(subparsers) -> None:
                     "CSV and FITS beside each other and is read by 'blendphot evaluate'.",
     )
     parser.add_argument("blends_dir", metavar="BLENDS_DIR", help="blend dataset folder")
-    parser.add_argument("--methods", default=default_methods,
-                        help=f"comma-separated method names (default {default_methods}); "
+    parser.add_argument("--methods", default=defaults,
+                        help=f"comma-separated method names (default {defaults}); "
                              "third-party methods registered through the 'napari_blendphot.methods' "
                              "entry points are accepted too")
     parser.add_argument("-o", "--output", required=True, metavar="RESULTS",

@@ -169,10 +169,10 @@ class InferenceEngine:
 
     def __init__(self, methods=None, method_options: dict | None = None, backend: str | None = None,
                  chunk_size: int = DEFAULT_CHUNK_SIZE, environment: dict | None = None):
-        from napari_blendphot.deblend.registry import builtin_methods, method_info
+        from napari_blendphot.deblend.registry import default_methods, method_info
 
         if methods is None:
-            methods = builtin_methods()
+            methods = default_methods()
         if isinstance(methods, str):
             methods = [m.strip() for m in methods.split(",") if m.strip()]
         self.methods = tuple(methods)

@@ -35,7 +35,21 @@ Capabilities (:class:`MethodInfo`)
 Built-in methods
 ----------------
 ``sep``
-    Two-pass SEP (SExtractor) baseline, :class:`~napari_blendphot.deblend.sep_baseline.SepTwoPass`.
+    Two-pass SEP baseline with Kron fluxes (FLUX_AUTO, neighbours blanked as
+    SExtractor's MASK_TYPE BLANK), :class:`~napari_blendphot.deblend.sep_baseline.SepTwoPass`.
+``seppaper``
+    The paper's configuration of the same two passes: no background
+    subtraction, isophotal fluxes (:class:`~napari_blendphot.deblend.sep_baseline.SepPaper`).
+``sextractor``
+    The SExtractor binary in the same two passes, FLUX_AUTO with its default
+    MASK_TYPE CORRECT (:mod:`~napari_blendphot.deblend.sextractor`; needs the
+    ``source-extractor`` program).
+``photutils``
+    photutils' detect_sources + deblend_sources + SourceCatalog Kron fluxes
+    with the same thresholds (:mod:`~napari_blendphot.deblend.photutils_method`).
+``scarlet2``
+    scarlet2 models initialised from the sep detections (optional extra
+    ``scarlet2``: JAX; :mod:`~napari_blendphot.deblend.scarlet2_method`).
 ``blend2flux``
     CNN regressing both fluxes from the blend.
 ``unet``
@@ -63,6 +77,9 @@ always safe) and ``()``.  Entry points are only loaded when a method's details
 are asked for, so listing methods never imports third-party code.  Methods
 registered at run time with :func:`register_method` take precedence over
 entry points of the same name.
+A factory may also carry ``unavailable_reason``, a callable returning why the
+method cannot run here (a missing program or package, with the install hint)
+or None.
 
 This module imports no Keras: factories of built-in methods are given as
 ``"module:attribute"`` strings and resolved only when a method is created
@@ -110,6 +127,15 @@ class MethodInfo:
         Capabilities: see the module's documentation.
     short_label, color : str
         How reports and figures show the method ("" for the name and a colour by position).
+    check : callable or str
+        ``check() -> str | None`` (or ``"module:attribute"`` naming it): why the
+        method cannot run here (a missing program or optional package, with the
+        install hint), None when it can; ``""`` = always available.  It must be
+        cheap and import nothing heavy: it runs whenever methods are listed or
+        selected.
+    default_run : bool
+        Part of the default set (``blendphot predict`` without ``--methods``, the
+        Inspector's ticked boxes); comparison methods are opt-in.
     """
 
     name: str
@@ -128,6 +154,8 @@ class MethodInfo:
     flux_errors: bool = False
     short_label: str = ""
     color: str = ""
+    check: Factory = ""
+    default_run: bool = True
 
     @property
     def capabilities(self) -> dict:
@@ -148,9 +176,10 @@ _KERAS = {"needs_worker": True, "uses_keras": True, "accepts_weights": True, "pr
           "wants_gpu": True}
 
 _BUILTINS = (
-    MethodInfo("sep", "SEP two-pass (SExtractor)", True, False,
+    MethodInfo("sep", "SEP two-pass, Kron FLUX_AUTO, MASK_TYPE BLANK", True, False,
                "napari_blendphot.deblend.sep_baseline:SepTwoPass",
-               "classical baseline: sep detection in a cold then a hot pass, FLUX_AUTO photometry", "builtin",
+               "classical baseline: sep detection in a cold then a hot pass, background subtracted, Kron "
+               "(FLUX_AUTO-like) fluxes with the neighbours' pixels left out (SExtractor's MASK_TYPE BLANK)", "builtin",
                parallel=True, flux_errors=True, short_label="SEP", color="#d1495b"),
     MethodInfo("blend2flux", "blend2flux (CNN)", False, factory="napari_blendphot.deblend.keras_methods:Blend2FluxDeblender",
                description="CNN regressing the fluxes of both galaxies from the blend (Boucaud et al. 2020)",
@@ -163,6 +192,27 @@ _BUILTINS = (
                description="U-Net masks then a CNN on blend + masks for the fluxes (Boucaud et al. 2020)",
                origin="builtin", network="blend2mask2flux", short_label="blend2mask2flux", color="#2a9d4b",
                **_KERAS),
+    MethodInfo("seppaper", "SEP two-pass, paper set-up (isophotal, no background)", True, False,
+               "napari_blendphot.deblend.sep_baseline:SepPaper",
+               "the paper's own baseline: the sep two-pass without background subtraction, isophotal fluxes "
+               "(Boucaud et al. 2020's 'SExtractor' numbers)", "builtin",
+               parallel=True, flux_errors=True, short_label="SEP (paper)", color="#8c564b", default_run=False),
+    MethodInfo("sextractor", "SExtractor two-pass (FLUX_AUTO, MASK_TYPE CORRECT)", True, False,
+               "napari_blendphot.deblend.sextractor:SExtractorTwoPass",
+               "the SExtractor program in the same two passes, FLUX_AUTO with its default MASK_TYPE CORRECT",
+               "builtin", flux_errors=True, short_label="SExtractor", color="#e377c2",
+               check="napari_blendphot.deblend.sextractor:unavailable_reason", default_run=False),
+    MethodInfo("photutils", "photutils (segmentation + deblending, Kron flux)", True, False,
+               "napari_blendphot.deblend.photutils_method:PhotutilsTwoPass",
+               "photutils detect_sources + deblend_sources in the same two passes, SourceCatalog Kron fluxes",
+               "builtin", flux_errors=True, short_label="photutils", color="#7f7f7f",
+               check="napari_blendphot.deblend.photutils_method:unavailable_reason", default_run=False),
+    MethodInfo("scarlet2", "scarlet2 (models from the sep detections)", True, True,
+               "napari_blendphot.deblend.scarlet2_method:Scarlet2Deblender",
+               "scarlet2 (JAX) source models initialised from the sep two-pass detections; fluxes and masks "
+               "from the fitted models", "builtin", flux_errors=True, wants_gpu=True, short_label="scarlet2",
+               color="#17becf", check="napari_blendphot.deblend.scarlet2_method:unavailable_reason",
+               default_run=False),
 )
 
 _registry: dict[str, MethodInfo] = {info.name: info for info in _BUILTINS}
@@ -170,7 +220,7 @@ _registry: dict[str, MethodInfo] = {info.name: info for info in _BUILTINS}
 
 def register_method(name: str, factory: Factory, *, label: str | None = None, makes_masks: bool = False,
                     needs_worker: bool = True, description: str = "", replace: bool = False,
-                    **capabilities) -> MethodInfo:
+                    check: Factory = "", default_run: bool = True, **capabilities) -> MethodInfo:
     """Register a deblending method under *name*.
 
     Parameters
@@ -191,6 +241,10 @@ def register_method(name: str, factory: Factory, *, label: str | None = None, ma
     capabilities
         ``uses_keras``, ``accepts_weights``, ``network``, ``precisions``,
         ``parallel``, ``wants_gpu``, ``flux_errors`` (see the module's documentation).
+    check : callable or str, optional
+        Availability check, see :class:`MethodInfo`.
+    default_run : bool, optional
+        Part of the default set of methods (see :class:`MethodInfo`).
 
     Returns
     -------
@@ -205,8 +259,10 @@ def register_method(name: str, factory: Factory, *, label: str | None = None, ma
     unknown = sorted(set(capabilities) - set(CAPABILITIES))
     if unknown:
         raise InputError(f"method {name!r}", f"unknown capability {unknown}", f"known: {', '.join(CAPABILITIES)}")
+    if check and not (callable(check) or (isinstance(check, str) and ":" in check)):
+        raise InputError(f"check of method {name!r}", "must be a callable or a 'module:attribute' string")
     info = MethodInfo(name, label or name, bool(makes_masks), bool(needs_worker), factory, description, "runtime",
-                      **_checked_capabilities(capabilities, name))
+                      check=check, default_run=bool(default_run), **_checked_capabilities(capabilities, name))
     _registry[name] = info
     return info
 
@@ -274,12 +330,39 @@ def method_info(name: str) -> MethodInfo:
         raise InputError(f"method {name!r}", f"its entry point {entry_point.value!r} failed to load: {exc}") from exc
     capabilities = _checked_capabilities({key: getattr(factory, key) for key in CAPABILITIES
                                           if hasattr(factory, key)}, name)
+    check = getattr(factory, "unavailable_reason", None)
     info = MethodInfo(name, str(getattr(factory, "label", name)), bool(getattr(factory, "makes_masks", False)),
                       bool(getattr(factory, "needs_worker", True)), entry_point.value,
                       str(getattr(factory, "description", "") or ""), f"entry point {entry_point.value}",
+                      check=check if callable(check) else "", default_run=bool(getattr(factory, "default_run", True)),
                       **capabilities)
     _registry[name] = info
     return info
+
+
+def unavailable_reason(name: str) -> str | None:
+    """Why the method *name* cannot run here (its check's answer), or None if it can.
+
+    A check that itself fails counts as the reason, so a broken optional
+    install is reported, not raised.
+    """
+    info = method_info(name)
+    if not info.check:
+        return None
+    try:
+        reason = _resolve(info.check, name)()
+    except InputError as exc:
+        return str(exc)
+    except Exception as exc:  # a third-party check may raise anything
+        return f"its availability check failed: {type(exc).__name__}: {exc}"
+    return str(reason) if reason else None
+
+
+def check_available(name: str) -> None:
+    """Raise :class:`InputError` (one line, with the install hint) if *name* cannot run here."""
+    reason = unavailable_reason(name)
+    if reason:
+        raise InputError(f"method {name!r}", f"is not available here: {reason}")
 
 
 def create_method(name: str, **options):
@@ -291,9 +374,11 @@ def create_method(name: str, **options):
     Raises
     ------
     InputError
-        Unknown method, or options the factory does not accept.
+        Unknown method, a method not available here (missing program or
+        optional package), or options the factory does not accept.
     """
     info = method_info(name)
+    check_available(name)
     factory = info.resolve_factory()
     try:
         method = factory(**options)
@@ -317,8 +402,14 @@ def display_of(name: str) -> tuple[str, str]:
 
 
 def builtin_methods() -> tuple[str, ...]:
-    """The methods that come with the package (the default of ``blendphot predict``)."""
+    """The methods that come with the package."""
     return tuple(info.name for info in _BUILTINS)
+
+
+def default_methods() -> tuple[str, ...]:
+    """The methods run when none are chosen (``blendphot predict``, the Inspector): the built-ins that are
+    not opt-in comparisons (:attr:`MethodInfo.default_run`) and can run here."""
+    return tuple(info.name for info in _BUILTINS if info.default_run and not unavailable_reason(info.name))
 
 
 def methods_with(**capabilities) -> tuple[str, ...]:
@@ -343,12 +434,17 @@ def methods_with(**capabilities) -> tuple[str, ...]:
 
 
 def parse_method_list(text: str) -> list[str]:
-    """``"sep,unet"`` -> ``["sep", "unet"]``, checking every name and refusing duplicates."""
+    """``"sep,unet"`` -> ``["sep", "unet"]``, checking every name and refusing duplicates.
+
+    A method that cannot run here (:func:`unavailable_reason`) is refused now,
+    with the install hint, rather than when the worker creates it.
+    """
     names = [part.strip() for part in str(text).split(",") if part.strip()]
     if not names:
         raise InputError("methods", "no method given", f"choose from {', '.join(available_methods())}")
     for name in names:
         method_info(name)
+        check_available(name)
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
         raise InputError("methods", f"listed more than once: {', '.join(duplicates)}")

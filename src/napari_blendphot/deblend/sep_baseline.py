@@ -50,7 +50,18 @@ Per blend outputs (``DeblendOutput.extra``):
     1: the true companion position decided (paper's rules); 0: heuristic
     (central = closest to the centre, companion = brightest other).
 ``g1_flux_err``, ``g2_flux_err`` float64
-    Flux errors from the global rms (NaN where not detected).
+    Flux errors from the global rms (NaN where not detected); the same values
+    are ``DeblendOutput.flux_errors``.
+
+Flux errors: the background noise only (the stamps carry no gain to add the
+sources' Poisson noise): ``rms * sqrt(n)`` over the ``n`` pixels summed, for
+the Kron sums (``sep.sum_ellipse(err=rms)``) and the isophotal ones (the
+segment's ``npix``) alike.  They say nothing about deblending errors, which
+dominate in blends: see :mod:`napari_blendphot.metrics.calibration`.
+
+:class:`SepPaper` (registered as ``seppaper``) is the configuration of the
+paper's code: no background subtraction, isophotal fluxes, sep's default
+64-pixel background meshes for the rms.
 
 Masks are the sep segments of the assigned sources, float32 0/1.
 """
@@ -151,7 +162,7 @@ class SepTwoPass:
     n_jobs: int | None = 1
 
     name: ClassVar[str] = "sep"
-    label: ClassVar[str] = "SEP two-pass (SExtractor)"
+    label: ClassVar[str] = "SEP two-pass, Kron FLUX_AUTO, MASK_TYPE BLANK"
     makes_masks: ClassVar[bool] = True
     needs_worker: ClassVar[bool] = False
 
@@ -193,6 +204,7 @@ class SepTwoPass:
 
             output = deblend_in_processes(self, blends, context, n_jobs=n_jobs, progress=progress)
             output.metadata = self._metadata(output.extra)
+            output.flux_errors = np.column_stack([output.extra["g1_flux_err"], output.extra["g2_flux_err"]])
             return output
         with stamp_sized_pixel_stack(blends.shape[1] * blends.shape[2]):
             return self._deblend_serial(blends, shifts, radii, progress)
@@ -224,7 +236,7 @@ class SepTwoPass:
             "g1_flux_err": out.flux_errors[:, 0].copy(),
             "g2_flux_err": out.flux_errors[:, 1].copy(),
         }
-        return DeblendOutput(self.name, out.fluxes, out.masks, extra, self._metadata(extra))
+        return DeblendOutput(self.name, out.fluxes, out.masks, extra, self._metadata(extra), out.flux_errors)
 
     def _background(self, stamp: np.ndarray):
         """sep's background of *stamp* and its global rms (the detection error)."""
@@ -363,6 +375,24 @@ class SepTwoPass:
             "n_not_run": int((passes == PASS_NO_NOISE).sum()),
             "n_sep_errors": int((passes == PASS_SEP_ERROR).sum()),
         }
+
+
+@dataclass(frozen=True)
+class SepPaper(SepTwoPass):
+    """The paper's configuration of the two passes (Boucaud et al. 2020's "SExtractor").
+
+    The paper's code ran sep without subtracting the background, measured the
+    isophotal flux of each source (the sum over its deblended segment) and took
+    the detection rms from ``sep.Background`` with its default 64-pixel meshes.
+    Same detection passes and assignment as :class:`SepTwoPass`.
+    """
+
+    subtract_background: bool = False
+    photometry: str = "iso"
+    background_box: int = 64
+
+    name: ClassVar[str] = "seppaper"
+    label: ClassVar[str] = "SEP two-pass, paper set-up (isophotal, no background)"
 
 
 @functools.lru_cache(maxsize=1)

@@ -27,7 +27,7 @@ class MethodsBox(QGroupBox):
         self.model = model
         self._notify = notify
         self._changed = changed
-        from napari_blendphot.deblend.registry import method_info
+        from napari_blendphot.deblend.registry import method_info, unavailable_reason
         from napari_blendphot.models.precision import resolve_precision
 
         grid = QGridLayout(self)
@@ -35,14 +35,21 @@ class MethodsBox(QGroupBox):
         self.method_boxes: dict[str, QCheckBox] = {}
         self.weights_labels: dict[str, QLabel] = {}
         for row, name in enumerate(self.model.available):
+            missing = None
             try:
                 info = method_info(name)
                 label, tip = info.label, info.description
+                missing = unavailable_reason(name)
             except InputError as exc:
                 label, tip = name, str(exc)
             box = QCheckBox(label)
             box.setToolTip(tip)
             box.setChecked(name in self.model.selected)
+            if missing:  # listed, with the install hint, but cannot be ticked
+                box.setChecked(False)
+                box.setEnabled(False)
+                box.setText(f"{label} (not available)")
+                box.setToolTip(f"{tip}\nNot available here: {missing}")
             box.toggled.connect(functools.partial(self._on_toggled, name))
             grid.addWidget(box, row, 0)
             self.method_boxes[name] = box

@@ -1,0 +1,142 @@
+"""Coverage of flux errors and their recalibration (metrics.calibration) on synthetic results tables."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from astropy.table import Table
+
+from napari_blendphot.errors import InputError, OutputExistsError
+from napari_blendphot.metrics.calibration import (FluxErrorCalibration, coverage, coverage_arrays,
+                                                  fit_calibration, fit_role, split_blends)
+
+
+def _table(n, seed, error_scale=1.0, fractional=0.0, method="m", with_errors=True):
+    """Results table whose residuals are Gaussian with sigma = sqrt(err_true^2 + (fractional*flux)^2);
+    the method reports err_true * error_scale."""
+    rng = np.random.default_rng(seed)
+    table = Table()
+    table["id"] = np.arange(n)
+    for prefix in ("g1", "g2"):
+        true = 10 ** rng.uniform(0.5, 2.0, n)
+        err_true = rng.uniform(0.05, 0.5, n) * np.sqrt(true)
+        sigma = np.hypot(err_true, fractional * true)
+        table[f"{prefix}_flux"] = true
+        table[f"{prefix}_flux_{method}"] = true + rng.normal(0, 1, n) * sigma
+        if with_errors:
+            table[f"{prefix}_flux_err_{method}"] = err_true * error_scale
+    table.meta["methods"] = [method]
+    return table
+
+
+def test_calibrated_gaussian_errors_cover_68_and_95_percent():
+    stats = coverage(_table(20000, 0), "m")
+    both = stats[stats["galaxy"] == "both"][0]
+    assert abs(both["coverage_68"] - 0.6827) < 0.01 and abs(both["coverage_95"] - 0.95) < 0.01
+    assert abs(both["median_abs_z"] - 0.674) < 0.02 and both["spearman"] > 0.3
+    assert both["n"] == 40000 and set(stats["galaxy"]) == {"central", "companion", "both"}
+
+
+def test_coverage_per_pair_dmag_and_magnitude_bin():
+    table = _table(3000, 1)
+    by_dmag = coverage(table, "m", by="pair_dmag")
+    assert len(by_dmag) == 3 * len(set(zip(by_dmag["bin_low"], by_dmag["bin_high"])))
+    rows = by_dmag[by_dmag["galaxy"] == "both"]
+    assert rows["n"].sum() == 6000  # every galaxy in exactly one bin
+    assert (np.abs(rows["coverage_68"][rows["n"] > 300] - 0.6827) < 0.06).all()
+    by_mag = coverage(table, "m", by="mag")
+    assert by_mag[by_mag["galaxy"] == "both"]["n"].sum() == 6000
+
+
+def test_underestimated_errors_are_found_and_recalibrated_on_held_out_blends():
+    table = _table(8000, 2, error_scale=1 / 3, fractional=0.1)
+    before = coverage(table, "m")
+    assert before[before["galaxy"] == "both"]["coverage_68"][0] < 0.4
+    fit_rows, test_rows = split_blends(len(table), 0.5, seed=0)
+    calibration = fit_calibration(table[fit_rows], provenance={"note": "synthetic"})
+    central = calibration.parameters["m"]["central"]
+    assert 2.5 < central["a"] < 3.5 and 0.07 < central["b"] < 0.13
+    after = coverage(calibration.apply(table[test_rows]), "m")
+    both = after[after["galaxy"] == "both"][0]
+    assert abs(both["coverage_68"] - 0.6827) < 0.02 and abs(both["coverage_95"] - 0.95) < 0.015
+
+
+def test_fit_meets_68_percent_exactly_and_reports_the_95_percent_multiple():
+    rng = np.random.default_rng(3)
+    true = rng.uniform(10, 100, 500)
+    pred = true + rng.standard_t(2, 500) * 2.0  # heavy tails: one scale cannot meet both levels
+    result = fit_role(true, pred, np.full(500, 0.5))
+    assert result["coverage_68"] >= 0.6827 and result["coverage_68"] < 0.6827 + 3 / 500
+    assert result["n"] == 500
+    assert result["coverage_95"] < 0.95 and result["k95"] > 1.96  # heavy tails: 1.96 sigma is not enough
+
+
+def test_a_method_without_errors_gets_a_fractional_error():
+    table = _table(4000, 4, fractional=0.2, with_errors=False)
+    calibration = fit_calibration(table)
+    p = calibration.parameters["m"]["companion"]
+    assert p["a"] == 0 and 0.15 < p["b"] < 0.25
+    fluxes = np.array([[10.0, np.nan], [0.0, 5.0]])
+    errors = calibration.calibrate("m", fluxes)
+    assert np.isnan(errors[0, 1]) and errors[1, 0] == 0 and np.isclose(errors[1, 1], 5.0 * p["b"])
+    applied = calibration.apply(table)
+    assert "g1_flux_err_m" in applied.colnames and "g1_flux_err_raw_m" not in applied.colnames
+
+
+def test_apply_keeps_the_raw_errors_and_never_writes_inf():
+    table = _table(200, 5)
+    table["g1_flux_m"][3] = np.nan
+    table["g2_flux_err_m"][4] = np.inf
+    calibration = fit_calibration(table)
+    out = calibration.apply(table)
+    np.testing.assert_array_equal(out["g1_flux_err_raw_m"], table["g1_flux_err_m"])
+    values = np.concatenate([out["g1_flux_err_m"], out["g2_flux_err_m"]])
+    assert not np.isinf(values).any()
+    assert np.isnan(out["g1_flux_err_m"][3]) and np.isnan(out["g2_flux_err_m"][4])
+    assert out.meta["flux_error_calibration"]["methods"] == ["m"]
+    assert "g1_flux_err_m" in table.colnames and np.isinf(table["g2_flux_err_m"][4])  # input untouched
+
+
+def test_save_load_round_trip_and_bad_files(tmp_path):
+    calibration = fit_calibration(_table(300, 6), provenance={"dataset": "synthetic"})
+    path = calibration.save(tmp_path / "cal.json")
+    loaded = FluxErrorCalibration.load(path)
+    assert loaded.parameters == calibration.parameters and loaded.provenance["dataset"] == "synthetic"
+    with pytest.raises(OutputExistsError):
+        calibration.save(path)
+    calibration.save(path, overwrite=True)
+    assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name]
+    bad = tmp_path / "bad.json"
+    for content, problem in (("{", "not a readable JSON"), ('{"format": "other"}', "not a flux-error"),
+                             (json.dumps({**calibration.to_dict(), "version": 9}), "version"),
+                             (json.dumps({**calibration.to_dict(),
+                                          "parameters": {"m": {"central": {"a": -1, "b": 0},
+                                                               "companion": {"a": 1, "b": 0}}}}), ">= 0")):
+        bad.write_text(content)
+        with pytest.raises(InputError, match=problem):
+            FluxErrorCalibration.load(bad)
+    with pytest.raises(InputError, match="not found"):
+        FluxErrorCalibration.load(tmp_path / "missing.json")
+    with pytest.raises(InputError, match="no calibration"):
+        loaded.calibrate("other", np.ones((1, 2)))
+
+
+def test_inputs_that_cannot_be_used_are_refused():
+    with pytest.raises(InputError, match="at least"):
+        fit_role(np.ones(5), np.ones(5), np.ones(5))
+    with pytest.raises(InputError, match="no column"):
+        coverage(_table(50, 7, with_errors=False), "m")
+    with pytest.raises(InputError, match="binning"):
+        coverage(_table(50, 7), "m", by="distance")
+    with pytest.raises(InputError):
+        split_blends(10, 1.5)
+    a, b = split_blends(10, 0.3, seed=1)
+    assert len(a) == 3 and sorted(np.concatenate([a, b]).tolist()) == list(range(10))
+    np.testing.assert_array_equal(a, split_blends(10, 0.3, seed=1)[0])
+
+
+def test_coverage_arrays_ignores_galaxies_without_flux_or_error():
+    stats = coverage_arrays([1, 1, 1, 1], [1.5, np.nan, 1.1, 3.0], [1.0, 1.0, np.nan, 0.0])
+    assert stats["n"] == 1 and stats["coverage_68"] == 1.0 and np.isnan(stats["spearman"])

@@ -127,12 +127,16 @@ def test_predict_refuses_an_unavailable_method_in_one_line(dataset_dir, tmp_path
 
 
 def test_the_inspector_starts_with_the_comparison_methods_unticked_and_reports_missing_ones(runtime_method):
-    from napari_blendphot.widgets._inspector_model import OPT_IN_METHODS, InspectorModel
+    from napari_blendphot.app.inspector import InspectorModel
+    from napari_blendphot.deblend.registry import available_methods, default_methods, method_info
 
+    comparisons = {name for name in available_methods() if not method_info(name).default_run}
+    assert comparisons >= {"seppaper", "sextractor", "photutils", "scarlet2"}
+    assert not comparisons & set(default_methods())  # `blendphot predict` without --methods leaves them out too
     model = InspectorModel()
     try:
-        assert "sep" in model.selected and not set(OPT_IN_METHODS) & set(model.selected)
-        assert set(OPT_IN_METHODS) <= set(model.available)
+        assert "sep" in model.selected and not comparisons & set(model.selected)
+        assert comparisons <= set(model.available)
         assert "apt-get install thing" in model.check_method("needsathing")
         assert model.check_method("sep") is None
     finally:

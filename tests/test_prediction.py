@@ -100,7 +100,7 @@ def test_progress_and_cancel_keep_the_chunks_done(dataset_dir, engine):
 
 def test_flux_errors_become_columns_and_metadata(dataset_dir, engine):
     table = predict(dataset_dir, ["sep", "witherrors"], split="test", engine=engine)
-    assert table.meta["flux_errors"] == {"sep": False, "witherrors": True}
+    assert table.meta["flux_errors"] == {"sep": True, "witherrors": True}  # SEP's errors from the noise
     flux = np.column_stack([table["g1_flux_witherrors"], table["g2_flux_witherrors"]])
     flux_err = np.column_stack([table["g1_flux_err_witherrors"], table["g2_flux_err_witherrors"]])
     mag_err = np.column_stack([table["g1_mag_err_witherrors"], table["g2_mag_err_witherrors"]])
@@ -108,7 +108,9 @@ def test_flux_errors_become_columns_and_metadata(dataset_dir, engine):
     assert measured.any() and (~measured).any()  # the stand-in leaves some galaxies unmeasured
     assert np.all(np.isfinite(flux_err[measured])) and np.all(np.isnan(flux_err[~measured]))
     np.testing.assert_allclose(mag_err[measured], 2.5 / np.log(10) * flux_err[measured] / flux[measured])
-    assert "g1_flux_err_sep" not in table.colnames or not table.meta["flux_errors"]["sep"]
+    sep_flux = np.asarray(table["g1_flux_sep"], float)
+    sep_err = np.asarray(table["g1_flux_err_sep"], float)
+    assert np.all(sep_err[np.isfinite(sep_flux)] > 0) and np.all(np.isnan(sep_err[~np.isfinite(sep_flux)]))
     from napari_blendphot.report.results import methods_in
 
     table.meta.pop("methods")

@@ -71,7 +71,7 @@ def test_well_separated_pair_is_detected_and_measured():
     assert iou(out.masks[0, 0], g1 > 5 * NOISE) > 0.6
     assert iou(out.masks[0, 1], g2 > 5 * NOISE) > 0.6
     assert not (out.masks[0, 0].astype(bool) & out.masks[0, 1].astype(bool)).any()
-    assert np.all(out.extra["g1_flux_err"] > 0)
+    assert np.all(out.flux_errors[:, 0] > 0)
 
 
 def test_iso_versus_auto():

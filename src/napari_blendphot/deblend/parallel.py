@@ -78,9 +78,10 @@ class _Assembler:
         self.masks = None
         self.extra = None
         self.metadata = None
+        self.flux_errors = None
 
     def add(self, start: int, result) -> None:
-        name, fluxes, packed, extra, metadata = result
+        name, fluxes, packed, extra, metadata, errors = result
         stop = start + len(fluxes)
         if self.fluxes is None:
             self.method, self.metadata = name, dict(metadata)
@@ -88,20 +89,25 @@ class _Assembler:
             if packed is not None:
                 self.masks = np.empty((self.total,) + tuple(packed[1][1:]), np.float32)
             self.extra = {key: np.empty((self.total,) + value.shape[1:], value.dtype) for key, value in extra.items()}
+            if errors is not None:
+                self.flux_errors = np.empty((self.total,) + errors.shape[1:], errors.dtype)
         self.fluxes[start:stop] = fluxes
+        if self.flux_errors is not None:
+            self.flux_errors[start:stop] = errors
         if self.masks is not None:
             unpack_masks(packed, out=self.masks[start:stop])
         for key, value in extra.items():
             self.extra[key][start:stop] = value
 
     def output(self) -> DeblendOutput:
-        return DeblendOutput(self.method, self.fluxes, self.masks, self.extra, self.metadata)
+        return DeblendOutput(self.method, self.fluxes, self.masks, self.extra, self.metadata, self.flux_errors)
 
 
 def _run_chunk(method, blends, context):
     """Worker entry point: deblend one chunk in this process."""
     output = method.deblend(blends, context)
-    return output.method, output.fluxes, pack_masks(output.masks), output.extra, output.metadata
+    return (output.method, output.fluxes, pack_masks(output.masks), output.extra, output.metadata,
+            output.flux_errors)
 
 
 _QT_MODULES = ("PyQt5", "PyQt6", "PySide2", "PySide6")

@@ -49,9 +49,6 @@ Per blend outputs (``DeblendOutput.extra``):
 ``assignment`` int8
     1: the true companion position decided (paper's rules); 0: heuristic
     (central = closest to the centre, companion = brightest other).
-``g1_flux_err``, ``g2_flux_err`` float64
-    Flux errors from the global rms (NaN where not detected); the same values
-    are ``DeblendOutput.flux_errors``.
 
 Flux errors: the background noise only (the stamps carry no gain to add the
 sources' Poisson noise): ``rms * sqrt(n)`` over the ``n`` pixels summed, for
@@ -204,7 +201,6 @@ class SepTwoPass:
 
             output = deblend_in_processes(self, blends, context, n_jobs=n_jobs, progress=progress)
             output.metadata = self._metadata(output.extra)
-            output.flux_errors = np.column_stack([output.extra["g1_flux_err"], output.extra["g2_flux_err"]])
             return output
         with stamp_sized_pixel_stack(blends.shape[1] * blends.shape[2]):
             return self._deblend_serial(blends, shifts, radii, progress)
@@ -233,8 +229,6 @@ class SepTwoPass:
             "n_sources": out.n_sources,
             "pass": out.pass_used,
             "assignment": out.assignment,
-            "g1_flux_err": out.flux_errors[:, 0].copy(),
-            "g2_flux_err": out.flux_errors[:, 1].copy(),
         }
         return DeblendOutput(self.name, out.fluxes, out.masks, extra, self._metadata(extra), out.flux_errors)
 

@@ -242,7 +242,10 @@ def open_field(path, hdu: int | None = None, plane: int | None = None, zero_poin
 
     check_fits_header(path)
     try:
-        hdul = fits.open(path, memmap=False, lazy_load_hdus=False)
+        with warnings.catch_warnings():
+            # A damaged file gets one line from us, not astropy's multi-line verification warnings.
+            warnings.simplefilter("ignore", fits.verify.VerifyWarning)
+            hdul = fits.open(path, memmap=False, lazy_load_hdus=False)
     except Exception as exc:
         raise InputError(path, f"cannot be opened as FITS: {' '.join(str(exc).split()) or type(exc).__name__}",
                          "is it a complete FITS file?") from None

@@ -116,7 +116,8 @@ def make_field(sample, n_galaxies: int, pair_fraction: float = 1 / 3, shape=(204
     Parameters
     ----------
     sample : GalaxySample
-        Isolated galaxies (0.06"/px stamps in e-/s at 25.96); neighbours are cleaned with *clean_seed*.
+        Isolated galaxies (0.06"/px stamps in e-/s at 25.96); neighbours are cleaned with *clean_seed*
+        (None: the sample is used as given, e.g. already cleaned).
     n_galaxies : int
         Galaxies placed; ``round(pair_fraction * n_galaxies / 2)`` pairs, the rest isolated.
     shape : (ny, nx)
@@ -152,7 +153,7 @@ def make_field(sample, n_galaxies: int, pair_fraction: float = 1 / 3, shape=(204
     if not (rebin >= 1 and abs(rebin * PIXEL_SCALE - pixel_scale) < 1e-9):
         rebin = 1
     rng = np.random.default_rng(seed)
-    cleaned = clean_sample(sample, clean_seed)
+    cleaned = clean_sample(sample, clean_seed) if clean_seed is not None else sample
     images = np.asarray(cleaned.images, np.float32)
     catalog = cleaned.catalog
     mags = np.asarray(catalog["mag"], np.float64)
@@ -160,7 +161,14 @@ def make_field(sample, n_galaxies: int, pair_fraction: float = 1 / 3, shape=(204
     radii = np.asarray(catalog["radius"], np.float64)
     ids = np.asarray(catalog["id"])
     galtypes = np.asarray(catalog["galtype"]).astype(str) if "galtype" in catalog.colnames else np.full(len(ids), "")
-    rms = float(noise_rms) if noise_rms is not None else float(np.nanmedian(np.asarray(catalog["noise_rms"])))
+    if noise_rms is not None:
+        rms = float(noise_rms)
+    elif "noise_rms" in catalog.colnames:
+        rms = float(np.nanmedian(np.asarray(catalog["noise_rms"])))
+    else:
+        from napari_blendphot.field.calibration import TRAINING_NOISE_RMS
+
+        rms = TRAINING_NOISE_RMS
     in_stamp = _flux_in_stamp(sample, catalog, fluxes)
 
     n_pairs = int(round(pair_fraction * n_galaxies / 2))
@@ -284,7 +292,7 @@ def pair_stamps(sample, truth, clean_seed: int = 0):
     from napari_blendphot.clean.neighbours import clean_sample
     from napari_blendphot.deblend.base import BlendContext
 
-    cleaned = clean_sample(sample, clean_seed)
+    cleaned = clean_sample(sample, clean_seed) if clean_seed is not None else sample
     images = np.asarray(cleaned.images, np.float32)
     row_of = {int(galaxy_id): i for i, galaxy_id in enumerate(np.asarray(cleaned.catalog["id"]))}
     radii = np.asarray(cleaned.catalog["radius"], np.float64)

@@ -423,8 +423,11 @@ def _check_cancel(cancel, done):
         raise Cancelled(f"cancelled after {done} sources", done=done)
 
 
-def _part_rows(region: FieldRegion, measured: SourceMeasurements) -> dict:
-    """A region's measured rows, with the positions of each source's group members and companion."""
+def _part_rows(region: FieldRegion, measured: SourceMeasurements, source_ids=None) -> dict:
+    """A region's measured rows, with the positions of each source's group members and companion.
+
+    *source_ids*: the rows' ids when the caller numbers sources itself (the Field widget's model).
+    """
     indices = measured.indices
     members = [np.stack([region.x[region.members(i)], region.y[region.members(i)]], axis=1) for i in indices]
     companion = measured.companions
@@ -432,7 +435,7 @@ def _part_rows(region: FieldRegion, measured: SourceMeasurements) -> dict:
                             np.stack([region.x[np.maximum(companion, 0)], region.y[np.maximum(companion, 0)]], 1),
                             np.nan)
     return {"columns": measured.columns, "catalog_index": region.catalog_index[indices], "members": members,
-            "companion_xy": companion_xy}
+            "companion_xy": companion_xy, "source_id": None if source_ids is None else np.asarray(source_ids)}
 
 
 def _unmeasured_rows(catalog_rows, positions, image, row_flags) -> dict:
@@ -467,7 +470,9 @@ def _assemble(parts, methods, positions):
             pieces.append(np.asarray(values))
         columns[name] = np.concatenate(pieces) if pieces else np.zeros(0)
     catalog_index = np.concatenate([p["catalog_index"] for p in parts]) if parts else np.zeros(0, np.int64)
-    if positions is None:
+    if parts and all(part.get("source_id") is not None for part in parts):
+        source_id = np.concatenate([part["source_id"] for part in parts]).astype(np.int64)
+    elif positions is None:
         source_id = np.arange(1, n + 1, dtype=np.int64)
     else:
         source_id = positions.ids[catalog_index]

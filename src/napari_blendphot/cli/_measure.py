@@ -52,6 +52,9 @@ def register(subparsers) -> None:
                              "is not already subtracted), map (always) or none")
     parser.add_argument("--tile-size", type=int, default=None,
                         help="images larger than this are measured in tiles of this many pixels (default 4096)")
+    parser.add_argument("--isolated-networks", action="store_true",
+                        help="also run the pair-trained networks on isolated sources (they are biased there, "
+                             "about +0.25 mag on the synthetic fields; flux_total measures isolated sources)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the noise that fills cleaned/padded pixels")
     parser.add_argument("--backend", choices=("tensorflow", "jax", "torch"), default=None,
                         help="Keras backend of the worker (default $KERAS_BACKEND or tensorflow)")
@@ -120,7 +123,8 @@ def run(args) -> int:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", FieldWarning)
             table = measure_field(image, methods, args.catalog, settings=settings, method_options=options,
-                                  seed=args.seed, tile_size=tile_size, progress=progress, backend=args.backend)
+                                  seed=args.seed, tile_size=tile_size, progress=progress, backend=args.backend,
+                                  networks_on_isolated=args.isolated_networks)
     finally:
         bar.close()
         image.close()

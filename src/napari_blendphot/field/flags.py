@@ -19,7 +19,8 @@ NOISE = 8
 SIZE = 16
 #: The blend group has more than two members: the networks, trained on pairs, see the others too.
 CROWDED = 32
-#: No companion: the networks were trained on pairs and are biased on lone galaxies (use ``flux_total``).
+#: No companion: the pair-trained networks are biased on lone galaxies, so they are not run (their columns
+#: are empty unless ``--isolated-networks``); ``flux_total`` measures the source.
 ISOLATED = 64
 #: No photometric zero point in the header or the options: 25.96 assumed (``docs/field.md``).
 ZERO_POINT_ASSUMED = 128

@@ -210,9 +210,61 @@ def _noise_in_training_units(region: FieldRegion, image) -> float:
     return region.detection.global_rms * image.calibration.flux_scale * factor
 
 
+def _run_methods(runner, stamps, context, paired, networks_on_isolated, progress, cancel) -> dict:
+    """Every method on every stamp, except pair-trained networks on isolated sources (NaN rows there)."""
+    from napari_blendphot.deblend.base import DeblendOutput
+    from napari_blendphot.field.run import PAIR_TRAINED_METHODS
+
+    n = len(stamps)
+    pair_methods = [] if networks_on_isolated else [m for m in runner.methods if m in PAIR_TRAINED_METHODS]
+    if not pair_methods or paired.all():
+        return runner.run(stamps, context, progress=progress, cancel=cancel)
+    others = [m for m in runner.methods if m not in pair_methods]
+    share = paired.sum() / n if n else 0.0
+
+    def scaled(weight, offset):
+        if progress is None:
+            return None
+        return lambda done, total: progress(int(offset + weight * done * n / max(total, 1)), n)
+
+    outputs = runner.run(stamps, context, progress=scaled(1 - share, 0), cancel=cancel, methods=others) \
+        if others else {}
+    rows = np.flatnonzero(paired)
+    partial = runner.run(stamps[rows], context.subset(rows), progress=scaled(share, (1 - share) * n),
+                         cancel=cancel, methods=pair_methods) if len(rows) else {}
+    for name in pair_methods:
+        fluxes = np.full((n, 2), np.nan)
+        masks = extra = errors = None
+        result = partial.get(name)
+        metadata = {}
+        if result is not None:
+            fluxes[rows] = result.fluxes
+            metadata = dict(result.metadata or {})
+            if result.masks is not None:
+                masks = np.zeros((n, *result.masks.shape[1:]), np.float32)
+                masks[rows] = result.masks
+            if result.flux_errors is not None:
+                errors = np.full((n, 2), np.nan)
+                errors[rows] = result.flux_errors
+            extra = {}
+            for key, values in (result.extra or {}).items():
+                values = np.asarray(values)
+                if values.ndim == 1 and values.dtype.kind == "f":
+                    full = np.full(n, np.nan)
+                    full[rows] = values
+                    extra[key] = full
+        outputs[name] = DeblendOutput(name, fluxes, masks, extra or {}, metadata, errors)
+    return {name: outputs[name] for name in runner.methods}
+
+
 def measure_sources(region: FieldRegion, image, indices, runner, seed: int = 0, progress=None, cancel=None,
-                    keep_stamps: bool = False) -> SourceMeasurements:
-    """Stamps, methods and per-source columns for sources *indices* of *region* (module docstring)."""
+                    keep_stamps: bool = False, networks_on_isolated: bool = False) -> SourceMeasurements:
+    """Stamps, methods and per-source columns for sources *indices* of *region* (module docstring).
+
+    Pair-trained networks (:data:`napari_blendphot.field.run.PAIR_TRAINED_METHODS`) run on sources
+    with a companion only, unless *networks_on_isolated*: on lone galaxies they are biased (their
+    columns are NaN there, the row flagged ``ISOLATED``; ``flux_total`` measures them).
+    """
     from napari_blendphot.deblend.base import BlendContext
     from napari_blendphot.field.stamps import cut_stamp
 
@@ -264,7 +316,7 @@ def measure_sources(region: FieldRegion, image, indices, runner, seed: int = 0, 
     if n:
         context = BlendContext(companion_shift=shifts, central_radius=np.where(np.isfinite(radii_train),
                                                                                 radii_train, np.nan))
-        outputs = runner.run(stamps, context, progress=progress, cancel=cancel)
+        outputs = _run_methods(runner, stamps, context, companions >= 0, networks_on_isolated, progress, cancel)
     ra, dec = image.pixel_to_world(region.x[indices], region.y[indices])
     columns = {
         "x": region.x[indices], "y": region.y[indices], "ra": ra, "dec": dec,
@@ -316,7 +368,7 @@ def plan_tiles(shape, zoom_yx, tile_size: int = DEFAULT_TILE_SIZE):
 def measure_field(image, methods=DEFAULT_METHODS, catalog=None, *, settings: DetectionSettings = DetectionSettings(),
                   method_options: dict | None = None, seed: int = 0, tile_size: int = DEFAULT_TILE_SIZE,
                   runner=None, progress=None, cancel=None, backend: str | None = None, zero_point=None,
-                  pixel_scale=None, plane=None, hdu=None):
+                  pixel_scale=None, plane=None, hdu=None, networks_on_isolated: bool = False):
     """Measure the sources of a field image; returns the catalogue (astropy Table).
 
     Parameters
@@ -330,6 +382,8 @@ def measure_field(image, methods=DEFAULT_METHODS, catalog=None, *, settings: Det
         Positions to measure instead of SEP's detections.
     runner : MethodRunner, optional
         Reuse a running one (its methods are used); otherwise one is made and closed here.
+    networks_on_isolated : bool
+        Also run the pair-trained networks on isolated sources (biased there: see ``docs/field.md``).
     progress : callable(done, total, text), optional
         Sources measured so far and the (estimated, for tiles) total.
     cancel : Event or callable, optional
@@ -342,14 +396,14 @@ def measure_field(image, methods=DEFAULT_METHODS, catalog=None, *, settings: Det
         image = open_field(image, hdu=hdu, plane=plane, zero_point=zero_point, pixel_scale=pixel_scale)
     try:
         return _measure_open_field(image, methods, catalog, settings, method_options, seed, tile_size, runner,
-                                   progress, cancel, backend)
+                                   progress, cancel, backend, networks_on_isolated)
     finally:
         if opened:
             image.close()
 
 
 def _measure_open_field(image, methods, catalog, settings, method_options, seed, tile_size, runner, progress,
-                        cancel, backend):
+                        cancel, backend, networks_on_isolated):
     from napari_blendphot.field.catalog_input import read_positions
     from napari_blendphot.field.run import MethodRunner
 
@@ -365,6 +419,7 @@ def _measure_open_field(image, methods, catalog, settings, method_options, seed,
     if own_runner:
         runner = MethodRunner(methods, method_options, backend=backend)
     methods = list(runner.methods)
+    runner.warm_up_in_background()
     tiles = plan_tiles(image.shape, image.calibration.zoom_yx, tile_size)
     parts = []
     done = 0
@@ -388,7 +443,7 @@ def _measure_open_field(image, methods, catalog, settings, method_options, seed,
                         progress(offset + finished, max(estimate, offset + finished), text)
 
                 measured = measure_sources(region, image, batch, runner, seed, progress=batch_progress,
-                                           cancel=cancel)
+                                           cancel=cancel, networks_on_isolated=networks_on_isolated)
                 parts.append(_part_rows(region, measured))
                 done += len(batch)
             if positions is not None:
@@ -411,7 +466,7 @@ def _measure_open_field(image, methods, catalog, settings, method_options, seed,
             parts.append(_unmeasured_rows(off, positions, image, np.zeros(len(off), np.int64)))
     table = _assemble(parts, methods, positions)
     table.meta.update(_catalog_meta(image, methods, runner, settings, seed, positions, backend_used,
-                                    catalog if positions is not None else None))
+                                    catalog if positions is not None else None, networks_on_isolated))
     return table
 
 
@@ -557,7 +612,8 @@ def _describe_columns(table, methods) -> None:
                                                          "(cross-check of the companion's own row)")
 
 
-def _catalog_meta(image, methods, runner, settings, seed, positions, backend, catalog) -> dict:
+def _catalog_meta(image, methods, runner, settings, seed, positions, backend, catalog,
+                  networks_on_isolated: bool = False) -> dict:
     from napari_blendphot.provenance import make_provenance, sha256_file
 
     inputs = {"image": {"path": image.path.name, "sha256": sha256_file(image.path)}}
@@ -584,6 +640,7 @@ def _catalog_meta(image, methods, runner, settings, seed, positions, backend, ca
         positions=None if positions is None else positions.columns,
         grouping={"radius_factor": 2.0, "max_pair_separation_training_px": MAX_PAIR_SEPARATION},
         total_aperture={"factor": TOTAL_APERTURE_FACTOR, "min_training_px": TOTAL_APERTURE_MIN},
+        networks_on_isolated=bool(networks_on_isolated),
     )
     notes = list(image.notes) + ([] if positions is None else [f"{positions.source}: {n}" for n in positions.notes])
     return {

@@ -72,6 +72,7 @@ class MethodRunner:
         self.backend = backend
         self.chunk_size = int(chunk_size)
         self._engine = None
+        self._warming = None
         self._local = {}
         self._lock = threading.Lock()
         #: ``{method: metadata}`` of the last outputs (weights digest, precision...).
@@ -87,6 +88,27 @@ class MethodRunner:
                                            chunk_size=self.chunk_size)
         return self._engine
 
+    def warm_up_in_background(self) -> None:
+        """Start the worker and load the networks now, in a background thread (no-op without a network).
+
+        Field mode calls it before detecting, so that the worker's start
+        (TensorFlow's import: 10-30 s on a busy machine) overlaps the detection
+        instead of following it.  A failure here is not reported: the first
+        :meth:`run` raises it again with its own message.
+        """
+        if not self.worker_methods or self._warming is not None:
+            return
+        engine = self._engine_for()
+
+        def warm():
+            try:
+                engine.warm_up(list(self.worker_methods))
+            except Exception:  # reported by the first run
+                pass
+
+        self._warming = threading.Thread(target=warm, name="blendphot-field-warm-up", daemon=True)
+        self._warming.start()
+
     def _local_method(self, name):
         if name not in self._local:
             from napari_blendphot.deblend.registry import create_method, method_info
@@ -98,6 +120,9 @@ class MethodRunner:
         return self._local[name]
 
     def close(self) -> None:
+        if self._warming is not None:
+            self._warming.join()
+            self._warming = None
         if self._engine is not None:
             self._engine.close()
             self._engine = None
@@ -114,8 +139,8 @@ class MethodRunner:
         return self._engine.backend if self._engine is not None else None
 
     # ------------------------------------------------------------------ running
-    def run(self, stamps: np.ndarray, context=None, progress=None, cancel=None) -> dict:
-        """Every method on *stamps* (N, 128, 128) with *context*; ``{method: DeblendOutput}``.
+    def run(self, stamps: np.ndarray, context=None, progress=None, cancel=None, methods=None) -> dict:
+        """Every method (or those of *methods*) on *stamps* (N, 128, 128) with *context*; ``{method: DeblendOutput}``.
 
         *progress(done, total)* is called with the stamps finished by every
         method; *cancel* (an Event or a callable) stops the request between
@@ -125,9 +150,12 @@ class MethodRunner:
 
         stamps = np.asarray(stamps, np.float32)
         total = len(stamps)
-        if total == 0:
+        chosen = self.methods if methods is None else tuple(m for m in self.methods if m in set(methods))
+        if total == 0 or not chosen:
             return {}
-        done = {name: 0 for name in self.methods}
+        local_methods = [m for m in self.local_methods if m in chosen]
+        worker_methods = [m for m in self.worker_methods if m in chosen]
+        done = {name: 0 for name in chosen}
         report_lock = threading.Lock()
 
         def report(name):
@@ -142,12 +170,12 @@ class MethodRunner:
         outputs = {}
         with self._lock:
             future = None
-            if self.worker_methods:
+            if worker_methods:
                 engine = self._engine_for()
-                future = engine.submit(stamps, context, list(self.worker_methods), progress=self._worker_progress(
-                    report, total))
+                future = engine.submit(stamps, context, worker_methods,
+                                       progress=self._worker_progress(report, total, worker_methods))
             try:
-                for name in self.local_methods:
+                for name in local_methods:
                     if _cancel_requested(cancel):
                         raise Cancelled(f"cancelled before method {name!r}", done=0, total=total)
                     method = self._local_method(name)
@@ -174,15 +202,21 @@ class MethodRunner:
                 raise
         for name, output in outputs.items():
             self.metadata.setdefault(name, dict(output.metadata or {}))
-        return {name: outputs[name] for name in self.methods}
+        return {name: outputs[name] for name in chosen}
 
-    def _worker_progress(self, report, total):
-        callbacks = {name: report(name) for name in self.worker_methods}
+    def _worker_progress(self, report, total, names):
+        callbacks = {name: report(name) for name in names}
 
         def progress(finished, _total):
             for callback in callbacks.values():
                 callback(finished, total)
         return progress
+
+
+#: Methods trained on pairs (a central and a companion): field mode runs them on blend members only,
+#: unless asked (``networks_on_isolated``).  When the registry records this as a method capability,
+#: field mode should read it from there.
+PAIR_TRAINED_METHODS = frozenset({"blend2flux", "blend2mask2flux", "unet"})
 
 
 def run_methods(stamps, context, methods, options: dict | None = None, progress=None, cancel=None,

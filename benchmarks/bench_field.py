@@ -278,7 +278,7 @@ def write_large_field(path: Path, size: int, n_galaxies: int, seed: int, strip: 
 
 def memory(size: int, n_galaxies: int, methods, seed: int, keep: bool, folder: str | None) -> None:
     print(f"\n## memory: {size}x{size} float32 image ({size * size * 4 / 2**30:.2f} GiB on disk), {n_galaxies} "
-          f"galaxies, methods {', '.join(methods)}, tiles of 4096 (load {load_average()})")
+          f"galaxies, methods {', '.join(methods)}, tiles of 2048 (load {load_average()})")
     base = Path(folder or tempfile.mkdtemp(prefix="bench_field_"))
     path = base / f"field_{size}.fits"
     start = time.perf_counter()

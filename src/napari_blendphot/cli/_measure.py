@@ -51,7 +51,7 @@ def register(subparsers) -> None:
                         help="subtract SEP's background map from the measured pixels: auto (only when the sky "
                              "is not already subtracted), map (always) or none")
     parser.add_argument("--tile-size", type=int, default=None,
-                        help="images larger than this are measured in tiles of this many pixels (default 4096)")
+                        help="images larger than this are measured in tiles of this many pixels (default 2048)")
     parser.add_argument("--isolated-networks", action="store_true",
                         help="also run the pair-trained networks on isolated sources (they are biased there, "
                              "about +0.25 mag on the synthetic fields; flux_total measures isolated sources)")

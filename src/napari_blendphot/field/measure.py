@@ -45,7 +45,7 @@ from napari_blendphot.field.detect import MAX_PAIR_SEPARATION, DetectionSettings
 #: Default methods of field mode.
 DEFAULT_METHODS = ("sep", "blend2flux")
 #: Images larger than this (pixels per side) are measured in tiles of this size (plus margins).
-DEFAULT_TILE_SIZE = 4096
+DEFAULT_TILE_SIZE = 2048
 #: ``flux_total`` aperture radius: this many half-light radii, clipped to [TOTAL_APERTURE_MIN, 64] training pixels.
 TOTAL_APERTURE_FACTOR = 10.0
 TOTAL_APERTURE_MIN = 20.0

@@ -214,7 +214,9 @@ class FieldWidget(QWidget):
         self.table = QTableWidget(0, 0)
         self.table.setEditTriggers(QTableWidget.NoEditTriggers)
         self.table.setSortingEnabled(True)
+        self.table.verticalHeader().setVisible(False)
         layout.addWidget(self.table, 1)
+        self.setMinimumWidth(520)
 
     # ------------------------------------------------------------------ image and calibration
     def _field_layers(self):
@@ -314,8 +316,8 @@ class FieldWidget(QWidget):
         sizes = np.minimum(features["group_size"], 3)
         colors = np.array([GROUP_COLORS[int(s)] for s in sizes]) if len(sizes) else np.zeros((0, 4))
         if layer is None:
-            layer = self.viewer.add_points(self.model.points(), name=f"{self._base()} sources", size=14,
-                                           face_color="transparent", border_color=colors, border_width=0.15,
+            layer = self.viewer.add_points(self.model.points(), name=f"{self._base()} sources", size=16,
+                                           face_color="transparent", border_color=colors, border_width=0.08,
                                            features=features)
             layer.mouse_drag_callbacks.append(self._on_click)
         else:
@@ -408,7 +410,8 @@ class FieldWidget(QWidget):
         self._update_points()
         self._fill_table()
         cancelled = " (cancelled: the sources measured before are kept)" if self._cancel.is_set() else ""
-        self.status.setText(f"Measured {len(indices)} sources{cancelled}; {len(self.model.measured_indices)} so far.")
+        self.status.setText(f"Measured {len(indices)} source{'s' * (len(indices) != 1)}{cancelled}; "
+                            f"{len(self.model.measured_indices)} so far.")
         if self._last_clicked is not None and self._last_clicked in set(indices.tolist()):
             self._draw_masks(self._last_clicked)
 
@@ -432,8 +435,8 @@ class FieldWidget(QWidget):
 
     # ------------------------------------------------------------------ table and saving
     def table_columns(self) -> list[str]:
-        return ["source_id", "group_id", "group_size", "mag_total"] + [f"mag_{m}" for m in self.model.methods] + \
-            ["flags"]
+        return ["source_id", "group_id", "group_size"] + [f"mag_{m}" for m in self.model.methods] + \
+            ["mag_total", "flags"]
 
     def _fill_table(self) -> None:
         columns = self.table_columns()
@@ -451,6 +454,7 @@ class FieldWidget(QWidget):
                     f"{value:.3f}" if isinstance(value, (float, np.floating)) else str(value))
                 self.table.setItem(row, column, _NumberItem(text, float(value)))
         self.table.setSortingEnabled(True)
+        self.table.resizeColumnsToContents()
 
     def _choose_save(self, *_args) -> None:
         path, _ = QFileDialog.getSaveFileName(self, "Save the catalogue", f"{self._base()}_catalog.fits",

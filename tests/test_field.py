@@ -221,3 +221,18 @@ def test_flags_legend_is_bits():
     values = list(F.FLAGS.values())
     assert values == sorted(values) and all(v & (v - 1) == 0 for v in values)
     assert F.describe(F.EDGE | F.ISOLATED) == ["EDGE", "ISOLATED"]
+
+
+def test_field_library_imports_no_gui_and_no_keras():
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "import napari_blendphot.field.image, napari_blendphot.field.measure, napari_blendphot.field.model\n"
+            "import napari_blendphot.field.output, napari_blendphot.field.simulate, napari_blendphot.field.run\n"
+            "import napari_blendphot.cli._measure\n"
+            "heavy = [m for m in ('qtpy', 'napari', 'tensorflow', 'keras', 'galsim', 'PyQt6') if m in sys.modules]\n"
+            "print(','.join(heavy))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ""

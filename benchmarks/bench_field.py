@@ -23,7 +23,8 @@ Parts:
   and each method), and for pair members each method's flux MAPE and
   median dmag in the field, beside the same methods on exactly the same
   pairs as training-domain blends (:func:`~napari_blendphot.field.simulate.pair_stamps`):
-  the stamp-level accuracy the field stage should keep.
+  the stamp-level accuracy the field stage should keep.  A third case bins
+  the mock field 2x2 (0.12"/px, 1024x1024): the stamps are resampled.
 * **speed**: a 4096x4096 field with 1,000 galaxies measured by the CLI
   (``blendphot measure --methods sep,blend2flux``) in a child process; wall
   time, the load average before and after, peak RSS of the CLI process and
@@ -63,6 +64,7 @@ def load_average() -> str:
 
 # ----------------------------------------------------------------------------- accuracy
 def accuracy(samples, n_galaxies: int, size: int, methods, seed: int) -> None:
+    """*samples*: (label, GalaxySample, pixel scale); a coarser scale bins the field (size is then smaller)."""
     from astropy.coordinates import SkyCoord
     import astropy.units as u
 
@@ -73,8 +75,10 @@ def accuracy(samples, n_galaxies: int, size: int, methods, seed: int) -> None:
     print(f"## accuracy: {size}x{size} fields, {n_galaxies} galaxies, a third in pairs, counts, EXPTIME 1000, "
           f"MAGZERO 30.2, methods {', '.join(methods)} (load {load_average()})")
     with MethodRunner(methods) as runner:
-        for name, sample in samples:
-            field = make_field(sample, n_galaxies, shape=(size, size), seed=seed, zero_point=30.2, exptime=1000.0)
+        for name, sample, pixel_scale in samples:
+            rebin = int(round(pixel_scale / ARCSEC_PER_PX))
+            field = make_field(sample, n_galaxies, shape=(size // rebin, size // rebin), seed=seed, zero_point=30.2,
+                               exptime=1000.0, pixel_scale=pixel_scale)
             with tempfile.TemporaryDirectory() as folder:
                 path = Path(folder) / "field.fits"
                 field.write(path)
@@ -85,7 +89,7 @@ def accuracy(samples, n_galaxies: int, size: int, methods, seed: int) -> None:
                     catalog = measure_field(path, methods, runner=runner, seed=0, networks_on_isolated=True)
                 elapsed = time.perf_counter() - start
             truth = field.truth
-            index, distance = match_truth(truth, catalog["x"], catalog["y"], 0.3 / ARCSEC_PER_PX)
+            index, distance = match_truth(truth, catalog["x"], catalog["y"], 0.3 / pixel_scale)
             found = index >= 0
             pair = np.asarray(truth["pair_id"]) >= 0
             print(f"\n### {name}: {len(truth)} galaxies ({int(pair.sum())} in {int(pair.sum()) // 2} pairs), "
@@ -305,6 +309,8 @@ def main(argv=None) -> int:
     parser.add_argument("--methods", default="sep,blend2flux,blend2mask2flux", help="methods of the accuracy part")
     parser.add_argument("--memory-methods", default="sep", help="methods of the memory part")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--no-resampled", dest="resampled", action="store_false",
+                        help="skip the accuracy case of a field binned to 0.12\"/px")
     parser.add_argument("--keep", action="store_true", help="keep the 20,000x20,000 image")
     parser.add_argument("--folder", default=None, help="where to write the big image (default a temporary folder)")
     args = parser.parse_args(argv)
@@ -315,11 +321,15 @@ def main(argv=None) -> int:
     if args.part in ("accuracy", "all"):
         from napari_blendphot.sample.embedded import load_embedded_sample
 
-        samples = [("mock (embedded sample)", load_embedded_sample())]
+        mock = load_embedded_sample()
+        samples = [("mock (embedded sample)", mock, ARCSEC_PER_PX)]
         if REALGAL.is_dir() and not args.quick:
             from napari_blendphot.sample.io import load_sample
 
-            samples.append(("real galaxies (../shared/realgal, validation only)", load_sample(REALGAL)))
+            samples.append(("real galaxies (../shared/realgal, validation only)", load_sample(REALGAL),
+                            ARCSEC_PER_PX))
+        if args.resampled and not args.quick:
+            samples.append(("mock, binned 2x2 to 0.12\"/px (stamps resampled)", mock, 2 * ARCSEC_PER_PX))
         if args.quick:
             accuracy(samples, 20, 512, methods, args.seed)
         else:

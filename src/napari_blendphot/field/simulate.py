@@ -281,7 +281,8 @@ def pair_stamps(sample, truth, clean_seed: int = 0):
     :class:`~napari_blendphot.deblend.base.BlendContext` and the true
     [central, companion] fluxes.  Running the methods on these gives the
     stamp-level accuracy on exactly the field's pairs (noise as in the training
-    blends: the sum of the two stamps' noise).  Only for fields made at 0.06"/px.
+    blends: the sum of the two stamps' noise).  For a field binned to a coarser
+    scale the blends are those of the unbinned pairs (what binning costs).
 
     Returns
     -------
@@ -302,14 +303,15 @@ def pair_stamps(sample, truth, clean_seed: int = 0):
         return np.ascontiguousarray(image[:, ::-1] if truth["flip"][t] else image)
 
     members = np.flatnonzero(np.asarray(truth["partner"]) > 0)
+    rebin = int(round(float(truth.meta.get("pixel_scale", PIXEL_SCALE)) / PIXEL_SCALE))
     blends = np.zeros((len(members), STAMP_SIZE, STAMP_SIZE), np.float32)
     shifts = np.zeros((len(members), 2), np.int64)
     fluxes = np.zeros((len(members), 2))
     central_radius = np.zeros(len(members))
     for k, t in enumerate(members):
         p = int(truth["partner"][t]) - 1
-        dy = int(round(truth["y"][p] - truth["y"][t]))
-        dx = int(round(truth["x"][p] - truth["x"][t]))
+        dy = int(round((truth["y"][p] - truth["y"][t]) * rebin))
+        dx = int(round((truth["x"][p] - truth["x"][t]) * rebin))
         # Oriented stamps keep the light centre within a pixel of [64, 64]; align the centres exactly.
         cy_t, cx_t = _oriented_centre(truth, t)
         cy_p, cx_p = _oriented_centre(truth, p)

@@ -40,7 +40,6 @@ Parts:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -114,8 +113,10 @@ def accuracy(samples, n_galaxies: int, size: int, methods, seed: int) -> None:
             for column, truth_column, what in references:
                 dmag = np.asarray(catalog[column])[index[isolated]] - np.asarray(truth[truth_column])[isolated]
                 dmag = dmag[single & np.isfinite(dmag)]
-                print(f"  isolated {column} vs {what}: median dmag {np.median(dmag):+.4f}, mean {np.mean(dmag):+.4f}, "
-                      f"sigma {np.std(dmag):.4f}, standard error {np.std(dmag) / np.sqrt(len(dmag)):.4f} (n={len(dmag)})")
+                error = np.std(dmag) / np.sqrt(len(dmag))
+                print(f"  isolated {column} vs {what}: median dmag {np.median(dmag):+.4f}, "
+                      f"mean {np.mean(dmag):+.4f}, sigma {np.std(dmag):.4f}, standard error {error:.4f} "
+                      f"(n={len(dmag)})")
             members, blends, context, true_fluxes = pair_stamps(sample, truth)
             stamp_outputs = runner.run(blends, context)
             report_pairs(catalog, truth, index, members, stamp_outputs, true_fluxes, methods)

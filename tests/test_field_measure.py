@@ -14,7 +14,7 @@ from astropy.table import Table
 
 from napari_blendphot.errors import InputError
 from napari_blendphot.field import flags as F
-from napari_blendphot.field.image import FieldWarning, open_field
+from napari_blendphot.field.image import FieldWarning
 from napari_blendphot.field.measure import measure_field
 from napari_blendphot.field.output import read_catalog, write_catalog
 from napari_blendphot.field.simulate import match_truth

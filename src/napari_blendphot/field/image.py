@@ -269,7 +269,8 @@ def open_field(path, hdu: int | None = None, plane: int | None = None, zero_poin
             n_planes = squeezed[0]
             chosen_plane = 0 if plane is None else int(plane)
             if not 0 <= chosen_plane < n_planes:
-                raise InputError(path, f"plane {plane} does not exist: the cube has {n_planes} planes (0-{n_planes - 1})")
+                raise InputError(path, f"plane {plane} does not exist: the cube has {n_planes} planes "
+                                       f"(0-{n_planes - 1})")
             if plane is None:
                 notes.append(f"3-D cube of {n_planes} planes: measuring plane 0 (choose another with --plane)")
             else:

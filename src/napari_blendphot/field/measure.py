@@ -37,7 +37,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from napari_blendphot.constants import CENTER, STAMP_SIZE, ZERO_POINT
-from napari_blendphot.errors import InputError
 from napari_blendphot.field import flags as F
 from napari_blendphot.field.calibration import TRAINING_NOISE_RMS
 from napari_blendphot.field.detect import MAX_PAIR_SEPARATION, DetectionSettings, detect_region, group_sources

@@ -108,8 +108,11 @@ def test_open_field_reads_regions_with_padding_and_no_data(tmp_path):
 def test_cube_plane_is_chosen_and_recorded(tmp_path):
     cube = np.stack([np.full((30, 30), k + 1.0, np.float32) for k in range(3)])
     path = write_image(tmp_path / "cube.fits", cube)
-    with pytest.warns(FieldWarning, match="3-D cube of 3 planes: measuring plane 0"):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", FieldWarning)
         image = open_field(path)
+    assert any("3-D cube of 3 planes: measuring plane 0 (choose another with --plane)" in str(w.message)
+               for w in caught)
     assert image.plane == 0 and image.read_region(0, 2, 0, 2)[0, 0] == 1.0
     image.close()
     with warnings.catch_warnings():

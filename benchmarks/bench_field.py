@@ -4,6 +4,7 @@ Run (from the repository root, with the project's environment):
 
     python benchmarks/bench_field.py                      # all three parts (about 10-15 minutes here)
     python benchmarks/bench_field.py --part accuracy      # 2048x2048 fields of the mock and the real galaxies
+    python benchmarks/bench_field.py --part detection     # the figures behind the detection defaults
     python benchmarks/bench_field.py --part speed         # 4096x4096, ~1,000 sources, SEP + blend2flux, < 60 s?
     python benchmarks/bench_field.py --part memory        # 20,000x20,000 image on disk, measured in tiles
     python benchmarks/bench_field.py --quick              # seconds, tiny inputs, SEP only (figures mean nothing)
@@ -25,6 +26,11 @@ Parts:
   pairs as training-domain blends (:func:`~napari_blendphot.field.simulate.pair_stamps`):
   the stamp-level accuracy the field stage should keep.  A third case bins
   the mock field 2x2 (0.12"/px, 1024x1024): the stamps are resampled.
+* **detection**: the figures behind the detection defaults: galaxies found,
+  pair members found and extra detections for two deblending contrasts on
+  two fields per sample; the background level under isolated galaxies
+  (truth 0) with the sources masked by their segments alone or also by 10
+  times their isophotal ellipses.
 * **speed**: a 4096x4096 field with 1,000 galaxies measured by the CLI
   (``blendphot measure --methods sep,blend2flux``) in a child process; wall
   time, the load average before and after, peak RSS of the CLI process and
@@ -154,6 +160,50 @@ def report_pairs(catalog, truth, index, members, stamp_outputs, true_fluxes, met
                   f"{np.median(dmag):+.3f}  measured {ok.sum()}/{keep.sum()}   | same pairs as stamps: MAPE "
                   f"{100 * stamp_ape.mean():6.2f}%  median dmag {np.median(stamp_dmag):+.3f}  measured "
                   f"{good.sum()}/{keep.sum()}")
+
+
+# ----------------------------------------------------------------------------- detection settings
+def detection(samples, seeds=(1, 2), contrasts=(0.0005, 0.005)) -> None:
+    """The figures behind the detection defaults: deblending contrast, and the background's source mask."""
+    import sep
+
+    from napari_blendphot.field import detect as D
+    from napari_blendphot.field.simulate import make_field, match_truth
+
+    print(f"\n## detection settings: 2048x2048 fields of 200 galaxies, seeds {list(seeds)} (load {load_average()})")
+    for name, sample, _ in samples:
+        fields = [make_field(sample, 200, shape=(2048, 2048), seed=seed) for seed in seeds]
+        for contrast in contrasts:
+            found = members = extra = total = n_members = 0
+            for field in fields:
+                result = D.detect_region(field.image, D.DetectionSettings(deblend_cont=contrast))
+                index, _ = match_truth(field.truth, result.sources["x"], result.sources["y"], 0.3 / ARCSEC_PER_PX)
+                pair = np.asarray(field.truth["pair_id"]) >= 0
+                found += int((index >= 0).sum())
+                members += int((index[pair] >= 0).sum())
+                n_members += int(pair.sum())
+                extra += len(result.sources["x"]) - int((index >= 0).sum())
+                total += len(field.truth)
+            print(f"{name}, deblend_cont {contrast}: found {found}/{total}, pair members {members}/{n_members}, "
+                  f"detections matching no galaxy {extra}")
+        # Sky level under the galaxies (the truth is 0): sources masked by their segments, or by 10x ellipses.
+        field = fields[0]
+        image = np.ascontiguousarray(field.image, np.float32)
+        nodata = np.zeros(image.shape, bool)
+        settings = D.DetectionSettings()
+        first = D._background(image, nodata, settings)
+        objects, segmap = D._extract(image - first.back(), first.rms(), nodata, settings)
+        for label, use_ellipses in (("segments only", False), ("segments and 10x ellipses", True)):
+            mask = segmap > 0
+            if use_ellipses:
+                sep.mask_ellipse(mask, objects["x"], objects["y"], objects["a"], objects["b"], objects["theta"],
+                                 r=D.BACKGROUND_MASK_SCALE)
+            back = D._background(image, mask, settings).back()
+            levels = [back[int(y) - 32:int(y) + 33, int(x) - 32:int(x) + 33].mean()
+                      for x, y, pair in zip(field.truth["x"], field.truth["y"], field.truth["pair_id"]) if pair < 0]
+            level = float(np.mean(levels))
+            print(f"{name}: background under isolated galaxies with {label} masked: {level:+.6f} e-/s per pixel "
+                  f"(true 0; {level * np.pi * 64**2:.2f} e-/s over a 64-pixel radius)")
 
 
 # ----------------------------------------------------------------------------- child-process runs
@@ -305,7 +355,7 @@ def memory(size: int, n_galaxies: int, methods, seed: int, keep: bool, folder: s
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--part", choices=("accuracy", "speed", "memory", "all"), default="all")
+    parser.add_argument("--part", choices=("accuracy", "detection", "speed", "memory", "all"), default="all")
     parser.add_argument("--quick", action="store_true", help="tiny inputs, SEP only: checks the script runs")
     parser.add_argument("--methods", default="sep,blend2flux,blend2mask2flux", help="methods of the accuracy part")
     parser.add_argument("--memory-methods", default="sep", help="methods of the memory part")
@@ -335,6 +385,12 @@ def main(argv=None) -> int:
             accuracy(samples, 20, 512, methods, args.seed)
         else:
             accuracy(samples, 200, 2048, methods, args.seed)
+    if args.part == "detection" or (args.part == "all" and not args.quick):
+        from napari_blendphot.sample.embedded import load_embedded_sample
+        from napari_blendphot.sample.io import load_sample
+
+        detection([("mock", load_embedded_sample(), ARCSEC_PER_PX),
+                   ("real", load_sample(REALGAL), ARCSEC_PER_PX)])
     if args.part in ("speed", "all"):
         if args.quick:
             speed(768, 30, ["sep"], args.seed)

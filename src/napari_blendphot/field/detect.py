@@ -8,24 +8,26 @@ with its margin):
    found on the background-subtracted image are masked (their segments and
    ``BACKGROUND_MASK_SCALE`` (10) times their isophotal ellipses), and the background is measured again
    without them, so that galaxy wings do not raise the sky level (on the
-   synthetic fields the sky under galaxies came out 0.00033 e-/s too high
-   with the segments alone masked, 0.00008 with the ellipses: 0.03 vs 0.007
-   mag for a 40 e-/s galaxy in a 32-pixel aperture);
+   synthetic fields, ``benchmarks/bench_field.py --part detection``, the sky
+   under isolated galaxies came out 0.00039 (mock) and 0.00071 (real
+   galaxies) e-/s per pixel too high with the segments alone masked, 0.00008
+   and 0.00012 with the ellipses: 5.1 and 9.2 against 1.1 and 1.6 e-/s over
+   a 64-pixel radius);
    with ``background="auto"`` (the default) the map is subtracted from the
    pixels that are measured only when it departs from zero by more than
    ``SKY_SUBTRACTED_TOLERANCE`` (0.1) times the rms somewhere (1% of the
    pixels): a sky-subtracted image (HST drizzled mosaics, CANDELS) keeps its
    pixels, as the training stamps did, because even a good map of a field
-   of galaxies holds some of their faint wings (0.00008 e-/s above is 0.03
-   mag for a 40 e-/s galaxy summed over a 64-pixel radius); ``"map"``
+   of galaxies holds some of their faint wings (the 1.1 e-/s above is 0.03
+   mag for a 40 e-/s galaxy); ``"map"``
    always subtracts, ``"none"`` never (detection always uses the map);
 2. ``sep.extract`` on the background-subtracted image with the per-pixel rms
    map as error: threshold ``threshold`` x rms (default 3) on the image
    convolved with SEP's default 3x3 kernel, ``minarea`` pixels (5),
    multi-threshold deblending with ``deblend_nthresh`` (64) levels and a
-   minimum contrast ``deblend_cont`` (0.0005: close pairs are split almost as
-   often as with the paper's "hot" 0.0001), segmentation map kept.  Chosen
-   on two synthetic fields of each sample (``docs/field.md``): the mock
+   minimum contrast ``deblend_cont`` (0.0005, close to the paper's "hot"
+   0.0001: close pairs are split), segmentation map kept.  Chosen on two
+   synthetic fields of each sample (``bench_field.py --part detection``): the mock
    galaxies 382/400 found within 0.3" (114/132 members of pairs), 18
    detections matching no galaxy; the real galaxies, clumpier, 400/400 but
    93 extra detections, mostly knots split off irregular galaxies (0.005

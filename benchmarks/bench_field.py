@@ -265,7 +265,7 @@ def run_cli(args, label: str) -> dict:
     return {"seconds": elapsed, "peaks": peaks}
 
 
-def speed(size: int, n_galaxies: int, methods, seed: int) -> None:
+def speed(size: int, n_galaxies: int, methods, seed: int, extra_args=()) -> None:
     from napari_blendphot.field.simulate import make_field
     from napari_blendphot.sample.embedded import load_embedded_sample
 
@@ -278,7 +278,7 @@ def speed(size: int, n_galaxies: int, methods, seed: int) -> None:
         field.write(path)
         del field
         run_cli(["measure", str(path), "--methods", ",".join(methods), "-o", str(Path(folder) / "catalog"),
-                 "--no-progress"], f"blendphot measure {size}x{size}")
+                 "--no-progress", *extra_args], f"blendphot measure {size}x{size} {' '.join(extra_args)}".strip())
 
 
 # ----------------------------------------------------------------------------- memory
@@ -331,7 +331,7 @@ def write_large_field(path: Path, size: int, n_galaxies: int, seed: int, strip: 
     del data
 
 
-def memory(size: int, n_galaxies: int, methods, seed: int, keep: bool, folder: str | None) -> None:
+def memory(size: int, n_galaxies: int, methods, seed: int, keep: bool, folder: str | None, extra_args=()) -> None:
     print(f"\n## memory: {size}x{size} float32 image ({size * size * 4 / 2**30:.2f} GiB on disk), {n_galaxies} "
           f"galaxies, methods {', '.join(methods)}, tiles of 2048 (load {load_average()})")
     base = Path(folder or tempfile.mkdtemp(prefix="bench_field_"))
@@ -341,7 +341,7 @@ def memory(size: int, n_galaxies: int, methods, seed: int, keep: bool, folder: s
     print(f"wrote {path} in {time.perf_counter() - start:.0f} s")
     try:
         result = run_cli(["measure", str(path), "--methods", ",".join(methods), "-o", str(base / "catalog"),
-                          "--no-progress", "--overwrite"], f"blendphot measure {size}x{size}")
+                          "--no-progress", "--overwrite", *extra_args], f"blendphot measure {size}x{size}")
         cli_peak = result["peaks"].get("cli", float("nan"))
         verdict = "under" if cli_peak < 2048 else "OVER"
         print(f"peak RSS of the measuring process: {cli_peak:.0f} MiB ({verdict} 2 GiB)")
@@ -363,6 +363,8 @@ def main(argv=None) -> int:
     parser.add_argument("--no-resampled", dest="resampled", action="store_false",
                         help="skip the accuracy case of a field binned to 0.12\"/px")
     parser.add_argument("--keep", action="store_true", help="keep the 20,000x20,000 image")
+    parser.add_argument("--cli-args", default="", help="extra arguments of the measured command in the speed and "
+                                                       "memory parts, e.g. '--isolated-networks' or '--tile-size 4096'")
     parser.add_argument("--folder", default=None, help="where to write the big image (default a temporary folder)")
     args = parser.parse_args(argv)
     methods = [m for m in args.methods.split(",") if m]
@@ -395,13 +397,13 @@ def main(argv=None) -> int:
         if args.quick:
             speed(768, 30, ["sep"], args.seed)
         else:
-            speed(4096, 1000, ["sep", "blend2flux"], args.seed)
+            speed(4096, 1000, ["sep", "blend2flux"], args.seed, args.cli_args.split())
     if args.part in ("memory", "all"):
         memory_methods = [m for m in args.memory_methods.split(",") if m]
         if args.quick:
             memory(1536, 40, ["sep"], args.seed, args.keep, args.folder)
         else:
-            memory(20000, 4000, memory_methods, args.seed, args.keep, args.folder)
+            memory(20000, 4000, memory_methods, args.seed, args.keep, args.folder, args.cli_args.split())
     print(f"# done, load {load_average()}")
     return 0
 

@@ -54,7 +54,8 @@ def register(subparsers) -> None:
                         help="images larger than this are measured in tiles of this many pixels (default 2048)")
     parser.add_argument("--isolated-networks", action="store_true",
                         help="also run the pair-trained networks on isolated sources (they are biased there, "
-                             "about +0.25 mag on the synthetic fields; flux_total measures isolated sources)")
+                             "+0.26 to +0.32 mag for blend2flux on the synthetic fields; flux_total measures "
+                             "isolated sources)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the noise that fills cleaned/padded pixels")
     parser.add_argument("--backend", choices=("tensorflow", "jax", "torch"), default=None,
                         help="Keras backend of the worker (default $KERAS_BACKEND or tensorflow)")

@@ -140,7 +140,8 @@ def _read_kind(path: Path) -> list:
     if kind == "cutout":
         return sample_layers(read_single_cutout(path), name=name)
     if kind == "fits-image":
-        return fits_image_layers(path)
+        layers = field_image_layers(path)
+        return layers if layers is not None else fits_image_layers(path)
     if kind == "fits":
         problem = "cannot be opened as FITS" if path.exists() else "file not found"
         raise InputError(path, problem, "is it a complete FITS file?")
@@ -318,3 +319,103 @@ def fits_image_layers(path) -> list:
     kwargs = {"name": _layer_base_name(Path(path)), "colormap": "gray",
               "metadata": {"fits_header": header, "source": str(path), "blendphot_kind": "fits-image"}, **contrast}
     return [(data, kwargs, "image")]
+
+
+# --------------------------------------------------------------------------- field images (field mode)
+#: Field images larger than this (pixels per plane) are shown as a lazy multiscale pyramid.
+FIELD_PYRAMID_ABOVE = 4096 * 4096
+
+
+def field_image_layers(path):
+    """A FITS field image (2-D, or a 3-D cube) as an image layer, or None when the file is not one.
+
+    The layer keeps the pixel values (the status bar shows them; with the
+    Field widget or after this reader ran in napari, the cursor's RA/Dec
+    too), with the astronomical contrast of :func:`napari_blendphot.display.astro_contrast`
+    computed on a sample of blocks (never the whole of a big image).  Images
+    above :data:`FIELD_PYRAMID_ABOVE` pixels are a lazy pyramid (dask,
+    memory-mapped), so opening is immediate and memory stays bounded.
+    ``metadata``: ``blendphot_kind = "field"``, ``source``, ``field`` (HDU,
+    plane, shape, WCS header, calibration: :meth:`FieldImage.describe`),
+    ``fits_header``.
+    """
+    import warnings
+
+    from napari_blendphot.errors import InputError
+    from napari_blendphot.field.image import FieldWarning, open_field
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FieldWarning)
+            image = open_field(path, warn=False)
+    except InputError as exc:
+        if "no 2-D image or 3-D cube" in exc.problem:
+            return None
+        raise
+    try:
+        description = image.describe()
+        header = image.header.tostring(sep="\n")
+        data, contrast = _field_pixels(image)
+    finally:
+        image.close()
+    metadata = {"blendphot_kind": "field", "source": str(path), "field": description, "fits_header": header,
+                "hdu": image.hdu_index, "plane": image.plane}
+    kwargs = {"name": _layer_base_name(Path(path)), "colormap": "gray", "metadata": metadata, **contrast}
+    if isinstance(data, list):
+        kwargs["multiscale"] = True
+    _attach_sky_status()
+    return [(data, kwargs, "image")]
+
+
+def _field_pixels(image):
+    """(data, contrast kwargs) of a field image: an array, or a lazy pyramid for big planes."""
+    from astropy.io import fits
+
+    ny, nx = image.shape
+    blocks = []
+    step_y, step_x = max(ny // 4, 1), max(nx // 4, 1)
+    for y in range(step_y // 2, ny, step_y):
+        for x in range(step_x // 2, nx, step_x):
+            blocks.append(image.read_region(max(y - 128, 0), min(y + 128, ny), max(x - 128, 0), min(x + 128, nx)))
+    sample = np.concatenate([block.ravel() for block in blocks])
+    sample = sample[np.isfinite(sample)]
+    contrast = astro_contrast(sample) if sample.size else {}
+    with fits.open(image.path, memmap=True) as hdul:
+        raw = hdul[image.hdu_index]
+        lazy_ok = not image.path.name.lower().endswith((".gz", ".fz")) and "BSCALE" not in raw.header \
+            and "BZERO" not in raw.header
+    if ny * nx <= FIELD_PYRAMID_ABOVE or not lazy_ok:
+        # The values as stored (zero-filled borders stay zeros): the status bar shows what is in the file.
+        with fits.open(image.path, memmap=False) as hdul:
+            cube = np.asarray(hdul[image.hdu_index].data, dtype=np.float32).reshape((-1, ny, nx))
+        from napari_blendphot.tables import as_native
+
+        return as_native(cube[0] if len(cube) == 1 else cube), contrast
+    import dask.array as da
+
+    memmap = fits.open(image.path, memmap=True)[image.hdu_index].data  # kept open by dask's reads
+    plane = memmap.reshape((-1, ny, nx))[image.plane or 0]
+    level = da.from_array(plane, chunks=(1024, 1024)).astype(np.float32)
+    pyramid = [level]
+    while max(pyramid[-1].shape) > 2048:
+        pyramid.append(da.coarsen(np.mean, pyramid[-1], {0: 2, 1: 2}, trim_excess=True))
+    return pyramid, contrast
+
+
+def _attach_sky_status() -> None:
+    """Show the cursor's RA/Dec in napari's status bar when this runs inside napari (no-op otherwise)."""
+    import sys
+
+    if "napari" not in sys.modules:
+        return
+    try:
+        import napari
+
+        viewer = napari.current_viewer()
+        if viewer is None:
+            return
+        from napari_blendphot.widgets.field_widget import install_sky_status
+
+        install_sky_status(viewer)
+    except Exception:  # the status line is a convenience: never fail a read for it
+        return

@@ -22,6 +22,7 @@ _COMMAND_MODULES = (
     "_info",         # info
     "_blend",        # blend
     "_predict",      # predict
+    "_measure",      # measure (field mode)
     "_evaluate",     # evaluate
     "_curate",       # curate-export
     "_demo",         # demo

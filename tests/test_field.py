@@ -138,7 +138,7 @@ def test_degenerate_axes_and_extension_hdu(tmp_path):
 
 @pytest.mark.parametrize("name, content, message", [
     ("notes.txt", b"hello", "is not a FITS file"),
-    ("broken.fits", b"SIMPLE  = T" + b" " * 100, "cannot be opened as FITS"),
+    ("broken.fits", b"SIMPLE  = T" + b" " * 100, "cannot be opened as FITS|damaged FITS file"),
 ])
 def test_not_fits_inputs_get_one_line(tmp_path, name, content, message):
     path = tmp_path / name

@@ -26,7 +26,7 @@ ARCSEC = 0.06
 
 @pytest.fixture(scope="module")
 def runner():
-    from napari_blendphot.models.registry import default_model
+    from napari_blendphot.models.manifests import default_model
 
     if default_model("blend2flux") is None:
         pytest.fail("the shipped blend2flux model is not installed")

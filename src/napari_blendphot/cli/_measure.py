@@ -91,10 +91,10 @@ def run(args) -> int:
     from napari_blendphot.field.image import FieldWarning, open_field
     from napari_blendphot.field.measure import DEFAULT_TILE_SIZE, measure_field
     from napari_blendphot.field.output import check_outputs, write_catalog
-    from napari_blendphot.models.registry import METHODS as NETWORK_METHODS
+    from napari_blendphot.prediction import method_options_for
 
     methods = parse_method_list(args.methods)
-    weights = parse_weights(args.weights, methods)
+    weights = parse_weights(args.weights)
     check_outputs(args.output, args.overwrite)  # before any work
     settings = DetectionSettings(background=args.background)
     changes = {k: v for k, v in (("threshold", args.threshold), ("deblend_cont", args.deblend_cont)) if v is not None}
@@ -103,10 +103,8 @@ def run(args) -> int:
     tile_size = DEFAULT_TILE_SIZE if args.tile_size is None else args.tile_size
     if tile_size < 512:
         raise InputError("argument --tile-size", f"{tile_size} is too small (at least 512 pixels)")
-    options = {method: {"weights": path} for method, path in weights.items()}
-    for method in methods:
-        if method in NETWORK_METHODS:
-            options.setdefault(method, {})["precision"] = args.precision
+    # The options of `blendphot predict`: weights checked now, precision for the methods that take one.
+    options = method_options_for(methods, weights, args.precision)
 
     start = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:

@@ -213,10 +213,10 @@ def _noise_in_training_units(region: FieldRegion, image) -> float:
 def _run_methods(runner, stamps, context, paired, networks_on_isolated, progress, cancel) -> dict:
     """Every method on every stamp, except pair-trained networks on isolated sources (NaN rows there)."""
     from napari_blendphot.deblend.base import DeblendOutput
-    from napari_blendphot.field.run import PAIR_TRAINED_METHODS
+    from napari_blendphot.field.run import pair_trained
 
     n = len(stamps)
-    pair_methods = [] if networks_on_isolated else [m for m in runner.methods if m in PAIR_TRAINED_METHODS]
+    pair_methods = [] if networks_on_isolated else [m for m in runner.methods if pair_trained(m)]
     if not pair_methods or paired.all():
         return runner.run(stamps, context, progress=progress, cancel=cancel)
     others = [m for m in runner.methods if m not in pair_methods]
@@ -261,7 +261,7 @@ def measure_sources(region: FieldRegion, image, indices, runner, seed: int = 0, 
                     keep_stamps: bool = False, networks_on_isolated: bool = False) -> SourceMeasurements:
     """Stamps, methods and per-source columns for sources *indices* of *region* (module docstring).
 
-    Pair-trained networks (:data:`napari_blendphot.field.run.PAIR_TRAINED_METHODS`) run on sources
+    Pair-trained networks (:func:`napari_blendphot.field.run.pair_trained`) run on sources
     with a companion only, unless *networks_on_isolated*: on lone galaxies they are biased (their
     columns are NaN there, the row flagged ``ISOLATED``; ``flux_total`` measures them).
     """

@@ -213,10 +213,13 @@ class MethodRunner:
         return progress
 
 
-#: Methods trained on pairs (a central and a companion): field mode runs them on blend members only,
-#: unless asked (``networks_on_isolated``).  When the registry records this as a method capability,
-#: field mode should read it from there.
-PAIR_TRAINED_METHODS = frozenset({"blend2flux", "blend2mask2flux", "unet"})
+def pair_trained(name: str) -> bool:
+    """Whether method *name* is a network trained on pairs (a central and a companion): its registry
+    capability ``network``.  Field mode runs such methods on blend members only, unless asked
+    (``networks_on_isolated``)."""
+    from napari_blendphot.deblend.registry import method_info
+
+    return method_info(name).network is not None
 
 
 def run_methods(stamps, context, methods, options: dict | None = None, progress=None, cancel=None,

@@ -19,11 +19,15 @@ from napari_blendphot.testing.stand_ins import tiny_models
 
 from napari_blendphot.blend.assemble import make_blend, make_blends
 from napari_blendphot.deblend.engine import InferenceEngine
-from napari_blendphot.deblend.registry import available_methods, register_method, unregister_method
+from napari_blendphot.deblend.registry import (
+    available_methods,
+    default_methods,
+    register_method,
+    unregister_method,
+)
 from napari_blendphot.errors import InputError
 from napari_blendphot.app.inspector import (
     NO_TRUTH_NOTE,
-    OPT_IN_METHODS,
     InspectorModel,
     layer_features,
     measure,
@@ -690,7 +694,7 @@ def test_networks_without_weights_start_unticked_and_choosing_a_file_ticks_them(
     monkeypatch.setattr(registry, "WEIGHTS_DIR", tmp_path)  # no shipped models
     viewer = make_napari_viewer()
     widget = DeblendInspectorWidget(viewer)
-    assert widget.model.selected == [m for m in available_methods() if m not in NETWORKS and m not in OPT_IN_METHODS]
+    assert widget.model.selected == [m for m in available_methods() if m not in NETWORKS and m in default_methods()]
     assert not any(widget.method_boxes[name].isChecked() for name in NETWORKS)
     assert widget.weights_labels["unet"].text() == "no shipped model"
     widget.live_box.setChecked(False)

@@ -81,7 +81,7 @@ def test_compile_model_trains_fluxes_and_uncertainty():
 
 
 def test_deblenders_return_calibrated_errors(tmp_path):
-    from napari_blendphot.deblend.networks import Blend2FluxDeblender, UNetDeblender
+    from napari_blendphot.deblend.keras_methods import Blend2FluxDeblender, UNetDeblender
     from napari_blendphot.models.io import save_model
     from napari_blendphot.models.networks import build_unet
 
@@ -93,12 +93,17 @@ def test_deblenders_return_calibrated_errors(tmp_path):
     predicted = model.predict(stamps, verbose=0)
     np.testing.assert_allclose(raw.flux_errors, raw.fluxes * np.exp(predicted["flux_uncertainty"][:, 2:]),
                                rtol=1e-4)
-    # A manifest's calibration scale multiplies the errors.
+    # A manifest's calibration, per galaxy role: sqrt((a err)^2 + (b flux)^2).
     deblender = Blend2FluxDeblender(weights=str(path))
-    deblender.manifest = {"flux_error_calibration": {"scale": 1.7}}
-    np.testing.assert_allclose(deblender.deblend(stamps).flux_errors, 1.7 * raw.flux_errors, rtol=1e-6)
-    deblender.manifest = {"flux_error_calibration": {"scale": -1}}
-    with pytest.raises(ValueError, match="not positive"):
+    deblender.manifest = {"flux_error_calibration": {"parameters": {"central": {"a": 1.7, "b": 0.0},
+                                                                    "companion": {"a": 1.0, "b": 0.1}}}}
+    calibrated = deblender.deblend(stamps)
+    np.testing.assert_allclose(calibrated.flux_errors[:, 0], 1.7 * raw.flux_errors[:, 0], rtol=1e-6)
+    np.testing.assert_allclose(calibrated.flux_errors[:, 1],
+                               np.hypot(raw.flux_errors[:, 1], 0.1 * raw.fluxes[:, 1]), rtol=1e-6)
+    deblender.manifest = {"flux_error_calibration": {"parameters": {"central": {"a": -1, "b": 0},
+                                                                    "companion": {"a": 1, "b": 0}}}}
+    with pytest.raises(ValueError, match="not negative"):
         deblender.deblend(stamps)
 
     unet_path = tmp_path / "unet.keras"

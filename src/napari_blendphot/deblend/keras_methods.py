@@ -216,25 +216,33 @@ class KerasDeblender:
         return fluxes, masks, relative
 
     def _flux_errors(self, fluxes, relative) -> np.ndarray | None:
-        """1-sigma flux errors in the stamp's units: calibrated relative sigma x flux (NaN where no flux)."""
+        """Calibrated 1-sigma flux errors in the stamp's units (NaN where no flux), from relative sigmas."""
         if relative is None or fluxes is None:
             return None
-        scale = self.error_scale()
-        errors = np.abs(fluxes) * relative * scale
+        return self._calibrated(fluxes, np.abs(fluxes) * relative)
+
+    def _calibrated(self, fluxes, raw) -> np.ndarray:
+        """``sqrt((a raw)^2 + (b |flux|)^2)`` per galaxy role with the manifest's ``(a, b)`` (docs/uncertainty.md).
+
+        Without a calibration in the manifest the raw errors are returned.
+        Never infinite or negative: NaN where the flux is not measured.
+        """
+        parameters = (self.manifest.get("flux_error_calibration") or {}).get("parameters")
+        errors = np.array(raw, dtype=np.float64)
+        if parameters:
+            for slot, role in enumerate(("central", "companion")):
+                p = parameters.get(role) or {}
+                try:
+                    a, b = float(p.get("a", 1.0)), float(p.get("b", 0.0))
+                except (TypeError, ValueError):
+                    raise InputError(self.weights_path, f"manifest flux_error_calibration of the {role}: a and b "
+                                     "must be numbers") from None
+                if not (np.isfinite(a) and np.isfinite(b) and a >= 0 and b >= 0):
+                    raise InputError(self.weights_path, f"manifest flux_error_calibration of the {role}: a and b "
+                                     "must be finite and not negative")
+                errors[:, slot] = np.sqrt((a * errors[:, slot]) ** 2 + (b * np.abs(fluxes[:, slot])) ** 2)
         errors[~(np.isfinite(errors) & np.isfinite(fluxes))] = np.nan
         return errors
-
-    def error_scale(self) -> float:
-        """The calibration factor of the model's predicted sigma (manifest ``flux_error_calibration.scale``; 1 if none)."""
-        calibration = self.manifest.get("flux_error_calibration") or {}
-        scale = calibration.get("scale", 1.0)
-        try:
-            scale = float(scale)
-        except (TypeError, ValueError):
-            raise InputError(self.weights_path, f"manifest flux_error_calibration.scale {scale!r} is not a number") from None
-        if not np.isfinite(scale) or scale <= 0:
-            raise InputError(self.weights_path, f"manifest flux_error_calibration.scale {scale!r} is not positive")
-        return scale
 
     def metadata(self) -> dict:
         import keras
@@ -311,32 +319,28 @@ class UNetDeblender(KerasDeblender):
         metadata = self.metadata()
         metadata["flux_rule"] = f"sum of blend pixels with mask > {MASK_THRESHOLD}"
         errors = self._mask_flux_errors(pixels, masks, inside, fluxes)
-        metadata["flux_error_rule"] = ("sqrt(a^2 (npix rms^2 + ((F(p>0.25) - F(p>0.75)) / 2)^2) + (b F)^2), rms from "
-                                       "the pixels outside both masks; a, b from the manifest's "
-                                       "flux_error_calibration (docs/uncertainty.md)")
+        metadata["flux_error_rule"] = ("raw = sqrt(npix rms^2 + ((F(p>0.25) - F(p>0.75)) / 2)^2), rms from the pixels "
+                                       "outside both masks; calibrated as sqrt((a raw)^2 + (b F)^2) with the "
+                                       "manifest's flux_error_calibration (docs/uncertainty.md)")
         return DeblendOutput(self.name, fluxes, masks, {}, metadata, errors)
 
     def _mask_flux_errors(self, pixels, masks, inside, fluxes) -> np.ndarray:
         """Errors of mask-sum fluxes: the noise in the mask and how much the flux depends on the mask's edge."""
+        import warnings
+
+        from astropy.stats import mad_std
+
         background = (masks < 0.25).all(axis=1)
         values = np.where(background, pixels, np.nan).reshape(len(pixels), -1)
-        with np.errstate(all="ignore"):
-            import warnings
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                median = np.nanmedian(values, axis=1, keepdims=True)
-                rms = 1.4826 * np.nanmedian(np.abs(values - median), axis=1)
+        with warnings.catch_warnings():  # a blend with no background pixel left gives NaN: rms 0 below
+            warnings.simplefilter("ignore", RuntimeWarning)
+            rms = np.asarray(mad_std(values, axis=1, ignore_nan=True), np.float64)
         rms = np.where(np.isfinite(rms), rms, 0.0)
         npix = inside.sum(axis=(2, 3))
         wide = np.einsum("nkij,nij->nk", masks > 0.25, pixels, dtype=np.float64)
         tight = np.einsum("nkij,nij->nk", masks > 0.75, pixels, dtype=np.float64)
         raw = np.sqrt(npix * rms[:, None] ** 2 + (0.5 * (wide - tight)) ** 2)
-        calibration = self.manifest.get("flux_error_calibration") or {}
-        a = float(calibration.get("a", calibration.get("scale", 1.0)))
-        b = float(calibration.get("b", 0.0))
-        errors = np.sqrt((a * raw) ** 2 + (b * np.abs(fluxes)) ** 2)
-        errors[~np.isfinite(fluxes) | ~np.isfinite(errors)] = np.nan
+        errors = self._calibrated(fluxes, raw)
         # A zero error (empty background, exact mask) is never claimed: one pixel's noise at least.
         floor = np.maximum(rms, 1e-12)[:, None]
         return np.where(np.isfinite(errors), np.maximum(errors, floor), np.nan)

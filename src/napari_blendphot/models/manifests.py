@@ -67,6 +67,10 @@ class Manifest:
     backend: str
     default: bool = False
     notes: str = ""
+    #: How the network's predicted errors are calibrated (``metrics.calibration``'s model per galaxy
+    #: role: ``{"model", "parameters": {"central": {"a", "b", "k95", ...}, "companion": {...}},
+    #: "provenance"}``); empty for a model without one (errors as the network predicts them).
+    flux_error_calibration: dict = field(default_factory=dict)
     manifest_path: Path | None = field(default=None, compare=False)
 
     @property
@@ -104,8 +108,8 @@ class Manifest:
             raise InputError(manifest_path, f"manifest lacks {', '.join(missing)}")
         if record["method"] not in METHODS:
             raise InputError(manifest_path, f"unknown method {record['method']!r}", f"one of {', '.join(METHODS)}")
-        for key in ("architecture", "trained_on", "test_metrics"):
-            if not isinstance(record[key], dict):
+        for key in ("architecture", "trained_on", "test_metrics", "flux_error_calibration"):
+            if key in record and not isinstance(record[key], dict):
                 raise InputError(manifest_path, f"manifest field {key!r} must be an object")
         if Path(record["file"]).name != record["file"]:
             raise InputError(manifest_path, f"manifest 'file' must be a bare file name, got {record['file']!r}")
@@ -258,6 +262,7 @@ def write_manifest(
     default: bool = False,
     notes: str = "",
     overwrite: bool = False,
+    flux_error_calibration: dict | None = None,
 ) -> Manifest:
     """Write ``<model>.json`` beside a saved ``.keras`` file (used by training).
 
@@ -282,6 +287,8 @@ def write_manifest(
         Flag this as the default model of its method.
     overwrite : bool
         Replace an existing manifest.
+    flux_error_calibration : dict, optional
+        The calibration of the network's errors (see :class:`Manifest`).
 
     Returns
     -------
@@ -315,6 +322,7 @@ def write_manifest(
         backend=str(backend),
         default=bool(default),
         notes=str(notes),
+        flux_error_calibration=_jsonable(dict(flux_error_calibration or {}), "flux_error_calibration"),
         manifest_path=manifest_path,
     )
     from napari_blendphot.atomic import write_text_atomic

@@ -40,11 +40,13 @@ def register(subparsers) -> None:
     parser.add_argument("--weights", action="append", default=[], metavar="METHOD=PATH",
                         help="weights of a network method: a .keras file or a shipped model name "
                              "(repeatable; default the shipped model of each method)")
-    parser.add_argument("--precision", choices=("float32", "bfloat16", "auto"), default="float32",
-                        help="compute precision of the networks (default float32, the precision of the "
+    parser.add_argument("--precision", choices=("float32", "bfloat16", "auto"), default=None,
+                        help="compute precision of the networks (default: bfloat16 on a GPU with native "
+                             "bfloat16, such as an A100/H100/H200, float32 elsewhere, the precision of the "
                              "published test metrics); bfloat16 keeps float32 weights, is about twice as fast "
-                             "on CPUs with native bfloat16 (avx512_bf16/amx_bf16) and moves fluxes by a few "
-                             "thousandths of a magnitude; auto = bfloat16 where the CPU has it natively")
+                             "on such GPUs and on CPUs with native bfloat16 (avx512_bf16/amx_bf16) and moves "
+                             "fluxes by a few thousandths of a magnitude; auto = bfloat16 wherever the GPU or "
+                             "the CPU has it natively")
     parser.add_argument("--chunk-size", type=int, default=256,
                         help="blends per chunk sent to the worker (default 256; bounds memory)")
     parser.add_argument("--backend", choices=("tensorflow", "jax", "torch"), default=None,

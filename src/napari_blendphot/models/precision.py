@@ -16,11 +16,21 @@ bfloat16 changes the fluxes by ~0.004 mag (median) and flips ~0.01 % of the
 mask pixels at the 0.5 threshold (docs/benchmarks.md); results record the
 precision used.
 
-This module imports Keras only inside :func:`set_compute_precision`.
+On a GPU with native bfloat16 (compute capability 8.0 and later: A100,
+H100, H200) the *default* precision (``precision=None``) is bfloat16: the
+tensor cores run it at twice the float32 (TF32) rate and the published
+accuracy moves by thousandths of a magnitude; on a CPU the default stays
+float32, the precision of the published test metrics.  ``"auto"`` picks
+bfloat16 on such a GPU and on a CPU with native bfloat16.
+
+This module imports Keras only inside :func:`set_compute_precision`; the
+accelerator is looked at only where the Keras backend is loaded already (the
+inference worker), never imported for the question.
 """
 
 from __future__ import annotations
 
+import sys
 from functools import lru_cache
 from pathlib import Path
 
@@ -54,8 +64,72 @@ def cpu_bfloat16_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> tuple[str, ...]
     return ()
 
 
+def keras_device() -> str:
+    """``"gpu"`` where the loaded Keras backend computes on a GPU, else ``"cpu"``.
+
+    Only a backend that is imported already is asked (the inference worker,
+    training): in any other process the answer is ``"cpu"`` without importing
+    anything.
+    """
+    return "gpu" if _loaded_backend_gpu() is not None else "cpu"
+
+
+def accelerator_bfloat16() -> bool:
+    """Whether the loaded Keras backend computes on a GPU with native bfloat16 (compute capability >= 8.0)."""
+    capability = _loaded_backend_gpu()
+    return capability is not None and capability >= (8, 0)
+
+
+def _loaded_backend_gpu():
+    """The compute capability ``(major, minor)`` of the loaded backend's first GPU, or None (no GPU, or not loaded).
+
+    A GPU whose capability cannot be read counts as (0, 0): a GPU, without native bfloat16.
+    """
+    keras = sys.modules.get("keras")
+    if keras is None:
+        return None
+    try:
+        backend = keras.backend.backend()
+    except Exception:  # a partly imported Keras
+        return None
+    try:
+        if backend == "jax" and "jax" in sys.modules:
+            import jax
+
+            if jax.default_backend() != "gpu":
+                return None
+            text = str(getattr(jax.devices()[0], "compute_capability", "0.0"))
+            major, _, minor = text.partition(".")
+            return int(major or 0), int(minor or 0)
+        if backend == "tensorflow" and "tensorflow" in sys.modules:
+            import tensorflow as tf
+
+            gpus = tf.config.list_physical_devices("GPU")
+            if not gpus:
+                return None
+            details = tf.config.experimental.get_device_details(gpus[0])
+            return tuple(details.get("compute_capability") or (0, 0))
+        if backend == "torch" and "torch" in sys.modules:
+            import torch
+
+            if not torch.cuda.is_available():
+                return None
+            return tuple(torch.cuda.get_device_capability(0))
+    except Exception:  # a driver that does not answer: compute as on a CPU
+        return None
+    return None
+
+
+def default_precision() -> str:
+    """The precision of a network given none: bfloat16 on a GPU with native bfloat16, float32 elsewhere."""
+    return "bfloat16" if accelerator_bfloat16() else "float32"
+
+
 def resolve_precision(precision: str, source: str = "option precision") -> str:
-    """``"float32"`` or ``"bfloat16"`` for *precision* (``"auto"``: bfloat16 where the CPU has it natively).
+    """``"float32"`` or ``"bfloat16"`` for *precision*.
+
+    ``"auto"``: bfloat16 on a GPU with native bfloat16 or a CPU with native
+    bfloat16 (:func:`cpu_bfloat16_flags`), float32 elsewhere.
 
     Raises
     ------
@@ -66,7 +140,7 @@ def resolve_precision(precision: str, source: str = "option precision") -> str:
         raise InputError(source, f"{precision!r} is not a precision", f"use one of {', '.join(PRECISIONS)}")
     precision = precision.lower()
     if precision == "auto":
-        return "bfloat16" if cpu_bfloat16_flags() else "float32"
+        return "bfloat16" if cpu_bfloat16_flags() or accelerator_bfloat16() else "float32"
     return precision
 
 

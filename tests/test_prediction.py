@@ -186,9 +186,14 @@ def test_a_missing_keras_backend_names_the_ways_out(dataset_dir, tmp_path, capsy
     assert "tensorflow is not installed" in error and "--backend" in error and "--methods sep" in error
 
 
-def test_ctrl_c_prints_one_line_and_leaves_no_process(dataset_dir, tmp_path):
+def test_ctrl_c_prints_one_line_and_leaves_no_process(toy_sample, tmp_path):
     """Ctrl-C reaches the whole process group (as from a terminal): one line, no child tracebacks, no orphan."""
     psutil = pytest.importorskip("psutil")
+    from napari_blendphot.blend.dataset import write_blend_dataset
+
+    # Enough one-blend chunks that the run is still going when the signal comes (16 were done first).
+    dataset_dir = write_blend_dataset(toy_sample, tmp_path / "blends", n=400, test_fraction=0.0, seed=3,
+                                      chunk_size=200)
     log = tmp_path / "stderr"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     with open(log, "w") as stderr:

@@ -100,6 +100,34 @@ def _chunk_catalog(chunk):
     return Table({"id": np.arange(chunk.start, chunk.stop, dtype=np.int64)})
 
 
+class _DatasetChunk:
+    """A chunk of a dataset without its pixels: the rows the worker reads, the catalogue rows, the next rows."""
+
+    masks = None  # the IoU comes computed from the worker
+
+    def __init__(self, blend_set, start: int, stop: int, following):
+        self.start, self.stop = start, stop
+        self.rows = blend_set.worker_rows(start, stop)
+        self.catalog = None if blend_set.catalog is None else blend_set.catalog[start:stop]
+        self.following = following
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def context(self):
+        from napari_blendphot.blend.blend_set import context_from_catalog
+
+        return context_from_catalog(self.catalog)
+
+
+def _dataset_chunks(blend_set, chunk_size: int):
+    total = len(blend_set)
+    for start in range(0, total, chunk_size):
+        stop = min(start + chunk_size, total)
+        following = blend_set.worker_rows(stop, min(stop + chunk_size, total)) if stop < total else None
+        yield _DatasetChunk(blend_set, start, stop, following)
+
+
 def predict_chunks(blends, methods=None, *, split: str | None = None, weights: dict | None = None,
                    precision: str | None = None, method_options: dict | None = None, engine=None,
                    backend: str | None = None, chunk_size: int = DEFAULT_CHUNK_SIZE, progress=None, cancel=None,
@@ -133,12 +161,22 @@ def predict_chunks(blends, methods=None, *, split: str | None = None, weights: d
     info["backend"] = engine.backend
     start_time = time.perf_counter()
     done = 0
+    # A dataset on disk is read by the worker itself (row numbers through the pipe, not pixels; the
+    # next chunk read while this one computes; the IoU computed there, so the masks stay there), unless
+    # the caller wants the masks back (on_outputs).
+    direct = on_outputs is None and hasattr(blend_set, "worker_rows")
+    chunks = _dataset_chunks(blend_set, chunk_size) if direct else blend_set.iter_chunks(chunk_size)
     try:
-        for chunk in blend_set.iter_chunks(chunk_size):
+        for chunk in chunks:
             if cancel_requested(cancel):
                 raise Cancelled(f"cancelled after {done} of {total} blends", done=done, total=total)
-            outputs = engine.run(chunk.blends, chunk.context(), methods=methods, chunk_size=len(chunk),
-                                 method_options=options)
+            if direct:
+                outputs = engine.run(chunk.rows, chunk.context(), methods=methods, chunk_size=len(chunk),
+                                     method_options=options, true_masks=True if chunk.rows.has_masks else None,
+                                     keep_masks=False, iou_threshold=IOU_THRESHOLD, prefetch=chunk.following)
+            else:
+                outputs = engine.run(chunk.blends, chunk.context(), methods=methods, chunk_size=len(chunk),
+                                     method_options=options)
             for name, seconds in engine.last_compute_seconds.items():
                 info["compute_seconds"][name] = info["compute_seconds"].get(name, 0.0) + seconds
             for name, output in outputs.items():

@@ -35,13 +35,16 @@ ARRAY_FILES = {
     "masks": (np.uint8, (2, STAMP_SIZE, STAMP_SIZE)),
 }
 CATALOG_FILES = ("catalog.csv", "catalog.fits")
+#: ``provenance.json`` key of a dataset's layout; its value for a dataset without the galaxy stamps.
+LAYOUT_KEY = "layout"
+PREDICT_ONLY = "predict-only"
 PROVENANCE_FILE = "provenance.json"
 #: Every name a dataset folder holds: the only files an ``--overwrite`` deletes.
 #: Every file a dataset folder holds (the CSV catalogue's metadata file included): what an overwrite may remove.
 DATASET_FILES = frozenset({*(f"{name}.npy" for name in ARRAY_FILES), *CATALOG_FILES, "catalog.csv.meta.json",
                            PROVENANCE_FILE})
 #: ``step`` of the provenance of the writers of dataset folders.
-DATASET_STEPS = ("blend", "blend-builder")
+DATASET_STEPS = ("blend", "blend-builder", "compact")
 #: Bytes per blend of the four arrays, and a generous bound for its two catalogue rows.
 BYTES_PER_BLEND = sum(int(np.prod(shape)) * np.dtype(dtype).itemsize for dtype, shape in ARRAY_FILES.values())
 CATALOG_BYTES_PER_BLEND = 2048
@@ -379,10 +382,23 @@ class BlendDataset(BlendSet):
         if not self.path.is_dir():
             raise InputError(self.path, "blend dataset folder not found",
                              "make one with 'blendphot blend' or write_blend_dataset()")
+        provenance_file = self.path / PROVENANCE_FILE
+        self.provenance = {}
+        if provenance_file.is_file():
+            try:
+                self.provenance = json.loads(provenance_file.read_text(encoding="utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise InputError(provenance_file, f"not valid JSON: {exc}") from None
+            if not isinstance(self.provenance, dict):
+                raise InputError(provenance_file, "does not hold a JSON object")
+        #: "full" (the four arrays) or "predict-only" (the blends, and the true masks where kept).
+        self.layout = PREDICT_ONLY if self.provenance.get(LAYOUT_KEY) == PREDICT_ONLY else "full"
         arrays = {}
         for name, (dtype, shape) in ARRAY_FILES.items():
             file = self.path / f"{name}.npy"
             if not file.is_file():
+                if self.layout == PREDICT_ONLY and name != "blends":
+                    continue
                 raise InputError(file, "missing from the blend dataset")
             try:
                 # Memory-mapped, never unpickled (object arrays cannot be mapped anyway).
@@ -408,21 +424,20 @@ class BlendDataset(BlendSet):
         self._full_catalog = catalog
         self.rows = None
         self.catalog = catalog
-        provenance_file = self.path / PROVENANCE_FILE
-        self.provenance = {}
-        if provenance_file.is_file():
-            try:
-                self.provenance = json.loads(provenance_file.read_text(encoding="utf-8"))
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                raise InputError(provenance_file, f"not valid JSON: {exc}") from None
-            if not isinstance(self.provenance, dict):
-                raise InputError(provenance_file, "does not hold a JSON object")
         _check_ids_are_rows(self.catalog, self._catalog_file)
         _check_catalogs_agree(self.path, self.catalog, self._catalog_file, self.provenance)
-        watched = [self.path / f"{name}.npy" for name in ARRAY_FILES] + [self._catalog_file]
+        watched = [self.path / f"{name}.npy" for name in arrays] + [self._catalog_file]
         if provenance_file.is_file():
             watched.append(provenance_file)
         self._fingerprint = {file.name: file_fingerprint(file) for file in watched}
+
+    def worker_rows(self, start: int = 0, stop: int | None = None) -> "DatasetRows":
+        """Blends ``start:stop`` of this set as a :class:`DatasetRows`: what a worker needs to read them itself."""
+        stop = len(self) if stop is None else stop
+        rows = np.arange(start, stop, dtype=np.int64) if self.rows is None else np.asarray(self.rows[start:stop])
+        names = ("blends", "masks") if "masks" in self._arrays else ("blends",)
+        return DatasetRows(str(self.path.resolve()), rows,
+                           {name: self._fingerprint[f"{name}.npy"] for name in names})
 
     @property
     def catalog_path(self) -> Path:
@@ -443,7 +458,9 @@ class BlendDataset(BlendSet):
         return f"<{kind} {len(self)} blends ({counts}) at {str(self.path)!r}>"
 
     def _read(self, name: str, start: int, stop: int):
-        array = self._arrays[name]
+        array = self._arrays.get(name)
+        if array is None:  # a predict-only dataset: no galaxy stamps, perhaps no masks
+            return None
         if self.rows is None:
             out = np.array(array[start:stop])
         else:
@@ -461,7 +478,9 @@ class BlendDataset(BlendSet):
         return selection
 
     def _whole(self, name: str):
-        """Array *name* of the whole set: the memory map itself, or the selected rows in memory."""
+        """Array *name* of the whole set: the memory map itself, the selected rows in memory, or None."""
+        if name not in self._arrays:
+            return None
         return self._arrays[name] if self.rows is None else self._read(name, 0, len(self))
 
     @property
@@ -530,6 +549,135 @@ class BlendDataset(BlendSet):
             if path.is_file():
                 record[name] = sha256_file(path)
         return record
+
+
+class DatasetRows:
+    """Rows of a dataset folder's arrays, to be read where they are used instead of sent there.
+
+    What the inference engine hands its worker for a chunk of a
+    :class:`BlendDataset`: the folder, the row numbers and the fingerprints
+    of the files as the caller opened them (a few hundred bytes instead of
+    64 KiB of pixels per blend through a pipe).  The worker maps the files
+    once (:meth:`read`) and refuses files that changed since the caller
+    opened them.  Sliced like an array of shape (N, 128, 128).
+    """
+
+    dtype = np.dtype(np.float32)
+    ndim = 3
+
+    def __init__(self, folder: str, rows, fingerprints: dict):
+        self.folder = str(folder)
+        self.rows = np.asarray(rows, np.int64)
+        self.fingerprints = dict(fingerprints)
+
+    @property
+    def shape(self) -> tuple:
+        return (len(self.rows), STAMP_SIZE, STAMP_SIZE)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index) -> "DatasetRows":
+        if not isinstance(index, slice):
+            raise TypeError("DatasetRows are sliced with start:stop only")
+        return DatasetRows(self.folder, self.rows[index], self.fingerprints)
+
+    @property
+    def has_masks(self) -> bool:
+        return "masks" in self.fingerprints
+
+    def read(self, name: str = "blends") -> np.ndarray:
+        """The rows of array *name* (``blends`` or ``masks``) in memory."""
+        array = _mapped(self.folder, name, self.fingerprints.get(name))
+        out = _take_rows(array, self.rows)
+        _release_pages(array)
+        return out
+
+    def __repr__(self) -> str:
+        span = f"{self.rows[0]}-{self.rows[-1]}" if len(self.rows) else "none"
+        return f"<DatasetRows {len(self)} rows ({span}) of {self.folder!r}>"
+
+
+#: Memory maps a worker opened: ``{(folder, name): (fingerprint, array)}``.
+_MAPPED: dict = {}
+
+
+def _mapped(folder: str, name: str, fingerprint) -> np.ndarray:
+    """Array file *name* of *folder*, memory-mapped once per process; refused if it is not the file the caller saw."""
+    path = Path(folder) / f"{name}.npy"
+    if fingerprint is None:
+        raise InputError(path, "was not part of the dataset when it was opened")
+    key = (str(folder), name)
+    cached = _MAPPED.get(key)
+    try:
+        now = file_fingerprint(path)
+    except OSError:
+        now = None
+    if now != tuple(fingerprint):
+        raise InputError(Path(folder), f"changed while it was being read ({path.name} replaced or rewritten): "
+                         "the results would mix two datasets", "run again once the dataset is no longer being written")
+    if cached is None or cached[0] != now:
+        _MAPPED[key] = (now, np.load(path, mmap_mode="r", allow_pickle=False))
+    return _MAPPED[key][1]
+
+
+def write_predict_only(dataset, out_dir, keep_masks: bool = True, split: str | None = None,
+                       overwrite: bool = False, chunk_size: int = 4096, progress=None) -> Path:
+    """Write a predict-only copy of a blend dataset: the blends (and the true masks), no galaxy stamps.
+
+    A full dataset stores every stamp three times (the blend and the two
+    galaxies: 224 KiB per blend with the masks); predicting needs only the
+    blends (64 KiB), and the IoU the masks (32 KiB more, ``keep_masks``).  The
+    catalogue (the truth of the fluxes) is kept whole, so ``predict`` and
+    ``evaluate`` give the same table as on the full dataset.  *split* keeps
+    one split only (the blend ids are renumbered from 0, ``source_id`` keeps
+    the original ones).  Written into a hidden folder beside *out_dir* and
+    renamed into place when complete.
+    """
+    from numpy.lib.format import open_memmap
+
+    from napari_blendphot.atomic import discard, make_partial_folder, remove_stale_partials
+    from napari_blendphot.provenance import make_provenance
+    from napari_blendphot.tables import write_table
+
+    source = dataset if isinstance(dataset, BlendDataset) else BlendDataset(dataset)
+    selection = source.select(split) if split not in (None, "all") else source
+    keep_masks = bool(keep_masks) and "masks" in source._arrays
+    out_dir = Path(out_dir)
+    names = ("blends", "masks") if keep_masks else ("blends",)
+    check_dataset_output(out_dir, overwrite, 0, inputs=[source.path])
+    catalog = selection.catalog.copy()
+    if split not in (None, "all"):
+        catalog["source_id"] = catalog["id"]
+        catalog["id"] = np.arange(len(catalog), dtype=np.int64)
+    provenance = make_provenance("compact", None, inputs={"dataset": source.describe_inputs()},
+                                 split=split or "all", n_blends=int(len(selection)), masks=keep_masks,
+                                 source_provenance=source.provenance)
+    provenance[LAYOUT_KEY] = PREDICT_ONLY
+    catalog.meta["provenance"] = provenance
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_partials(out_dir.parent, out_dir.name)
+    staging = make_partial_folder(out_dir)
+    try:
+        total = len(selection)
+        for name in names:
+            dtype, shape = ARRAY_FILES[name]
+            target = open_memmap(staging / f"{name}.npy", mode="w+", dtype=dtype, shape=(total, *shape))
+            for start in range(0, total, chunk_size):
+                stop = min(start + chunk_size, total)
+                target[start:stop] = selection._read(name, start, stop)
+                if progress is not None and name == "blends":
+                    progress(stop, total)
+            target.flush()
+            del target
+        write_table(catalog, staging / "catalog.csv")
+        write_table(catalog, staging / "catalog.fits")
+        write_dataset_provenance(staging, provenance)
+        move_into_place(staging, out_dir, overwrite=overwrite)
+    except BaseException:
+        discard(staging)
+        raise
+    return out_dir
 
 
 def as_blend_set(blends, split: str | None = None) -> BlendSet:

@@ -55,6 +55,9 @@ class DeblendOutput:
     flux_errors : (N, 2) float64 1-sigma flux uncertainties [central, companion]
         in the stamp's units, or None for a method that gives none.  Finite and
         positive where the flux is measured, NaN where it is not (never inf).
+    iou : (N, 2) float64 IoU of the masks with the true masks, or None: set by
+        the inference engine when it was given the true masks (it computes
+        the IoU where the masks are, and may then drop the masks).
     """
 
     method: str
@@ -63,6 +66,7 @@ class DeblendOutput:
     extra: dict = field(default_factory=dict)
     metadata: dict = field(default_factory=dict)
     flux_errors: np.ndarray | None = None
+    iou: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.fluxes)
@@ -75,6 +79,7 @@ class DeblendOutput:
 
     def __setstate__(self, state: dict) -> None:
         state = dict(state)
+        state.setdefault("iou", None)
         state["masks"] = unpack_masks(state["masks"])
         self.__dict__.update(state)
 
@@ -86,8 +91,9 @@ class DeblendOutput:
         masks = None if first.masks is None else np.concatenate([p.masks for p in parts])
         extra = {k: np.concatenate([p.extra[k] for p in parts]) for k in first.extra}
         errors = None if first.flux_errors is None else np.concatenate([p.flux_errors for p in parts])
+        iou = None if getattr(first, "iou", None) is None else np.concatenate([p.iou for p in parts])
         return DeblendOutput(first.method, np.concatenate([p.fluxes for p in parts]), masks, extra,
-                             dict(first.metadata), errors)
+                             dict(first.metadata), errors, iou)
 
 
 def pack_masks(masks):
@@ -175,7 +181,13 @@ def check_blends(blends, source: str = "blends", allow_single: bool = True) -> n
         # Read-only input (a memory-mapped blend dataset): sep needs a writable
         # buffer and fails on every blend otherwise.
         array = array.copy()
-    finite = np.isfinite(array).reshape(len(array), -1).all(axis=1)
+    # A sum is finite when every pixel is (NaN and inf propagate); only stamps whose sum is not
+    # (a non-finite pixel, or finite pixels summing past float32's range) are checked pixel by pixel.
+    with np.errstate(over="ignore", invalid="ignore"):
+        finite = np.isfinite(array.reshape(len(array), -1).sum(axis=1))
+    if not finite.all():
+        suspects = np.flatnonzero(~finite)
+        finite[suspects] = np.isfinite(array[suspects]).reshape(len(suspects), -1).all(axis=1)
     if not finite.all():
         raise InputError(source, f"{int((~finite).sum())} blend(s) contain NaN or infinite pixels "
                          f"(first: index {int(np.flatnonzero(~finite)[0])})")

@@ -45,7 +45,7 @@ from typing import Iterator
 import numpy as np
 
 from napari_blendphot.constants import STAMP_SIZE
-from napari_blendphot.deblend.base import BlendContext, DeblendOutput, ProgressCallback, check_blends
+from napari_blendphot.deblend.base import BlendContext, DeblendOutput, ProgressCallback, check_blends, pack_masks, unpack_masks
 from napari_blendphot.deblend.executor import IsolatedWorker, RemoteFailure, describe_exit, rebuild_exception
 from napari_blendphot.errors import BlendphotError, InputError, WorkerError
 
@@ -317,7 +317,9 @@ class InferenceEngine:
             return self._wait(self._worker.submit(_serve_call, function, args, kwargs), f"running {name}", {})
 
     def run(self, blends, context: BlendContext | None = None, methods=None, progress: ProgressCallback | None = None,
-            cancel=None, chunk_size: int | None = None, method_options: dict | None = None) -> dict[str, DeblendOutput]:
+            cancel=None, chunk_size: int | None = None, method_options: dict | None = None, *,
+            true_masks=None, keep_masks: bool = True, iou_threshold: float = 0.5,
+            prefetch=None) -> dict[str, DeblendOutput]:
         """Deblend *blends* with every method; blocks until done.
 
         Parameters
@@ -336,6 +338,24 @@ class InferenceEngine:
             Blends per chunk (default: the engine's).
         method_options : dict, optional
             ``{name: {option: value}}`` for this request, over the engine's own.
+        true_masks : array (N, 2, 128, 128) or True, optional
+            The true masks: every output with masks then carries ``.iou``
+            (computed in the worker, where the masks are).  ``True`` with
+            *blends* from :meth:`BlendDataset.worker_rows
+            <napari_blendphot.blend.dataset.BlendDataset.worker_rows>`: the
+            worker reads them from the dataset.
+        keep_masks : bool
+            False: the masks stay in the worker (only fluxes, errors, IoU and
+            extra columns come back: 128 KiB less per blend and mask method).
+        iou_threshold : float
+            Threshold of the IoU.
+        prefetch : DatasetRows, optional
+            The rows the next request will read: the worker reads them while
+            it computes this one.
+
+        *blends* may also be a :class:`~napari_blendphot.blend.dataset.DatasetRows`:
+        the worker reads (and checks) the pixels itself from the dataset's
+        memory maps instead of receiving them through the pipe.
 
         Returns
         -------
@@ -355,7 +375,9 @@ class InferenceEngine:
         parts: dict[str, list] = {}
         done = 0
         try:
-            for chunk in self.stream(blends, context, methods, progress, cancel, chunk_size, method_options):
+            for chunk in self.stream(blends, context, methods, progress, cancel, chunk_size, method_options,
+                                     true_masks=true_masks, keep_masks=keep_masks, iou_threshold=iou_threshold,
+                                     prefetch=prefetch):
                 for name, output in chunk.outputs.items():
                     parts.setdefault(name, []).append(output)
                 done = chunk.stop
@@ -399,7 +421,7 @@ class InferenceEngine:
             self._request_total = total
             self.last_compute_seconds = {}
             self._ensure_worker()
-            chunk = check_blends(blends[:], source=f"blends[0:{total}]")
+            chunk = _checked_chunk(blends, 0, total)
             try:
                 chunk_id, outputs = self._run_chunk(f"blends 0-{total - 1}", chunk, context, specs)
             except BaseException as exc:
@@ -415,7 +437,9 @@ class InferenceEngine:
         return outputs, value
 
     def stream(self, blends, context: BlendContext | None = None, methods=None, progress: ProgressCallback | None = None,
-               cancel=None, chunk_size: int | None = None, method_options: dict | None = None) -> Iterator[ChunkResult]:
+               cancel=None, chunk_size: int | None = None, method_options: dict | None = None, *,
+               true_masks=None, keep_masks: bool = True, iou_threshold: float = 0.5,
+               prefetch=None) -> Iterator[ChunkResult]:
         """Like :meth:`run`, but yield a :class:`ChunkResult` per chunk (bounded memory).
 
         The engine stays reserved for this request until the generator is
@@ -427,6 +451,7 @@ class InferenceEngine:
         total = len(blends)
         if context is not None:
             self._check_context(context, total)
+        masks_source = self._check_true_masks(blends, true_masks, total)
         cancel_event = threading.Event()
         self._active_cancel.add(cancel_event)
         with self._lock:
@@ -440,10 +465,16 @@ class InferenceEngine:
                     if cancel_event.is_set() or cancel_requested(cancel):
                         raise Cancelled(f"cancelled after {done} of {total} blends", done=done, total=total)
                     stop = min(start + chunk_size, total)
-                    chunk = check_blends(blends[start:stop], source=f"blends[{start}:{stop}]")
+                    chunk = _checked_chunk(blends, start, stop)
                     chunk_context = None if context is None else context.subset(slice(start, stop))
                     where = f"blends {start}-{stop - 1} (chunk {chunk_index + 1} of {n_chunks})"
-                    _, outputs = self._run_chunk(where, chunk, chunk_context, specs)
+                    reduce = None
+                    if masks_source is not None or not keep_masks:
+                        reduce = {"keep_masks": bool(keep_masks), "iou_threshold": float(iou_threshold),
+                                  "true_masks": masks_source if isinstance(masks_source, str) or masks_source is None
+                                  else pack_masks(np.asarray(masks_source[start:stop], np.float32))}
+                    following = (_rows_or_none(blends, stop, stop + chunk_size) if stop < total else prefetch)
+                    _, outputs = self._run_chunk(where, chunk, chunk_context, specs, reduce, following)
                     done = stop
                     if progress is not None:
                         progress(done, total)
@@ -541,20 +572,43 @@ class InferenceEngine:
         return blends
 
     @staticmethod
+    def _check_true_masks(blends, true_masks, total: int):
+        """None, ``"dataset"`` (the worker reads them) or an array of (N, 2, 128, 128) true masks."""
+        from napari_blendphot.blend.dataset import DatasetRows
+
+        if true_masks is None or true_masks is False:
+            return None
+        if true_masks is True:
+            if not isinstance(blends, DatasetRows) or not blends.has_masks:
+                raise InputError("true_masks", "True needs blends given as the rows of a dataset that has masks")
+            return "dataset"
+        shape = tuple(np.shape(true_masks))
+        if shape != (total, 2, STAMP_SIZE, STAMP_SIZE):
+            raise InputError("true masks", f"shape {shape}, expected ({total}, 2, {STAMP_SIZE}, {STAMP_SIZE})")
+        return true_masks
+
+    def worker_stats(self) -> dict:
+        """``{method: {...}}`` what the worker's loaded methods count: compilations, batch size, device, shared U-Net chunks."""
+        with self._lock:
+            self._ensure_worker()
+            return self._wait(self._worker.submit(_serve_stats), "reading the worker's counters", {})
+
+    @staticmethod
     def _check_context(context: BlendContext, total: int) -> None:
         for field_name in ("companion_shift", "central_radius"):
             values = getattr(context, field_name)
             if values is not None and len(np.asarray(values)) != total:
                 raise InputError(f"context.{field_name}", f"{len(np.asarray(values))} rows for {total} blends")
 
-    def _run_chunk(self, where: str, chunk, chunk_context, specs) -> tuple[int, dict]:
-        """Every method's output on one chunk: one task per method, the pixels sent with the first."""
+    def _run_chunk(self, where: str, chunk, chunk_context, specs, reduce=None, prefetch=None) -> tuple[int, dict]:
+        """Every method's output on one chunk: one task per method, the pixels (or rows to read) sent with the first."""
         chunk_id = next(self._chunk_ids)
         outputs: dict[str, DeblendOutput] = {}
         for index, (name, factory, options) in enumerate(specs):
             first = index == 0
             future = self._worker.submit(_serve_method, chunk_id, chunk if first else None,
-                                         chunk_context if first else None, name, factory, options)
+                                         chunk_context if first else None, name, factory, options,
+                                         reduce if first else None, prefetch if first else None)
             parts = {key: [value] for key, value in outputs.items()}
             try:
                 output, seconds = self._wait(future, f"running method {name!r} on {where}", parts, method=name,
@@ -609,6 +663,21 @@ class InferenceEngine:
         error.method = method
         error._method_parts = method_parts
         raise error
+
+
+def _checked_chunk(blends, start: int, stop: int):
+    """Rows ``start:stop`` of *blends*, checked here, or left as rows of a dataset for the worker to read and check."""
+    from napari_blendphot.blend.dataset import DatasetRows
+
+    if isinstance(blends, DatasetRows):
+        return blends[start:stop]
+    return check_blends(blends[start:stop], source=f"blends[{start}:{stop}]")
+
+
+def _rows_or_none(blends, start: int, stop: int):
+    from napari_blendphot.blend.dataset import DatasetRows
+
+    return blends[start:stop] if isinstance(blends, DatasetRows) else None
 
 
 def _close_worker(holder) -> None:
@@ -673,22 +742,105 @@ def _method(name: str, factory, options: dict):
     return method
 
 
-def _serve_method(chunk_id: int, blends, context, name: str, factory, options: dict):
-    """Run one method on the current chunk (sent with the chunk's first method); ``(output, seconds)``."""
+_prefetched: dict = {}
+
+
+def _read_rows(rows):
+    """Blends of a :class:`~napari_blendphot.blend.dataset.DatasetRows`, checked (prefetched if they were asked next)."""
+    future = _prefetched.pop("future", None)
+    pending = _prefetched.pop("rows", None)
+    if future is not None and _same_rows(pending, rows):
+        return future.result()
+    return _read_and_check(rows)
+
+
+def _read_and_check(rows):
+    return check_blends(rows.read("blends"), source=f"{rows.folder}: blends {rows.rows[0]}-{rows.rows[-1]}")
+
+
+def _start_prefetch(rows) -> None:
+    """Read the next chunk's rows in a thread while this chunk computes (numpy's copies release the GIL)."""
+    import concurrent.futures as futures
+
+    pool = _prefetched.get("pool") or futures.ThreadPoolExecutor(1, thread_name_prefix="blendphot-prefetch")
+    _prefetched.update(pool=pool, rows=rows, future=pool.submit(_read_and_check, rows))
+
+
+def _same_rows(a, b) -> bool:
+    return (a is not None and b is not None and a.folder == b.folder and len(a.rows) == len(b.rows)
+            and bool(np.array_equal(a.rows, b.rows)))
+
+
+def _serve_method(chunk_id: int, blends, context, name: str, factory, options: dict, reduce=None, prefetch=None):
+    """Run one method on the current chunk (sent with the chunk's first method); ``(output, seconds)``.
+
+    The chunk's first task carries its pixels, or the rows of a dataset the
+    worker reads itself (:class:`~napari_blendphot.blend.dataset.DatasetRows`,
+    with *prefetch*: the next chunk's rows, read in a thread meanwhile), and
+    *reduce*: the true masks to compute the IoU with, and whether the masks
+    go back at all.
+    """
+    from napari_blendphot.blend.dataset import DatasetRows
+
     if blends is not None:
+        rows = blends if isinstance(blends, DatasetRows) else None
+        if rows is not None:
+            blends = _read_rows(rows)
+        if prefetch is not None:
+            _start_prefetch(prefetch)
         _chunk.clear()
-        _chunk.update(id=chunk_id, blends=blends, context=context, outputs={})
+        _chunk.update(id=chunk_id, blends=blends, context=context, outputs={}, rows=rows, reduce=reduce)
     elif _chunk.get("id") != chunk_id:
         raise WorkerError(f"chunk {chunk_id} is not the one this worker holds")
     method = _method(name, factory, options)
     start = time.perf_counter()
     output = method.deblend(_chunk["blends"], _chunk["context"])
-    seconds = time.perf_counter() - start
     if len(output.fluxes) != len(_chunk["blends"]):
         raise RuntimeError(f"method {name!r} returned {len(output.fluxes)} results for {len(_chunk['blends'])} blends")
     output.method = name
     _chunk["outputs"][name] = output
+    reduce = _chunk.get("reduce")
+    if reduce is not None and output.masks is not None:
+        output = _reduced(output, reduce)
+    seconds = time.perf_counter() - start
     return output, seconds
+
+
+def _true_masks():
+    """The current chunk's true masks (read from the dataset, or sent packed), read once per chunk."""
+    if "true_masks" not in _chunk:
+        source = _chunk["reduce"].get("true_masks")
+        if source is None:
+            _chunk["true_masks"] = None
+        elif isinstance(source, str):
+            _chunk["true_masks"] = _chunk["rows"].read("masks")
+        else:
+            _chunk["true_masks"] = unpack_masks(source)
+    return _chunk["true_masks"]
+
+
+def _reduced(output: DeblendOutput, reduce: dict) -> DeblendOutput:
+    """*output* with its IoU against the true masks, without its masks unless they are to go back."""
+    import copy
+
+    from napari_blendphot.metrics.masks import iou
+
+    true_masks = _true_masks()
+    reduced = copy.copy(output)
+    if true_masks is not None:
+        reduced.iou = iou(output.masks, true_masks, reduce["iou_threshold"], source=f"{output.method} masks")
+    if not reduce["keep_masks"]:
+        reduced.masks = None
+    return reduced
+
+
+def _serve_stats() -> dict:
+    stats = {}
+    for name, (_, method) in _created.items():
+        stats[name] = {key: getattr(method, key) for key in ("compilations", "batch_size", "device", "precision",
+                                                             "pad_batches")
+                       if hasattr(method, key)}
+    return stats
 
 
 def _serve_post(chunk_id: int, function, args, kwargs):

@@ -146,7 +146,15 @@ def build_results_table(catalog, outputs, true_masks=None, zero_points=None, pro
                 table[f"{galaxy}_flux_err_{name}"] = flux_errors[:, index]
                 table[f"{galaxy}_mag_err_{name}"] = mag_errors[:, index]
         masks = getattr(output, "masks", None)
-        if masks is not None and true_masks is not None:
+        given_iou = getattr(output, "iou", None)
+        if given_iou is not None and (masks is None or true_masks is None):
+            # Computed by the engine where the masks were (the masks themselves stayed there).
+            values = np.asarray(given_iou, np.float64)
+            if values.shape != (n, 2):
+                raise InputError(f"{name} output", f"IoU of shape {values.shape} for {n} blends, expected ({n}, 2)")
+            table[f"g1_iou_{name}"] = values[:, 0]
+            table[f"g2_iou_{name}"] = values[:, 1]
+        elif masks is not None and true_masks is not None:
             masks = np.asarray(masks)
             if masks.shape != true_masks.shape:
                 raise InputError(f"{name} output", f"masks of shape {masks.shape}, true masks {true_masks.shape}")

@@ -21,6 +21,7 @@ _COMMAND_MODULES = (
     "_make_sample",  # make-sample
     "_info",         # info
     "_blend",        # blend
+    "_compact",      # compact
     "_predict",      # predict
     "_measure",      # measure (field mode)
     "_evaluate",     # evaluate

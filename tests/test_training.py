@@ -346,3 +346,56 @@ def test_ship_writes_a_manifest_with_test_metrics(tmp_path):
     assert [m.name for m in list_shipped_models(weights)] == ["b2f_test"]
     with pytest.raises(FileExistsError):
         ship_run(run, "b2f_test", weights_dir=weights)
+
+
+def test_ship_a_synth_run_with_test_results_calibration_and_stages(tmp_path, blends_dir):
+    """Synth-mode runs have no evaluation folder: metrics come from a predict table made with the model."""
+    from napari_blendphot.metrics.calibration import FluxErrorCalibration
+    from napari_blendphot.provenance import sha256_file
+    from napari_blendphot.training.config import load_config, save_config
+    from napari_blendphot.training.ship import ship_run
+
+    earlier = tmp_path / "call1"
+    earlier.mkdir()
+    save_config(load_config("blend2flux_f64"), earlier / "config.json")
+    (earlier / "run.json").write_text(json.dumps({"kind": "blend2flux", "epochs_completed": 40, "best_val_loss": 7.1}))
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.keras").write_bytes(b"stand-in for a saved model")
+    save_config(load_config("blend2flux_f64"), run / "config.json")
+    bank = {"path": "/elsewhere/bank_v2.npz", "sha256": "ab" * 32,
+            "made_by": {"seed": 2021, "inputs": {"sample": {"path": "train_v2.fits", "sha256": "cd" * 32}}}}
+    (run / "run.json").write_text(json.dumps({"seed": 2021, "backend": "jax", "epochs_completed": 93,
+                                              "init_weights": {"file": "b2f_v2a.keras", "sha256": "ef" * 32},
+                                              "data": {"mode": "synth", "bank": bank, "n_train_galaxies": 5625}}))
+    table = _results(blends_dir, "blend2flux", 1.1)
+    table.meta["provenance"] = {"parameters": {"split": "test", "method_metadata": {
+        "blend2flux": {"sha256": sha256_file(run / "model.keras")}}}}
+    from napari_blendphot.report.results import write_results
+
+    results = write_results(table, tmp_path / "test_results")[0]
+    role = {"a": 1.2, "b": 0.01, "k95": 2.1, "n": 100, "coverage_68": 0.683, "coverage_95": 0.95}
+    calibration = FluxErrorCalibration({"blend2flux": {"central": role, "companion": role}},
+                                       {"step": "calibrate-errors"}).save(tmp_path / "calib.json")
+
+    manifest = ship_run(run, "b2f_v2", weights_dir=tmp_path / "weights", test_results=results,
+                        calibration=calibration, stages=[earlier])
+    assert manifest.test_metrics["flux_mape_pct"] == pytest.approx(10.0)
+    assert manifest.test_metrics["test_split"]["n_blends"] == len(table)
+    assert manifest.trained_on["mode"] == "synth" and manifest.trained_on["bank"]["path"] == "bank_v2.npz"
+    assert manifest.trained_on["sample"]["path"] == "train_v2.fits"
+    assert manifest.trained_on["init_weights"]["file"] == "b2f_v2a.keras"
+    assert manifest.trained_on["stages"][0]["epochs"] == 40
+    assert manifest.flux_error_calibration["parameters"]["central"]["a"] == 1.2
+    assert (tmp_path / "weights" / "b2f_v2.keras").read_bytes() == b"stand-in for a saved model"
+
+    # A table predicted with another model is refused, by name.
+    table.meta["provenance"]["parameters"]["method_metadata"]["blend2flux"]["sha256"] = "0" * 64
+    results = write_results(table, tmp_path / "test_results", overwrite=True)[0]
+    with pytest.raises(InputError, match="was not this model"):
+        ship_run(run, "b2f_other", weights_dir=tmp_path / "weights", test_results=results)
+    # A calibration without this method is refused.
+    FluxErrorCalibration({"unet": {"central": role, "companion": role}}).save(tmp_path / "unet.json")
+    with pytest.raises(InputError, match="has no calibration of 'blend2flux'"):
+        ship_run(run, "b2f_other", weights_dir=tmp_path / "weights", calibration=tmp_path / "unet.json",
+                 test_results=tmp_path / "none.fits")

@@ -119,6 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--description", default="", help="what the model was trained on, in words")
     p.add_argument("--notes", default="")
     p.add_argument("--weights-dir", help="target folder (default: napari_blendphot/models/weights)")
+    p.add_argument("--test-results", help="results table of test blends predicted with this run's model "
+                                          "('blendphot predict'); default: the run's evaluation/summary.json")
+    p.add_argument("--calibration", help="flux-error calibration ('blendphot calibrate-errors fit') to store "
+                                         "in the manifest")
+    p.add_argument("--stage", action="append", default=[], metavar="RUN_DIR",
+                   help="an earlier run this model started from (repeatable; recorded in the manifest)")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_ship)
 
@@ -173,7 +179,8 @@ def _ship(args) -> int:
     from .ship import ship_run
 
     manifest = ship_run(args.run_dir, args.name, default=args.default, description=args.description,
-                        notes=args.notes, weights_dir=args.weights_dir, overwrite=args.overwrite)
+                        notes=args.notes, weights_dir=args.weights_dir, overwrite=args.overwrite,
+                        test_results=args.test_results, calibration=args.calibration, stages=args.stage)
     print(manifest.to_json())
     return 0
 

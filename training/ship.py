@@ -2,49 +2,153 @@
 
 The manifest (:func:`napari_blendphot.models.manifests.write_manifest`) records
 the architecture (the builder's arguments, so the network can be rebuilt),
-what the model was trained on (sample and dataset digests, seed, split sizes),
-its test metrics (``evaluation/summary.json`` of the run) and the file's sha256.
+what the model was trained on (sample and dataset digests, or for a synth-mode
+run the galaxy bank and the sample it was cut from; seed(s); the earlier runs
+it started from), its test metrics and the file's sha256, and optionally the
+calibration of its flux errors (``blendphot calibrate-errors fit``).
+
+Test metrics come either from the run's ``evaluation/summary.json``
+(``python -m training evaluate``) or from a results table written by
+``blendphot predict`` with this very model (``test_results``): the table's
+metadata records each network's sha256, which must be the run's model's.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 from napari_blendphot.errors import InputError, check_output_path
 
 
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(path, f"not a readable JSON file: {exc}") from None
+
+
+def _data_description(record: dict, config: dict) -> dict:
+    """What the run trained on: a blend dataset, or (synth mode) a galaxy bank."""
+    data = record.get("data", {})
+    if data.get("mode") == "synth":
+        bank = data.get("bank", {})
+        made_by = bank.get("made_by", {})
+        return {
+            "mode": "synth",
+            "bank": {"path": Path(str(bank.get("path", "?"))).name, "sha256": bank.get("sha256"),
+                     "seed": made_by.get("seed"), "inputs": made_by.get("inputs")},
+            "sample": (made_by.get("inputs") or {}).get("sample"),
+            "n_train_galaxies": data.get("n_train_galaxies"),
+            "n_validation_galaxies": data.get("n_validation_galaxies"),
+            "n_validation": data.get("n_validation"),
+            "blends_per_epoch": data.get("blends_per_epoch"),
+            "augmentation": data.get("augmentation"),
+        }
+    dataset = data.get("dataset", {})
+    provenance = dataset.get("provenance", {}) if isinstance(dataset.get("provenance"), dict) else {}
+    return {
+        "dataset_blends_sha256": dataset.get("blends_sha256"),
+        "sample": (provenance.get("inputs") or {}).get("sample"),
+        "dataset_seed": provenance.get("seed"),
+        "n_train": data.get("n_train"),
+        "n_validation": data.get("n_validation"),
+    }
+
+
+def _stage(run_dir) -> dict:
+    """A short record of an earlier run this model started from (weights, head or frozen U-Net)."""
+    run_dir = Path(run_dir)
+    record = _read_json(run_dir / "run.json")
+    config = _read_json(run_dir / "config.json")
+    return {"run": run_dir.name, "config": config.get("name"), "kind": record.get("kind"),
+            "epochs": record.get("epochs_completed"), "best_epoch": record.get("best_epoch"),
+            "best_val_loss": record.get("best_val_loss"), "stopped": record.get("stopped"),
+            "wall_time_s": record.get("wall_time_s"), "backend": record.get("backend"),
+            "devices": record.get("devices"), "precision": config.get("training", {}).get("precision")}
+
+
+def metrics_from_results(results, method: str, model_sha256: str) -> dict:
+    """Test metrics of *method* from a ``blendphot predict`` results table made with this model."""
+    from napari_blendphot.report.evaluate import method_summary
+    from napari_blendphot.report.results import read_results
+
+    table = read_results(results)
+    if method not in (table.meta.get("methods") or []):
+        raise InputError(results, f"has no method {method!r}", f"methods: {', '.join(table.meta.get('methods') or [])}")
+    recorded = (((table.meta.get("provenance") or {}).get("parameters") or {}).get("method_metadata") or {})
+    sha = (recorded.get(method) or {}).get("sha256")
+    if sha != model_sha256:
+        raise InputError(results, f"its {method} was not this model (sha256 {str(sha)[:12]}..., "
+                                  f"the run's model {model_sha256[:12]}...)")
+    metrics = method_summary(table, method)
+    dataset = ((table.meta.get("provenance") or {}).get("inputs") or {}).get("dataset")
+    parameters = (table.meta.get("provenance") or {}).get("parameters") or {}
+    metrics["test_split"] = {"n_blends": len(table), "split": parameters.get("split"),
+                             "results": Path(str(results)).name, "dataset": dataset,
+                             "sample": ((parameters.get("dataset_provenance") or {}).get("inputs") or {}).get("sample")}
+    return metrics
+
+
 def ship_run(run_dir, name: str, default: bool = False, description: str = "", notes: str = "",
-             weights_dir=None, overwrite: bool = False):
-    """Copy *run_dir*'s model to ``<weights_dir>/<name>.keras`` and write ``<name>.json``; return the manifest."""
+             weights_dir=None, overwrite: bool = False, test_results=None, calibration=None, stages=()):
+    """Copy *run_dir*'s model to ``<weights_dir>/<name>.keras`` and write ``<name>.json``; return the manifest.
+
+    Parameters
+    ----------
+    test_results : path-like, optional
+        A results table of held-out test blends predicted with this model
+        (instead of the run's ``evaluation/summary.json``).
+    calibration : path-like, optional
+        A ``blendphot calibrate-errors fit`` file with this method's error
+        calibration, stored in the manifest (used by every prediction).
+    stages : sequence of path-like
+        Earlier run folders this model started from, recorded in ``trained_on``.
+    """
+    from napari_blendphot.atomic import atomic_output
     from napari_blendphot.models.manifests import WEIGHTS_DIR, write_manifest
+    from napari_blendphot.provenance import sha256_file
+
     from .train import model_arguments
 
     run_dir = Path(run_dir)
     model = run_dir / "model.keras"
     summary_path = run_dir / "evaluation" / "summary.json"
-    for path in (model, run_dir / "config.json", run_dir / "run.json", summary_path):
+    required = [model, run_dir / "config.json", run_dir / "run.json"] + ([] if test_results else [summary_path])
+    for path in required:
         if not path.is_file():
-            raise InputError(path, "missing: train and evaluate the run before shipping it")
-    config = json.loads((run_dir / "config.json").read_text())
-    record = json.loads((run_dir / "run.json").read_text())
-    summary = json.loads(summary_path.read_text())
+            raise InputError(path, "missing: train and evaluate the run before shipping it",
+                             "or give test results predicted with its model")
+    config = _read_json(run_dir / "config.json")
+    record = _read_json(run_dir / "run.json")
+    method = config["model"]["kind"]
+    model_sha = sha256_file(model)
+    flux_error_calibration = None
+    if calibration:
+        from napari_blendphot.metrics.calibration import MODEL, FluxErrorCalibration
+
+        fitted = FluxErrorCalibration.load(calibration)
+        if method not in fitted.parameters:
+            raise InputError(calibration, f"has no calibration of {method!r}",
+                             f"calibrated: {', '.join(sorted(fitted.parameters)) or 'none'}")
+        flux_error_calibration = {"model": MODEL, "parameters": fitted.parameters[method],
+                                  "provenance": fitted.provenance}
+    if test_results:
+        metrics = metrics_from_results(test_results, method, model_sha)
+    else:
+        summary = _read_json(summary_path)
+        metrics = {key: summary[key] for key in ("flux_mape_pct", "mean_iou") if summary.get(key) is not None}
+        for galaxy in ("central", "companion"):
+            metrics[galaxy] = summary[galaxy]
+        metrics["test_split"] = {"n_blends": summary["n_blends"], "split": summary["split"]}
     target_dir = Path(weights_dir) if weights_dir else WEIGHTS_DIR
     target = target_dir / f"{name}.keras"
     check_output_path(target, overwrite)
     check_output_path(target.with_suffix(".json"), overwrite)
-    data = record.get("data", {})
-    dataset = data.get("dataset", {})
-    provenance = dataset.get("provenance", {}) if isinstance(dataset.get("provenance"), dict) else {}
     trained_on = {
-        "description": description or f"blend dataset {Path(dataset.get('path', '?')).name}",
-        "dataset_blends_sha256": dataset.get("blends_sha256"),
-        "sample": (provenance.get("inputs") or {}).get("sample"),
-        "dataset_seed": provenance.get("seed"),
+        "description": description or "training run " + run_dir.name,
+        **_data_description(record, config),
         "training_seed": record.get("seed"),
-        "n_train": data.get("n_train"),
-        "n_validation": data.get("n_validation"),
         "epochs": record.get("epochs_completed"),
         "best_epoch": record.get("best_epoch"),
         "stopped": record.get("stopped"),
@@ -54,12 +158,16 @@ def ship_run(run_dir, name: str, default: bool = False, description: str = "", n
         "devices": record.get("devices"),
         "config": config["name"],
     }
-    metrics = {key: summary[key] for key in ("flux_mape_pct", "mean_iou") if summary.get(key) is not None}
-    for galaxy in ("central", "companion"):
-        metrics[galaxy] = summary[galaxy]
-    metrics["test_split"] = {"n_blends": summary["n_blends"], "split": summary["split"]}
+    for key in ("init_weights", "head_init"):
+        if record.get(key):
+            trained_on[key] = record[key]
+    if config["model"].get("freeze_unet"):
+        trained_on["frozen_unet"] = Path(str(config["model"].get("unet_weights", ""))).name
+    if stages:
+        trained_on["stages"] = [_stage(stage) for stage in stages]
     target_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(model, target)
-    return write_manifest(target, config["model"]["kind"], model_arguments(config["model"]), trained_on, metrics,
+    with atomic_output(target) as temporary:
+        Path(temporary).write_bytes(model.read_bytes())
+    return write_manifest(target, method, model_arguments(config["model"]), trained_on, metrics,
                           name=name, backend=record.get("backend"), default=default, notes=notes,
-                          overwrite=overwrite)
+                          overwrite=overwrite, flux_error_calibration=flux_error_calibration)

@@ -29,7 +29,7 @@ import numpy as np
 from napari_blendphot.deblend.engine import DEFAULT_CHUNK_SIZE, Cancelled, cancel_requested
 from napari_blendphot.errors import InputError
 
-__all__ = ["predict", "predict_chunks", "method_options_for"]
+__all__ = ["predict", "predict_chunks", "method_options_for", "finish_results"]
 
 #: Mask threshold of the IoU columns (the paper's).
 IOU_THRESHOLD = 0.5
@@ -258,8 +258,6 @@ def predict(blends, methods=None, *, split: str | None = None, weights: dict | N
         With ``.partial`` as well.  An ``InputError`` is also raised when the
         dataset's files changed during the run (no table would be right).
     """
-    from napari_blendphot.deblend.registry import method_info
-    from napari_blendphot.provenance import make_provenance
     from napari_blendphot.report.results import concatenate_results
 
     info: dict = {} if run_info is None else run_info
@@ -276,9 +274,19 @@ def predict(blends, methods=None, *, split: str | None = None, weights: dict | N
             exc.done = sum(len(t) for t in tables)
             exc.total = len(info["blend_set"])
         raise
+    return finish_results(concatenate_results(tables), info, step, split)
+
+
+def finish_results(table, info: dict, step: str, split: str | None):
+    """The gathered results *table* with its provenance (a local run's and a cluster run's alike).
+
+    *info*: ``blend_set``, ``methods``, ``metadata`` (each method's first) and ``backend``.
+    """
+    from napari_blendphot.deblend.registry import method_info
+    from napari_blendphot.provenance import make_provenance
+
     blend_set = info["blend_set"]
     blend_set.check_unchanged()
-    table = concatenate_results(tables)
     methods = info["methods"]
     dataset_provenance = getattr(blend_set, "provenance", None)
     table.meta["provenance"] = make_provenance(

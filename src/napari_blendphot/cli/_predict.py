@@ -49,6 +49,13 @@ def register(subparsers) -> None:
                              "the CPU has it natively")
     parser.add_argument("--chunk-size", type=int, default=256,
                         help="blends per chunk sent to the worker (default 256; bounds memory)")
+    parser.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                        help="run on the Dask distributed cluster of this scheduler (tcp://host:8786): the "
+                             "blends in partitions, the methods loaded once per Dask worker, each partition's "
+                             "results written as Parquet beside RESULTS (RESULTS.partitions/) and gathered "
+                             "into the usual CSV and FITS; the dataset must be readable by every worker")
+    parser.add_argument("--partition-size", type=int, default=4096,
+                        help="blends per partition with --scheduler (default 4096)")
     parser.add_argument("--backend", choices=("tensorflow", "jax", "torch"), default=None,
                         help="Keras backend of the worker (default $KERAS_BACKEND or tensorflow)")
     add_overwrite(parser)
@@ -108,9 +115,18 @@ def run(args) -> int:
     n_blends = len(dataset.indices(split))
     print(f"predict: {n_blends} {args.split} blends of {dataset.path} with {', '.join(methods)}", file=sys.stderr)
     start_time = time.perf_counter()
-    with _stopped_cleanly_by_sigterm():
-        table = predict(dataset, methods, split=args.split, weights=weights, precision=args.precision,
-                        backend=args.backend, chunk_size=args.chunk_size, progress=progress_printer("predict"))
+    if args.scheduler is not None:
+        from napari_blendphot.distributed import predict_on_cluster
+
+        partitions = targets[0].with_name(targets[0].stem + ".partitions")
+        table = predict_on_cluster(dataset.path, methods, scheduler=args.scheduler, partitions_dir=partitions,
+                                   split=args.split, weights=weights, precision=args.precision,
+                                   backend=args.backend, partition_size=args.partition_size,
+                                   progress=progress_printer("partitions"))
+    else:
+        with _stopped_cleanly_by_sigterm():
+            table = predict(dataset, methods, split=args.split, weights=weights, precision=args.precision,
+                            backend=args.backend, chunk_size=args.chunk_size, progress=progress_printer("predict"))
     elapsed = time.perf_counter() - start_time
     written = write_results(table, args.output, overwrite=args.overwrite)
     _print_summary(table, methods, elapsed)

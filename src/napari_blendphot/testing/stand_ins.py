@@ -99,6 +99,29 @@ class SlowDeblender:
                              {"seconds_per_blend": self.seconds_per_blend})
 
 
+class DyingDeblender(SlowDeblender):
+    """The slow stand-in, whose process dies (exit 1, no goodbye) on a batch of *die_on_size* blends.
+
+    It dies *times* times in all, counted in the file *tally* (shared by the
+    processes of a test): a worker death at scale, once or for good.
+    """
+
+    def __init__(self, die_on_size: int, tally: str, times: int = 1):
+        super().__init__(0.0)
+        self.die_on_size, self.tally, self.times = int(die_on_size), str(tally), int(times)
+
+    def deblend(self, blends, context=None, progress=None):
+        if len(blends) == self.die_on_size:
+            with open(self.tally, "a+") as file:
+                file.seek(0)
+                deaths = len(file.read().splitlines())
+                if deaths < self.times:
+                    file.write("died\n")
+                    file.flush()
+                    os._exit(1)
+        return super().deblend(blends, context, progress)
+
+
 def flux_totals(outputs: dict, scale: float = 1.0) -> dict:
     """``{method: scale * sum of its fluxes}``: a stand-in post-processing step for ``run_then``."""
     return {name: scale * float(np.nansum(output.fluxes)) for name, output in outputs.items()}

@@ -1,0 +1,93 @@
+"""``blendphot predict --scheduler``: a Dask LocalCluster of two worker processes started here."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("distributed")
+pytest.importorskip("pyarrow")
+
+from napari_blendphot import predict  # noqa: E402
+from napari_blendphot.cli import main  # noqa: E402
+from napari_blendphot.deblend.engine import InferenceEngine  # noqa: E402
+from napari_blendphot.deblend.registry import register_method, unregister_method  # noqa: E402
+from napari_blendphot.distributed import PartitionFailures, predict_on_cluster  # noqa: E402
+
+pytestmark = pytest.mark.slow  # two worker processes start (~10 s here)
+
+
+@pytest.fixture(scope="module")
+def dataset_dir(tmp_path_factory, toy_sample):
+    from napari_blendphot.blend.dataset import write_blend_dataset
+
+    folder = tmp_path_factory.mktemp("dask") / "blends"
+    return write_blend_dataset(toy_sample, folder, n=22, test_fraction=0.5, seed=8, chunk_size=11)
+
+
+@pytest.fixture(scope="module")
+def client():
+    import dask
+    from distributed import Client, LocalCluster
+
+    register_method("dying", "napari_blendphot.testing.stand_ins:DyingDeblender", needs_worker=False)
+    register_method("slowstandin", "napari_blendphot.testing.stand_ins:SlowDeblender", needs_worker=False)
+    # A worker death fails its task at once (the scheduler retries nothing itself): ours is the one retry.
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+            with Client(cluster) as client:
+                yield client
+    unregister_method("dying")
+    unregister_method("slowstandin")
+
+
+def _assert_same(a, b):
+    assert a.colnames == b.colnames and len(a) == len(b)
+    for name in a.colnames:
+        # The same values to the bit (Parquet stores native byte order where the FITS catalogue had big-endian).
+        left, right = (np.asarray(t[name]) for t in (a, b))
+        left, right = (x.astype(x.dtype.newbyteorder("=")) for x in (left, right))
+        assert left.dtype == right.dtype and left.tobytes() == right.tobytes(), name
+
+
+def test_a_cluster_run_is_a_local_run_row_for_row(client, dataset_dir, tmp_path):
+    options = {"slowstandin": {"seconds_per_blend": 0.0}}
+    on_cluster = predict_on_cluster(dataset_dir, ["sep", "slowstandin"], scheduler=client, split="all",
+                                    partitions_dir=tmp_path / "parts", partition_size=5, method_options=options)
+    with InferenceEngine(["sep"]) as engine:
+        # Chunks as the partitions: the stand-in's index_check column counts within a chunk.
+        local = predict(dataset_dir, ["sep", "slowstandin"], split="all", engine=engine, method_options=options,
+                        chunk_size=5)
+    _assert_same(on_cluster, local)
+    assert sorted(p.name for p in (tmp_path / "parts").iterdir()) == [f"part-{i:05d}.parquet" for i in range(5)]
+    assert on_cluster.meta["provenance"]["parameters"]["methods"] == ["sep", "slowstandin"]
+
+
+def test_a_dead_worker_loses_only_its_partition_retried_once_then_reported(client, dataset_dir, tmp_path):
+    once = {"dying": {"die_on_size": 2, "tally": str(tmp_path / "once"), "times": 1}}
+    table = predict_on_cluster(dataset_dir, ["dying"], scheduler=client, split="all", partition_size=5,
+                               partitions_dir=tmp_path / "once_parts", method_options=once)
+    assert len(table) == 22 and (tmp_path / "once").read_text() == "died\n"  # 22 = 4 x 5 + 2: the last died
+    np.testing.assert_array_equal(table["id"], np.arange(22))
+
+    always = {"dying": {"die_on_size": 2, "tally": str(tmp_path / "always"), "times": 9}}
+    with pytest.raises(PartitionFailures) as info:
+        predict_on_cluster(dataset_dir, ["dying"], scheduler=client, split="all", partition_size=5,
+                           partitions_dir=tmp_path / "always_parts", method_options=always)
+    assert [(index, span) for index, span, _ in info.value.failures] == [(4, "20-21")]
+    assert (tmp_path / "always").read_text() == "died\n" * 2  # tried twice, no more
+    # The four partitions done are kept; nothing half-written lies beside them.
+    assert sorted(p.name for p in (tmp_path / "always_parts").iterdir()) == \
+        [f"part-{i:05d}.parquet" for i in range(4)]
+
+
+def test_the_cli_gathers_the_same_csv_as_a_local_run(client, dataset_dir, tmp_path):
+    address = client.scheduler.address
+    assert main(["predict", str(dataset_dir), "--methods", "sep", "--split", "test", "-o",
+                 str(tmp_path / "local")]) == 0
+    assert main(["predict", str(dataset_dir), "--methods", "sep", "--split", "test", "--scheduler", address,
+                 "--partition-size", "4", "-o", str(tmp_path / "cluster")]) == 0
+    from astropy.table import Table
+
+    _assert_same(Table.read(tmp_path / "cluster.fits"), Table.read(tmp_path / "local.fits"))
+    assert (tmp_path / "cluster.partitions" / "part-00002.parquet").is_file()

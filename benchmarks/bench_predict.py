@@ -135,10 +135,11 @@ def main(argv=None) -> int:
                    "retraces_after_warm_up": retraces, "iou": any(c.startswith("g1_iou_") for c in table.colnames),
                    "raw": {m: raw[m] for m in group}}
             rows.append(row)
+            where = ", ".join(f"{m}: batch {raw[m]['batch_size']} {raw[m]['precision']} on {raw[m]['device']}"
+                              for m in group)
             print(f"{'+'.join(group):40s} {row['blends_per_s']:10.0f} blends/s end to end "
                   f"({total:.2f} s, predict {predicted:.2f} s)  raw {combined_raw:10.0f} blends/s  "
-                  f"ratio {row['ratio_to_raw']:.3f}  retraces after warm-up {retraces}  "
-                  f"[{', '.join(f'{m}: batch {raw[m]['batch_size']} {raw[m]['precision']} on {raw[m]['device']}' for m in group)}]",
+                  f"ratio {row['ratio_to_raw']:.3f}  retraces after warm-up {retraces}  [{where}]",
                   flush=True)
     if args.json:
         args.json.write_text(json.dumps({"rows": rows, "argv": sys.argv, "load": os.getloadavg()}, indent=1))

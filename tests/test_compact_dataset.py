@@ -31,6 +31,9 @@ def test_compact_copy_predicts_the_same_table_in_less_space(full, tmp_path, caps
     for name in from_full.colnames:
         assert np.asarray(from_full[name]).tobytes() == np.asarray(from_compact[name]).tobytes(), name
 
+    assert main(["info", str(compact)]) == 0
+    assert "predict-only: no galaxy stamps" in capsys.readouterr().out
+
     no_masks = tmp_path / "no_masks"
     assert main(["compact", str(full), "-o", str(no_masks), "--no-masks", "--split", "test"]) == 0
     only_test = BlendDataset(no_masks)

@@ -45,3 +45,22 @@ def test_one_precision_vocabulary_for_inference_and_training():
     assert load_config("tiny_blend2flux", {"training.precision": "mixed_bfloat16"})["training"]["precision"] == \
         "bfloat16"
     assert load_config("tiny_blend2flux", {"training.precision": "bfloat16"})["training"]["precision"] == "bfloat16"
+
+
+@pytest.mark.parametrize("capability, expected", [((9, 0), "bfloat16"), ((8, 0), "bfloat16"), ((7, 5), "float32"),
+                                                 (None, "float32")])
+def test_the_default_is_bfloat16_only_on_a_gpu_with_native_bfloat16(monkeypatch, capability, expected):
+    monkeypatch.setattr(precision, "_loaded_backend_gpu", lambda: capability)
+    monkeypatch.setattr(precision, "cpu_bfloat16_flags", lambda: ())
+    assert precision.default_precision() == expected
+    assert precision.resolve_precision("auto") == expected
+    assert precision.resolve_precision("float32") == "float32"
+    assert precision.keras_device() == ("cpu" if capability is None else "gpu")
+
+
+def test_no_backend_loaded_means_cpu_without_importing_one():
+    import sys
+
+    loaded = set(sys.modules)
+    assert precision.keras_device() in ("cpu", "gpu")
+    assert not {"jax", "tensorflow", "torch", "keras"} & (set(sys.modules) - loaded)

@@ -69,3 +69,23 @@ def test_bfloat16_outputs_are_float32_and_close_to_float32_ones():
     assert not np.array_equal(got, expected)  # the computation really ran in bfloat16
     # bfloat16 keeps 8 bits of mantissa: random tiny networks agree to a few per cent.
     np.testing.assert_allclose(got, expected, rtol=0.05)
+
+
+def test_a_network_method_on_a_gpu_defaults_to_bfloat16_and_gpu_sized_batches(tmp_path, monkeypatch):
+    """Where the backend computes on a GPU with native bfloat16: batch 1,024 and bfloat16 unless asked otherwise."""
+    from napari_blendphot.deblend.keras_methods import Blend2FluxDeblender
+    from napari_blendphot.models import precision
+    from napari_blendphot.models.io import save_model
+
+    path = save_model(build_blend2flux(filters=2, depth=1, dense_widths=(4,)), tmp_path / "b2f.keras")
+    on_cpu = Blend2FluxDeblender(weights=str(path))
+    assert (on_cpu.device, on_cpu.batch_size, on_cpu.precision) == ("cpu", on_cpu.default_batch_size, "float32")
+    monkeypatch.setattr(precision, "_loaded_backend_gpu", lambda: (9, 0))
+    on_gpu = Blend2FluxDeblender(weights=str(path))
+    assert (on_gpu.device, on_gpu.batch_size, on_gpu.precision) == ("gpu", 1024, "bfloat16")
+    assert on_gpu.metadata()["precision"] == "bfloat16" and on_gpu.metadata()["device"] == "gpu"
+    asked = Blend2FluxDeblender(weights=str(path), batch_size=8, precision="float32")
+    assert (asked.batch_size, asked.precision) == (8, "float32")
+    # bfloat16 chosen by default still gives fluxes close to float32's
+    stamps = _stamps()
+    np.testing.assert_allclose(on_gpu.deblend(stamps).fluxes, on_cpu.deblend(stamps).fluxes, rtol=0.05)

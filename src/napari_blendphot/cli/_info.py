@@ -64,6 +64,8 @@ def _describe_blends(folder) -> str:
         others = [name for name in ("catalog.csv", "catalog.fits")
                   if name != dataset.catalog_path.name and (folder / name).is_file()]
         read = f"catalogue read from {dataset.catalog_path.name}" + (f" ({others[0]} agrees)" if others else "")
+        if dataset.layout == "predict-only":  # 'blendphot compact': no galaxy stamps
+            read += ", predict-only: no galaxy stamps" + ("" if dataset.masks is not None else ", no true masks")
         return f"blend dataset {folder} ({read})\n" + summarize_blends(dataset.catalog)
     # Without the dataset reader: counts from the catalogue alone.
     from napari_blendphot.tables import read_table

@@ -111,3 +111,24 @@ def test_background_rms_is_astropys_mad_std_to_the_bit():
     got = background_mad_std(pixels.copy(), background)
     assert np.isnan(got[3]) and np.isnan(expected[3])
     assert got.tobytes() == expected.tobytes()
+
+
+def test_the_chunk_size_follows_the_device_the_worker_reports():
+    from napari_blendphot.prediction import auto_chunk_size
+
+    class Engine:
+        def __init__(self, device):
+            self.device, self.asked = device, []
+
+        def warm_up(self, methods, options):
+            self.asked.append((list(methods), options))
+            return {name: {"device": self.device, "batch_size": 1024 if self.device == "gpu" else 32}
+                    for name in methods}
+
+    gpu, cpu = Engine("gpu"), Engine("cpu")
+    assert auto_chunk_size(gpu, ["sep", "unet"], {"unet": {"weights": "u.keras"}}) == 16 * 1024
+    assert gpu.asked == [(["unet"], {"unet": {"weights": "u.keras"}})]  # the run's options: the model is reused
+    assert auto_chunk_size(cpu, ["sep", "blend2flux"], {}) == 256
+    assert cpu.asked == [(["blend2flux"], {})]  # no options given: the engine's own
+    nothing = Engine("gpu")
+    assert auto_chunk_size(nothing, ["sep"], {}) == 256 and nothing.asked == []  # no network, nothing loaded

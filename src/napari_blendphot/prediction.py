@@ -128,9 +128,32 @@ def _dataset_chunks(blend_set, chunk_size: int):
         yield _DatasetChunk(blend_set, start, stop, following)
 
 
+#: Batches of the largest GPU batch per chunk when the chunk size is chosen (chunk_size=None).
+GPU_BATCHES_PER_CHUNK = 16
+
+
+def auto_chunk_size(engine, methods, options: dict) -> int:
+    """Blends per chunk for *methods* in *engine*'s worker: 256 on a CPU, 16 batches of the networks on a GPU.
+
+    The networks are loaded (and compiled) now, in the worker, which knows
+    its device and batch sizes; a GPU then gets chunks long enough to keep
+    it busy while the next chunk is read.
+    """
+    from napari_blendphot.deblend.registry import method_info
+
+    networks = [name for name in methods if method_info(name).uses_keras]
+    if not networks:
+        return DEFAULT_CHUNK_SIZE
+    # Options as the run will send them (none given: the engine's own), so the models loaded now are reused.
+    loaded = engine.warm_up(networks, {name: options[name] for name in networks if name in options})
+    gpu_batches = [int(record.get("batch_size") or 0) for record in loaded.values()
+                   if isinstance(record, dict) and record.get("device") == "gpu"]
+    return max([DEFAULT_CHUNK_SIZE] + [GPU_BATCHES_PER_CHUNK * size for size in gpu_batches])
+
+
 def predict_chunks(blends, methods=None, *, split: str | None = None, weights: dict | None = None,
                    precision: str | None = None, method_options: dict | None = None, engine=None,
-                   backend: str | None = None, chunk_size: int = DEFAULT_CHUNK_SIZE, progress=None, cancel=None,
+                   backend: str | None = None, chunk_size: int | None = None, progress=None, cancel=None,
                    run_info: dict | None = None, on_outputs=None) -> Iterator:
     """Like :func:`predict`, but yield the results table of each chunk as soon as it is done.
 
@@ -148,7 +171,8 @@ def predict_chunks(blends, methods=None, *, split: str | None = None, weights: d
         methods = list(default_methods())
     methods = parse_method_list(methods if isinstance(methods, str) else ",".join(methods))
     options = method_options_for(methods, weights, precision, method_options)
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
+    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer))
+                                   or chunk_size < 1):
         raise InputError("chunk size", f"must be a positive integer, got {chunk_size!r}")
     total = len(blend_set)
     if total == 0:
@@ -157,8 +181,10 @@ def predict_chunks(blends, methods=None, *, split: str | None = None, weights: d
     info.update(blend_set=blend_set, methods=methods, metadata={}, seconds=0.0, compute_seconds={})
     own_engine = engine is None
     if own_engine:
-        engine = InferenceEngine(methods, backend=backend, chunk_size=chunk_size)
+        engine = InferenceEngine(methods, backend=backend, chunk_size=chunk_size or DEFAULT_CHUNK_SIZE)
     info["backend"] = engine.backend
+    if chunk_size is None:
+        chunk_size = auto_chunk_size(engine, methods, options)
     start_time = time.perf_counter()
     done = 0
     # A dataset on disk is read by the worker itself (row numbers through the pipe, not pixels; the
@@ -197,7 +223,7 @@ def predict_chunks(blends, methods=None, *, split: str | None = None, weights: d
 
 def predict(blends, methods=None, *, split: str | None = None, weights: dict | None = None,
             precision: str | None = None, method_options: dict | None = None, engine=None, backend: str | None = None,
-            chunk_size: int = DEFAULT_CHUNK_SIZE, progress=None, cancel=None, step: str = "predict",
+            chunk_size: int | None = None, progress=None, cancel=None, step: str = "predict",
             run_info: dict | None = None, on_outputs=None):
     """Run deblending methods over blends; return the results table.
 
@@ -215,7 +241,8 @@ def predict(blends, methods=None, *, split: str | None = None, weights: dict | N
     weights : dict, optional
         ``{method: .keras file or shipped model name}`` for methods that take weights.
     precision : {"float32", "bfloat16", "auto"}, optional
-        Compute precision of every method that accepts one (default: theirs, float32).
+        Compute precision of every method that accepts one (default: theirs: bfloat16 on a GPU with native
+        bfloat16, float32 elsewhere).
     method_options : dict, optional
         ``{method: {option: value}}``, any other option of a method's factory.
     engine : InferenceEngine, optional
@@ -223,8 +250,9 @@ def predict(blends, methods=None, *, split: str | None = None, weights: dict | N
         open).  Default: a worker for this call, stopped at the end.
     backend : {"tensorflow", "jax", "torch"}, optional
         Keras backend of the worker this call starts.
-    chunk_size : int
+    chunk_size : int, optional
         Blends per chunk (bounds memory; progress and cancel act per chunk).
+        Default: :func:`auto_chunk_size` (256 on a CPU, 16 network batches on a GPU).
     progress : callable(done, total), optional
         Called after each chunk.
     cancel : threading.Event or callable() -> bool, optional

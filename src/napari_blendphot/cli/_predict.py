@@ -47,8 +47,9 @@ def register(subparsers) -> None:
                              "on such GPUs and on CPUs with native bfloat16 (avx512_bf16/amx_bf16) and moves "
                              "fluxes by a few thousandths of a magnitude; auto = bfloat16 wherever the GPU or "
                              "the CPU has it natively")
-    parser.add_argument("--chunk-size", type=int, default=256,
-                        help="blends per chunk sent to the worker (default 256; bounds memory)")
+    parser.add_argument("--chunk-size", type=int, default=None,
+                        help="blends per chunk sent to the worker (bounds memory; default 256 on a CPU, "
+                             "16 network batches, 16,384 blends, on a GPU)")
     parser.add_argument("--scheduler", metavar="ADDRESS", default=None,
                         help="run on the Dask distributed cluster of this scheduler (tcp://host:8786): the "
                              "blends in partitions, the methods loaded once per Dask worker, each partition's "
@@ -102,7 +103,7 @@ def run(args) -> int:
             raise InputError(f"argument --weights {method}={weights[method]}",
                              f"method {method!r} is not among --methods {','.join(methods)}")
     method_options_for(methods, weights, args.precision)  # missing weights fail now, not after a worker started
-    if args.chunk_size < 1:
+    if args.chunk_size is not None and args.chunk_size < 1:
         raise InputError("argument --chunk-size", f"must be a positive integer, got {args.chunk_size}")
     targets = _output_targets(args.output)
     for target in targets:  # refuse before hours of work, not after

@@ -91,3 +91,10 @@ def test_the_cli_gathers_the_same_csv_as_a_local_run(client, dataset_dir, tmp_pa
 
     _assert_same(Table.read(tmp_path / "cluster.fits"), Table.read(tmp_path / "local.fits"))
     assert (tmp_path / "cluster.partitions" / "part-00002.parquet").is_file()
+    again = ["predict", str(dataset_dir), "--methods", "sep", "--split", "test", "--scheduler", address,
+             "--partition-size", "4", "-o", str(tmp_path / "cluster")]
+    assert main(again) == 2  # the results and their partitions exist: refused
+    assert main(again + ["--overwrite"]) == 0
+    (tmp_path / "cluster.partitions" / "notes.txt").write_text("mine")
+    assert main(again + ["--overwrite"]) == 2  # a file this tool did not write: the folder is left alone
+    assert (tmp_path / "cluster.partitions" / "notes.txt").read_text() == "mine"

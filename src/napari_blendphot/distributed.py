@@ -26,6 +26,7 @@ SLURM/PBS come from dask-jobqueue (docs/scaling.md).
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -111,16 +112,37 @@ def run_partition(rows, catalog, out_file: str, iou_threshold: float):
     return out_file, {name: output.metadata for name, output in outputs.items()}
 
 
+_PARTITION_FILE = re.compile(r"^(part-\d{5}\.parquet|\.part-\d{5}\.parquet\.partial-.*)$")
+
+
+def _prepare_partitions_folder(folder: Path, overwrite: bool) -> None:
+    """A new, empty partitions folder; an old one replaced only with *overwrite* and only if it holds our files."""
+    if folder.exists():
+        if not overwrite:
+            raise InputError(folder, "exists already", "give a new folder for the partitions, or --overwrite")
+        if not folder.is_dir():
+            raise InputError(folder, "is not a folder of partitions: not replaced")
+        foreign = [entry.name for entry in folder.iterdir() if not _PARTITION_FILE.match(entry.name)]
+        if foreign:
+            raise InputError(folder, f"holds files this tool did not write ({', '.join(sorted(foreign)[:3])}): "
+                             "not replaced", "give a new folder for the partitions")
+        for entry in folder.iterdir():
+            entry.unlink()
+    folder.mkdir(parents=True, exist_ok=True)
+
+
 def predict_on_cluster(blends_dir, methods=None, *, scheduler, partitions_dir, split: str | None = None,
                        weights: dict | None = None, precision: str | None = None,
                        method_options: dict | None = None, backend: str | None = None,
                        partition_size: int = DEFAULT_PARTITION_SIZE, retries: int = 1, progress=None,
-                       step: str = "predict"):
+                       step: str = "predict", overwrite: bool = False):
     """:func:`napari_blendphot.predict` of a dataset folder on the Dask cluster at *scheduler*.
 
     *scheduler*: an address (``tcp://host:8786``) or a ``distributed.Client``.
     *partitions_dir*: a new folder for the per-partition Parquet files (kept:
-    a record of the run).  Returns the gathered results table.
+    a record of the run); with *overwrite*, an existing one is emptied first
+    if it holds only partition files (what this function writes).  Returns
+    the gathered results table.
 
     Raises
     ------
@@ -157,9 +179,7 @@ def predict_on_cluster(blends_dir, methods=None, *, scheduler, partitions_dir, s
     specs = InferenceEngine._specs(SimpleNamespace(method_options={}, methods=methods), methods, options)
     backend = backend or default_backend()
     folder = Path(partitions_dir)
-    if folder.exists():
-        raise InputError(folder, "exists already", "give a new folder for the partitions (they are kept)")
-    folder.mkdir(parents=True)
+    _prepare_partitions_folder(folder, overwrite)
     starts = list(range(0, total, int(partition_size)))
     spans = [(start, min(start + int(partition_size), total)) for start in starts]
     client = scheduler if isinstance(scheduler, Client) else Client(scheduler)

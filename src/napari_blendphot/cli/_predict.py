@@ -123,7 +123,7 @@ def run(args) -> int:
         table = predict_on_cluster(dataset.path, methods, scheduler=args.scheduler, partitions_dir=partitions,
                                    split=args.split, weights=weights, precision=args.precision,
                                    backend=args.backend, partition_size=args.partition_size,
-                                   progress=progress_printer("partitions"))
+                                   progress=progress_printer("partitions"), overwrite=args.overwrite)
     else:
         with _stopped_cleanly_by_sigterm():
             table = predict(dataset, methods, split=args.split, weights=weights, precision=args.precision,

@@ -140,3 +140,81 @@ def test_inputs_that_cannot_be_used_are_refused():
 def test_coverage_arrays_ignores_galaxies_without_flux_or_error():
     stats = coverage_arrays([1, 1, 1, 1], [1.5, np.nan, 1.1, 3.0], [1.0, 1.0, np.nan, 0.0])
     assert stats["n"] == 1 and stats["coverage_68"] == 1.0 and np.isnan(stats["spearman"])
+
+
+def _heavy_tailed_table(n, seed, method="m"):
+    """Residuals from a Student-t with 3 degrees of freedom scaled by the stated errors: 1.96 err holds < 95%."""
+    rng = np.random.default_rng(seed)
+    table = Table()
+    table["id"] = np.arange(n)
+    for prefix in ("g1", "g2"):
+        true = 10 ** rng.uniform(0.5, 2.0, n)
+        err = 0.05 * true
+        table[f"{prefix}_flux"] = true
+        table[f"{prefix}_flux_{method}"] = true + rng.standard_t(3, n) * err
+        table[f"{prefix}_flux_err_{method}"] = err
+    table.meta["methods"] = [method]
+    return table
+
+
+def test_the_calibrated_95_percent_multiple_is_recorded_and_used():
+    table = _heavy_tailed_table(20000, 5)
+    fit_rows, test_rows = split_blends(len(table), 0.5, seed=1)
+    calibration = fit_calibration(table[fit_rows])
+    k95 = calibration.parameters["m"]["central"]["k95"]
+    assert k95 > 2.1  # heavy tails: the 95% interval is wider than 1.96 calibrated sigmas
+    applied = calibration.apply(table[test_rows])
+    assert set(applied.meta["flux_error_k95"]["m"]) == {"central", "companion"}
+    both = coverage(applied, "m")
+    both = both[both["galaxy"] == "both"][0]
+    assert abs(both["coverage_68"] - 0.6827) < 0.02
+    assert abs(both["coverage_95"] - 0.95) < 0.015  # with k95
+    assert both["coverage_95_gauss"] < 0.94  # 1.96 calibrated sigmas hold less
+
+
+def test_calibrate_errors_cli_fits_and_applies(tmp_path, capsys):
+    from napari_blendphot.cli import main
+    from napari_blendphot.report.evaluate import coverage_tables
+    from napari_blendphot.report.results import read_results, write_results
+
+    table = _table(4000, 7, error_scale=1 / 3, fractional=0.1)
+    for prefix in ("g1", "g2"):  # the columns a results table must have
+        table[f"{prefix}_mag"] = 25.96 - 2.5 * np.log10(table[f"{prefix}_flux"])
+    table["distance"] = 10.0
+    table.meta.update(methods=["m"], zero_points={"m": 25.96}, flux_errors={"m": True}, provenance={"step": "test"})
+    fit_rows, test_rows = split_blends(len(table), 0.5, seed=0)
+    write_results(table[fit_rows], tmp_path / "held_out")
+    write_results(table[test_rows], tmp_path / "test")
+    calibration = tmp_path / "calibration.json"
+    assert main(["calibrate-errors", "fit", str(tmp_path / "held_out.csv"), "-o", str(calibration)]) == 0
+    assert "k95" in capsys.readouterr().out
+    assert main(["calibrate-errors", "apply", str(tmp_path / "test.csv"), str(calibration),
+                 "-o", str(tmp_path / "calibrated")]) == 0
+    calibrated = read_results(tmp_path / "calibrated.csv")
+    assert "g1_flux_err_raw_m" in calibrated.colnames
+    overall = coverage_tables(calibrated)["overall"]
+    both = overall[overall["galaxy"] == "both"][0]
+    assert abs(both["coverage_68"] - 0.6827) < 0.03
+    # Refusals are one line: an existing output, a file that is not a calibration.
+    assert main(["calibrate-errors", "fit", str(tmp_path / "held_out.csv"), "-o", str(calibration)]) == 2
+    assert main(["calibrate-errors", "apply", str(tmp_path / "test.csv"), str(tmp_path / "test.csv"),
+                 "-o", str(tmp_path / "again")]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 2
+
+
+def test_the_evaluation_report_shows_coverage_of_every_method_with_errors(tmp_path):
+    from napari_blendphot.report.evaluate import evaluate
+
+    table = _table(600, 8)
+    for prefix in ("g1", "g2"):
+        table[f"{prefix}_mag"] = 25.96 - 2.5 * np.log10(table[f"{prefix}_flux"])
+    table["distance"] = 10.0
+    table.meta.update(methods=["m"], zero_points={"m": 25.96}, flux_errors={"m": True}, provenance={})
+    report = evaluate(table, tmp_path / "report")
+    text = report.markdown_path.read_text()
+    assert "## Flux uncertainties" in text and "per bin of pair magnitude difference" in text
+    assert {"fig_error_calibration", "fig_error_z"} <= set(report.figures)
+    without = table.copy()
+    for prefix in ("g1", "g2"):
+        del without[f"{prefix}_flux_err_m"]
+    assert "No method of this table gives flux errors" in evaluate(without, tmp_path / "r2").markdown_path.read_text()

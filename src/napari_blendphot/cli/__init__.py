@@ -24,6 +24,7 @@ _COMMAND_MODULES = (
     "_predict",      # predict
     "_measure",      # measure (field mode)
     "_evaluate",     # evaluate
+    "_calibrate",    # calibrate-errors
     "_curate",       # curate-export
     "_demo",         # demo
 )

@@ -35,5 +35,13 @@ def _run(args) -> int:
               f"{row['mean_dmag']:>+8.3f}{row['sigma']:>7.3f}{row['outliers_percent']:>8.2f}"
               f"{row['flux_mape_percent']:>8.2f}")
     print(f"(selection '{selection}'; all selections in {report.summary_path})")
+    from napari_blendphot.report.evaluate import coverage_tables
+
+    overall = coverage_tables(report.table).get("overall") if report.table is not None else None
+    if overall is not None:
+        print("flux errors: share of galaxies within 1 err (nominal 68.3%) and k95 err (nominal 95%)")
+        for row in overall[overall["galaxy"] == "both"]:
+            print(f"  {row['method']:<18} {100 * row['coverage_68']:5.1f}%  {100 * row['coverage_95']:5.1f}%  "
+                  f"(n {row['n']})")
     print(f"report: {report.markdown_path} and {report.html_path} ({len(report.figures)} figures)")
     return 0

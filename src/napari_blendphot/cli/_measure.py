@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sys
 
-_DEFAULT_METHODS = "sep,blend2flux"
 
 
 def register(subparsers) -> None:
@@ -29,8 +28,11 @@ def register(subparsers) -> None:
     parser.add_argument("--catalog", metavar="CAT", default=None,
                         help="measure these positions instead of SEP's detections: FITS, CSV or ECSV table with "
                              "ra/dec (degrees) or x/y (0-based pixels) or x_image/y_image (1-based)")
-    parser.add_argument("--methods", default=_DEFAULT_METHODS,
-                        help=f"comma-separated deblending methods (default {_DEFAULT_METHODS})")
+    from napari_blendphot.deblend.registry import default_methods
+
+    defaults = ",".join(default_methods())
+    parser.add_argument("--methods", default=defaults,
+                        help=f"comma-separated deblending methods (default {defaults}, as for predict)")
     parser.add_argument("--zeropoint", type=float, default=None, metavar="ZP",
                         help="AB zero point of the pixel values as stored (overrides the header)")
     parser.add_argument("--pixel-scale", type=float, default=None, metavar="ARCSEC",

@@ -247,6 +247,18 @@ class KerasDeblender:
     def metadata(self) -> dict:
         import keras
 
+        record = self._metadata_record(keras)
+        calibration = self.manifest.get("flux_error_calibration") or {}
+        parameters = calibration.get("parameters") or {}
+        k95 = {role: float(p["k95"]) for role, p in parameters.items() if isinstance(p, dict) and "k95" in p}
+        if k95:  # the calibrated 95% interval is flux +- k95 x flux_err
+            record["flux_error_k95"] = k95
+        if calibration:
+            record["flux_error_calibration"] = {"model": calibration.get("model", ""),
+                                                "fitted_on": (calibration.get("provenance") or {}).get("fitted_on")}
+        return record
+
+    def _metadata_record(self, keras) -> dict:
         return {
             "method": self.name,
             "label": self.label,

@@ -42,7 +42,6 @@ from napari_blendphot.field.calibration import TRAINING_NOISE_RMS
 from napari_blendphot.field.detect import MAX_PAIR_SEPARATION, DetectionSettings, detect_region, group_sources
 
 #: Default methods of field mode.
-DEFAULT_METHODS = ("sep", "blend2flux")
 #: Images larger than this (pixels per side) are measured in tiles of this size (plus margins).
 DEFAULT_TILE_SIZE = 2048
 #: ``flux_total`` aperture radius: this many half-light radii, clipped to [TOTAL_APERTURE_MIN, 64] training pixels.
@@ -365,7 +364,7 @@ def plan_tiles(shape, zoom_yx, tile_size: int = DEFAULT_TILE_SIZE):
     return tiles
 
 
-def measure_field(image, methods=DEFAULT_METHODS, catalog=None, *, settings: DetectionSettings = DetectionSettings(),
+def measure_field(image, methods=None, catalog=None, *, settings: DetectionSettings = DetectionSettings(),
                   method_options: dict | None = None, seed: int = 0, tile_size: int = DEFAULT_TILE_SIZE,
                   runner=None, progress=None, cancel=None, backend: str | None = None, zero_point=None,
                   pixel_scale=None, plane=None, hdu=None, networks_on_isolated: bool = False):
@@ -377,7 +376,7 @@ def measure_field(image, methods=DEFAULT_METHODS, catalog=None, *, settings: Det
         Opened with :func:`~napari_blendphot.field.image.open_field` (*zero_point*,
         *pixel_scale*, *plane*, *hdu* passed on) when a path.
     methods : sequence of str
-        Deblending methods (default SEP and blend2flux).
+        Deblending methods (default: the registry's default set, as for ``blendphot predict``).
     catalog : path or astropy Table, optional
         Positions to measure instead of SEP's detections.
     runner : MethodRunner, optional
@@ -417,6 +416,10 @@ def _measure_open_field(image, methods, catalog, settings, method_options, seed,
             warnings.warn(f"{positions.source}: {note}", FieldWarning, stacklevel=2)
     own_runner = runner is None
     if own_runner:
+        if methods is None:
+            from napari_blendphot.deblend.registry import default_methods
+
+            methods = default_methods()
         runner = MethodRunner(methods, method_options, backend=backend)
     methods = list(runner.methods)
     runner.warm_up_in_background()

@@ -58,8 +58,12 @@ class FieldModel:
     measured = Signal(object)      # indices measured by the last request
     calibration_changed = Signal(object)
 
-    def __init__(self, methods=("sep", "blend2flux"), method_options: dict | None = None, runner_factory=None,
+    def __init__(self, methods=None, method_options: dict | None = None, runner_factory=None,
                  seed: int = 0, settings: DetectionSettings = DetectionSettings()):
+        if methods is None:  # the registry's default set, as everywhere
+            from napari_blendphot.deblend.registry import default_methods
+
+            methods = default_methods()
         self.methods = tuple(methods)
         self.method_options = dict(method_options or {})
         self.seed = int(seed)

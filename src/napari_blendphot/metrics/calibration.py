@@ -54,23 +54,40 @@ def error_column(method: str, galaxy: str) -> str:
     return f"{GALAXY_PREFIX[galaxy]}_flux_err_{method}"
 
 
-def coverage_arrays(true_flux, pred_flux, errors) -> dict:
+def interval_multiples(table, method: str) -> dict:
+    """``{role: k95}``: the multiple of a method's 1-sigma error that makes its 95% interval.
+
+    A calibrated method records it (results-table metadata ``flux_error_k95``,
+    from the calibration of its errors: the residuals of deblending have heavier
+    tails than a Gaussian, so 1.96 sigma holds less than 95%); otherwise 1.96.
+    """
+    recorded = (table.meta.get("flux_error_k95") or {}).get(method) or {}
+    return {role: float(recorded.get(role, LEVELS[1][1])) for role in GALAXIES}
+
+
+def coverage_arrays(true_flux, pred_flux, errors, k95=None) -> dict:
     """Coverage statistics of one set of galaxies (those with a flux and a finite, positive error).
 
-    Returns ``n``, ``coverage_68``, ``coverage_95`` (fractions), ``median_abs_z``
-    (median of |flux - true| / err; 0.674 if Gaussian and calibrated) and
-    ``spearman`` (rank correlation of err with |flux - true|; NaN below 3 galaxies).
+    Returns ``n``, ``coverage_68`` and ``coverage_95`` (fractions within 1 and
+    *k95* errors; *k95* per galaxy or one value, default 1.96),
+    ``coverage_95_gauss`` (within 1.96 errors), ``median_abs_z`` (median of
+    |flux - true| / err; 0.674 if Gaussian and calibrated) and ``spearman``
+    (rank correlation of err with |flux - true|; NaN below 3 galaxies).
     """
     from scipy.stats import spearmanr
 
     true_flux, pred_flux, errors = (np.asarray(a, dtype=np.float64).reshape(-1)
                                     for a in (true_flux, pred_flux, errors))
+    k95 = np.broadcast_to(np.asarray(LEVELS[1][1] if k95 is None else k95, np.float64), true_flux.shape)
     usable = np.isfinite(true_flux) & np.isfinite(pred_flux) & np.isfinite(errors) & (errors > 0)
     residual = np.abs(pred_flux[usable] - true_flux[usable])
     err = errors[usable]
     out = {"n": int(usable.sum())}
     for name, multiple, _ in LEVELS:
+        if name == "95":
+            multiple = k95[usable]
         out[f"coverage_{name}"] = float(np.mean(residual <= multiple * err)) if out["n"] else math.nan
+    out["coverage_95_gauss"] = float(np.mean(residual <= LEVELS[1][1] * err)) if out["n"] else math.nan
     out["median_abs_z"] = float(np.median(residual / err)) if out["n"] else math.nan
     if out["n"] >= 3 and np.ptp(err) > 0 and np.ptp(residual) > 0:
         out["spearman"] = float(spearmanr(err, residual).statistic)
@@ -107,6 +124,7 @@ def coverage(table, method: str, by: str | None = None, selection: str = "all", 
     if by not in (None, "pair_dmag", "mag"):
         raise InputError("argument by", f"unknown binning {by!r}", "use None, 'pair_dmag' or 'mag'")
     parts = {}
+    multiples = interval_multiples(table, method)
     for galaxy in GALAXIES:
         column = error_column(method, galaxy)
         if column not in table.colnames:
@@ -115,9 +133,10 @@ def coverage(table, method: str, by: str | None = None, selection: str = "all", 
         errors = np.asarray(table[column], dtype=np.float64)[np.asarray(rows["row"])]
         key = {"pair_dmag": "pair_dmag", "mag": "true_mag"}.get(by)
         parts[galaxy] = (np.asarray(rows["true_flux"]), np.asarray(rows["pred_flux"]), errors,
-                         None if key is None else np.asarray(rows[key], dtype=np.float64))
+                         None if key is None else np.asarray(rows[key], dtype=np.float64),
+                         np.full(errors.shape, multiples[galaxy]))
     parts["both"] = tuple(None if parts["central"][i] is None else
-                          np.concatenate([parts["central"][i], parts["companion"][i]]) for i in range(4))
+                          np.concatenate([parts["central"][i], parts["companion"][i]]) for i in range(5))
     if by is None:
         edges = np.array([-np.inf, np.inf])
     elif edges is None:
@@ -131,16 +150,17 @@ def coverage(table, method: str, by: str | None = None, selection: str = "all", 
     edges = np.asarray(edges, dtype=np.float64)
     records = []
     for galaxy in (*GALAXIES, "both"):
-        true_flux, pred_flux, errors, values = parts[galaxy]
+        true_flux, pred_flux, errors, values, k95 = parts[galaxy]
         for low, high in zip(edges[:-1], edges[1:]):
             if values is None:
                 inside = np.ones(true_flux.size, bool)
             else:
                 last = high == edges[-1]
                 inside = (values >= low) & ((values <= high) if last else (values < high))
-            stats = coverage_arrays(true_flux[inside], pred_flux[inside], errors[inside])
+            stats = coverage_arrays(true_flux[inside], pred_flux[inside], errors[inside], k95[inside])
             records.append({"galaxy": galaxy, "bin_low": float(low), "bin_high": float(high), "n": stats["n"],
                             "coverage_68": stats["coverage_68"], "coverage_95": stats["coverage_95"],
+                            "coverage_95_gauss": stats["coverage_95_gauss"],
                             "nominal_68": LEVELS[0][2], "nominal_95": LEVELS[1][2],
                             "median_abs_z": stats["median_abs_z"], "spearman": stats["spearman"]})
     out = Table(rows=records, names=list(records[0]))
@@ -262,6 +282,11 @@ class FluxErrorCalibration:
                 out[error_column(method, g)] = calibrated[:, slot]
             done.append(method)
         out.meta["flux_error_calibration"] = {"model": MODEL, "methods": done, "provenance": self.provenance}
+        k95 = dict(out.meta.get("flux_error_k95") or {})
+        for method in done:
+            k95[method] = {role: float(self.parameters[method][role]["k95"]) for role in GALAXIES
+                           if "k95" in self.parameters[method][role]}
+        out.meta["flux_error_k95"] = k95
         return out
 
     def to_dict(self) -> dict:

@@ -60,6 +60,7 @@ class EvaluationReport:
     html_path: Path | None = None
     figures: dict = field(default_factory=dict)  # {name: Path}
     manifest_path: Path | None = None
+    table: object = None  # the results table evaluated
 
     @property
     def paths(self) -> list[Path]:
@@ -210,7 +211,41 @@ def _figure_jobs(table):
                      lambda: figures.figure_by_morphology(table)))
     if figures.iou_methods(table):
         jobs.append(("fig_iou", "Segmentation IoU (paper Fig. 12)", lambda: figures.figure_iou(table)))
+    if figures.error_methods(table):
+        jobs.append(("fig_error_calibration", "Flux errors: observed against nominal coverage",
+                     lambda: figures.figure_error_calibration(table)))
+        jobs.append(("fig_error_z", "Flux errors: (flux - true) / err against the unit normal",
+                     lambda: figures.figure_error_z(table)))
     return jobs
+
+
+def coverage_tables(table) -> dict:
+    """``{"overall" | "pair_dmag" | "mag": astropy Table}`` of the flux errors' coverage, every method with errors.
+
+    Columns: ``method``, ``galaxy``, ``bin_low``, ``bin_high``, ``n``,
+    ``coverage_68`` (within 1 err), ``coverage_95`` (within k95 err: the
+    method's calibrated 95% multiple, 1.96 if it has none), ``coverage_95_gauss``
+    (within 1.96 err), ``k95``, ``median_abs_z``, ``spearman``.
+    """
+    from astropy.table import vstack
+
+    from napari_blendphot.metrics.calibration import coverage, interval_multiples
+    from napari_blendphot.report.figures import error_methods
+
+    out = {}
+    for by in (None, "pair_dmag", "mag"):
+        parts = []
+        for method in error_methods(table):
+            part = coverage(table, method, by=by)
+            part.meta = {}
+            multiples = interval_multiples(table, method)
+            part.add_column([method] * len(part), name="method", index=0)
+            part["k95"] = [multiples.get(str(g), float("nan")) if str(g) != "both" else float("nan")
+                           for g in part["galaxy"]]
+            parts.append(part)
+        if parts:
+            out[by or "overall"] = vstack(parts, metadata_conflicts="silent")
+    return out
 
 
 def _histogram_figure(table):
@@ -336,7 +371,7 @@ def evaluate(results, out_dir=None, overwrite: bool = False) -> EvaluationReport
         source = None
         inputs = {}
     if out_dir is None:
-        return EvaluationReport(None, summary_table(table))
+        return EvaluationReport(None, summary_table(table), table=table)
     out_dir = Path(out_dir)
     jobs = _figure_jobs(table)
     # The CSV's metadata file goes first: it is installed before the CSV it describes.
@@ -389,7 +424,7 @@ def evaluate(results, out_dir=None, overwrite: bool = False) -> EvaluationReport
         raise
     fsync_path(out_dir)
     return EvaluationReport(out_dir, summary, out_dir / "summary.csv", out_dir / "report.md", out_dir / "report.html",
-                            figure_paths, out_dir / MANIFEST_NAME)
+                            figure_paths, out_dir / MANIFEST_NAME, table)
 
 
 def _rounded(summary):
@@ -443,6 +478,43 @@ class _ReportContext:
         zero_points = {m: binned.zero_point_of(self.table, m) for m in methods_in(self.table)}
         return [f"{method_label(self.table, m)} (`{m}`): zero point {zero_points[m]:.2f}" for m in zero_points]
 
+    COVERAGE_HEADER = ("method", "galaxy", "bin", "N", "within 1 err (68.3%)", "within k95 err (95%)", "k95",
+                       "within 1.96 err", "median |z|", "Spearman(err, |error|)")
+    COVERAGE_TITLES = {"overall": "all galaxies", "pair_dmag": "per bin of pair magnitude difference "
+                       "(own - neighbour's)", "mag": "per bin of true magnitude"}
+
+    def coverage_rows(self, key):
+        from napari_blendphot.report.results import method_label
+
+        tables = coverage_tables(self.table)
+        if key not in tables:
+            return
+        for row in tables[key]:
+            label = method_label(self.table, str(row["method"]))
+            span = "all" if key == "overall" else f"{row['bin_low']:.2g} .. {row['bin_high']:.2g}"
+            if int(row["n"]) == 0:
+                yield (label, str(row["galaxy"]), span, "0", *(["no data"] * 6))
+                continue
+            yield (label, str(row["galaxy"]), span, str(row["n"]), _fmt(100 * row["coverage_68"], ".1f") + "%",
+                   _fmt(100 * row["coverage_95"], ".1f") + "%", _fmt(row["k95"], ".2f"),
+                   _fmt(100 * row["coverage_95_gauss"], ".1f") + "%", _fmt(row["median_abs_z"], ".3f"),
+                   _fmt(row["spearman"], ".2f"))
+
+    def coverage_markdown(self):
+        from napari_blendphot.report.figures import error_methods
+
+        if not error_methods(self.table):
+            return ["", "## Flux uncertainties", "", "No method of this table gives flux errors."]
+        lines = ["", "## Flux uncertainties", "",
+                 "A galaxy is covered at 68% when |flux - true| <= flux_err, at 95% when |flux - true| <= k95 "
+                 "flux_err, with k95 the method's calibrated 95% multiple (recorded with its calibration; 1.96 "
+                 "for a method without one).  A calibrated method covers 68.3% and 95% (docs/uncertainty.md)."]
+        for key, title in self.COVERAGE_TITLES.items():
+            lines += ["", f"### Coverage, {title}", "", "| " + " | ".join(self.COVERAGE_HEADER) + " |",
+                      "|" + " --- |" * len(self.COVERAGE_HEADER)]
+            lines += ["| " + " | ".join(row) + " |" for row in self.coverage_rows(key)]
+        return lines
+
     def provenance_text(self):
         from napari_blendphot.provenance import dumps
 
@@ -464,6 +536,7 @@ class _ReportContext:
             lines += ["", f"## Statistics, selection '{selection}'", "", self.selection_text(selection), "",
                       "| " + " | ".join(self.HEADER) + " |", "|" + " --- |" * len(self.HEADER)]
             lines += ["| " + " | ".join(row) + " |" for row in self.rows(selection)]
+        lines += self.coverage_markdown()
         lines += ["", "## Figures", ""]
         for name, path in self.figure_paths.items():
             lines += [f"### {self.captions[name]}", "", f"![{self.captions[name]}]({path.name})", ""]
@@ -497,6 +570,17 @@ class _ReportContext:
             parts += [f"<h2>Statistics, selection '{esc(selection)}'</h2>", f"<p>{text.replace('`', '')}</p>",
                       "<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in self.HEADER) + "</tr>"]
             parts += ["<tr>" + "".join(f"<td>{esc(cell)}</td>" for cell in row) + "</tr>" for row in self.rows(selection)]
+            parts.append("</table>")
+        parts += ["<h2>Flux uncertainties</h2>"]
+        for line in self.coverage_markdown()[3:4]:
+            parts.append(f"<p>{esc(line)}</p>")
+        for key, title in self.COVERAGE_TITLES.items():
+            rows = list(self.coverage_rows(key))
+            if not rows:
+                continue
+            parts += [f"<h3>Coverage, {esc(title)}</h3>",
+                      "<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in self.COVERAGE_HEADER) + "</tr>"]
+            parts += ["<tr>" + "".join(f"<td>{esc(cell)}</td>" for cell in row) + "</tr>" for row in rows]
             parts.append("</table>")
         parts.append("<h2>Figures</h2>")
         for name, path in self.figure_paths.items():

@@ -436,3 +436,78 @@ def _iou_matrix(figure, ax, table, method) -> None:
     ax.set_ylabel("central type")
     ax.set_title("mean IoU per morphology pair")
     figure.colorbar(image, ax=ax, shrink=0.8)
+
+
+# --------------------------------------------------------------------------- flux uncertainties
+def error_methods(table, methods=None) -> list[str]:
+    """Methods of *table* that give flux errors (``g1_flux_err_<m>`` columns)."""
+    return [m for m in _methods(table, methods) if f"g1_flux_err_{m}" in table.colnames]
+
+
+def _normalised_residuals(table, method: str):
+    """(flux - true) / err of both galaxies where the method measured a flux with an error."""
+    values = []
+    for prefix in ("g1", "g2"):
+        true = np.asarray(table[f"{prefix}_flux"], float)
+        pred = np.asarray(table[f"{prefix}_flux_{method}"], float)
+        err = np.asarray(table[f"{prefix}_flux_err_{method}"], float)
+        usable = np.isfinite(true) & np.isfinite(pred) & np.isfinite(err) & (err > 0)
+        values.append((pred[usable] - true[usable]) / err[usable])
+    return np.concatenate(values)
+
+
+def figure_error_calibration(table, methods=None):
+    """Observed against nominal coverage of the intervals flux +- z(p) err, p from 5% to 99% (both galaxies).
+
+    A calibrated method follows the diagonal; below it the errors are too
+    small (over-confident), above it too large.
+    """
+    from scipy.stats import norm
+
+    figure = _new_figure(4.6, 4.2)
+    ax = figure.subplots()
+    nominal = np.linspace(0.05, 0.99, 48)
+    multiples = norm.ppf(0.5 + nominal / 2)
+    ax.plot([0, 1], [0, 1], color="0.6", ls=":", lw=1, label="calibrated")
+    drawn = 0
+    for method in error_methods(table, methods):
+        z = np.abs(_normalised_residuals(table, method))
+        if z.size == 0:
+            continue
+        observed = [(z <= k).mean() for k in multiples]
+        ax.plot(nominal, observed, color=method_color(table, method), label=_label(table, method))
+        drawn += 1
+    if not drawn:
+        _no_data(ax, "no method gives flux errors")
+    ax.set_xlabel("nominal coverage of flux ± z err")
+    ax.set_ylabel("observed coverage")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_aspect("equal")
+    ax.legend(fontsize=7, loc="upper left")
+    return figure
+
+
+def figure_error_z(table, methods=None):
+    """Histograms of z = (flux - true) / err per method against the unit normal."""
+    from scipy.stats import norm
+
+    chosen = error_methods(table, methods)
+    figure = _new_figure(3.2 * max(1, len(chosen)), 3.0)
+    axes = figure.subplots(1, max(1, len(chosen)), squeeze=False)[0]
+    grid = np.linspace(-5, 5, 201)
+    bins = np.linspace(-5, 5, 51)
+    for ax, method in zip(axes, chosen):
+        z = _normalised_residuals(table, method)
+        if z.size == 0:
+            _no_data(ax)
+            continue
+        inside = np.clip(z, -5, 5)
+        ax.hist(inside, bins=bins, density=True, color=method_color(table, method), alpha=0.6)
+        ax.plot(grid, norm.pdf(grid), color="k", lw=1, label="unit normal")
+        ax.set_title(f"{_label(table, method)}\n|z|>5: {100 * np.mean(np.abs(z) > 5):.1f}%", fontsize=8)
+        ax.set_xlabel("(flux - true) / err")
+        ax.legend(fontsize=7)
+    if not chosen:
+        _no_data(axes[0], "no method gives flux errors")
+    return figure

@@ -129,6 +129,7 @@ def build_results_table(catalog, outputs, true_masks=None, zero_points=None, pro
     table.meta = {}
     labels = {}
     with_errors = {}
+    intervals = {}
     for name, output in named:
         fluxes = np.asarray(output.fluxes, dtype=np.float64)
         if fluxes.shape != (n, 2):
@@ -163,12 +164,17 @@ def build_results_table(catalog, outputs, true_masks=None, zero_points=None, pro
                                  "rename the key in the method's DeblendOutput.extra; flux errors belong in "
                                  "DeblendOutput.flux_errors")
             table[f"{key}_{name}"] = values
-        label = (getattr(output, "metadata", None) or {}).get("label")
+        metadata = getattr(output, "metadata", None) or {}
+        label = metadata.get("label")
         if label:
             labels[name] = str(label)
+        if errors is not None and metadata.get("flux_error_k95"):
+            intervals[name] = {role: float(value) for role, value in metadata["flux_error_k95"].items()}
     table.meta["methods"] = [name for name, _ in named]
     table.meta["zero_points"] = {name: float(zero_points.get(name, ZERO_POINT)) for name, _ in named}
     table.meta["flux_errors"] = with_errors
+    if intervals:  # the calibrated 95% intervals: flux +- k95 x flux_err (docs/uncertainty.md)
+        table.meta["flux_error_k95"] = intervals
     if labels:
         table.meta["labels"] = labels
     table.meta["provenance"] = dict(provenance or {})

@@ -369,13 +369,15 @@ class FailureBrowserWidget(QWidget):
 
     def _draw_masks(self, outputs, blend_id) -> None:
         from napari_blendphot._reader import mask_label_kwargs
-        from napari_blendphot.display import masks_to_labels
+        from napari_blendphot.display import method_style, styled_outlines
 
         for name, output in outputs.items():
             if output.masks is None:
                 continue
-            # Filled (the method's masks) under outlines (the truth): same colours, told apart by style.
-            labels = masks_to_labels(output.masks[0])
+            # Outlines in the method's colour and line style, as in the Inspector (filled masks at
+            # partial opacity mixed into one unreadable colour); the truth keeps its white/grey.
+            style = method_style(name)
+            labels = styled_outlines(output.masks[0], style.line_style)
             meta = {"blendphot_kind": "failure-browser", "blend_id": int(blend_id), "method": name}
             layer_name = f"failures: {name} masks"
             if layer_name in self.viewer.layers:
@@ -383,7 +385,8 @@ class FailureBrowserWidget(QWidget):
                 layer.data = labels
                 layer.metadata.update(meta)
             else:
-                layer = self.viewer.add_labels(labels, **{**mask_label_kwargs(layer_name, meta), "opacity": 0.35})
+                layer = self.viewer.add_labels(labels, **mask_label_kwargs(layer_name, meta, style=style))
+                layer.editable = False
                 # keep the truth outlines on top
                 self.viewer.layers.move(self.viewer.layers.index(layer), self.viewer.layers.index(TRUTH_LAYER))
             layer.visible = True

@@ -177,3 +177,37 @@ def test_side_by_side_gives_each_method_a_titled_cell_over_the_image(make_napari
     widget.view.side_by_side_box.setChecked(False)
     assert not any(layer.name.startswith("side by side") for layer in viewer.layers)
     widget.close_inspector()
+
+
+@pytest.mark.gui
+def test_saved_table_reads_with_pandas_and_astropy_defaults(make_napari_viewer, qtbot, engine, blends, tmp_path,
+                                                            monkeypatch):
+    import pandas
+    from astropy.table import Table
+
+    viewer, widget = make_widget(make_napari_viewer, engine, methods=["sep"])
+    show_blend(viewer, blends[0], "pair")
+    wait_drawn(qtbot, widget, 1)
+    monkeypatch.setattr(widget, "_ask_save_path", lambda *args: str(tmp_path / "table.csv"))
+    written = widget.save_table()
+    frame = pandas.read_csv(written)
+    plain = Table.read(written, format="ascii.csv")
+    assert list(frame.columns) == list(plain.colnames) and "flux_err" in frame.columns
+    sep = frame[(frame["method"] == "sep") & (frame["galaxy"] == "central")]
+    assert float(sep["flux_err"].iloc[0]) == pytest.approx(widget.table_rows()[2].flux_err)
+    widget.close_inspector()
+
+
+@pytest.mark.gui
+def test_the_first_run_shows_a_busy_bar_until_drawn(make_napari_viewer, qtbot, blends):
+    cold = InferenceEngine(("sep",))  # not started yet: the first run starts its worker
+    try:
+        viewer, widget = make_widget(make_napari_viewer, cold, methods=["sep"])
+        show_blend(viewer, blends[0], "pair")
+        assert widget.view.busy.isVisibleTo(widget)  # before: a grey text line only
+        assert "first run" in widget.view.busy.format()
+        wait_drawn(qtbot, widget, 1)
+        assert not widget.view.busy.isVisibleTo(widget)
+        widget.close_inspector()
+    finally:
+        cold.close()

@@ -458,10 +458,14 @@ def test_screenshot_shows_blend_and_outlines(make_napari_viewer, qtbot, engine, 
     assert "inspected blend" in viewer.layers  # nothing else showed the blend: the inspector does
     shot = viewer.screenshot(str(tmp_path / "inspector.png"), canvas_only=True)
     assert shot.std() > 5  # not a blank canvas
-    # Orange (companion) and blue (central) outline pixels are on screen.
+    # Each method's outlines in its own colour (SEP red, the U-Net purple) and the truth's white are on screen.
+    from napari_blendphot.display import method_style
+
     rgb = shot[..., :3].astype(int)
-    assert np.any((rgb[..., 0] > 200) & (rgb[..., 1] > 100) & (rgb[..., 1] < 180) & (rgb[..., 2] < 60))
-    assert np.any((rgb[..., 2] > 200) & (rgb[..., 0] < 80))
+    for name in ("sep", "unet"):
+        colour = np.array(method_style(name).central_rgba[:3]) * 255
+        assert np.any(np.abs(rgb - colour).max(axis=-1) < 40), name
+    assert np.any(rgb.min(axis=-1) > 235)
     widget.close_inspector()
     assert "tensorflow" not in sys.modules
 

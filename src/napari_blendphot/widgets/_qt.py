@@ -67,3 +67,25 @@ class StatusLine(QWidget):
         painter.drawText(self.rect(), int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop
                                           | Qt.TextFlag.TextWordWrap), self._text)
         painter.end()
+
+
+def scrolling_layout(widget: QWidget):
+    """A vertical layout for *widget*'s contents inside a scroll area (returns that layout).
+
+    Docked widgets add their minimum heights: two of ours stacked asked 1,430 px
+    of a 1,080 px screen, so napari's window grew past it.  Inside a scroll area
+    a dock may be as short as the window allows and scrolls instead.
+    """
+    from qtpy.QtWidgets import QFrame, QScrollArea, QVBoxLayout
+
+    outer = QVBoxLayout(widget)
+    outer.setContentsMargins(0, 0, 0, 0)
+    area = QScrollArea(widget)
+    area.setWidgetResizable(True)
+    area.setFrameShape(QFrame.Shape.NoFrame)
+    area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+    inner = QWidget()
+    area.setWidget(inner)
+    outer.addWidget(area)
+    widget.scroll_area = area
+    return QVBoxLayout(inner)

@@ -45,6 +45,7 @@ from napari_blendphot.app.builder import DMAG_RANGE, SHIFT_MAX, SHIFT_MIN, Blend
 from napari_blendphot.widgets._builder_parts import (_THUMB, POSITION_LAYER, CompanionPointMixin, GalaxyPicker,
                                                      stamp_pixmap)
 from napari_blendphot.widgets._builder_source import SampleSourceMixin
+from napari_blendphot.widgets._qt import scrolling_layout
 
 #: Returned by BlendBuilderWidget._safely when the action raised (and was reported).
 _FAILED = object()
@@ -98,7 +99,7 @@ class BlendBuilderWidget(SampleSourceMixin, CompanionPointMixin, QWidget):
 
     # -- UI ------------------------------------------------------------------------------------
     def _build_ui(self) -> None:
-        layout = QVBoxLayout(self)
+        layout = scrolling_layout(self)
         layout.setContentsMargins(6, 6, 6, 6)
 
         source = QGroupBox("Galaxies")

@@ -54,6 +54,7 @@ from napari_blendphot.widgets._curation_page import (FRAMES_LAYER, LAYER_NAMES, 
 
 __all__ = ["CurationWidget", "FRAMES_LAYER", "LAYER_NAMES", "PAGE_LAYER", "PAGE_TILES_LAYER", "SHORTCUTS"]
 from napari_blendphot.widgets._qt import notify as _notify
+from napari_blendphot.widgets._qt import scrolling_layout
 
 #: Titles drawn above the panels.
 PANEL_TITLES = ("original", "cleaned", "segmentation")
@@ -96,7 +97,7 @@ class CurationWidget(CurationOpeningMixin, CurationPageMixin, QWidget):
 
     # -- layout ----------------------------------------------------------------------------------
     def _build(self) -> None:
-        layout = QVBoxLayout(self)
+        layout = scrolling_layout(self)
 
         source = QGroupBox("Sample and decisions")
         form = QFormLayout(source)

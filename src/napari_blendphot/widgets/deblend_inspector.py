@@ -56,7 +56,7 @@ from napari_blendphot.widgets._inspector_export import TableExport
 from napari_blendphot.widgets._inspector_view import InspectorView
 from napari_blendphot.widgets._side_by_side import SideBySide
 from napari_blendphot.widgets._inspector_table import short_case as _short_case  # noqa: F401 (tests use it)
-from napari_blendphot.widgets._qt import StatusLine, confirm_replace
+from napari_blendphot.widgets._qt import StatusLine, confirm_replace, scrolling_layout
 from napari_blendphot.widgets._qt import notify as _notify
 
 #: Combo entry for the shared current blend.
@@ -136,7 +136,7 @@ class DeblendInspectorWidget(TableExport, QWidget):
 
     # ------------------------------------------------------------------ UI
     def _build_ui(self) -> None:
-        layout = QVBoxLayout(self)
+        layout = scrolling_layout(self)
         layout.setContentsMargins(6, 6, 6, 6)
 
         source_row = QHBoxLayout()

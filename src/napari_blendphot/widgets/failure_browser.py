@@ -51,6 +51,7 @@ from napari_blendphot.app.failures import FailureModel, can_rerun_masks
 from napari_blendphot.widgets._failures_scatter import FailureScatter
 from napari_blendphot.widgets._failures_table import COLUMN_NAMES, DETECTION_TEXT, FailureTableModel, FilterBox
 from napari_blendphot.widgets._qt import notify as _notify
+from napari_blendphot.widgets._qt import scrolling_layout
 
 __all__ = ["FailureBrowserWidget", "can_rerun_masks"]
 
@@ -93,7 +94,7 @@ class FailureBrowserWidget(QWidget):
 
     # -- layout ----------------------------------------------------------------------------------
     def _build(self) -> None:
-        layout = QVBoxLayout(self)
+        layout = scrolling_layout(self)
         source = QGroupBox("Results")
         source_layout = QVBoxLayout(source)
         row = QHBoxLayout()

@@ -36,7 +36,8 @@ from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, Q
 
 from napari_blendphot.errors import BlendphotError
 from napari_blendphot.field.model import FieldModel
-from napari_blendphot.widgets._notify import notify
+from napari_blendphot.widgets._qt import notify
+from napari_blendphot.widgets._qt import scrolling_layout
 
 GROUP_COLORS = {1: (1.0, 1.0, 1.0, 1.0), 2: (1.0, 0.55, 0.0, 1.0), 3: (1.0, 0.15, 0.15, 1.0)}
 MASK_LAYER = "masks: {} (field)"
@@ -151,7 +152,7 @@ class FieldWidget(QWidget):
 
     # ------------------------------------------------------------------ layout
     def _build(self) -> None:
-        layout = QVBoxLayout(self)
+        layout = scrolling_layout(self)
         row = QHBoxLayout()
         self.layer_box = QComboBox()
         self.layer_box.currentTextChanged.connect(self._on_layer_chosen)

@@ -211,3 +211,29 @@ def test_the_first_run_shows_a_busy_bar_until_drawn(make_napari_viewer, qtbot, b
         widget.close_inspector()
     finally:
         cold.close()
+
+
+@pytest.mark.gui
+def test_the_default_split_is_one_the_set_has_and_chunks_stay_short(make_napari_viewer, qtbot, engine, toy_sample):
+    from napari_blendphot._reader import blend_dataset_layers
+    from napari_blendphot.blend.assemble import make_blends
+    from napari_blendphot.widgets._inspector_batch import CANCEL_WITHIN_S, chunk_for
+
+    viewer, widget = make_widget(make_napari_viewer, engine, methods=["sep"])
+    # The sample-data blend set has split "all" only: "test" (the old default) failed with "has no test blends".
+    for data, kwargs, kind in blend_dataset_layers(make_blends(toy_sample, 6, seed=5), name="mock"):
+        getattr(viewer, f"add_{kind}")(data, **kwargs)
+    assert widget.split_combo.currentText() == "all"
+    assert [widget.split_combo.itemText(i) for i in range(widget.split_combo.count())] == ["all"]
+    for data, kwargs, kind in blend_dataset_layers(make_blends(toy_sample, 6, seed=5, split="test"), name="toy"):
+        getattr(viewer, f"add_{kind}")(data, **kwargs)
+    widget.set_combo.setCurrentText("toy blends")
+    assert widget.split_combo.currentText() == "test"
+    # A chunk holds about CANCEL_WITHIN_S of work (Cancel waited 4-7 s for chunks of 64 blends).
+    assert chunk_for(0.1, 64) == round(CANCEL_WITHIN_S / 0.1)
+    assert chunk_for(1e-4, 64) == 64 and chunk_for(5.0, 64) == 1
+    widget._last_seconds = 0.1
+    widget.run_blend_set()
+    assert widget.model.chunk_size == chunk_for(0.1, 8)  # the module's model allows 8
+    qtbot.waitUntil(lambda: widget.batch_label.text().startswith("6 blends in"), timeout=60000)
+    widget.close_inspector()

@@ -189,7 +189,8 @@ class DeblendInspectorWidget(TableExport, QWidget):
         layout.addWidget(self.error_label)
 
         # The notifications go through this module's _notify (tests watch it).
-        self.batch = BlendSetPanel(self.viewer, self.model, lambda kind, message: _notify(kind, message))
+        self.batch = BlendSetPanel(self.viewer, self.model, lambda kind, message: _notify(kind, message),
+                                   seconds_per_blend=lambda: self._last_seconds or float("nan"))
         self.batch.save_results_button.clicked.connect(self.save_results)
         for name in ("set_combo", "split_combo", "batch_button", "cancel_button", "save_results_button",
                      "batch_label", "summary"):

@@ -187,6 +187,7 @@ def test_sep_masks_recomputed_in_worker(widget, toy_results, qtbot):
     layer = widget.viewer.layers[layer_name]
     np.testing.assert_array_equal(layer.data, styled_outlines(expected, method_style("sep").line_style))
     assert layer.opacity == 1.0
+    assert layer not in widget.viewer.layers.selection  # results never take the active layer
     np.testing.assert_allclose(layer.colormap.map(np.array([CENTRAL_LABEL]))[0], method_style("sep").central_rgba)
     assert np.count_nonzero(layer.data) < np.count_nonzero(masks_to_labels(expected))
     assert "tensorflow" not in sys.modules

@@ -30,3 +30,28 @@ def test_every_dock_from_the_plugins_menu_fits_a_1080_pixel_screen(make_napari_v
     for _, widget in added:
         if hasattr(widget, "close_inspector"):
             widget.close_inspector()
+
+
+@pytest.mark.gui
+def test_the_manifest_validates_and_every_widget_has_help(make_napari_viewer):
+    """npe2's own validation (what `npe2 validate` runs), its imports, and a help text per widget."""
+    from pathlib import Path
+
+    from npe2 import PluginManifest
+
+    import napari_blendphot
+
+    manifest_path = Path(napari_blendphot.__file__).parent / "napari.yaml"
+    manifest = PluginManifest.from_file(manifest_path)
+    manifest.validate_imports()  # every command's python_name imports
+    viewer = make_napari_viewer()
+    for name in WIDGETS:
+        _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, name)
+        assert len(widget.help_text) > 80 and widget.help_button.toolTip() == widget.help_text, name
+        assert widget.whatsThis() == widget.help_text
+        if hasattr(widget, "close_inspector"):
+            widget.close_inspector()
+    hub = Path(napari_blendphot.__file__).parents[2] / ".napari-hub" / "DESCRIPTION.md"
+    text = hub.read_text()
+    for picture in ("demo.png", "side_by_side.png", "failures.png"):
+        assert picture in text and (hub.parents[1] / "docs" / "img" / picture).exists()

@@ -49,7 +49,7 @@ class SideBySide:
     def _update(self, image, mask_layers, keys, width) -> None:
         from napari_blendphot.display import astro_contrast, method_style
 
-        contrast = astro_contrast(image)
+        contrast = self._inspected_contrast(image) or astro_contrast(image)
         for position, key in enumerate(keys, start=1):
             source = mask_layers[key]
             style = method_style(key)
@@ -76,6 +76,16 @@ class SideBySide:
                 text={"string": "{title}", "color": style.central_rgba, "anchor": "center",
                       "size": 14, "translation": [-6, 0]})
             self.cells[key] = (image_layer, labels_layer, title_layer)
+
+    def _inspected_contrast(self, image) -> dict | None:
+        """The contrast of the image the cells repeat (the top visible 2-D image of that shape), so they look alike."""
+        from napari.layers import Image
+
+        for layer in reversed(list(self.viewer.layers)):
+            if isinstance(layer, Image) and layer.visible and layer.metadata.get("blendphot_kind") != SIDE_KIND \
+                    and layer.ndim == 2 and layer.data.shape == image.shape:
+                return {"contrast_limits": tuple(layer.contrast_limits), "gamma": layer.gamma}
+        return None
 
     def _remove(self, key: str) -> None:
         for layer in self.cells.pop(key, ()):

@@ -60,6 +60,11 @@ SHORTCUTS = {
     "brighter": "[",
 }
 
+#: The widget's help text (its "?" button, tooltip and What's This).
+HELP = ("Build a blend of two galaxies: pick a central and a companion (type, magnitude), then drag the "
+        "companion's point on the canvas or set its shift and dmag. The blend and its true masks (white: central, "
+        "grey: companion) become the current blend, which the Deblend Inspector measures. See docs/plugin.md.")
+
 
 def _notify_error(exc: Exception) -> None:
     from napari_blendphot.widgets._qt import notify
@@ -99,7 +104,7 @@ class BlendBuilderWidget(SampleSourceMixin, CompanionPointMixin, QWidget):
 
     # -- UI ------------------------------------------------------------------------------------
     def _build_ui(self) -> None:
-        layout = scrolling_layout(self)
+        layout = scrolling_layout(self, HELP)
         layout.setContentsMargins(6, 6, 6, 6)
 
         source = QGroupBox("Galaxies")

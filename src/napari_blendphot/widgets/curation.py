@@ -64,6 +64,11 @@ SEGMENTATION_COLORS = {None: (0.0, 0.0, 0.0, 0.0), 0: (0.0, 0.0, 0.0, 0.0), 1: G
 _STATUS_ITEMS = {"all galaxies": "all", "undecided (incl. skipped)": "undecided", "accepted": "accepted",
                  "rejected": "rejected", "skipped": "skipped"}
 
+#: The widget's help text (its "?" button, tooltip and What's This).
+HELP = ("Screen an isolated galaxy sample galaxy by galaxy, keyboard first: A accept, 1-4 reject with a reason, "
+        "S skip, U undo, Left/Right previous/next, G a page of thumbnails. Every decision is saved beside the "
+        "sample at once; Export writes the accepted galaxies. See docs/curation.md.")
+
 
 def segmentation_labels(segmap):
     """Segmentation map -> labels: 1 = the central galaxy's segment, 2 = any other source, 0 = sky."""
@@ -97,7 +102,7 @@ class CurationWidget(CurationOpeningMixin, CurationPageMixin, QWidget):
 
     # -- layout ----------------------------------------------------------------------------------
     def _build(self) -> None:
-        layout = scrolling_layout(self)
+        layout = scrolling_layout(self, HELP)
 
         source = QGroupBox("Sample and decisions")
         form = QFormLayout(source)

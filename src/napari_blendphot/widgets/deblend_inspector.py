@@ -71,6 +71,13 @@ PROGRESSIVE_ABOVE_S = 0.5
 #: Attributes of the widget that live in the blend-set panel: {widget name: panel name}.
 _FROM_PANEL = {"_batch_future": "future", "batch_table": "table", "canvas": "canvas", "figure": "figure"}
 
+#: The widget's help text (its "?" button, tooltip and What's This).
+HELP = ("Run every ticked deblending method on the current blend and compare them: each method's masks as "
+        "outlines in its colour and line style (legend above; truth white/grey), flux ± 1-sigma error, magnitude, "
+        "dmag and IoU in the table. Side by side gives each method its own cell. Live re-runs on every change; "
+        "with Live off, results of an earlier blend are marked out of date. Blend set: run over a whole loaded set. "
+        "See docs/plugin.md.")
+
 
 def _close_model(model: InspectorModel, session, owner_id, *_args) -> None:
     model.close()
@@ -136,7 +143,7 @@ class DeblendInspectorWidget(TableExport, QWidget):
 
     # ------------------------------------------------------------------ UI
     def _build_ui(self) -> None:
-        layout = scrolling_layout(self)
+        layout = scrolling_layout(self, HELP)
         layout.setContentsMargins(6, 6, 6, 6)
 
         source_row = QHBoxLayout()

@@ -61,6 +61,11 @@ TRUTH_LAYER = "failures: truth"
 #: Viewer keys: next / previous row of the filtered table.
 NEXT_KEY, PREVIOUS_KEY = "J", "K"
 
+#: The widget's help text (its "?" button, tooltip and What's This).
+HELP = ("Browse a results table galaxy by galaxy, worst first: filter by method, galaxy, |dmag|, distance; "
+        "sort by any column (|z| = |flux - true| / error puts confident failures first). The selected blend is "
+        "shown with its true outlines and the methods' re-run masks. See docs/curation.md.")
+
 
 class FailureBrowserWidget(QWidget):
     """Dock widget: sortable, filterable per-galaxy errors; the selected blend in the viewer.
@@ -94,7 +99,7 @@ class FailureBrowserWidget(QWidget):
 
     # -- layout ----------------------------------------------------------------------------------
     def _build(self) -> None:
-        layout = scrolling_layout(self)
+        layout = scrolling_layout(self, HELP)
         source = QGroupBox("Results")
         source_layout = QVBoxLayout(source)
         row = QHBoxLayout()
@@ -314,16 +319,19 @@ class FailureBrowserWidget(QWidget):
         results_row = int(record["row"])
         blend = failures.blend(results_row)
         meta = {"blendphot_kind": "failure-browser", "blend_id": int(record["blend_id"])}
-        if BLEND_LAYER in self.viewer.layers:
-            layer = self.viewer.layers[BLEND_LAYER]
-            layer.data = blend.blend
-            layer.contrast_limits = astro_contrast(blend.blend)["contrast_limits"]
-            layer.metadata.update(meta)
-        else:
-            self.viewer.add_image(blend.blend, name=BLEND_LAYER, colormap="gray", metadata=meta,
-                                  **astro_contrast(blend.blend))
-            self.viewer.reset_view()
-        show_masks(self.viewer, TRUTH_LAYER, blend.masks, meta)
+        from napari_blendphot.widgets._inspector_layers import keeping_selection
+
+        with keeping_selection(self.viewer):  # the shown blend and truth never take the active layer
+            if BLEND_LAYER in self.viewer.layers:
+                layer = self.viewer.layers[BLEND_LAYER]
+                layer.data = blend.blend
+                layer.contrast_limits = astro_contrast(blend.blend)["contrast_limits"]
+                layer.metadata.update(meta)
+            else:
+                self.viewer.add_image(blend.blend, name=BLEND_LAYER, colormap="gray", metadata=meta,
+                                      **astro_contrast(blend.blend))
+                self.viewer.reset_view()
+            show_masks(self.viewer, TRUTH_LAYER, blend.masks, meta)
         overlay = self.viewer.canvas.overlays.text
         overlay.visible = True
         overlay.text = (f"blend {record['blend_id']}   {record['method']} {record['galaxy']}: "
@@ -386,7 +394,10 @@ class FailureBrowserWidget(QWidget):
                 layer.data = labels
                 layer.metadata.update(meta)
             else:
-                layer = self.viewer.add_labels(labels, **mask_label_kwargs(layer_name, meta, style=style))
+                from napari_blendphot.widgets._inspector_layers import keeping_selection
+
+                with keeping_selection(self.viewer):  # results never take the active layer
+                    layer = self.viewer.add_labels(labels, **mask_label_kwargs(layer_name, meta, style=style))
                 layer.editable = False
                 # keep the truth outlines on top
                 self.viewer.layers.move(self.viewer.layers.index(layer), self.viewer.layers.index(TRUTH_LAYER))

@@ -47,6 +47,10 @@ TABLE_LIMIT = 2000
 # --------------------------------------------------------------------------- RA/Dec in the status bar
 _sky_viewers: "weakref.WeakSet" = weakref.WeakSet()
 
+#: The widget's help text (its "?" button, tooltip and What's This).
+HELP = ("Measure a FITS field image: detect sources, pick blends (click or rectangle), run the methods on "
+        "128x128 cutouts around them and save the catalogue. See docs/field.md.")
+
 
 def _wcs_of(layer):
     cache = layer.metadata.get("_blendphot_wcs")
@@ -152,7 +156,7 @@ class FieldWidget(QWidget):
 
     # ------------------------------------------------------------------ layout
     def _build(self) -> None:
-        layout = scrolling_layout(self)
+        layout = scrolling_layout(self, HELP)
         row = QHBoxLayout()
         self.layer_box = QComboBox()
         self.layer_box.currentTextChanged.connect(self._on_layer_chosen)

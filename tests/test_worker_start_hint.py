@@ -26,4 +26,4 @@ def test_an_unguarded_script_is_told_to_guard_its_main_module(tmp_path):
     assert result.returncode != 0
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("napari_blendphot.errors.WorkerError")
-    assert "while starting" in last and "if __name__ == \\"__main__\\":" in last
+    assert "while starting" in last and 'if __name__ == "__main__":' in last

@@ -68,7 +68,7 @@ def test_predict_summary_gives_flux_mape_and_error_coverage_and_the_csv_reads_wi
     assert main(["predict", str(dataset_dir), "--methods", "sep", "-o", str(out)]) == 0
     line = next(line for line in capsys.readouterr().out.splitlines() if line.strip().startswith("sep:"))
     table = read_results(out)
-    data = galaxy_measurements(table, "sep", "both", "detected")
+    data = galaxy_measurements(table, "sep", "both", "all")
     mape = photometry_stats(data["true_flux"], data["pred_flux"], zp_pred=zero_point_of(table, "sep")).flux_mape
     both = coverage(table, "sep")
     both = both[both["galaxy"] == "both"]

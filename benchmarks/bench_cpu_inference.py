@@ -96,9 +96,6 @@ DEFAULT_PATHS = ["predict", "on_batch", "function", "xla", "engine"]
 #: The engine's default batch size per method (deblend/networks.py).
 ENGINE_BATCH = {"blend2flux": 64, "unet": 32, "blend2mask2flux": 32}
 #: Training-config keys that are not builder arguments.
-NON_BUILDER_KEYS = {"kind", "unet_config"}
-
-
 # --------------------------------------------------------------------------- configs
 def _config_dir() -> Path:
     """The training configurations of the installed package."""
@@ -115,7 +112,9 @@ def spec_from_config_file(path: Path) -> dict:
     if "kind" not in model:
         raise SystemExit(f"{path}: no model.kind in this training config")
     method = model["kind"]
-    kwargs = {key: value for key, value in model.items() if key not in NON_BUILDER_KEYS}
+    from napari_blendphot.training.train import model_arguments  # the builder's arguments, as training uses
+
+    kwargs = {key: (list(v) if isinstance(v, tuple) else v) for key, v in model_arguments(model).items()}
     return {"label": config.get("name", path.stem), "method": method, "kwargs": kwargs}
 
 

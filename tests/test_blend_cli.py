@@ -50,3 +50,10 @@ def test_existing_output_and_bad_arguments_exit_2(sample_file, tmp_path, capsys)
     assert main(["blend", str(sample_file), "-n", "0", "--seed", "3", "-o", str(tmp_path / "x")]) == 2
     assert main(["blend", str(tmp_path / "missing.fits"), "--seed", "3", "-o", str(tmp_path / "y")]) == 2
     assert "missing.fits" in capsys.readouterr().err
+
+
+def test_blend_help_shows_a_single_percent_sign(capsys):
+    with pytest.raises(SystemExit):
+        main(["blend", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "20% test" in text and "%%" not in text

@@ -88,6 +88,29 @@ def test_header_sort_and_filters(widget):
     assert widget.table_model.rowCount() == expected.size
 
 
+def test_sorting_by_abs_z_puts_confident_failures_first(widget, toy_results):
+    """|z| = |flux - true| / flux_err: a wrong flux with a small error bar first."""
+    from qtpy.QtCore import Qt
+
+    from napari_blendphot.widgets._failures_table import COLUMN_NAMES as _COLUMN_NAMES
+
+    failures = widget.failures
+    results = failures.results
+    sep_central = (failures.columns["method"] == "sep") & (failures.columns["galaxy"] == "central")
+    rows = failures.columns["row"][sep_central]
+    expected = np.abs(np.asarray(results["g1_flux_sep"])[rows] - np.asarray(results["g1_flux"])[rows]) \
+        / np.asarray(results["g1_flux_err_sep"])[rows]
+    np.testing.assert_allclose(failures.columns["abs_z"][sep_central], expected)
+    widget.table.sortByColumn(_COLUMN_NAMES.index("abs_z"), Qt.SortOrder.DescendingOrder)
+    shown = failures.columns["abs_z"][failures.view]
+    finite = shown[np.isfinite(shown)]
+    assert finite.size and np.all(np.diff(finite) <= 0)
+    assert np.all(np.isfinite(shown[: finite.size]))  # methods without errors last
+    assert widget.table_model.headerData(_COLUMN_NAMES.index("abs_z"), Qt.Orientation.Horizontal) == "|z|"
+    first = widget.table_model.data(widget.table_model.index(0, _COLUMN_NAMES.index("abs_z")))
+    assert float(first) == pytest.approx(finite[0], abs=1e-3)
+
+
 def test_scatter_pick_selects_the_row(widget):
     from matplotlib.backend_bases import MouseEvent
 
@@ -158,7 +181,15 @@ def test_sep_masks_recomputed_in_worker(widget, toy_results, qtbot):
     row = int(np.flatnonzero(np.asarray(dataset.catalog["id"]) == record["blend_id"])[0])
     view = dataset.select(index=[row])
     expected = SepTwoPass().deblend(view.blends, view.context()).masks[0]
-    np.testing.assert_array_equal(widget.viewer.layers[layer_name].data, masks_to_labels(expected))
+    # Outlines in SEP's colour and line style (before: filled masks at 0.35 opacity in the truth's colours).
+    from napari_blendphot.display import CENTRAL_LABEL, method_style, styled_outlines
+
+    layer = widget.viewer.layers[layer_name]
+    np.testing.assert_array_equal(layer.data, styled_outlines(expected, method_style("sep").line_style))
+    assert layer.opacity == 1.0
+    assert layer not in widget.viewer.layers.selection  # results never take the active layer
+    np.testing.assert_allclose(layer.colormap.map(np.array([CENTRAL_LABEL]))[0], method_style("sep").central_rgba)
+    assert np.count_nonzero(layer.data) < np.count_nonzero(masks_to_labels(expected))
     assert "tensorflow" not in sys.modules
 
 

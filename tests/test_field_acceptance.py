@@ -104,6 +104,8 @@ def test_blended_members_keep_stamp_accuracy(measured):
         stamp_mape = np.mean(np.abs(stamp_flux[good] / true_fluxes[resolved][good, 0] - 1))
         # The field stage keeps the stamp-level accuracy of the same pairs (a third worse at most).
         assert mape[method] <= 1.35 * stamp_mape + 0.005, (method, mape[method], stamp_mape)
-    # docs/results.md: shipped blend2flux 4.5% MAPE on the mock test blends, SEP 23%: the network stays far ahead.
-    assert mape["blend2flux"] < 0.08
+    # docs/results.md (round 2): shipped blend2flux 5.9% MAPE on mock v2 test blends and 7.2% [6.4, 8.1] on
+    # 2,000 real-galaxy blends, SEP 23-26%: the network stays far ahead.  The few pairs of one scene
+    # scatter around those figures (real: 8.7% here).
+    assert mape["blend2flux"] < (0.08 if measured["sample"] == "mock" else 0.10)
     assert mape["sep"] > 2 * mape["blend2flux"]

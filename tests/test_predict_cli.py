@@ -52,6 +52,39 @@ def test_predict_sep_writes_a_readable_results_table(dataset_dir, tmp_path, caps
                                equal_nan=True)
 
 
+def test_predict_summary_gives_flux_mape_and_error_coverage_and_the_csv_reads_with_defaults(
+        dataset_dir, tmp_path, capsys):
+    import re
+
+    import pandas
+    from astropy.table import Table
+
+    from napari_blendphot.metrics.binned import galaxy_measurements, zero_point_of
+    from napari_blendphot.metrics.calibration import coverage
+    from napari_blendphot.metrics.photometry import photometry_stats
+    from napari_blendphot.report.results import read_results
+
+    out = tmp_path / "results.csv"
+    assert main(["predict", str(dataset_dir), "--methods", "sep", "-o", str(out)]) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.strip().startswith("sep:"))
+    table = read_results(out)
+    data = galaxy_measurements(table, "sep", "both", "all")
+    mape = photometry_stats(data["true_flux"], data["pred_flux"], zp_pred=zero_point_of(table, "sep")).flux_mape
+    both = coverage(table, "sep")
+    both = both[both["galaxy"] == "both"]
+    match = re.search(r"flux MAPE ([\d.]+)%, errors cover (\d+)% at 68% and (\d+)% at 95%", line)
+    assert match, line
+    assert float(match.group(1)) == pytest.approx(mape, abs=0.05)
+    assert int(match.group(2)) == round(100 * float(both["coverage_68"][0]))
+    assert int(match.group(3)) == round(100 * float(both["coverage_95"][0]))
+    # The CSV opens with both readers' defaults (its metadata lives in the .csv.meta.json beside it).
+    frame = pandas.read_csv(out)
+    plain = Table.read(out, format="ascii.csv")
+    assert len(frame) == len(plain) == len(table)
+    np.testing.assert_allclose(frame["g1_flux_err_sep"], table["g1_flux_err_sep"], rtol=1e-9, equal_nan=True)
+    assert (tmp_path / "results.csv.meta.json").exists()
+
+
 def test_predict_refuses_bad_inputs(dataset_dir, tmp_path, capsys):
     out = tmp_path / "r.csv"
     cases = [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -169,6 +170,43 @@ def test_blend_folder_without_catalogue_names_the_problem(tmp_path, blend_folder
         read_path(str(damaged))
 
 
+def test_the_manifest_claims_fits_names_only():
+    """napari lists a reader for every path its patterns match: '*' offered us for every .tif and .npy."""
+    import yaml
+
+    manifest = yaml.safe_load((Path(_reader.__file__).parent / "napari.yaml").read_text())
+    (reader,) = manifest["contributions"]["readers"]
+    patterns = reader["filename_patterns"]
+    assert "*" not in patterns and all(p.startswith("*.f") for p in patterns)
+    assert {p[1:] for p in patterns} == set(_reader.FITS_SUFFIXES)
+
+
+def test_folders_and_fits_files_we_do_not_recognise_are_left_to_others(tmp_path, small_sample):
+    from astropy.io import fits
+    from astropy.table import Table
+
+    one_image = tmp_path / "one_image"
+    one_image.mkdir()
+    _write_cutout(one_image / "frame.fits", np.zeros((200, 300), np.float32), {"OBJECT": "not a cutout"})
+    assert get_reader(str(one_image)) is None  # before: claimed as a cutout folder, then refused
+    plain_stamps = tmp_path / "plain_stamps"
+    plain_stamps.mkdir()
+    _write_cutout(plain_stamps / "a.fits", small_sample.images[0], {"OBJECT": "no cutout keywords"})
+    assert get_reader(str(plain_stamps)) is None
+    table_only = tmp_path / "table_only.fits"
+    fits.HDUList([fits.PrimaryHDU(), fits.table_to_hdu(Table({"a": [1, 2]}))]).writeto(table_only)
+    assert get_reader(str(table_only)) is None
+    # A FITS image is ours (field mode), and so is a 128x128 cutout with its keywords.
+    assert get_reader(str(one_image / "frame.fits")) is read_path
+    row = small_sample.catalog[0]
+    _write_cutout(tmp_path / "cutout.fits", small_sample.images[0],
+                  {"GALTYPE": str(row["galtype"]), "RADIUS": float(row["radius"]), "MAG": float(row["mag"])})
+    assert detect_kind(tmp_path / "cutout.fits") == "cutout"
+    # Cutout keywords on an image that is not a 128x128 stamp: a field image, not a cutout.
+    _write_cutout(tmp_path / "big.fits", np.zeros((64, 64), np.float32), {"GALTYPE": "sph", "RADIUS": 3.0})
+    assert detect_kind(tmp_path / "big.fits") == "fits-image"
+
+
 def test_fits_without_image(tmp_path):
     from astropy.io import fits
     from astropy.table import Table
@@ -215,12 +253,36 @@ def test_viewer_open_with_plugin(make_napari_viewer, native_file, blend_folder):
     layers = viewer.open(str(blend_folder), plugin=PLUGIN)
     assert [type(layer).__name__ for layer in layers] == ["Image", "Labels"]
     truth = layers[1]
-    # Per-galaxy colours: central blue, companion orange.
-    np.testing.assert_allclose(truth.colormap.map(np.array([CENTRAL_LABEL]))[0], (0.12, 0.63, 1.0, 1.0),
+    # The truth's own style, the same in every view: white central, grey companion.
+    from napari_blendphot.display import TRUTH_STYLE
+
+    np.testing.assert_allclose(truth.colormap.map(np.array([CENTRAL_LABEL]))[0], TRUTH_STYLE.central_rgba, atol=1e-6)
+    np.testing.assert_allclose(truth.colormap.map(np.array([COMPANION_LABEL]))[0], TRUTH_STYLE.companion_rgba,
                                atol=1e-6)
-    np.testing.assert_allclose(truth.colormap.map(np.array([COMPANION_LABEL]))[0], (1.0, 0.55, 0.0, 1.0),
-                               atol=1e-6)
+    assert truth.metadata["blendphot_truth"] is True
     assert "tensorflow" not in sys.modules
+
+
+@pytest.mark.gui
+def test_viewer_open_without_plugin_leaves_other_files_to_napari(make_napari_viewer, tmp_path):
+    """Files we do not read open without plugin= (the "*" pattern made napari ask which reader to use)."""
+    import imageio.v3 as iio
+    from napari.errors import MultipleReaderError
+
+    image = (np.arange(64 * 64).reshape(64, 64) % 251).astype(np.uint8)
+    iio.imwrite(tmp_path / "x.png", image)
+    np.save(tmp_path / "x.npy", image)
+    viewer = make_napari_viewer()
+    for name in ("x.png", "x.npy"):
+        try:
+            layers = viewer.open(str(tmp_path / name), plugin=None)
+        except MultipleReaderError as exc:  # pragma: no cover - the failure this test is for
+            pytest.fail(f"{name}: {exc}")
+        assert [layer.source.reader_plugin for layer in layers] == ["napari"]
+    from napari.plugins._npe2 import get_readers
+
+    assert PLUGIN not in get_readers(str(tmp_path / "x.png"))
+    assert PLUGIN in get_readers(str(tmp_path / "x.fits"))
 
 
 @pytest.mark.gui

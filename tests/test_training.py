@@ -399,3 +399,52 @@ def test_ship_a_synth_run_with_test_results_calibration_and_stages(tmp_path, ble
     with pytest.raises(InputError, match="has no calibration of 'blend2flux'"):
         ship_run(run, "b2f_other", weights_dir=tmp_path / "weights", calibration=tmp_path / "unet.json",
                  test_results=tmp_path / "none.fits")
+
+
+def _crash_mid_write(monkeypatch):
+    """Make every Path.write_text / savefig write half of its output and then fail, as a full disk would."""
+    import pathlib
+
+    import matplotlib.figure
+
+    real_write_text = pathlib.Path.write_text
+
+    def half_then_fail(self, text, *args, **kwargs):
+        real_write_text(self, text[: len(text) // 2], *args, **kwargs)
+        raise OSError(28, "No space left on device")
+
+    def savefig_half(self, fname, *args, **kwargs):
+        pathlib.Path(fname).write_bytes(b"\x89PNG half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pathlib.Path, "write_text", half_then_fail)
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", savefig_half)
+
+
+def test_training_files_survive_a_crash_mid_write(tmp_path, monkeypatch):
+    """run.json, config.json and loss_curve.png are replaced whole or not at all, with no temporary left."""
+    from napari_blendphot.training.config import load_config, save_config
+    from napari_blendphot.training.train import _write_json, plot_loss_curve
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.json").write_text('{"epochs_completed": 3}\n')
+    save_config(load_config("tiny_blend2flux"), run / "config.json")
+    config_before = (run / "config.json").read_bytes()
+    (run / "log.csv").write_text("epoch,loss,val_loss,learning_rate\n0,2.0,2.5,0.001\n1,1.5,2.0,0.001\n")
+    (run / "loss_curve.png").write_bytes(b"old figure")
+    before = sorted(p.name for p in run.iterdir())
+
+    _crash_mid_write(monkeypatch)
+    with pytest.raises(OSError, match="No space"):
+        _write_json(run / "run.json", {"epochs_completed": 4})
+    with pytest.raises(OSError, match="No space"):
+        save_config(load_config("tiny_blend2flux", {"training.max_epochs": 9}), run / "config.json")
+    with pytest.raises(OSError, match="No space"):
+        plot_loss_curve(run)
+    monkeypatch.undo()
+
+    assert (run / "run.json").read_text() == '{"epochs_completed": 3}\n'
+    assert (run / "config.json").read_bytes() == config_before
+    assert (run / "loss_curve.png").read_bytes() == b"old figure"
+    assert sorted(p.name for p in run.iterdir()) == before  # no temporaries left behind

@@ -128,6 +128,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_ship)
 
+    p = sub.add_parser("results", help="the results tables of the shipped models on several test sets, with "
+                                       "bootstrap intervals over galaxies, bins and error coverage")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=RESULTS", required=True,
+                   help="a test set's results table from 'blendphot predict' (repeatable, in table order)")
+    p.add_argument("-o", "--output", required=True, help="output folder (summary.ecsv, bins.ecsv, coverage.ecsv, "
+                                                         "results.md)")
+    p.add_argument("--bootstrap", type=_positive_int, default=1000, help="bootstrap resamples (default 1000)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--update-docs", metavar="DOC.md", help="replace the generated block of this document")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_results)
+
     p = sub.add_parser("digest", help="SHA-256 digests of a blend dataset (files and the test blends array), "
                                       "to check that two machines made the same bytes")
     p.add_argument("blends", help="blend dataset folder")
@@ -182,6 +194,16 @@ def _ship(args) -> int:
                         notes=args.notes, weights_dir=args.weights_dir, overwrite=args.overwrite,
                         test_results=args.test_results, calibration=args.calibration, stages=args.stage)
     print(manifest.to_json())
+    return 0
+
+
+def _results(args) -> int:
+    from .results import parse_sets, write_results
+
+    written = write_results(parse_sets(args.set), args.output, n_resamples=args.bootstrap, seed=args.seed,
+                            update_docs=args.update_docs, overwrite=args.overwrite)
+    print((Path(args.output) / "results.md").read_text())
+    print("wrote " + ", ".join(str(p) for p in written.values()))
     return 0
 
 

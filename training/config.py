@@ -208,4 +208,8 @@ def unet_stage_config(config: dict) -> dict:
 
 
 def save_config(config: dict, path) -> None:
-    Path(path).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    from napari_blendphot.atomic import atomic_output
+
+    text = json.dumps(config, indent=2, sort_keys=True) + "\n"
+    with atomic_output(path) as tmp:
+        Path(tmp).write_text(text)

@@ -84,9 +84,12 @@ def _structure_for(kind: str, uncertainty: bool = False):
 
 
 def _write_json(path, record) -> None:
-    tmp = Path(path).with_name(Path(path).name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
+    # A unique temporary beside the file: two writers never share one, and a crash leaves the old file whole.
+    from napari_blendphot.atomic import atomic_output
+
+    text = json.dumps(record, indent=2, sort_keys=True, default=str) + "\n"
+    with atomic_output(path) as tmp:
+        Path(tmp).write_text(text)
 
 
 def _read_json(path) -> dict:
@@ -181,9 +184,10 @@ def save_optimizer(optimizer, path) -> None:
     from keras import ops
 
     arrays = {f"v{i:04d}": ops.convert_to_numpy(v) for i, v in enumerate(optimizer.variables)}
-    tmp = Path(path).with_name(Path(path).name + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    from napari_blendphot.atomic import atomic_output
+
+    with atomic_output(path, suffix=".npz") as tmp:
+        np.savez(tmp, **arrays)
 
 
 def restore_optimizer(model, path) -> None:
@@ -208,9 +212,10 @@ def export_model(trained, config: dict, path) -> None:
 
     plain = build_network(config, "float32")
     plain.set_weights(trained.get_weights())
-    tmp = Path(path).with_name(f".{Path(path).stem}.tmp.keras")
-    save_model(plain, tmp, overwrite=True)
-    os.replace(tmp, path)
+    from napari_blendphot.atomic import atomic_output
+
+    with atomic_output(path, suffix=".keras") as tmp:
+        save_model(plain, tmp, overwrite=True)
 
 
 # ---------------------------------------------------------------------------
@@ -307,9 +312,11 @@ def _append_log(path: Path, row: dict) -> None:
             fields = header + [k for k in row if k not in header]
             if fields != header:
                 # A new column appeared (rare): rewrite with the wider header.
+                from napari_blendphot.atomic import atomic_output
+
                 with open(path, newline="") as handle:
                     rows = list(csv.DictReader(handle))
-                with open(path, "w", newline="") as handle:
+                with atomic_output(path) as tmp, open(tmp, "w", newline="") as handle:
                     writer = csv.DictWriter(handle, fields)
                     writer.writeheader()
                     writer.writerows(rows)
@@ -351,9 +358,14 @@ def plot_loss_curve(run_dir) -> Path | None:
     ax.set_title(Path(run_dir).name)
     ax.legend()
     fig.tight_layout()
+    from napari_blendphot.atomic import atomic_output
+
     out = Path(run_dir) / "loss_curve.png"
-    fig.savefig(out)
-    plt.close(fig)
+    try:
+        with atomic_output(out, suffix=".png") as tmp:
+            fig.savefig(tmp, format="png")
+    finally:
+        plt.close(fig)
     return out
 
 

@@ -1,11 +1,11 @@
-"""napari reader: blendphot samples, CANDELS folders, blend datasets, FITS cutouts.
+"""napari reader: blendphot samples, CANDELS folders, blend datasets, FITS cutouts and field images.
 
 Every path becomes layer data tuples built by :func:`sample_layers` /
 :func:`blend_dataset_layers`, which the widgets and sample-data entries reuse.
 Stamps become one image layer (a stack with a slider) with an astronomical
 contrast (:func:`napari_blendphot.display.astro_contrast`), segmentation maps
 and true masks become Labels layers (each galaxy's mask drawn as an outline
-in the per-galaxy colours, :func:`mask_outlines`), and the catalogue rides along in
+in the truth's style, :func:`mask_outlines`), and the catalogue rides along in
 ``layer.metadata["catalog"]`` (an astropy Table).
 
 Layer metadata contract (read by the widgets):
@@ -20,8 +20,8 @@ Layer metadata contract (read by the widgets):
   the :class:`~napari_blendphot.blend.assemble.Blend` shown on slice ``i``;
 * ``metadata["catalog"]``, ``metadata["source"]``, ``metadata["provenance"]``.
 
-Paths that are not ours (another extension, a folder without our files) give
-``None`` so napari can try other readers; paths that are ours but broken raise
+Paths that are not ours (another extension, a folder without our files, a
+FITS file without an image) give ``None`` so napari can try other readers; paths that are ours but broken raise
 :class:`~napari_blendphot.errors.InputError` with the file and the problem.
 """
 
@@ -31,15 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_blendphot.display import (
-    CENTRAL_LABEL,
-    COMPANION_LABEL,
-    GALAXY_COLORS,
-    OVERLAP_LABEL,
-    astro_contrast,
-)
+from napari_blendphot.display import astro_contrast
 
-FITS_SUFFIXES = (".fits", ".fit", ".fits.gz", ".fit.gz")
+#: File names the reader looks at (the patterns of napari.yaml; field mode reads all of them).
+FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz", ".fits.fz", ".fz")
 #: Stamps used to choose the contrast of a stack (spread evenly through it).
 CONTRAST_STAMPS = 64
 #: Blend sets larger than this get lazily computed mask labels (dask) instead of an in-memory array.
@@ -49,31 +44,77 @@ CUTOUT_KEYWORDS = ("GALTYPE", "RADIUS")
 
 
 def get_reader(path):
-    """Return :func:`read_path` if *path* is something this plugin reads, else None.
+    """Return :func:`read_path` if *path* is something this plugin reads, else None (napari asks others).
 
-    Only the file name, the folder listing and (for FITS files) nothing more
-    than the name is looked at here: a FITS file is always "ours" (no napari
-    built-in reads FITS), so a broken one gets our clear error, not a silent
-    "no reader".
+    What is ours (napari's reader guide: recognise, do not guess): our
+    sample files, CANDELS folders, blend-dataset folders, folders of 128x128
+    galaxy cutouts, single cutouts and FITS images with a 2-D image or a
+    3-D cube (field mode).  A FITS file is recognised by its headers (read,
+    not its pixels); one that cannot be opened at all is still ours, so that
+    napari shows our message saying why.  Anything else, a FITS table
+    without an image or a folder of other FITS files included, gives None.
     """
     if isinstance(path, (list, tuple)):
         if len(path) != 1:
             return None
         path = path[0]
-    return None if detect_kind(path, open_files=False) is None else read_path
+    try:
+        kind = detect_kind(path)
+    except Exception:  # a path napari hands us that we cannot even look at is not ours
+        return None
+    return None if kind in (None, "fits-table") else read_path
 
 
 def _is_fits_name(path: Path) -> bool:
     return path.name.lower().endswith(FITS_SUFFIXES)
 
 
+def _primary_header(path):
+    from astropy.io import fits
+
+    return fits.getheader(path, 0)
+
+
+def is_cutout_header(header) -> bool:
+    """A single-galaxy cutout: the cutout keywords and a 128x128 image in the primary HDU."""
+    from napari_blendphot.constants import STAMP_SIZE
+
+    return (all(key in header for key in CUTOUT_KEYWORDS) and header.get("NAXIS") == 2
+            and header.get("NAXIS1") == STAMP_SIZE and header.get("NAXIS2") == STAMP_SIZE)
+
+
+def _is_our_cutout_folder(path: Path) -> bool:
+    """A folder of galaxy cutouts: its first FITS file (by name) is a 128x128 cutout with our keywords."""
+    from napari_blendphot.sample.io_cutouts import cutout_files
+
+    files = cutout_files(path)
+    if not files:
+        return False
+    try:
+        return is_cutout_header(_primary_header(files[0]))
+    except Exception:  # an unreadable first file: not recognisably ours
+        return False
+
+
+def _has_image(path: Path) -> bool:
+    """Whether any HDU of the FITS file holds a 2-D image or a 3-D cube (headers only)."""
+    from astropy.io import fits
+
+    with fits.open(path, memmap=True, lazy_load_hdus=True) as hdul:
+        for hdu in hdul:
+            if getattr(hdu, "is_image", False) and hdu.header.get("NAXIS", 0) in (2, 3):
+                return True
+    return False
+
+
 def detect_kind(path, open_files: bool = True) -> str | None:
-    """What *path* is: 'blends', 'candels', 'cutouts', 'native', 'cutout', 'fits-image', 'fits' or None.
+    """What *path* is: 'blends', 'candels', 'cutouts', 'native', 'cutout', 'fits-image', 'fits-table', 'fits' or None.
 
     With ``open_files=False`` a FITS file is only recognised by its name
-    (kind ``'fits'``); with ``open_files=True`` its primary header decides
-    between a native sample, a single galaxy cutout and a plain image.  A FITS
-    file that cannot be opened is still ``'fits'`` (ours, and broken).
+    (kind ``'fits'``); with ``open_files=True`` its headers decide between a
+    native sample, a single galaxy cutout, an image (field mode) and a file
+    without any image (``'fits-table'``, not ours).  A FITS file that cannot be
+    opened is ``'fits'`` (ours, and broken).
     """
     path = Path(path)
     if path.is_dir():
@@ -81,24 +122,23 @@ def detect_kind(path, open_files: bool = True) -> str | None:
             return "blends"
         if (path / "candels_img.npy").exists():
             return "candels"
-        from napari_blendphot.sample.io_cutouts import is_cutout_folder
-
-        return "cutouts" if is_cutout_folder(path) else None
+        return "cutouts" if _is_our_cutout_folder(path) else None
     if not _is_fits_name(path):
         return None
     if not open_files:
         return "fits"
     try:
-        from astropy.io import fits
-
-        header = fits.getheader(path, 0)
+        header = _primary_header(path)
     except Exception:
         return "fits"
     if header.get("BPFORMAT") == "blendphot-sample":
         return "native"
-    if all(key in header for key in CUTOUT_KEYWORDS):
+    if is_cutout_header(header):
         return "cutout"
-    return "fits-image"
+    try:
+        return "fits-image" if _has_image(path) else "fits-table"
+    except Exception:
+        return "fits"
 
 
 def read_path(path) -> list:
@@ -145,6 +185,8 @@ def _read_kind(path: Path) -> list:
     if kind == "fits":
         problem = "cannot be opened as FITS" if path.exists() else "file not found"
         raise InputError(path, problem, "is it a complete FITS file?")
+    if kind == "fits-table":
+        return fits_image_layers(path)  # raises: no image in any HDU
     raise InputError(path, "not a blendphot sample, CANDELS folder, blend dataset or FITS file")
 
 
@@ -180,72 +222,58 @@ def sample_layers(sample, name: str = "sample") -> list:
 
 
 def mask_outlines(masks) -> np.ndarray:
-    """(..., 2, H, W) [central, companion] masks -> (..., H, W) outline labels.
+    """(..., 2, H, W) [central, companion] masks -> (..., H, W) outline labels (solid).
 
-    Each galaxy's mask is drawn as its own one-pixel inner outline: 1 = central
-    (blue), 2 = companion (orange), 3 = where both outlines cross (magenta);
-    everything else is 0 (transparent).  Outlines are computed in the data,
-    not with napari's ``Labels.contour``, because layer data tuples (readers,
-    sample data) cannot set ``contour`` in napari 0.9, and because drawing
-    both outlines in full shows each galaxy's extent through the overlap.
+    Each galaxy's mask is drawn as its own one-pixel inner outline: 1 =
+    central, 2 = companion, 3 = where both outlines cross; everything else is
+    0 (transparent) (:func:`napari_blendphot.display.styled_outlines`).
+    Outlines are computed in the data, not with napari's ``Labels.contour``,
+    because layer data tuples (readers, sample data) cannot set ``contour``
+    in napari 0.9, because drawing both outlines in full shows each galaxy's
+    extent through the overlap, and because a method's line style is drawn
+    into them.
     """
-    masks = np.asarray(masks) > 0.5
-    if masks.ndim < 3 or masks.shape[-3] != 2:
-        from napari_blendphot.errors import InputError
+    from napari_blendphot.display import styled_outlines
 
-        raise InputError("masks", f"expected shape (..., 2, H, W), got {masks.shape}")
-    # A pixel is inside (not on the outline) when its four neighbours are in the mask too.
-    inner = masks.copy()
-    inner[..., 1:, :] &= masks[..., :-1, :]
-    inner[..., :-1, :] &= masks[..., 1:, :]
-    inner[..., :, 1:] &= masks[..., :, :-1]
-    inner[..., :, :-1] &= masks[..., :, 1:]
-    # Outside the stamp counts as outside the mask: masks touching an edge are closed there.
-    inner[..., 0, :] = inner[..., -1, :] = False
-    inner[..., :, 0] = inner[..., :, -1] = False
-    edge = masks & ~inner
-    central, companion = edge[..., 0, :, :], edge[..., 1, :, :]
-    labels = np.zeros(central.shape, np.uint8)
-    labels[central] = CENTRAL_LABEL
-    labels[companion] = COMPANION_LABEL
-    labels[central & companion] = OVERLAP_LABEL
-    return labels
+    return styled_outlines(masks, "solid")
 
 
-def mask_label_kwargs(name: str, metadata: dict | None = None) -> dict:
-    """Keyword arguments of a galaxy-mask Labels layer (same colours for every method).
+def mask_label_kwargs(name: str, metadata: dict | None = None, style=None) -> dict:
+    """Keyword arguments of a galaxy-outline Labels layer, in *style* (default: the truth's).
 
-    Label 1 = central (blue), 2 = companion (orange), 3 = both (magenta).  Use
-    them with :func:`mask_outlines` data (``viewer.add_labels(mask_outlines(masks),
-    **mask_label_kwargs(name))``) or through :func:`show_masks`.  (napari 0.9's
-    ``Labels`` takes no ``contour`` argument at construction.)
+    The truth is white (central) and grey (companion) in every view; a
+    method's outlines have its colour (:func:`napari_blendphot.display.method_style`).
+    Use them with :func:`mask_outlines` data (``viewer.add_labels(mask_outlines(masks),
+    **mask_label_kwargs(name))``) or through :func:`show_masks`.  Truth layers
+    carry ``metadata["blendphot_truth"] = True`` (the Deblend Inspector then
+    does not draw the same truth a second time).  (napari 0.9's ``Labels``
+    takes no ``contour`` argument at construction.)
     """
-    colors = {None: (0.0, 0.0, 0.0, 0.0), 0: (0.0, 0.0, 0.0, 0.0), **GALAXY_COLORS}
-    return {
-        "name": name,
-        "opacity": 1.0,
-        "colormap": colors,
-        "features": {
-            "index": [0, CENTRAL_LABEL, COMPANION_LABEL, OVERLAP_LABEL],
-            "galaxy": ["background", "central", "companion", "both"],
-        },
-        "metadata": metadata or {},
-    }
+    from napari_blendphot.display import TRUTH_STYLE, outline_layer_kwargs
+
+    style = style or TRUTH_STYLE
+    metadata = dict(metadata or {})
+    if style is TRUTH_STYLE:
+        metadata["blendphot_truth"] = True
+    return outline_layer_kwargs(name, style, metadata)
 
 
-def show_masks(viewer, name: str, masks, metadata: dict | None = None):
-    """Add, or update in place, the Labels layer *name* showing *masks* (2, H, W) as outlines.
+def show_masks(viewer, name: str, masks, metadata: dict | None = None, style=None):
+    """Add, or update in place, the Labels layer *name* showing *masks* (2, H, W) as outlines in *style*.
 
     Returns the layer.  Re-running with the same name replaces its data (no new layer).
     """
-    outlines = mask_outlines(masks)
+    from napari_blendphot.display import TRUTH_STYLE, styled_outlines
+
+    style = style or TRUTH_STYLE
+    outlines = styled_outlines(masks, style.line_style)
     if name in viewer.layers:
         layer = viewer.layers[name]
         layer.data = outlines
         if metadata is not None:
             layer.metadata.update(metadata)
         return layer
-    return viewer.add_labels(outlines, **mask_label_kwargs(name, metadata))
+    return viewer.add_labels(outlines, **mask_label_kwargs(name, metadata, style))
 
 
 def _lazy_labels(masks):

@@ -29,7 +29,9 @@ COLUMNS = {
     "method": "method",
     "galaxy": "galaxy",
     "abs_dmag": "|dmag|",
+    "abs_z": "|z|",
     "dmag": "dmag",
+    "flux_err": "flux err",
     "detection": "detection",
     "morph_pair": "types (c-k)",
     "distance": "distance px",
@@ -38,7 +40,7 @@ COLUMNS = {
     "true_mag": "true mag",
     "pred_mag": "pred mag",
 }
-_NUMERIC = ("blend_id", "abs_dmag", "dmag", "detection", "distance", "pair_dmag", "iou", "true_mag", "pred_mag")
+_NUMERIC = ("blend_id", "abs_dmag", "abs_z", "dmag", "flux_err", "detection", "distance", "pair_dmag", "iou", "true_mag", "pred_mag")
 #: Detection value of blends whose table has no detection column.
 NO_DETECTION = -9
 GALAXY_PREFIX = {"central": "g1", "companion": "g2"}
@@ -131,6 +133,7 @@ class FailureModel:
     # -- building ------------------------------------------------------------------------------
     def _long_table(self, table) -> dict:
         from napari_blendphot.metrics.binned import zero_point_of
+        from napari_blendphot.metrics.calibration import error_column
         from napari_blendphot.metrics.photometry import delta_mag, flux_to_mag
         from napari_blendphot.metrics.selection import reference_detection_column
 
@@ -159,6 +162,12 @@ class FailureModel:
             for galaxy, prefix in GALAXY_PREFIX.items():
                 other = "companion" if galaxy == "central" else "central"
                 pred = col(f"{prefix}_flux_{method}")
+                # |z| = |flux - true| / error: the confident failures (large |z|) are the ones a catalogue trusts.
+                flux_err = col(error_column(method, galaxy))
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    abs_z = np.where(flux_err > 0, np.abs(pred - true_flux[galaxy]) / flux_err, np.nan)
+                parts["flux_err"].append(flux_err)
+                parts["abs_z"].append(abs_z)
                 dmag = delta_mag(true_flux[galaxy], pred, zero_point_of(table, None), zero_point_of(table, method))
                 parts["row"].append(np.arange(n))
                 parts["blend_id"].append(ids)

@@ -45,7 +45,7 @@ from napari_blendphot.app.session import BlendState
 
 GALAXIES = ("central", "companion")
 #: Columns of the inspector table (and of :func:`rows_as_table`).
-ROW_COLUMNS = ("method", "label", "galaxy", "flux", "mag", "dmag", "iou", "detection")
+ROW_COLUMNS = ("method", "label", "galaxy", "flux", "mag", "dmag", "iou", "flux_err", "mag_err", "detection")
 NO_TRUTH_NOTE = "no truth: dmag and IoU unavailable"
 
 
@@ -188,6 +188,8 @@ class GalaxyRow:
     mag: float
     dmag: float = float("nan")
     iou: float = float("nan")
+    flux_err: float = float("nan")
+    mag_err: float = float("nan")
     detection: str = ""
 
     def as_tuple(self) -> tuple:
@@ -277,8 +279,10 @@ def measure_truth(outputs: dict, truth, zero_points: dict | None = None) -> tupl
                     case = int(table[f"detection_{name}"][0])
                     detection = f"{case}: {detection_case_name(case)}"
                 iou = float(values["iou"]) if "iou" in values.colnames else float("nan")
+                flux_err, mag_err = _errors_of(table, name, galaxy)
                 rows.append(GalaxyRow(name, _label(name), galaxy, float(values["pred_flux"]),
-                                      float(values["pred_mag"]), float(values["dmag"]), iou, detection))
+                                      float(values["pred_mag"]), float(values["dmag"]), iou, flux_err, mag_err,
+                                      detection))
         return rows, table
     for name, output in outputs.items():
         zp = float(zero_points.get(name, ZERO_POINT))
@@ -291,9 +295,26 @@ def measure_truth(outputs: dict, truth, zero_points: dict | None = None) -> tupl
 
             case = int(np.asarray(output.extra["detection"])[0])
             detection = f"{case}: {detection_case_name(case)}"
-        for galaxy, flux, mag in zip(GALAXIES, fluxes, mags):
-            rows.append(GalaxyRow(name, _label(name), galaxy, float(flux), float(mag), detection=detection))
+        from napari_blendphot.report.results import MAG_PER_RELATIVE_FLUX
+
+        errors = getattr(output, "flux_errors", None)
+        errors = (np.full(2, np.nan) if errors is None else np.asarray(errors, np.float64)[0])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mag_errors = np.where(fluxes > 0, MAG_PER_RELATIVE_FLUX * errors / fluxes, np.nan)
+        for galaxy, flux, mag, flux_err, mag_err in zip(GALAXIES, fluxes, mags, errors, mag_errors):
+            rows.append(GalaxyRow(name, _label(name), galaxy, float(flux), float(mag), flux_err=float(flux_err),
+                                  mag_err=float(mag_err), detection=detection))
     return rows, None
+
+
+def _errors_of(table, method: str, galaxy: str) -> tuple[float, float]:
+    """(flux_err, mag_err) of *galaxy* by *method* in a one-row results table (NaN without errors)."""
+    prefix = "g1" if galaxy == GALAXIES[0] else "g2"
+    values = []
+    for kind in ("flux_err", "mag_err"):
+        column = f"{prefix}_{kind}_{method}"
+        values.append(float(table[column][0]) if column in table.colnames else float("nan"))
+    return values[0], values[1]
 
 
 def layer_features(rows, method: str) -> dict:
@@ -303,7 +324,7 @@ def layer_features(rows, method: str) -> dict:
     by_galaxy = {row.galaxy: row for row in rows if row.method == method}
     features = {"index": [0, CENTRAL_LABEL, COMPANION_LABEL, OVERLAP_LABEL],
                 "galaxy": ["background", "central", "companion", "both"]}
-    for column in ("flux", "mag", "dmag", "iou"):
+    for column in ("flux", "flux_err", "mag", "mag_err", "dmag", "iou"):
         features[column] = [np.nan] + [float(getattr(by_galaxy[g], column)) if g in by_galaxy else np.nan
                                        for g in GALAXIES] + [np.nan]
     features["detection"] = [""] + [by_galaxy[g].detection if g in by_galaxy else "" for g in GALAXIES] + [""]
@@ -315,7 +336,7 @@ def rows_as_table(rows, blend_name: str = "", precisions: dict | None = None):
     from astropy.table import Table
 
     table = Table(rows=[row.as_tuple() for row in rows] or None, names=ROW_COLUMNS,
-                  dtype=(str, str, str, float, float, float, float, str))
+                  dtype=(str, str, str, float, float, float, float, float, float, str))
     table.meta["blend"] = blend_name
     table.meta["zero_point"] = ZERO_POINT
     if precisions:
@@ -348,7 +369,7 @@ def format_value(column: str, value) -> str:
         return value
     if value is None or not np.isfinite(value):
         return ""
-    if column == "flux":
+    if column in ("flux", "flux_err"):
         return f"{value:.4g}"
     if column == "dmag":
         return f"{value:+.3f}"

@@ -14,7 +14,7 @@ def register(subparsers) -> None:
         description="Clean the neighbours out of every stamp, split the galaxies into train and test, "
                     "then draw pairs (|dmag| < 2) and shifts within each side and write blends, "
                     "single-galaxy stamps, true masks and the blend catalogue into a dataset folder "
-                    "(Boucaud et al. 2020: 30,000 blends, 20%% test). The same seed gives "
+                    "(Boucaud et al. 2020: 30,000 blends, 20% test). The same seed gives "
                     "byte-identical files.",
     )
     parser.add_argument("sample", metavar="SAMPLE",

@@ -19,8 +19,9 @@ def register(subparsers) -> None:
         "calibrate-errors",
         help="fit on held-out results, or apply, the recalibration of methods' flux errors",
         description="Recalibrate per-galaxy flux errors: 'fit' writes the error model "
-                    "sqrt((a err)^2 + (b flux)^2) per method and galaxy role, scaled so that 68.3%% of "
-                    "held-out galaxies lie within +-1 error, with the 95%% multiple k95; 'apply' writes a "
+                    "sqrt((a err)^2 + (b flux)^2 + (c flux_neighbour)^2) per method and galaxy role, scaled "
+                    "per bin of predicted pair magnitude difference so that 68.3%% of held-out galaxies lie "
+                    "within +-1 error, with the 95%% multiple k95; 'apply' writes a "
                     "results table with the calibrated errors.",
     )
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -52,7 +53,10 @@ def _fit(args) -> int:
     calibration.save(args.output, overwrite=args.overwrite)
     for method, roles in calibration.parameters.items():
         for role, p in roles.items():
-            print(f"{method:<18}{role:<10} a {p['a']:.3g}  b {p['b']:.3g}  k95 {p['k95']:.2f}  (n {p['n']})")
+            scales = p.get("dmag_scales")
+            bins = f"  dmag scales {min(scales):.2f}-{max(scales):.2f}" if scales else ""
+            print(f"{method:<18}{role:<10} a {p['a']:.3g}  b {p['b']:.3g}  c {p.get('c', 0.0):.3g}{bins}  "
+                  f"k95 {p['k95']:.2f}  (n {p['n']})")
     print(f"wrote {args.output}")
     return 0
 

@@ -11,34 +11,45 @@ def add_overwrite(parser) -> None:
 
 
 def progress_printer(label: str, stream=None):
-    """A ``progress(done, total)`` callback drawing a text bar on stderr.
+    """A ``progress(done, total)`` callback drawing a progress bar on stderr.
 
-    On a terminal the bar is redrawn in place at every percent; in a log file
-    (not a terminal) one line is written each time another tenth is passed,
-    whatever the chunk size, and at the end.
+    On a terminal it is a tqdm bar (rate and time left, redrawn in place).
+    In a log file (not a terminal) tqdm would write carriage returns into
+    one endless line, so one plain line is written each time another tenth is
+    passed, whatever the chunk size, and at the end.
     """
     stream = stream or sys.stderr
     interactive = getattr(stream, "isatty", lambda: False)()
-    state = {"percent": -1, "tenth": -1}
+    state = {"tenth": -1, "bar": None}
+
+    def on_terminal(done: int, total: int) -> None:
+        from tqdm import tqdm
+
+        bar = state["bar"]
+        if bar is None or bar.total != total:
+            if bar is not None:
+                bar.close()
+            bar = state["bar"] = tqdm(total=total, desc=label, file=stream, unit="", dynamic_ncols=True,
+                                      leave=True, mininterval=0.2)
+        bar.update(max(0, min(done, total) - bar.n))
+        if done >= total:
+            bar.close()
+            state["bar"] = None
+
+    def in_a_log(done: int, total: int) -> None:
+        percent = int(100 * done / total)
+        finished = done >= total
+        if percent // 10 == state["tenth"] and not finished:
+            return
+        state["tenth"] = percent // 10
+        width = 30
+        filled = int(width * min(done, total) / total)
+        stream.write(f"{label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}\n")
+        stream.flush()
 
     def progress(done: int, total: int) -> None:
         if total <= 0:
             return
-        percent = int(100 * done / total)
-        finished = done >= total
-        if interactive:
-            if percent == state["percent"] and not finished:
-                return
-        elif percent // 10 == state["tenth"] and not finished:
-            return
-        state["percent"], state["tenth"] = percent, percent // 10
-        width = 30
-        filled = int(width * min(done, total) / total)
-        bar = f"{label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}"
-        if interactive:
-            stream.write(f"\r{bar}" + ("\n" if finished else ""))
-        else:
-            stream.write(bar + "\n")
-        stream.flush()
+        (on_terminal if interactive else in_a_log)(done, total)
 
     return progress

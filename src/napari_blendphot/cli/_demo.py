@@ -163,10 +163,8 @@ def build_demo_viewer(no_models: bool = False, seed: int = DEMO_PAIR_SEED, show:
 
     viewer = napari.Viewer(title="napari-blendphot demo", show=show)
     viewer.window._qt_window.resize(*WINDOW_SIZE)
-    blends_layers = viewer.open_sample("napari-blendphot", "mock_blends")
-    for layer in blends_layers:
-        # The built blend is shown on top; the stack stays one click away.
-        layer.visible = False
+    # No blend-set stack: hidden under the built blend, its slider moved nothing the user saw
+    # (File > Open Sample > Blends of the CANDELS-like mock galaxies opens it).
     inspector = None
     try:
         from napari_blendphot.widgets.deblend_inspector import DeblendInspectorWidget

@@ -176,4 +176,30 @@ def _print_summary(table, methods, elapsed: float) -> None:
             errors = np.concatenate([np.asarray(table[f"g1_mag_err_{name}"]), np.asarray(table[f"g2_mag_err_{name}"])])
             if np.isfinite(errors).any():
                 line += f", median mag error {np.nanmedian(errors):.3f}"
+        line += _accuracy_text(table, name)
         print(line)
+
+
+def _accuracy_text(table, name: str) -> str:
+    """", flux MAPE x%, errors cover 68% y%, 95% z%" over every galaxy of both roles (not only SEP-detected ones)."""
+    from napari_blendphot.metrics.binned import galaxy_measurements, zero_point_of
+    from napari_blendphot.metrics.calibration import coverage, error_column
+    from napari_blendphot.metrics.photometry import photometry_stats
+
+    if "g1_flux" not in table.colnames:  # no true fluxes: nothing to compare with
+        return ""
+    data = galaxy_measurements(table, name, "both", "all")  # every galaxy, as python -m training results
+    text = ""
+    if len(data):
+        stats = photometry_stats(data["true_flux"], data["pred_flux"], zp_pred=zero_point_of(table, name),
+                                 source=f"method {name}")
+        text += f", flux MAPE {stats.flux_mape:.1f}%"
+    if error_column(name, "central") in table.colnames:
+        both = coverage(table, name)
+        both = both[both["galaxy"] == "both"]
+        if len(both) and int(both["n"][0]):
+            text += (f", errors cover {100 * float(both['coverage_68'][0]):.0f}% at 68%"
+                     f" and {100 * float(both['coverage_95'][0]):.0f}% at 95%")
+    else:
+        text += ", no flux errors"
+    return text

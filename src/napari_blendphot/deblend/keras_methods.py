@@ -357,25 +357,31 @@ class KerasDeblender:
         return self._calibrated(fluxes, np.abs(fluxes) * relative)
 
     def _calibrated(self, fluxes, raw) -> np.ndarray:
-        """``sqrt((a raw)^2 + (b |flux|)^2)`` per galaxy role with the manifest's ``(a, b)`` (docs/uncertainty.md).
+        """The manifest's error calibration (metrics.calibration.calibrated_errors; docs/uncertainty.md).
 
         Without a calibration in the manifest the raw errors are returned.
         Never infinite or negative: NaN where the flux is not measured.
         """
+        from napari_blendphot.metrics.calibration import check_dmag_bins, calibrated_errors
+
         parameters = (self.manifest.get("flux_error_calibration") or {}).get("parameters")
         errors = np.array(raw, dtype=np.float64)
         if parameters:
-            for slot, role in enumerate(("central", "companion")):
+            for role in ("central", "companion"):
                 p = parameters.get(role) or {}
                 try:
-                    a, b = float(p.get("a", 1.0)), float(p.get("b", 0.0))
+                    terms = [float(p.get(k, default)) for k, default in (("a", 1.0), ("b", 0.0), ("c", 0.0))]
                 except (TypeError, ValueError):
-                    raise InputError(self.weights_path, f"manifest flux_error_calibration of the {role}: a and b "
+                    raise InputError(self.weights_path, f"manifest flux_error_calibration of the {role}: a, b and c "
                                      "must be numbers") from None
-                if not (np.isfinite(a) and np.isfinite(b) and a >= 0 and b >= 0):
-                    raise InputError(self.weights_path, f"manifest flux_error_calibration of the {role}: a and b "
+                if not all(np.isfinite(t) and t >= 0 for t in terms):
+                    raise InputError(self.weights_path, f"manifest flux_error_calibration of the {role}: a, b and c "
                                      "must be finite and not negative")
-                errors[:, slot] = np.sqrt((a * errors[:, slot]) ** 2 + (b * np.abs(fluxes[:, slot])) ** 2)
+                problem = check_dmag_bins(p)
+                if problem:
+                    raise InputError(self.weights_path, f"manifest flux_error_calibration of the {role}: {problem}")
+            errors = calibrated_errors({role: parameters.get(role) or {} for role in ("central", "companion")},
+                                       fluxes, errors)
         errors[~(np.isfinite(errors) & np.isfinite(fluxes))] = np.nan
         return errors
 

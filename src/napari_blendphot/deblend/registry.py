@@ -127,6 +127,11 @@ class MethodInfo:
         Capabilities: see the module's documentation.
     short_label, color : str
         How reports and figures show the method ("" for the name and a colour by position).
+    line_style : str
+        How its mask outlines and curves are drawn: ``"solid"``, ``"dashed"``,
+        ``"dotted"`` or ``"dashdot"`` (matplotlib's names; "" for one by
+        position), so that methods differ by more than colour
+        (:func:`napari_blendphot.display.method_style`).
     check : callable or str
         ``check() -> str | None`` (or ``"module:attribute"`` naming it): why the
         method cannot run here (a missing program or optional package, with the
@@ -154,6 +159,7 @@ class MethodInfo:
     flux_errors: bool = False
     short_label: str = ""
     color: str = ""
+    line_style: str = ""
     check: Factory = ""
     default_run: bool = True
 
@@ -170,6 +176,8 @@ class MethodInfo:
 #: Capability attributes of :class:`MethodInfo` (also read from a factory's attributes).
 CAPABILITIES = ("makes_masks", "needs_worker", "uses_keras", "accepts_weights", "network", "precisions", "parallel",
                 "wants_gpu", "flux_errors")
+#: Line styles a method's outlines and curves can have (matplotlib's names).
+LINE_STYLES = ("solid", "dashed", "dotted", "dashdot")
 #: Precisions of the Keras methods (:data:`napari_blendphot.models.precision.PRECISIONS`, not imported here).
 _KERAS_PRECISIONS = ("float32", "bfloat16", "auto")
 _KERAS = {"needs_worker": True, "uses_keras": True, "accepts_weights": True, "precisions": _KERAS_PRECISIONS,
@@ -180,38 +188,41 @@ _BUILTINS = (
                "napari_blendphot.deblend.sep_baseline:SepTwoPass",
                "classical baseline: sep detection in a cold then a hot pass, background subtracted, Kron "
                "(FLUX_AUTO-like) fluxes with the neighbours' pixels left out (SExtractor's MASK_TYPE BLANK)", "builtin",
-               parallel=True, flux_errors=True, short_label="SEP", color="#d1495b"),
+               parallel=True, flux_errors=True, short_label="SEP", color="#d1495b", line_style="dashed"),
     MethodInfo("blend2flux", "blend2flux (CNN)", False, factory="napari_blendphot.deblend.keras_methods:Blend2FluxDeblender",
                description="CNN regressing the fluxes of both galaxies from the blend (Boucaud et al. 2020)",
-               origin="builtin", network="blend2flux", short_label="blend2flux", color="#1f6fb4", **_KERAS),
+               origin="builtin", network="blend2flux", short_label="blend2flux", color="#1f6fb4", line_style="solid",
+               **_KERAS),
     MethodInfo("unet", "U-Net masks + flux in mask", True, factory="napari_blendphot.deblend.keras_methods:UNetDeblender",
                description="U-Net segmentation; each flux is the blend summed inside its mask (> 0.5)",
-               origin="builtin", network="unet", **_KERAS),
+               origin="builtin", network="unet", short_label="unet", color="#7b4fa0", line_style="dotted",
+               **_KERAS),
     MethodInfo("blend2mask2flux", "blend2mask2flux (U-Net + CNN)", True,
                factory="napari_blendphot.deblend.keras_methods:Blend2Mask2FluxDeblender",
                description="U-Net masks then a CNN on blend + masks for the fluxes (Boucaud et al. 2020)",
                origin="builtin", network="blend2mask2flux", short_label="blend2mask2flux", color="#2a9d4b",
-               **_KERAS),
+               line_style="solid", **_KERAS),
     MethodInfo("seppaper", "SEP two-pass, paper set-up (isophotal, no background)", True, False,
                "napari_blendphot.deblend.sep_baseline:SepPaper",
                "the paper's own baseline: the sep two-pass without background subtraction, isophotal fluxes "
                "(Boucaud et al. 2020's 'SExtractor' numbers)", "builtin",
-               parallel=True, flux_errors=True, short_label="SEP (paper)", color="#8c564b", default_run=False),
+               parallel=True, flux_errors=True, short_label="SEP (paper)", color="#8c564b", line_style="dotted",
+               default_run=False),
     MethodInfo("sextractor", "SExtractor two-pass (FLUX_AUTO, MASK_TYPE CORRECT)", True, False,
                "napari_blendphot.deblend.sextractor:SExtractorTwoPass",
                "the SExtractor program in the same two passes, FLUX_AUTO with its default MASK_TYPE CORRECT",
-               "builtin", flux_errors=True, short_label="SExtractor", color="#e377c2",
+               "builtin", flux_errors=True, short_label="SExtractor", color="#e377c2", line_style="dashdot",
                check="napari_blendphot.deblend.sextractor:unavailable_reason", default_run=False),
     MethodInfo("photutils", "photutils (segmentation + deblending, Kron flux)", True, False,
                "napari_blendphot.deblend.photutils_method:PhotutilsTwoPass",
                "photutils detect_sources + deblend_sources in the same two passes, SourceCatalog Kron fluxes",
-               "builtin", flux_errors=True, short_label="photutils", color="#7f7f7f",
+               "builtin", flux_errors=True, short_label="photutils", color="#7f7f7f", line_style="dashed",
                check="napari_blendphot.deblend.photutils_method:unavailable_reason", default_run=False),
     MethodInfo("scarlet2", "scarlet2 (models from the sep detections)", True, True,
                "napari_blendphot.deblend.scarlet2_method:Scarlet2Deblender",
                "scarlet2 (JAX) source models initialised from the sep two-pass detections; fluxes and masks "
                "from the fitted models", "builtin", flux_errors=True, wants_gpu=True, short_label="scarlet2",
-               color="#17becf", check="napari_blendphot.deblend.scarlet2_method:unavailable_reason",
+               color="#17becf", line_style="dashdot", check="napari_blendphot.deblend.scarlet2_method:unavailable_reason",
                default_run=False),
 )
 
@@ -220,7 +231,8 @@ _registry: dict[str, MethodInfo] = {info.name: info for info in _BUILTINS}
 
 def register_method(name: str, factory: Factory, *, label: str | None = None, makes_masks: bool = False,
                     needs_worker: bool = True, description: str = "", replace: bool = False,
-                    check: Factory = "", default_run: bool = True, **capabilities) -> MethodInfo:
+                    check: Factory = "", default_run: bool = True, short_label: str = "", color: str = "",
+                    line_style: str = "", **capabilities) -> MethodInfo:
     """Register a deblending method under *name*.
 
     Parameters
@@ -245,6 +257,8 @@ def register_method(name: str, factory: Factory, *, label: str | None = None, ma
         Availability check, see :class:`MethodInfo`.
     default_run : bool, optional
         Part of the default set of methods (see :class:`MethodInfo`).
+    short_label, color, line_style : str, optional
+        How views draw it (see :class:`MethodInfo`); "" for a choice by position.
 
     Returns
     -------
@@ -261,8 +275,11 @@ def register_method(name: str, factory: Factory, *, label: str | None = None, ma
         raise InputError(f"method {name!r}", f"unknown capability {unknown}", f"known: {', '.join(CAPABILITIES)}")
     if check and not (callable(check) or (isinstance(check, str) and ":" in check)):
         raise InputError(f"check of method {name!r}", "must be a callable or a 'module:attribute' string")
+    if line_style and line_style not in LINE_STYLES:
+        raise InputError(f"line_style of method {name!r}", f"unknown {line_style!r}", f"use one of {LINE_STYLES}")
     info = MethodInfo(name, label or name, bool(makes_masks), bool(needs_worker), factory, description, "runtime",
-                      check=check, default_run=bool(default_run), **_checked_capabilities(capabilities, name))
+                      check=check, default_run=bool(default_run), short_label=str(short_label), color=str(color),
+                      line_style=str(line_style), **_checked_capabilities(capabilities, name))
     _registry[name] = info
     return info
 
@@ -281,6 +298,11 @@ def _checked_capabilities(values: dict, name: str) -> dict:
             value = bool(value)
         out[key] = value
     return out
+
+
+def _known_line_style(value) -> str:
+    """A third-party method's ``line_style`` attribute if it is one of :data:`LINE_STYLES`, else "" (by position)."""
+    return value if value in LINE_STYLES else ""
 
 
 def unregister_method(name: str) -> None:
@@ -335,7 +357,9 @@ def method_info(name: str) -> MethodInfo:
                       bool(getattr(factory, "needs_worker", True)), entry_point.value,
                       str(getattr(factory, "description", "") or ""), f"entry point {entry_point.value}",
                       check=check if callable(check) else "", default_run=bool(getattr(factory, "default_run", True)),
-                      **capabilities)
+                      short_label=str(getattr(factory, "short_label", "") or ""),
+                      color=str(getattr(factory, "color", "") or ""),
+                      line_style=_known_line_style(getattr(factory, "line_style", "")), **capabilities)
     _registry[name] = info
     return info
 

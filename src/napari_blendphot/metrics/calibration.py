@@ -12,15 +12,26 @@ the deblending errors dominate and they cover far less than 68%.
 :func:`fit_calibration` fits, on held-out blends, for each method and galaxy
 role (central, companion)
 
-    err_cal = sqrt((a * err)^2 + (b * |flux|)^2)
+    err_cal = sqrt((a * err)^2 + (b * |flux|)^2 + (c * flux_neighbour)^2)
 
-(``b`` is a fractional error: the deblending term): the ratio of ``a`` to
-``b`` by Gaussian maximum likelihood, then both scaled so that exactly 68.27%
+(``b`` is a fractional error; ``c`` a fraction of the neighbour's predicted
+flux: the light the two galaxies share, which dominates the faint member's
+error): the ratios of ``a``, ``b``, ``c``
+by Gaussian maximum likelihood, then both scaled so that exactly 68.27%
 of the calibration galaxies lie within ``+-err_cal`` (split-conformal).  The
 95% interval ``+-1.96 err_cal`` is then measured, not forced: where the
 residuals have heavier tails than a Gaussian (deblending failures) it covers
 less, and the file records ``k95``, the multiple that covers 95% on the
-calibration blends.  A method without errors gets ``a = 0``.  The result is stored as JSON with its
+calibration blends.  A method without errors gets ``a = 0``.
+
+How far a galaxy's flux can be off depends on how much brighter its
+neighbour is, and one scale for all galaxies over-covers some pairs and
+under-covers others.  So a second, Mondrian step scales ``err_cal`` once
+more per bin of the *predicted* pair magnitude difference
+``-2.5 log10(flux / flux_neighbour)`` (known at prediction time, unlike the
+true one): ``dmag_edges`` (the inner bin edges: quantiles of the calibration
+galaxies; the end bins are open) and one ``dmag_scales`` factor per bin, each making 68.27% of that bin's
+calibration galaxies lie within ``+-err_cal``; ``k95`` is measured after it.  The result is stored as JSON with its
 provenance (:meth:`FluxErrorCalibration.save`) and applied to arrays
 (:meth:`~FluxErrorCalibration.calibrate`) or to a results table
 (:meth:`~FluxErrorCalibration.apply`).  Fitting draws nothing at random;
@@ -44,7 +55,9 @@ from napari_blendphot.metrics.selection import GALAXIES, GALAXY_PREFIX
 LEVELS = (("68", 1.0, 0.6827), ("95", 1.96, 0.95))
 FORMAT = "blendphot-flux-error-calibration"
 FORMAT_VERSION = 1
-MODEL = "err_cal = sqrt((a * err)**2 + (b * abs(flux))**2)"
+MODEL = "err_cal = s(dmag_pred) * sqrt((a * err)**2 + (b * abs(flux))**2 + (c * flux_neighbour)**2)"
+#: Bins of predicted pair magnitude difference in the Mondrian step (fewer when galaxies are few).
+DMAG_BINS = N_BINS
 #: Fewest galaxies a role's calibration is fitted from.
 MIN_GALAXIES = 20
 
@@ -168,15 +181,76 @@ def coverage(table, method: str, by: str | None = None, selection: str = "all", 
     return out
 
 
-def fit_role(true_flux, pred_flux, errors=None) -> dict:
-    """``{"a", "b", "k95", "n", "coverage_68", "coverage_95"}`` of one method and role.
+def predicted_pair_dmag(fluxes) -> np.ndarray:
+    """(N, 2) ``-2.5 log10(flux / flux_neighbour)`` of each galaxy from predicted fluxes (N, 2).
 
-    The shape of the error model (the ratio of ``a`` to ``b``) is the Gaussian
+    A galaxy whose neighbour has no positive flux is "alone": -inf (the
+    brightest bin); NaN where its own flux is not positive.
+    """
+    fluxes = np.asarray(fluxes, dtype=np.float64)
+    own, other = fluxes, fluxes[:, ::-1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        dmag = -2.5 * np.log10(own / other)
+    dmag = np.where(own > 0, np.where(other > 0, dmag, -np.inf), np.nan)
+    return dmag
+
+
+def _bin_of(dmag, inner_edges) -> np.ndarray:
+    """Bin index of each predicted pair dmag given the bins' inner edges (the end bins are open)."""
+    return np.searchsorted(np.asarray(inner_edges, dtype=np.float64),
+                           np.nan_to_num(np.asarray(dmag, np.float64), nan=0.0), side="right")
+
+
+def check_dmag_bins(p: dict) -> str | None:
+    """What is wrong with a role's Mondrian bins (``dmag_edges``, ``dmag_scales``), or None."""
+    edges, scales = p.get("dmag_edges"), p.get("dmag_scales")
+    if edges is None and scales is None:
+        return None
+    if not (isinstance(edges, list) and isinstance(scales, list) and len(scales) == len(edges) + 1):
+        return "'dmag_scales' must be a list one longer than 'dmag_edges'"
+    if not all(isinstance(e, (int, float)) and math.isfinite(e) for e in edges) or sorted(edges) != edges:
+        return "'dmag_edges' must be finite and increasing"
+    if not all(_finite_non_negative(v) and v > 0 for v in scales):
+        return "'dmag_scales' must be finite and > 0"
+    return None
+
+
+def calibrated_errors(parameters: dict, fluxes, errors=None) -> np.ndarray:
+    """Calibrated 1-sigma errors (N, 2) from one method's ``{role: parameters}``, fluxes and raw errors (N, 2).
+
+    The one implementation of the error model (:data:`MODEL`), used on tables
+    and by the network methods; NaN where the flux is not measured, never infinite.
+    """
+    fluxes = np.asarray(fluxes, dtype=np.float64)
+    raw = np.zeros_like(fluxes) if errors is None else np.asarray(errors, dtype=np.float64)
+    dmag = predicted_pair_dmag(fluxes)
+    out = np.full(fluxes.shape, np.nan)
+    for slot, role in enumerate(GALAXIES):
+        p = parameters[role]
+        a, b, c = float(p.get("a", 1.0)), float(p.get("b", 0.0)), float(p.get("c", 0.0))
+        raw_term = (a * raw[:, slot]) ** 2 if a > 0 else 0.0
+        neighbour = np.clip(np.nan_to_num(fluxes[:, 1 - slot], nan=0.0), 0.0, None)
+        value = np.sqrt(raw_term + (b * fluxes[:, slot]) ** 2 + ((c * neighbour) ** 2 if c > 0 else 0.0))
+        if p.get("dmag_edges") is not None:
+            value = value * np.asarray(p["dmag_scales"], np.float64)[_bin_of(dmag[:, slot], p["dmag_edges"])]
+        out[:, slot] = value
+    out[~(np.isfinite(out) & np.isfinite(fluxes))] = np.nan
+    return out
+
+
+def fit_role(true_flux, pred_flux, errors=None, pair_dmag=None, neighbour_flux=None) -> dict:
+    """``{"a", "b", "c", "k95", "n", "coverage_68", "coverage_95"}`` of one method and role.
+
+    ``c`` (the fraction of the neighbour's predicted flux, *neighbour_flux*)
+    is fitted only when *neighbour_flux* is given, else 0.
+    The shape of the error model (the ratios of ``a``, ``b``, ``c``) is the Gaussian
     maximum-likelihood fit of the residuals; both are then scaled together so
     that exactly 68.27% of the galaxies lie within ``+-err_cal`` (the
     split-conformal step, exact whatever the distribution).  ``k95`` is the
     multiple of ``err_cal`` that holds 95% of them (1.96 if the normalised
     residuals are Gaussian; more with the heavy tails of deblending failures).
+    With *pair_dmag* (the galaxies' predicted pair magnitude differences) the
+    Mondrian step adds ``dmag_edges`` and ``dmag_scales`` (module docstring).
     """
     from scipy.optimize import minimize
 
@@ -194,35 +268,58 @@ def fit_role(true_flux, pred_flux, errors=None) -> dict:
     if n < MIN_GALAXIES:
         raise InputError("calibration blends", f"{n} usable galaxies, at least {MIN_GALAXIES} are needed")
     residual = np.abs(pred_flux[usable] - true_flux[usable])
-    f2 = pred_flux[usable] ** 2
-    e2 = errors[usable] ** 2 if with_errors else np.zeros(n)
+    # Variance terms: the method's own error, a fraction of the flux, a fraction of the neighbour's flux
+    # (light shared with a brighter neighbour: the faint galaxy's deblending error).
+    terms = {}
+    if with_errors:
+        terms["a"] = errors[usable] ** 2
+    terms["b"] = pred_flux[usable] ** 2
+    if neighbour_flux is not None:
+        neighbour = np.asarray(neighbour_flux, dtype=np.float64).reshape(-1)[usable]
+        terms["c"] = np.where(np.isfinite(neighbour), np.clip(neighbour, 0.0, None), 0.0) ** 2
+    names = list(terms)
+    stacked = np.vstack([terms[k] for k in names])
     floor = 1e-12 * max(float(np.median(residual)), 1e-300) ** 2  # keeps log(variance) finite
 
     def negative_log_likelihood(params):
-        if with_errors:
-            v = np.exp(2 * params[0]) * e2 + np.exp(2 * params[1]) * f2 + floor
-        else:
-            v = np.exp(2 * params[0]) * f2 + floor
+        v = np.exp(2 * np.asarray(params)) @ stacked + floor
         return float(np.sum(0.5 * np.log(v) + 0.5 * residual ** 2 / v))
 
-    if with_errors:
-        start = [math.log(max(float(np.median(residual / np.sqrt(e2))), 1e-6) / 0.6745), math.log(0.05)]
-        fit = minimize(negative_log_likelihood, start, method="L-BFGS-B", bounds=[(-30, 30), (-30, 5)])
-        a, b = math.exp(fit.x[0]), math.exp(fit.x[1])
-        if b < 1e-9:  # the bound stands for "no fractional term"
-            b = 0.0
-    else:
-        start = [math.log(max(float(np.median(residual / np.sqrt(f2 + floor))), 1e-6) / 0.6745)]
-        fit = minimize(negative_log_likelihood, start, method="L-BFGS-B", bounds=[(-30, 5)])
-        a, b = 0.0, math.exp(fit.x[0])
-    base = np.sqrt(a * a * e2 + b * b * f2)
+    first = terms[names[0]]
+    start = [math.log(max(float(np.median(residual / np.sqrt(first + floor))), 1e-6) / 0.6745)]
+    start += [math.log(0.05)] * (len(names) - 1)
+    bounds = [(-30, 30) if name == "a" else (-30, 5) for name in names]
+    fit = minimize(negative_log_likelihood, start, method="L-BFGS-B", bounds=bounds)
+    values = {"a": 0.0, "b": 0.0, "c": 0.0}
+    for name, x in zip(names, fit.x):
+        values[name] = math.exp(x)
+        if name != names[0] and values[name] < 1e-9:  # the bound stands for "no such term"
+            values[name] = 0.0
+    base = np.sqrt(sum(values[name] ** 2 * terms[name] for name in names))
     score = np.divide(residual, base, out=np.full(n, np.inf), where=base > 0)
     scale = float(np.quantile(score, LEVELS[0][2], method="higher"))
     if not (math.isfinite(scale) and scale > 0):
         raise InputError("calibration blends", "the residuals are zero or the error model is degenerate")
-    a, b = a * scale, b * scale
+    a, b, c = (values[k] * scale for k in ("a", "b", "c"))
     normalised = score / scale
-    return {"a": a, "b": b, "k95": float(np.quantile(normalised, LEVELS[1][2], method="higher")), "n": n,
+    mondrian = {}
+    if pair_dmag is not None:
+        dmag = np.asarray(pair_dmag, dtype=np.float64).reshape(-1)[usable]
+        n_bins = int(min(DMAG_BINS, n // MIN_GALAXIES))
+        if n_bins >= 2:
+            finite = dmag[np.isfinite(dmag)]
+            # Inner edges only (the end bins are open): finite numbers, plain JSON.
+            edges = np.quantile(finite, np.linspace(0, 1, n_bins + 1)[1:-1]) if finite.size else np.zeros(n_bins - 1)
+            bins = _bin_of(dmag, edges)
+            scales = np.ones(n_bins)
+            for k in range(n_bins):
+                inside = normalised[bins == k]
+                if inside.size >= MIN_GALAXIES:
+                    scales[k] = float(np.quantile(inside, LEVELS[0][2], method="higher"))
+            scales[~(np.isfinite(scales) & (scales > 0))] = 1.0
+            normalised = normalised / scales[bins]
+            mondrian = {"dmag_edges": [float(e) for e in edges], "dmag_scales": [float(v) for v in scales]}
+    return {"a": a, "b": b, "c": c, **mondrian, "k95": float(np.quantile(normalised, LEVELS[1][2], method="higher")), "n": n,
             "coverage_68": float(np.mean(normalised <= LEVELS[0][1])),
             "coverage_95": float(np.mean(normalised <= LEVELS[1][1]))}
 
@@ -252,16 +349,10 @@ class FluxErrorCalibration:
         fluxes = np.asarray(fluxes, dtype=np.float64)
         if fluxes.ndim != 2 or fluxes.shape[1] != 2:
             raise InputError("fluxes", f"shape {fluxes.shape}, expected (N, 2)")
-        raw = np.zeros_like(fluxes) if errors is None else np.asarray(errors, dtype=np.float64)
-        if raw.shape != fluxes.shape:
+        raw = None if errors is None else np.asarray(errors, dtype=np.float64)
+        if raw is not None and raw.shape != fluxes.shape:
             raise InputError("errors", f"shape {raw.shape}, fluxes {fluxes.shape}")
-        out = np.full(fluxes.shape, np.nan)
-        for slot, role in enumerate(GALAXIES):
-            p = self.parameters[method][role]
-            raw_term = (p["a"] * raw[:, slot]) ** 2 if p["a"] > 0 else 0.0
-            value = np.sqrt(raw_term + (p["b"] * fluxes[:, slot]) ** 2)
-            out[:, slot] = np.where(np.isfinite(value), value, np.nan)
-        return out
+        return calibrated_errors(self.parameters[method], fluxes, raw)
 
     def apply(self, table):
         """A copy of a results table with calibrated ``g?_flux_err_<m>`` (the raw ones kept as ``g?_flux_err_raw_<m>``)."""
@@ -324,8 +415,12 @@ class FluxErrorCalibration:
         for method, roles in parameters.items():
             for role in GALAXIES:
                 p = roles.get(role) if isinstance(roles, dict) else None
-                if not (isinstance(p, dict) and all(_finite_non_negative(p.get(k)) for k in ("a", "b"))):
-                    raise InputError(path, f"method {method!r}, {role}: 'a' and 'b' must be finite and >= 0")
+                if not (isinstance(p, dict) and all(_finite_non_negative(p.get(k)) for k in ("a", "b"))
+                        and _finite_non_negative(p.get("c", 0.0))):
+                    raise InputError(path, f"method {method!r}, {role}: 'a', 'b' and 'c' must be finite and >= 0")
+                problem = check_dmag_bins(p)
+                if problem:
+                    raise InputError(path, f"method {method!r}, {role}: {problem}")
         return cls(parameters, record.get("provenance") or {})
 
 
@@ -333,13 +428,15 @@ def _finite_non_negative(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
 
 
-def fit_calibration(table, methods=None, selection: str = "all", provenance: dict | None = None
-                    ) -> FluxErrorCalibration:
+def fit_calibration(table, methods=None, selection: str = "all", provenance: dict | None = None,
+                    mondrian: bool = True, neighbour: bool = True) -> FluxErrorCalibration:
     """Fit ``(a, b)`` for each method (default: all of the table's) and role on the blends of *table*.
 
     *table* should hold calibration blends only (held out from the blends the
     coverage is then measured on: :func:`split_blends`).  Methods without
     error columns are calibrated from their fluxes alone (``a = 0``).
+    *neighbour* fits the neighbour-flux term ``c`` and *mondrian* the
+    per-bin scales of predicted pair dmag (module docstring); both by default.
     """
     from napari_blendphot.report.results import methods_in
 
@@ -347,12 +444,18 @@ def fit_calibration(table, methods=None, selection: str = "all", provenance: dic
     parameters = {}
     for method in methods:
         parameters[method] = {}
+        fluxes = np.column_stack([np.asarray(table[f"{GALAXY_PREFIX[g]}_flux_{method}"], dtype=np.float64)
+                                  for g in GALAXIES])
+        pair_dmag = predicted_pair_dmag(fluxes)
         for galaxy in GALAXIES:
             rows = galaxy_measurements(table, method, galaxy, selection)
             index = np.asarray(rows["row"])
             column = error_column(method, galaxy)
             errors = np.asarray(table[column], dtype=np.float64)[index] if column in table.colnames else None
-            parameters[method][galaxy] = fit_role(rows["true_flux"], rows["pred_flux"], errors)
+            slot = GALAXIES.index(galaxy)
+            parameters[method][galaxy] = fit_role(rows["true_flux"], rows["pred_flux"], errors,
+                                                  pair_dmag=pair_dmag[index, slot] if mondrian else None,
+                                                  neighbour_flux=fluxes[index, 1 - slot] if neighbour else None)
     record = dict(provenance or {})
     record.setdefault("n_blends", int(len(table)))
     return FluxErrorCalibration(parameters, record)

@@ -655,5 +655,8 @@ def save_montage(sample: GalaxySample, path, per_type: int = 4, overwrite: bool 
             axes.set_title(f"{galtype} {row_data['mag']:.1f} mag r={row_data['radius']:.1f}", fontsize=8)
     figure.tight_layout(pad=0.3)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, format="png")
+    from napari_blendphot.atomic import atomic_output
+
+    with atomic_output(path, suffix=".png") as tmp:
+        figure.savefig(tmp, format="png")
     return path

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
 from qtpy.QtCore import QObject, Signal
 from qtpy.QtWidgets import QComboBox, QGroupBox, QHBoxLayout, QLabel, QPushButton, QSizePolicy, QVBoxLayout
 
@@ -25,6 +26,24 @@ class _Bridge(QObject):
     done = Signal(object)
 
 
+#: Longest wait after Cancel (s): a chunk holds about this much work.
+CANCEL_WITHIN_S = 0.5
+
+
+def chunk_for(seconds_per_blend: float, largest: int) -> int:
+    """Blends per chunk so that one chunk takes about :data:`CANCEL_WITHIN_S` (at most *largest*)."""
+    if not (np.isfinite(seconds_per_blend) and seconds_per_blend > 0):
+        return max(1, min(largest, 8))  # not measured yet: small chunks
+    return int(np.clip(CANCEL_WITHIN_S / seconds_per_blend, 1, largest))
+
+
+def _has_split(blend_set, name, size) -> bool:
+    try:
+        return size(blend_set, name) > 0
+    except Exception:  # a set without splits
+        return False
+
+
 class BlendSetPanel(QGroupBox):
     """Run the ticked methods on a loaded blend set (or one split); summary, histograms, Save results.
 
@@ -36,8 +55,11 @@ class BlendSetPanel(QGroupBox):
         How problems are shown (the inspector's notifications).
     """
 
-    def __init__(self, viewer, model, notify, parent=None):
+    def __init__(self, viewer, model, notify, parent=None, seconds_per_blend=lambda: float("nan")):
         super().__init__("Blend set", parent)
+        #: The ticked methods' compute time on one blend (s; the last inspection's), to size the chunks.
+        self.seconds_per_blend = seconds_per_blend
+        self.max_chunk = model.chunk_size
         self.viewer = viewer
         self.model = model
         self._notify = notify
@@ -57,6 +79,7 @@ class BlendSetPanel(QGroupBox):
         row = QHBoxLayout()
         self.set_combo = QComboBox()
         self.set_combo.setToolTip("A loaded blend set (an image stack opened from a blend dataset folder)")
+        self.set_combo.currentIndexChanged.connect(self.choose_split)
         row.addWidget(self.set_combo, 1)
         self.split_combo = QComboBox()
         self.split_combo.addItems(["test", "all", "train"])
@@ -93,6 +116,24 @@ class BlendSetPanel(QGroupBox):
             self.set_combo.setCurrentText(chosen.name)
         self.set_combo.blockSignals(False)
         self.batch_button.setEnabled(bool(layers) and self.future is None)
+        self.choose_split()
+
+    def choose_split(self, *_args) -> None:
+        """Offer only the splits the chosen set has; "test" when it has one, else "all" (the sample-data set)."""
+        from napari_blendphot.app.inspector import blend_set_size
+
+        layer = self.layer()
+        blend_set = None if layer is None else layer.metadata.get("blend_set")
+        if blend_set is None:
+            return
+        chosen = self.split_combo.currentText()
+        splits = ["all"] + [name for name in ("test", "train") if _has_split(blend_set, name, blend_set_size)]
+        self.split_combo.blockSignals(True)
+        self.split_combo.clear()
+        self.split_combo.addItems(splits)
+        self.split_combo.setCurrentText(chosen if chosen in splits and chosen != "all"
+                                        else ("test" if "test" in splits else "all"))
+        self.split_combo.blockSignals(False)
 
     def layer(self):
         name = self.set_combo.currentText()
@@ -133,6 +174,8 @@ class BlendSetPanel(QGroupBox):
         except InputError as exc:
             self._notify("warning", f"Deblend Inspector: {exc}")
             return
+        # Chunks of about CANCEL_WITHIN_S of work: Cancel stops between chunks (64 blends took 4-7 s).
+        self.model.chunk_size = chunk_for(self.seconds_per_blend(), self.max_chunk)
         self._progress_bar = progress(total=total, desc=f"Deblending {layer.name} ({split or 'all'})")
         self._done = 0
         self._started = time.perf_counter()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 from napari_blendphot.app.inspector import layer_features
@@ -10,6 +12,22 @@ from napari_blendphot.app.inspector import layer_features
 TRUTH_LAYER = "masks: truth"
 IMAGE_LAYER = "inspected blend"
 LAYER_KIND = "inspector-masks"
+#: Appended to the names of mask layers whose results belong to an older blend.
+OUT_OF_DATE_SUFFIX = " (out of date)"
+
+
+@contextlib.contextmanager
+def keeping_selection(viewer):
+    """napari selects every added layer; the user's selection (the companion point) stays as it was."""
+    layers = viewer.layers
+    active, selected = layers.selection.active, set(layers.selection)
+    try:
+        yield
+    finally:
+        layers.selection.clear()
+        layers.selection.update(selected & set(layers))
+        if active is not None and active in layers:
+            layers.selection.active = active
 
 
 def mask_layer_name(method: str) -> str:
@@ -44,25 +62,28 @@ class InspectorLayers:
             layer.data = state.image
             layer.metadata["blend"] = state.name
         else:
-            layer = self.viewer.add_image(state.image, name=IMAGE_LAYER, colormap="gray",
-                                          metadata={"blendphot_kind": "inspector", "blend": state.name},
-                                          **astro_contrast(state.image))
+            with keeping_selection(self.viewer):
+                layer = self.viewer.add_image(state.image, name=IMAGE_LAYER, colormap="gray",
+                                              metadata={"blendphot_kind": "inspector", "blend": state.name},
+                                              **astro_contrast(state.image))
             self.viewer.layers.move(self.viewer.layers.index(layer), 0)
 
     def _set_mask_layer(self, key: str, name: str, masks, features, metadata) -> bool:
-        """Draw *masks* as outlines in the layer of *key*; True when a layer was added."""
-        from napari_blendphot._reader import mask_label_kwargs, mask_outlines
+        """Draw *masks* as outlines in the layer of *key*, in its method's style; True when a layer was added."""
+        from napari_blendphot._reader import mask_label_kwargs
+        from napari_blendphot.display import method_style, styled_outlines
 
-        outlines = mask_outlines(masks)
+        style = method_style(key)
+        outlines = styled_outlines(masks, style.line_style)
         layer = self.mask_layers.get(key)
         if layer is None or layer not in self.viewer.layers:
             layer = self.viewer.layers[name] if name in self.viewer.layers else None
         if layer is None:
-            kwargs = mask_label_kwargs(name, metadata)
+            kwargs = mask_label_kwargs(name, metadata, style=style)
             kwargs["features"] = features
-            if key == "truth":
-                kwargs["opacity"] = 0.5  # the reference: drawn fainter so the methods' outlines stand out
-            layer = self.viewer.add_labels(outlines, **kwargs)
+            with keeping_selection(self.viewer):
+                layer = self.viewer.add_labels(outlines, **kwargs)
+            layer.editable = False  # results, not something to paint on
             self.mask_layers[key] = layer
             return True
         data = layer.data
@@ -102,13 +123,53 @@ class InspectorLayers:
         for layer in ours:
             layers.move(layers.index(layer), len(layers))
 
+    def put_under_masks(self, source=None) -> None:
+        """Make the inspected image (*source*, else the Builder's or our own) the top image, under the masks."""
+        from napari.layers import Image
+
+        layers = self.viewer.layers
+        if source is None:
+            candidates = [layer for layer in layers if isinstance(layer, Image) and layer.visible
+                          and layer.metadata.get("blendphot_kind") in ("builder", "inspector")]
+            source = candidates[-1] if candidates else None
+        if source is None or source not in layers:
+            return
+        above = [i for i, layer in enumerate(layers) if isinstance(layer, Image) and layer is not source
+                 and layer.visible and layer.metadata.get("blendphot_kind") != "side-by-side"
+                 and i > layers.index(source)]
+        if above:
+            layers.move(layers.index(source), max(above) + 1)
+        self.keep_masks_on_top()
+
+    def truth_shown_elsewhere(self) -> bool:
+        """Whether another visible layer (the Builder's, a blend set's) already draws the truth."""
+        own = self.mask_layers.get("truth")
+        return any(layer.metadata.get("blendphot_truth") and layer.visible and layer is not own
+                   for layer in self.viewer.layers)
+
+    def clear(self) -> None:
+        """Remove every overlay (after an error: old masks must not pass for this blend's)."""
+        for key in list(self.mask_layers):
+            layer = self.mask_layers.pop(key)
+            if layer in self.viewer.layers:
+                self.viewer.layers.remove(layer)
+
+    def set_out_of_date(self, stale: bool) -> None:
+        """Shown results that do not belong to the current blend are dimmed and named so."""
+        for layer in self.mask_layers.values():
+            if layer in self.viewer.layers:
+                layer.opacity = 0.35 if stale else 1.0
+                base = layer.name.removesuffix(OUT_OF_DATE_SUFFIX)
+                layer.name = base + OUT_OF_DATE_SUFFIX if stale else base
+
     def update_masks(self, inspection, selected) -> None:
         """The truth's and every method's masks of *inspection*; layers of unticked methods are removed."""
         state = inspection.state
         drawn = set()
         added = False
         truth = state.truth
-        if truth is not None and getattr(truth, "masks", None) is not None and np.any(truth.masks):
+        if truth is not None and getattr(truth, "masks", None) is not None and np.any(truth.masks) \
+                and not self.truth_shown_elsewhere():
             added |= self._set_mask_layer("truth", TRUTH_LAYER, np.asarray(truth.masks),
                                           layer_features(inspection.rows, "truth"),
                                           {"blendphot_kind": LAYER_KIND, "method": "truth", "blend": state.name})

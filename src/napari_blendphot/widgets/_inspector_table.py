@@ -9,13 +9,13 @@ from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableW
 
 from napari_blendphot.app.inspector import GALAXIES, format_value
 
-_TABLE_HEADERS = ("Method", "Galaxy", "Flux", "Mag", "Δmag", "IoU", "SEP case")
+_TABLE_HEADERS = ("Method", "Galaxy", "Flux ± error", "Mag", "Δmag", "IoU", "SEP case")
 _SUMMARY_HEADERS = ("Method", "Galaxy", "N", "Undet.", "⟨Δmag⟩", "σ", "Out. %", "IoU")
 _SUMMARY_TIPS = ("", "", "galaxies in the selection", "not detected by the method (left out of the statistics)",
                  "mean Δmag (bias)", "standard deviation of Δmag", "outliers: |Δmag| > 0.75",
                  "mean IoU with the true masks")
 #: Widest expected text per numeric column of the inspector table (sets its minimum width).
-_COLUMN_SAMPLES = {2: "00000.0", 3: "00.000", 4: "+00.000", 5: "0.000"}
+_COLUMN_SAMPLES = {2: "00000.0 ± 000.0", 3: "00.000", 4: "+00.000", 5: "0.000"}
 _GALAXY_QCOLORS = {"central": QColor(31, 160, 255), "companion": QColor(255, 140, 0)}
 _OUTLIER_QCOLOR = QColor(224, 96, 74)
 
@@ -27,6 +27,13 @@ def short_case(detection: str) -> str:
     case = detection.split(":")[0].strip()
     short = {"-1": "none", "0": "central", "1": "companion", "2": "both", "3": ">2"}.get(case)
     return f"{case} ({short})" if short else detection
+
+
+def flux_text(row) -> str:
+    """``"1234 ± 56"`` (1 sigma) where the method gives an error, the flux alone where it gives none."""
+    flux = format_value("flux", row.flux)
+    error = format_value("flux_err", row.flux_err)
+    return f"{flux} ± {error}" if error else flux
 
 
 def _read_only(table: QTableWidget) -> None:
@@ -69,7 +76,7 @@ class InspectionTable(QTableWidget):
             for i, row in enumerate(rows):
                 undetected = row.method != "truth" and not (np.isfinite(row.flux) and row.flux > 0)
                 values = (row.method if row.method != previous else "", row.galaxy,
-                          "not found" if undetected else format_value("flux", row.flux), format_value("mag", row.mag),
+                          "not found" if undetected else flux_text(row), format_value("mag", row.mag),
                           format_value("dmag", row.dmag), format_value("iou", row.iou), short_case(row.detection))
                 previous = row.method
                 for j, text in enumerate(values):
@@ -92,8 +99,11 @@ class InspectionTable(QTableWidget):
                 item.setTextAlignment(int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter))
             if j == 0:
                 item.setToolTip(row.label)
-            if j == 1 and row.galaxy in _GALAXY_QCOLORS:
-                item.setForeground(_GALAXY_QCOLORS[row.galaxy])
+            if j in (0, 1) and row.galaxy in _GALAXY_QCOLORS:
+                # The method's colour on the canvas (its companion paler): the table is the legend's twin.
+                from napari_blendphot.display import method_style
+
+                item.setForeground(QColor(method_style(row.method).galaxy_hex("central" if j == 0 else row.galaxy)))
             self.setItem(i, j, item)
         elif item.text() != text:
             item.setText(text)
@@ -104,7 +114,9 @@ class InspectionTable(QTableWidget):
         if j == 6:
             item.setToolTip(row.detection)
         if j == 2:
-            item.setToolTip("the method assigned no source to this galaxy" if undetected else "")
+            item.setToolTip("the method assigned no source to this galaxy" if undetected else
+                            "flux ± its 1-sigma error (e-/s)" if np.isfinite(row.flux_err) else
+                            "this method gives no flux error")
 
 
 class SummaryTable(QTableWidget):

@@ -67,3 +67,60 @@ class StatusLine(QWidget):
         painter.drawText(self.rect(), int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop
                                           | Qt.TextFlag.TextWordWrap), self._text)
         painter.end()
+
+
+def _width_keeping_scroll_area():
+    from qtpy.QtWidgets import QScrollArea
+
+    class WidthKeepingScrollArea(QScrollArea):
+        """Scrolls vertically only: as wide as its contents need (a dock squeezed sideways cut labels off)."""
+
+        def minimumSizeHint(self) -> QSize:  # noqa: N802 (Qt API)
+            inner = self.widget()
+            width = inner.minimumSizeHint().width() if inner is not None else 0
+            return QSize(width + self.verticalScrollBar().sizeHint().width() + 2, 80)
+
+    return WidthKeepingScrollArea
+
+
+def scrolling_layout(widget: QWidget, help_text: str = ""):
+    """A vertical layout for *widget*'s contents inside a scroll area (returns that layout).
+
+    Docked widgets add their minimum heights: two of ours stacked asked 1,430 px
+    of a 1,080 px screen, so napari's window grew past it.  Inside a scroll area
+    a dock may be as short as the window allows and scrolls instead.
+    """
+    from qtpy.QtWidgets import QFrame, QVBoxLayout
+
+    outer = QVBoxLayout(widget)
+    outer.setContentsMargins(0, 0, 0, 0)
+    area = _width_keeping_scroll_area()(widget)
+    area.setWidgetResizable(True)
+    area.setFrameShape(QFrame.Shape.NoFrame)
+    area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+    inner = QWidget()
+    area.setWidget(inner)
+    outer.addWidget(area)
+    widget.scroll_area = area
+    layout = QVBoxLayout(inner)
+    if help_text:
+        layout.addLayout(help_row(widget, help_text))
+    return layout
+
+
+def help_row(widget: QWidget, text: str):
+    """A row with a "?" button: its tooltip and What's This hold *text*; a click shows it in a box."""
+    from qtpy.QtWidgets import QHBoxLayout, QToolButton
+
+    widget.help_text = " ".join(text.split())
+    widget.setWhatsThis(widget.help_text)
+    button = QToolButton(widget)
+    button.setText("?")
+    button.setToolTip(widget.help_text)
+    button.clicked.connect(lambda *_: QMessageBox.information(widget, "Help", widget.help_text))
+    widget.help_button = button
+    row = QHBoxLayout()
+    row.setContentsMargins(0, 0, 0, 0)
+    row.addStretch(1)
+    row.addWidget(button)
+    return row

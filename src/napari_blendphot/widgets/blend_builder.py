@@ -45,6 +45,7 @@ from napari_blendphot.app.builder import DMAG_RANGE, SHIFT_MAX, SHIFT_MIN, Blend
 from napari_blendphot.widgets._builder_parts import (_THUMB, POSITION_LAYER, CompanionPointMixin, GalaxyPicker,
                                                      stamp_pixmap)
 from napari_blendphot.widgets._builder_source import SampleSourceMixin
+from napari_blendphot.widgets._qt import scrolling_layout
 
 #: Returned by BlendBuilderWidget._safely when the action raised (and was reported).
 _FAILED = object()
@@ -58,6 +59,11 @@ SHORTCUTS = {
     "fainter": "]",
     "brighter": "[",
 }
+
+#: The widget's help text (its "?" button, tooltip and What's This).
+HELP = ("Build a blend of two galaxies: pick a central and a companion (type, magnitude), then drag the "
+        "companion's point on the canvas or set its shift and dmag. The blend and its true masks (white: central, "
+        "grey: companion) become the current blend, which the Deblend Inspector measures. See docs/plugin.md.")
 
 
 def _notify_error(exc: Exception) -> None:
@@ -98,7 +104,7 @@ class BlendBuilderWidget(SampleSourceMixin, CompanionPointMixin, QWidget):
 
     # -- UI ------------------------------------------------------------------------------------
     def _build_ui(self) -> None:
-        layout = QVBoxLayout(self)
+        layout = scrolling_layout(self, HELP)
         layout.setContentsMargins(6, 6, 6, 6)
 
         source = QGroupBox("Galaxies")

@@ -54,6 +54,7 @@ from napari_blendphot.widgets._curation_page import (FRAMES_LAYER, LAYER_NAMES, 
 
 __all__ = ["CurationWidget", "FRAMES_LAYER", "LAYER_NAMES", "PAGE_LAYER", "PAGE_TILES_LAYER", "SHORTCUTS"]
 from napari_blendphot.widgets._qt import notify as _notify
+from napari_blendphot.widgets._qt import scrolling_layout
 
 #: Titles drawn above the panels.
 PANEL_TITLES = ("original", "cleaned", "segmentation")
@@ -62,6 +63,11 @@ SEGMENTATION_COLORS = {None: (0.0, 0.0, 0.0, 0.0), 0: (0.0, 0.0, 0.0, 0.0), 1: G
                        2: GALAXY_COLORS[COMPANION_LABEL]}
 _STATUS_ITEMS = {"all galaxies": "all", "undecided (incl. skipped)": "undecided", "accepted": "accepted",
                  "rejected": "rejected", "skipped": "skipped"}
+
+#: The widget's help text (its "?" button, tooltip and What's This).
+HELP = ("Screen an isolated galaxy sample galaxy by galaxy, keyboard first: A accept, 1-4 reject with a reason, "
+        "S skip, U undo, Left/Right previous/next, G a page of thumbnails. Every decision is saved beside the "
+        "sample at once; Export writes the accepted galaxies. See docs/curation.md.")
 
 
 def segmentation_labels(segmap):
@@ -96,7 +102,7 @@ class CurationWidget(CurationOpeningMixin, CurationPageMixin, QWidget):
 
     # -- layout ----------------------------------------------------------------------------------
     def _build(self) -> None:
-        layout = QVBoxLayout(self)
+        layout = scrolling_layout(self, HELP)
 
         source = QGroupBox("Sample and decisions")
         form = QFormLayout(source)

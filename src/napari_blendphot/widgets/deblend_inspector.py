@@ -11,11 +11,13 @@ A thin Qt view over :class:`~napari_blendphot.app.inspector.InspectorModel`.
   inference engine's worker process, off the GUI thread; with **Live** on,
   every change of the blend re-runs them (debounced; stale results dropped).
 * **Layers**: each mask-making method's masks as outlines in a Labels layer
-  ``masks: <method>`` (blue central, orange companion, like the truth layer
-  ``masks: truth``), updated in place on every run; ``layer.features`` holds
-  the table's numbers for labels 1 (central) and 2 (companion).
-* **Table**: flux, magnitude (zero point 25.96), dmag and IoU against the
-  truth, SEP's detection case; Copy (TSV) and Save as CSV.
+  ``masks: <method>`` in the method's colour and line style (the legend; the
+  truth once, white/grey), never selected; ``layer.features`` holds the
+  table's numbers (flux_err and mag_err included) for labels 1 and 2.
+  "Side by side" gives each method its own cell.  Results of an earlier blend
+  are flagged out of date; a failed run clears them.
+* **Table**: flux ± error, magnitude (zero point 25.96), dmag and IoU against
+  the truth, SEP's detection case; Copy (TSV) and Save as CSV.
 * **Blend set**: run the methods over a whole loaded blend set (or a split)
   with progress and Cancel, then the summary statistics, the dmag histograms
   and Save results (CSV + FITS).
@@ -28,7 +30,6 @@ import time
 
 import numpy as np
 from qtpy.QtCore import QObject, QTimer, Signal
-from qtpy.QtGui import QGuiApplication
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -43,8 +44,6 @@ from napari_blendphot.app.inspector import (
     NO_TRUTH_NOTE,
     InspectorModel,
     precisions_used,
-    rows_as_tsv,
-    save_inspection,
     grouped_errors,
     state_from_layer,
 )
@@ -53,8 +52,11 @@ from napari_blendphot.widgets._inspector_batch import BlendSetPanel
 from napari_blendphot.widgets._inspector_layers import IMAGE_LAYER, TRUTH_LAYER, InspectorLayers, mask_layer_name
 from napari_blendphot.widgets._inspector_methods import MethodsBox
 from napari_blendphot.widgets._inspector_table import InspectionTable
+from napari_blendphot.widgets._inspector_export import TableExport
+from napari_blendphot.widgets._inspector_view import InspectorView
+from napari_blendphot.widgets._side_by_side import SideBySide
 from napari_blendphot.widgets._inspector_table import short_case as _short_case  # noqa: F401 (tests use it)
-from napari_blendphot.widgets._qt import StatusLine, ask_save_path, confirm_replace
+from napari_blendphot.widgets._qt import StatusLine, confirm_replace, scrolling_layout
 from napari_blendphot.widgets._qt import notify as _notify
 
 #: Combo entry for the shared current blend.
@@ -69,6 +71,13 @@ PROGRESSIVE_ABOVE_S = 0.5
 #: Attributes of the widget that live in the blend-set panel: {widget name: panel name}.
 _FROM_PANEL = {"_batch_future": "future", "batch_table": "table", "canvas": "canvas", "figure": "figure"}
 
+#: The widget's help text (its "?" button, tooltip and What's This).
+HELP = ("Run every ticked deblending method on the current blend and compare them: each method's masks as "
+        "outlines in its colour and line style (legend above; truth white/grey), flux ± 1-sigma error, magnitude, "
+        "dmag and IoU in the table. Side by side gives each method its own cell. Live re-runs on every change; "
+        "with Live off, results of an earlier blend are marked out of date. Blend set: run over a whole loaded set. "
+        "See docs/plugin.md.")
+
 
 def _close_model(model: InspectorModel, session, owner_id, *_args) -> None:
     model.close()
@@ -82,7 +91,7 @@ class _Bridge(QObject):
     partial_done = Signal(object)
 
 
-class DeblendInspectorWidget(QWidget):
+class DeblendInspectorWidget(TableExport, QWidget):
     """Dock widget comparing the deblending methods on one blend and on blend sets.
 
     Parameters
@@ -106,6 +115,7 @@ class DeblendInspectorWidget(QWidget):
         self._source_state = None
         self._reported: set[str] = set()
         self.layers = InspectorLayers(napari_viewer)
+        self.side_by_side = SideBySide(napari_viewer)
         self._pending_interactive = False
         self._requested_at: dict[int, float] = {}
         self.drawn_count = 0
@@ -133,7 +143,7 @@ class DeblendInspectorWidget(QWidget):
 
     # ------------------------------------------------------------------ UI
     def _build_ui(self) -> None:
-        layout = QVBoxLayout(self)
+        layout = scrolling_layout(self, HELP)
         layout.setContentsMargins(6, 6, 6, 6)
 
         source_row = QHBoxLayout()
@@ -152,6 +162,8 @@ class DeblendInspectorWidget(QWidget):
         self.method_boxes, self.weights_labels = self.methods.method_boxes, self.methods.weights_labels
         self.precision_combo = self.methods.precision_combo
         layout.addWidget(self.methods)
+        self.view = InspectorView(self.viewer, self._on_side_by_side)
+        layout.addWidget(self.view)
 
         run_row = QHBoxLayout()
         self.live_box = QCheckBox("Live")
@@ -184,7 +196,8 @@ class DeblendInspectorWidget(QWidget):
         layout.addWidget(self.error_label)
 
         # The notifications go through this module's _notify (tests watch it).
-        self.batch = BlendSetPanel(self.viewer, self.model, lambda kind, message: _notify(kind, message))
+        self.batch = BlendSetPanel(self.viewer, self.model, lambda kind, message: _notify(kind, message),
+                                   seconds_per_blend=lambda: self._last_seconds or float("nan"))
         self.batch.save_results_button.clicked.connect(self.save_results)
         for name in ("set_combo", "split_combo", "batch_button", "cancel_button", "save_results_button",
                      "batch_label", "summary"):
@@ -247,8 +260,17 @@ class DeblendInspectorWidget(QWidget):
             self.set_combo.setCurrentText(layer.name)
         self.schedule()
 
+    def _mark_out_of_date(self) -> None:
+        """The blend moved and nothing re-runs: the shown results are an earlier blend's."""
+        if self.last_inspection is not None:
+            self.view.set_out_of_date(True)
+            self.layers.set_out_of_date(True)
+
     def _on_shared_blend(self, state) -> None:
-        if self._source_layer() is not None or not self.model.live:
+        if self._source_layer() is not None:
+            return
+        if not self.model.live:
+            self._mark_out_of_date()
             return
         if getattr(state, "interactive", False):
             self.schedule(interactive=True)
@@ -259,8 +281,8 @@ class DeblendInspectorWidget(QWidget):
 
     def _on_dims(self, *_args) -> None:
         layer = self._source_layer()
-        if layer is not None and layer.ndim > 2 and self.model.live:
-            self.schedule()
+        if layer is not None and layer.ndim > 2:
+            self.schedule() if self.model.live else self._mark_out_of_date()
 
     def current_state(self):
         """The :class:`BlendState` to inspect now (raises InputError for unusable layers)."""
@@ -299,11 +321,9 @@ class DeblendInspectorWidget(QWidget):
         self._timer.stop()
         try:
             state = self.current_state()
-        except InputError as exc:
-            self._show_problem(f"Deblend Inspector: {exc}")
-            return
         except Exception as exc:  # a layer we cannot read: say so, never crash the viewer
-            self._show_problem(f"Deblend Inspector: cannot read the chosen blend: {exc}")
+            text = exc if isinstance(exc, InputError) else f"cannot read the chosen blend: {exc}"
+            self._show_problem(f"Deblend Inspector: {text}", clear=True)
             return
         if state is None:
             self.blend_label.setText("no blend yet: build one with the Blend Builder or choose an image layer")
@@ -314,6 +334,7 @@ class DeblendInspectorWidget(QWidget):
         self._source_state = state
         if not self.model.engine_started:
             self.status_label.setText("starting the inference worker (the first run also loads the models)…")
+            self.view.start_busy("first run: starting the worker and loading the models…")
         # Slow methods (paper-size networks on a CPU): show the fast ones (SEP) first.
         partial = self._deliver_partial if self._last_seconds > PROGRESSIVE_ABOVE_S else None
         try:
@@ -350,7 +371,13 @@ class DeblendInspectorWidget(QWidget):
         except RuntimeError:  # the widget is gone
             pass
 
-    def _show_problem(self, message: str, kind: str = "warning") -> None:
+    def _show_problem(self, message: str, kind: str = "warning", clear: bool = False) -> None:
+        if clear:  # an old blend's masks would pass for this one's (a detection in a field's corner)
+            self.layers.clear()
+            self.side_by_side.clear()
+            self.table.fill([])
+            self.last_inspection = None
+            self.view.set_out_of_date(False)
         self.error_label.setText(message)
         self.error_label.setVisible(True)
         if message not in self._reported:
@@ -364,10 +391,11 @@ class DeblendInspectorWidget(QWidget):
 
     def _on_inspection_done(self, future) -> None:
         requested = self._requested_at.pop(getattr(future, "request_id", -1), None)
+        self.view.stop_busy()
         try:
             inspection = future.result()
         except Exception as exc:
-            self._show_problem(f"Deblend Inspector: the run failed: {exc}", "error")
+            self._show_problem(f"Deblend Inspector: the run failed: {exc}", "error", clear=True)
             return
         if inspection.note == "superseded" or not self.model.is_latest(inspection):
             return
@@ -410,45 +438,28 @@ class DeblendInspectorWidget(QWidget):
         self._update_image(state)
         self._update_layers(inspection)
         self._fill_table(inspection.rows)
+        self.view.set_out_of_date(False)
+        self.layers.set_out_of_date(False)
+        self.view.set_legend(self.layers.mask_layers)
+        if self.view.side_by_side_box.isChecked():
+            self.side_by_side.update(state.image, self.layers.mask_layers)
+
+    def _on_side_by_side(self, on: bool) -> None:
+        if on and self.last_inspection is not None:
+            self.side_by_side.update(self.last_inspection.state.image, self.layers.mask_layers)
+            self.viewer.reset_view()
+        elif not on:
+            self.side_by_side.clear()
 
     def _update_image(self, state) -> None:
         self.layers.update_image(state, shown_elsewhere=self._source_layer() is not None)
+        self.layers.put_under_masks(self._source_layer())
 
     def _update_layers(self, inspection) -> None:
         self.layers.update_masks(inspection, self.model.selected)
 
     def _fill_table(self, rows) -> None:
         self.table.fill(rows)
-
-    # ------------------------------------------------------------------ table export
-    def table_rows(self) -> list:
-        return [] if self.last_inspection is None else list(self.last_inspection.rows)
-
-    def copy_table(self, *_args) -> str:
-        """Put the table on the clipboard as tab-separated text; returns the text."""
-        text = rows_as_tsv(self.table_rows())
-        QGuiApplication.clipboard().setText(text)
-        return text
-
-    def _ask_save_path(self, caption: str, file_filter: str) -> str:
-        """A file name from the save dialog (it asks before replacing a file); "" if cancelled."""
-        return ask_save_path(self, caption, file_filter)
-
-    def save_table(self, *_args):
-        """Save the table as CSV through a save dialog (which confirms any replacement)."""
-        if not self.table_rows():
-            _notify("info", "Deblend Inspector: nothing to save yet: run the methods first")
-            return None
-        path = self._ask_save_path("Save the inspector table", "CSV (*.csv)")
-        if not path:
-            return None
-        try:  # the dialog has already asked before replacing an existing file
-            written = save_inspection(self.last_inspection, path)
-        except Exception as exc:
-            _notify("error", f"Deblend Inspector: cannot save {path}: {exc}")
-            return None
-        _notify("info", f"Deblend Inspector: wrote {written}")
-        return written
 
     # ------------------------------------------------------------------ blend sets (the panel)
     def run_blend_set(self, *_args) -> None:

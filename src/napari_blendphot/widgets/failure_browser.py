@@ -51,6 +51,7 @@ from napari_blendphot.app.failures import FailureModel, can_rerun_masks
 from napari_blendphot.widgets._failures_scatter import FailureScatter
 from napari_blendphot.widgets._failures_table import COLUMN_NAMES, DETECTION_TEXT, FailureTableModel, FilterBox
 from napari_blendphot.widgets._qt import notify as _notify
+from napari_blendphot.widgets._qt import scrolling_layout
 
 __all__ = ["FailureBrowserWidget", "can_rerun_masks"]
 
@@ -59,6 +60,11 @@ BLEND_LAYER = "failures: blend"
 TRUTH_LAYER = "failures: truth"
 #: Viewer keys: next / previous row of the filtered table.
 NEXT_KEY, PREVIOUS_KEY = "J", "K"
+
+#: The widget's help text (its "?" button, tooltip and What's This).
+HELP = ("Browse a results table galaxy by galaxy, worst first: filter by method, galaxy, |dmag|, distance; "
+        "sort by any column (|z| = |flux - true| / error puts confident failures first). The selected blend is "
+        "shown with its true outlines and the methods' re-run masks. See docs/curation.md.")
 
 
 class FailureBrowserWidget(QWidget):
@@ -93,7 +99,7 @@ class FailureBrowserWidget(QWidget):
 
     # -- layout ----------------------------------------------------------------------------------
     def _build(self) -> None:
-        layout = QVBoxLayout(self)
+        layout = scrolling_layout(self, HELP)
         source = QGroupBox("Results")
         source_layout = QVBoxLayout(source)
         row = QHBoxLayout()
@@ -313,16 +319,19 @@ class FailureBrowserWidget(QWidget):
         results_row = int(record["row"])
         blend = failures.blend(results_row)
         meta = {"blendphot_kind": "failure-browser", "blend_id": int(record["blend_id"])}
-        if BLEND_LAYER in self.viewer.layers:
-            layer = self.viewer.layers[BLEND_LAYER]
-            layer.data = blend.blend
-            layer.contrast_limits = astro_contrast(blend.blend)["contrast_limits"]
-            layer.metadata.update(meta)
-        else:
-            self.viewer.add_image(blend.blend, name=BLEND_LAYER, colormap="gray", metadata=meta,
-                                  **astro_contrast(blend.blend))
-            self.viewer.reset_view()
-        show_masks(self.viewer, TRUTH_LAYER, blend.masks, meta)
+        from napari_blendphot.widgets._inspector_layers import keeping_selection
+
+        with keeping_selection(self.viewer):  # the shown blend and truth never take the active layer
+            if BLEND_LAYER in self.viewer.layers:
+                layer = self.viewer.layers[BLEND_LAYER]
+                layer.data = blend.blend
+                layer.contrast_limits = astro_contrast(blend.blend)["contrast_limits"]
+                layer.metadata.update(meta)
+            else:
+                self.viewer.add_image(blend.blend, name=BLEND_LAYER, colormap="gray", metadata=meta,
+                                      **astro_contrast(blend.blend))
+                self.viewer.reset_view()
+            show_masks(self.viewer, TRUTH_LAYER, blend.masks, meta)
         overlay = self.viewer.canvas.overlays.text
         overlay.visible = True
         overlay.text = (f"blend {record['blend_id']}   {record['method']} {record['galaxy']}: "
@@ -369,13 +378,15 @@ class FailureBrowserWidget(QWidget):
 
     def _draw_masks(self, outputs, blend_id) -> None:
         from napari_blendphot._reader import mask_label_kwargs
-        from napari_blendphot.display import masks_to_labels
+        from napari_blendphot.display import method_style, styled_outlines
 
         for name, output in outputs.items():
             if output.masks is None:
                 continue
-            # Filled (the method's masks) under outlines (the truth): same colours, told apart by style.
-            labels = masks_to_labels(output.masks[0])
+            # Outlines in the method's colour and line style, as in the Inspector (filled masks at
+            # partial opacity mixed into one unreadable colour); the truth keeps its white/grey.
+            style = method_style(name)
+            labels = styled_outlines(output.masks[0], style.line_style)
             meta = {"blendphot_kind": "failure-browser", "blend_id": int(blend_id), "method": name}
             layer_name = f"failures: {name} masks"
             if layer_name in self.viewer.layers:
@@ -383,7 +394,11 @@ class FailureBrowserWidget(QWidget):
                 layer.data = labels
                 layer.metadata.update(meta)
             else:
-                layer = self.viewer.add_labels(labels, **{**mask_label_kwargs(layer_name, meta), "opacity": 0.35})
+                from napari_blendphot.widgets._inspector_layers import keeping_selection
+
+                with keeping_selection(self.viewer):  # results never take the active layer
+                    layer = self.viewer.add_labels(labels, **mask_label_kwargs(layer_name, meta, style=style))
+                layer.editable = False
                 # keep the truth outlines on top
                 self.viewer.layers.move(self.viewer.layers.index(layer), self.viewer.layers.index(TRUTH_LAYER))
             layer.visible = True

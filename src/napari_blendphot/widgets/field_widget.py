@@ -36,7 +36,8 @@ from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, Q
 
 from napari_blendphot.errors import BlendphotError
 from napari_blendphot.field.model import FieldModel
-from napari_blendphot.widgets._notify import notify
+from napari_blendphot.widgets._qt import notify
+from napari_blendphot.widgets._qt import scrolling_layout
 
 GROUP_COLORS = {1: (1.0, 1.0, 1.0, 1.0), 2: (1.0, 0.55, 0.0, 1.0), 3: (1.0, 0.15, 0.15, 1.0)}
 MASK_LAYER = "masks: {} (field)"
@@ -45,6 +46,10 @@ TABLE_LIMIT = 2000
 
 # --------------------------------------------------------------------------- RA/Dec in the status bar
 _sky_viewers: "weakref.WeakSet" = weakref.WeakSet()
+
+#: The widget's help text (its "?" button, tooltip and What's This).
+HELP = ("Measure a FITS field image: detect sources, pick blends (click or rectangle), run the methods on "
+        "128x128 cutouts around them and save the catalogue. See docs/field.md.")
 
 
 def _wcs_of(layer):
@@ -151,7 +156,7 @@ class FieldWidget(QWidget):
 
     # ------------------------------------------------------------------ layout
     def _build(self) -> None:
-        layout = QVBoxLayout(self)
+        layout = scrolling_layout(self, HELP)
         row = QHBoxLayout()
         self.layer_box = QComboBox()
         self.layer_box.currentTextChanged.connect(self._on_layer_chosen)

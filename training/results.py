@@ -1,0 +1,256 @@
+"""``python -m training results``: the round-2 results tables, with uncertainties, from predict tables.
+
+Input: one ``blendphot predict`` results table per test set (for example the
+real-galaxy blends, the mock v2 and the mock v1 test blends), each predicted
+with the shipped models and SEP.  Output (a folder, written atomically):
+
+- ``summary.ecsv``: per set and method, galaxies measured, flux MAPE with a
+  95% bootstrap interval, bias / sigma / NMAD of ``dmag``, outlier fraction,
+  mean IoU, and the ratio of SEP's MAPE to the method's with its interval;
+- ``bins.ecsv``: flux MAPE per bin of true half-light radius (<= 10, 10-21,
+  > 21 px) and of separation;
+- ``coverage.ecsv``: coverage of the flux errors at 68% and 95% (overall and
+  per pair-dmag bin), from :func:`napari_blendphot.report.evaluate.coverage_tables`;
+- ``results.md``: the same as Markdown, also written between the markers
+  ``<!-- BEGIN generated: python -m training results -->`` / ``<!-- END ... -->``
+  of a document given with ``--update-docs``.
+
+The bootstrap resamples *galaxies*, not blends: a galaxy appears in many
+blends and its errors are correlated, so a blend bootstrap would give
+intervals far too narrow, most of all on a set of 51 real galaxies.  Each
+resample draws galaxy ids with replacement and weights every measurement of
+a galaxy by the number of times it was drawn.  Every statistic is the one of
+:mod:`napari_blendphot.metrics.photometry`; the resampling is seeded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from napari_blendphot.errors import InputError
+
+BEGIN = "<!-- BEGIN generated: python -m training results -->"
+END = "<!-- END generated: python -m training results -->"
+RADIUS_BINS = ((0.0, 10.0), (10.0, 21.0), (21.0, np.inf))
+SEPARATION_BINS = ((0.0, 10.0), (10.0, 20.0), (20.0, 30.0), (30.0, np.inf))
+REFERENCE = "sep"
+
+
+def _measurements(table, method: str) -> dict:
+    """Arrays over every galaxy of every blend (central rows, then companion rows) for *method*."""
+    def both(name):
+        return np.concatenate([np.asarray(table[f"g1_{name}"]), np.asarray(table[f"g2_{name}"])])
+
+    out = {"true": both("flux").astype(np.float64), "pred": both(f"flux_{method}").astype(np.float64),
+           "id": both("id"), "radius": both("rad").astype(np.float64) if "g1_rad" in table.colnames else None,
+           "distance": np.concatenate([np.asarray(table["distance"], np.float64)] * 2)
+           if "distance" in table.colnames else None}
+    if f"g1_iou_{method}" in table.colnames:
+        out["iou"] = both(f"iou_{method}").astype(np.float64)
+    return out
+
+
+def _ape(true, pred) -> np.ndarray:
+    """Absolute percentage error, NaN where the method measured nothing (the MAPE's own selection)."""
+    found = np.isfinite(pred) & (pred > 0)
+    return np.where(found, 100.0 * np.abs(pred - true) / true, np.nan)
+
+
+def bootstrap_weights(ids, n_resamples: int, seed: int) -> np.ndarray:
+    """(n_resamples, len(ids)) weights: how often each measurement's galaxy was drawn in each resample."""
+    galaxies, index = np.unique(np.asarray(ids), return_inverse=True)
+    rng = np.random.default_rng(seed)
+    counts = np.stack([np.bincount(rng.integers(0, galaxies.size, galaxies.size), minlength=galaxies.size)
+                       for _ in range(n_resamples)])
+    return counts[:, index].astype(np.float64)
+
+
+def _weighted_mean(values, weights) -> np.ndarray:
+    ok = np.isfinite(values)
+    w = weights * ok
+    return (w @ np.where(ok, values, 0.0)) / np.maximum(w.sum(axis=1), 1e-300)
+
+
+def _interval(samples) -> tuple[float, float]:
+    low, high = np.nanpercentile(samples, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def set_summary(table, name: str, n_resamples: int = 1000, seed: int = 0):
+    """Rows of ``summary.ecsv`` for one results table (one per method)."""
+    from napari_blendphot.metrics import photometry as phot
+    from napari_blendphot.metrics.binned import zero_point_of
+    from napari_blendphot.report.results import methods_in
+
+    methods = methods_in(table)
+    if not methods:
+        raise InputError(name, "results table without methods")
+    data = {m: _measurements(table, m) for m in methods}
+    first = data[methods[0]]
+    weights = bootstrap_weights(first["id"], n_resamples, seed)
+    apes = {m: _ape(d["true"], d["pred"]) for m, d in data.items()}
+    boot = {m: _weighted_mean(apes[m], weights) for m in methods}
+    rows = []
+    for method in methods:
+        d = data[method]
+        stats = phot.photometry_stats(d["true"], d["pred"], zp_true=zero_point_of(table, None),
+                                      zp_pred=zero_point_of(table, method), source=f"{name}: {method}")
+        low, high = _interval(boot[method])
+        row = {"set": name, "method": method, "n_galaxies": int(np.unique(first["id"]).size),
+               "n": stats.n, "measured_pct": 100.0 * stats.n_detected / max(stats.n, 1),
+               "flux_mape_pct": float(np.nanmean(apes[method])), "mape_low": low, "mape_high": high,
+               "bias_dmag": stats.mean_dmag, "sigma_dmag": stats.sigma, "nmad_dmag": stats.nmad,
+               "outlier_pct": stats.outlier_percent,
+               "mean_iou": float(np.nanmean(d["iou"])) if "iou" in d else np.nan,
+               "sep_ratio": np.nan, "sep_ratio_low": np.nan, "sep_ratio_high": np.nan}
+        if REFERENCE in methods and method != REFERENCE:
+            row["sep_ratio"] = float(np.nanmean(apes[REFERENCE]) / np.nanmean(apes[method]))
+            row["sep_ratio_low"], row["sep_ratio_high"] = _interval(boot[REFERENCE] / boot[method])
+        rows.append(row)
+    return rows
+
+
+def set_bins(table, name: str):
+    """Rows of ``bins.ecsv``: flux MAPE per radius and separation bin, every method."""
+    from napari_blendphot.report.results import methods_in
+
+    rows = []
+    for method in methods_in(table):
+        d = _measurements(table, method)
+        ape = _ape(d["true"], d["pred"])
+        for kind, key, edges in (("radius_px", "radius", RADIUS_BINS), ("separation_px", "distance", SEPARATION_BINS)):
+            if d[key] is None:
+                continue
+            for low, high in edges:
+                inside = (d[key] > low) & (d[key] <= high) if low > 0 else (d[key] <= high)
+                rows.append({"set": name, "method": method, "binning": kind, "low": low, "high": high,
+                             "n": int(inside.sum()),
+                             "flux_mape_pct": float(np.nanmean(ape[inside])) if inside.any() else np.nan})
+    return rows
+
+
+def set_coverage(table, name: str):
+    """Rows of ``coverage.ecsv`` (both galaxies together), every method with errors."""
+    from napari_blendphot.report.evaluate import coverage_tables
+
+    rows = []
+    for by, part in coverage_tables(table).items():
+        for r in part[part["galaxy"] == "both"]:
+            rows.append({"set": name, "method": str(r["method"]), "binning": by, "low": float(r["bin_low"]),
+                         "high": float(r["bin_high"]), "n": int(r["n"]),
+                         "coverage_68": 100.0 * float(r["coverage_68"]),
+                         "coverage_95": 100.0 * float(r["coverage_95"]),
+                         "spearman": float(r["spearman"])})
+    return rows
+
+
+def _fmt(value, spec=".2f") -> str:
+    return "-" if value is None or not np.isfinite(value) else format(value, spec)
+
+
+def markdown(summary, bins, coverage, sources: dict, n_resamples: int, seed: int) -> str:
+    """The generated block of docs/results.md."""
+    lines = [BEGIN, "", f"Generated by `python -m training results` from {len(sources)} results tables "
+             f"({', '.join(f'{k}: `{Path(v).name}`' for k, v in sources.items())}); intervals are 95% "
+             f"bootstrap intervals over galaxies ({n_resamples} resamples, seed {seed}).", "",
+             "| set | method | galaxies | flux MAPE % [95% CI] | bias | sigma | NMAD | outliers % | IoU | "
+             "SEP / method [95% CI] |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in summary:
+        ratio = "" if not np.isfinite(r["sep_ratio"]) else \
+            f"{r['sep_ratio']:.2f} [{r['sep_ratio_low']:.2f}, {r['sep_ratio_high']:.2f}]"
+        lines.append(f"| {r['set']} | {r['method']} | {r['n_galaxies']} | {r['flux_mape_pct']:.2f} "
+                     f"[{r['mape_low']:.2f}, {r['mape_high']:.2f}] | {_fmt(r['bias_dmag'], '+.3f')} | "
+                     f"{_fmt(r['sigma_dmag'], '.3f')} | {_fmt(r['nmad_dmag'], '.3f')} | "
+                     f"{_fmt(r['outlier_pct'], '.2f')} | {_fmt(r['mean_iou'], '.3f')} | {ratio} |")
+    for kind, title in (("radius_px", "true half-light radius (px)"), ("separation_px", "separation (px)")):
+        part = [b for b in bins if b["binning"] == kind]
+        if not part:
+            continue
+        edges = sorted({(b["low"], b["high"]) for b in part})
+        labels = [f"<= {h:g}" if lo == 0 else (f"> {lo:g}" if not np.isfinite(h) else f"{lo:g}-{h:g}")
+                  for lo, h in edges]
+        lines += ["", f"Flux MAPE (%) per bin of {title} (galaxies in the bin in brackets):", "",
+                  "| set | method | " + " | ".join(labels) + " |", "|---|---|" + "---|" * len(labels)]
+        for key in dict.fromkeys((b["set"], b["method"]) for b in part):
+            cells = {(b["low"], b["high"]): b for b in part if (b["set"], b["method"]) == key}
+            lines.append(f"| {key[0]} | {key[1]} | " + " | ".join(
+                f"{_fmt(cells[e]['flux_mape_pct'])} ({cells[e]['n']})" for e in edges) + " |")
+    overall = [c for c in coverage if c["binning"] == "overall"]
+    if overall:
+        lines += ["", "Coverage of the flux errors (both galaxies; nominal 68.3% within 1 error, 95% within "
+                  "k95 errors) and Spearman correlation of error with |flux - true|:", "",
+                  "| set | method | n | 68% | 95% | worst 68% per pair-dmag bin | worst 95% per bin | Spearman |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for c in overall:
+            per_bin = [b for b in coverage if b["binning"] == "pair_dmag" and b["set"] == c["set"]
+                       and b["method"] == c["method"] and b["n"] > 0]
+            worst68 = max(per_bin, key=lambda b: abs(b["coverage_68"] - 68.27), default=None)
+            worst95 = max(per_bin, key=lambda b: abs(b["coverage_95"] - 95.0), default=None)
+            lines.append(f"| {c['set']} | {c['method']} | {c['n']} | {c['coverage_68']:.1f} | "
+                         f"{c['coverage_95']:.1f} | {_fmt(worst68 and worst68['coverage_68'], '.1f')} | "
+                         f"{_fmt(worst95 and worst95['coverage_95'], '.1f')} | {_fmt(c['spearman'])} |")
+    lines += ["", END]
+    return "\n".join(lines) + "\n"
+
+
+def replace_block(document: str, block: str, source) -> str:
+    """*document* with the text between the generated markers (markers included) replaced by *block*."""
+    start, end = document.find(BEGIN), document.find(END)
+    if start < 0 or end < start:
+        raise InputError(source, f"has no generated block (the lines {BEGIN!r} ... {END!r})")
+    return document[:start] + block.rstrip("\n") + document[end + len(END):]
+
+
+def write_results(sources: dict, out_dir, n_resamples: int = 1000, seed: int = 0, update_docs=None,
+                  overwrite: bool = False) -> dict:
+    """Compute and write the tables of every set; return ``{name: Path}`` of what was written."""
+    from astropy.table import Table
+
+    from napari_blendphot.atomic import atomic_output, write_text_atomic
+    from napari_blendphot.errors import check_output_path
+    from napari_blendphot.provenance import make_provenance
+    from napari_blendphot.report.results import read_results
+
+    if not sources:
+        raise InputError("--set", "give at least one NAME=RESULTS table")
+    out_dir = Path(out_dir)
+    names = ("summary.ecsv", "bins.ecsv", "coverage.ecsv", "results.md")
+    for name in names:
+        check_output_path(out_dir / name, overwrite)
+    summary, bins, coverage = [], [], []
+    for label, path in sources.items():
+        table = read_results(path)
+        summary += set_summary(table, label, n_resamples, seed)
+        bins += set_bins(table, label)
+        coverage += set_coverage(table, label)
+    provenance = make_provenance("training results", inputs={k: str(v) for k, v in sources.items()},
+                                 parameters={"bootstrap_resamples": n_resamples, "unit": "galaxy"}, seed=seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for name, rows in (("summary.ecsv", summary), ("bins.ecsv", bins), ("coverage.ecsv", coverage)):
+        table = Table(rows=rows) if rows else Table()
+        table.meta["provenance"] = provenance
+        with atomic_output(out_dir / name) as tmp:
+            table.write(tmp, format="ascii.ecsv")
+        written[name] = out_dir / name
+    block = markdown(summary, bins, coverage, sources, n_resamples, seed)
+    written["results.md"] = write_text_atomic(out_dir / "results.md", block)
+    if update_docs:
+        document = Path(update_docs).read_text()
+        write_text_atomic(update_docs, replace_block(document, block, update_docs))
+        written["docs"] = Path(update_docs)
+    return written
+
+
+def parse_sets(values) -> dict:
+    """``["name=path", ...]`` -> ``{name: path}``, in order; a malformed one names itself."""
+    out = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise InputError(f"--set {value}", "expected NAME=RESULTS_TABLE")
+        out[name.strip()] = path.strip()
+    return out
+

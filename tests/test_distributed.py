@@ -98,3 +98,19 @@ def test_the_cli_gathers_the_same_csv_as_a_local_run(client, dataset_dir, tmp_pa
     (tmp_path / "cluster.partitions" / "notes.txt").write_text("mine")
     assert main(again + ["--overwrite"]) == 2  # a file this tool did not write: the folder is left alone
     assert (tmp_path / "cluster.partitions" / "notes.txt").read_text() == "mine"
+
+
+def test_an_address_where_no_scheduler_answers_is_one_line(dataset_dir, tmp_path, capsys):
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    import dask
+
+    with dask.config.set({"distributed.comm.timeouts.connect": "2s"}):  # not Dask's 30 s of retries
+        assert main(["predict", str(dataset_dir), "--methods", "sep", "--scheduler", f"tcp://127.0.0.1:{port}",
+                     "-o", str(tmp_path / "r")]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert "no Dask scheduler answers there" in error[-1] and "Traceback" not in "\n".join(error)
+    assert not (tmp_path / "r.csv").exists() and not (tmp_path / "r.partitions").exists()

@@ -131,6 +131,18 @@ def _prepare_partitions_folder(folder: Path, overwrite: bool) -> None:
     folder.mkdir(parents=True, exist_ok=True)
 
 
+def _connect(client_class, address: str):
+    """A client of the scheduler at *address*; a one-line InputError when none answers.
+
+    How long it tries: Dask's ``distributed.comm.timeouts.connect`` (30 s by default).
+    """
+    try:
+        return client_class(address)
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise InputError(f"--scheduler {address}", f"no Dask scheduler answers there ({type(exc).__name__}: {exc})",
+                         "start one (dask scheduler, dask-jobqueue, LocalCluster) and give its tcp://HOST:PORT") from None
+
+
 def predict_on_cluster(blends_dir, methods=None, *, scheduler, partitions_dir, split: str | None = None,
                        weights: dict | None = None, precision: str | None = None,
                        method_options: dict | None = None, backend: str | None = None,
@@ -179,11 +191,11 @@ def predict_on_cluster(blends_dir, methods=None, *, scheduler, partitions_dir, s
     specs = InferenceEngine._specs(SimpleNamespace(method_options={}, methods=methods), methods, options)
     backend = backend or default_backend()
     folder = Path(partitions_dir)
-    _prepare_partitions_folder(folder, overwrite)
     starts = list(range(0, total, int(partition_size)))
     spans = [(start, min(start + int(partition_size), total)) for start in starts]
-    client = scheduler if isinstance(scheduler, Client) else Client(scheduler)
+    client = scheduler if isinstance(scheduler, Client) else _connect(Client, scheduler)
     try:
+        _prepare_partitions_folder(folder, overwrite)  # once a scheduler answers: nothing left behind otherwise
         client.register_plugin(_worker_plugin_class()(specs, backend), name=PLUGIN_NAME)
         attempts, futures, metadata, failures = {}, {}, {}, []
 

@@ -38,3 +38,28 @@ def test_nothing_for_an_empty_total():
     log = io.StringIO()
     progress_printer("x", log)(0, 0)
     assert log.getvalue() == ""
+
+
+def test_a_terminal_without_a_size_still_shows_the_counts():
+    # Regression: a pseudo-terminal that reports no size (as under a job runner) made tqdm take
+    # -1 rows and print nothing, so the bar and its "done/total" counts were blank.
+    import os
+    import pty
+
+    master, slave = pty.openpty()
+    with os.fdopen(slave, "w", closefd=True) as terminal:
+        progress = progress_printer("predict", terminal)
+        for done in (500, 1000, 2000):
+            progress(done, 2000)
+    chunks = []
+    while True:  # everything written, until the closed end reads as EIO
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(master)
+    text = b"".join(chunks).decode("utf-8", "replace")
+    assert "2000/2000" in text and "predict" in text

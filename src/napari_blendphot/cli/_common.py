@@ -10,6 +10,19 @@ def add_overwrite(parser) -> None:
                         help="replace existing output files (never done without this option)")
 
 
+def _terminal_size(stream) -> tuple[int, int]:
+    """(columns, rows) of the terminal, 80 x 24 where it reports none: on a pseudo-terminal without a
+    size tqdm would take -1 and print nothing."""
+    import os
+
+    try:
+        size = os.get_terminal_size(stream.fileno())
+        columns, rows = size.columns, size.lines
+    except (AttributeError, OSError, ValueError):
+        columns = rows = 0
+    return (columns if columns > 0 else 80), (rows if rows > 0 else 24)
+
+
 def progress_printer(label: str, stream=None):
     """A ``progress(done, total)`` callback drawing a progress bar on stderr.
 
@@ -29,7 +42,8 @@ def progress_printer(label: str, stream=None):
         if bar is None or bar.total != total:
             if bar is not None:
                 bar.close()
-            bar = state["bar"] = tqdm(total=total, desc=label, file=stream, unit="", dynamic_ncols=True,
+            columns, rows = _terminal_size(stream)
+            bar = state["bar"] = tqdm(total=total, desc=label, file=stream, unit="", ncols=columns, nrows=rows,
                                       leave=True, mininterval=0.2)
         bar.update(max(0, min(done, total) - bar.n))
         if done >= total:

@@ -39,10 +39,10 @@ from typing import ClassVar
 
 import numpy as np
 
-from napari_blendphot.deblend.base import BlendContext, DeblendOutput, ProgressCallback, check_blends
+from napari_blendphot.deblend.base import BlendContext, DeblendOutput, ProgressCallback
 from napari_blendphot.deblend.sep_baseline import (ASSIGNMENT_NOTE, COLD_PASS, HOT_PASS, PASS_NO_NOISE,
-                                                   PASS_SEP_ERROR, PROGRESS_EVERY, SepPassParameters, SepTwoPass,
-                                                   _BatchOutputs, _context_arrays)
+                                                 PASS_SEP_ERROR, PROGRESS_EVERY, SepPassParameters, SepTwoPass,
+                                                 _BatchOutputs, check_pass_settings, start_batch)
 from napari_blendphot.errors import InputError
 from napari_blendphot.match.assign import assign_detections
 
@@ -103,11 +103,7 @@ class PhotutilsTwoPass:
         if self.aperture_mask_method not in ("correct", "mask", "none"):
             raise InputError("option aperture_mask_method", f"{self.aperture_mask_method!r} is not a mask method",
                              "use 'correct', 'mask' or 'none'")
-        for pass_name in ("cold", "hot"):
-            params = getattr(self, pass_name)
-            if not (params.threshold > 0 and params.minarea >= 1 and 0 <= params.deblend_cont <= 1
-                    and params.deblend_nthresh >= 1):
-                raise InputError(f"option {pass_name}", f"invalid detection settings {params}")
+        check_pass_settings(self)
 
     def deblend(self, blends, context: BlendContext | None = None,
                 progress: ProgressCallback | None = None) -> DeblendOutput:
@@ -115,12 +111,8 @@ class PhotutilsTwoPass:
         reason = unavailable_reason()
         if reason:
             raise InputError(f"method {self.name!r}", reason)
-        blends = check_blends(blends)
-        shifts, radii = _context_arrays(context, len(blends))
+        blends, shifts, radii, out = start_batch(blends, context)
         n_blends = len(blends)
-        out = _BatchOutputs(n_blends, blends.shape[1:])
-        if shifts is not None:
-            out.assignment[:] = np.isfinite(shifts).all(axis=1)
         background_step = SepTwoPass()
         flat = blends.reshape(n_blends, -1)
         constant = flat.min(axis=1) == flat.max(axis=1)

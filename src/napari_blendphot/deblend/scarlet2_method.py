@@ -45,9 +45,9 @@ from typing import ClassVar
 import numpy as np
 
 from napari_blendphot.constants import STAMP_SIZE
-from napari_blendphot.deblend.base import BlendContext, DeblendOutput, ProgressCallback, check_blends
+from napari_blendphot.deblend.base import BlendContext, DeblendOutput, ProgressCallback
 from napari_blendphot.deblend.sep_baseline import (ASSIGNMENT_NOTE, PASS_NO_NOISE, PASS_SEP_ERROR, SepTwoPass,
-                                                   _BatchOutputs, _context_arrays, stamp_sized_pixel_stack)
+                                                 _BatchOutputs, stamp_sized_pixel_stack, start_batch)
 from napari_blendphot.errors import InputError
 from napari_blendphot.match.assign import assign_detections
 
@@ -119,12 +119,8 @@ class Scarlet2Deblender:
         reason = unavailable_reason()
         if reason:
             raise InputError(f"method {self.name!r}", reason)
-        blends = check_blends(blends)
-        shifts, radii = _context_arrays(context, len(blends))
+        blends, shifts, radii, out = start_batch(blends, context)
         n_blends = len(blends)
-        out = _BatchOutputs(n_blends, blends.shape[1:])
-        if shifts is not None:
-            out.assignment[:] = np.isfinite(shifts).all(axis=1)
         detections = _detect(blends, out, self.max_sources)
         fitter = _fitter(float(self.psf_sigma), int(self.n_steps), float(self.learning_rate))
         batch = self.batch_size or (256 if fitter.on_gpu else 16)

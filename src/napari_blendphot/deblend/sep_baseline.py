@@ -173,11 +173,7 @@ class SepTwoPass:
         if self.n_jobs is not None and (not isinstance(self.n_jobs, (int, np.integer)) or self.n_jobs < 1):
             raise InputError("option n_jobs", f"{self.n_jobs!r} is not a positive number of processes",
                              "use 1 for in-process, None for all cores")
-        for pass_name in ("cold", "hot"):
-            params = getattr(self, pass_name)
-            if not (params.threshold > 0 and params.minarea >= 1 and 0 <= params.deblend_cont <= 1
-                    and params.deblend_nthresh >= 1):
-                raise InputError(f"option {pass_name}", f"invalid detection settings {params}")
+        check_pass_settings(self)
 
     # ------------------------------------------------------------------ API
     def deblend(self, blends, context: BlendContext | None = None,
@@ -477,6 +473,29 @@ def _resolve_jobs(n_jobs) -> int:
         except AttributeError:  # not on Linux
             return max(1, os.cpu_count() or 1)
     return int(n_jobs)
+
+
+def check_pass_settings(method) -> None:
+    """The ``cold`` and ``hot`` detection settings of a two-pass method are valid, else one line naming the pass."""
+    for pass_name in ("cold", "hot"):
+        params = getattr(method, pass_name)
+        if not (params.threshold > 0 and params.minarea >= 1 and 0 <= params.deblend_cont <= 1
+                and params.deblend_nthresh >= 1):
+            raise InputError(f"option {pass_name}", f"invalid detection settings {params}")
+
+
+def start_batch(blends, context: BlendContext | None):
+    """(checked blends, shifts, radii, empty per-blend outputs) at the start of a two-galaxy batch.
+
+    Shared by the detection-based methods (photutils, scarlet2): the
+    outputs' assignment flags are set where the companion's shift is known.
+    """
+    blends = check_blends(blends)
+    shifts, radii = _context_arrays(context, len(blends))
+    out = _BatchOutputs(len(blends), blends.shape[1:])
+    if shifts is not None:
+        out.assignment[:] = np.isfinite(shifts).all(axis=1)
+    return blends, shifts, radii, out
 
 
 def _context_arrays(context: BlendContext | None, n_blends: int):

@@ -30,29 +30,16 @@ import time
 
 import numpy as np
 from qtpy.QtCore import QObject, QTimer, Signal
-from qtpy.QtWidgets import (
-    QCheckBox,
-    QComboBox,
-    QHBoxLayout,
-    QLabel,
-    QPushButton,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtWidgets import QCheckBox, QComboBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
-from napari_blendphot.app.inspector import (
-    NO_TRUTH_NOTE,
-    InspectorModel,
-    precisions_used,
-    grouped_errors,
-    state_from_layer,
-)
+from napari_blendphot.app.inspector import (NO_TRUTH_NOTE, InspectorModel, grouped_errors, precisions_used,
+                                            state_from_layer)
 from napari_blendphot.errors import InputError
 from napari_blendphot.widgets._inspector_batch import BlendSetPanel
 from napari_blendphot.widgets._inspector_layers import IMAGE_LAYER, TRUTH_LAYER, InspectorLayers, mask_layer_name
 from napari_blendphot.widgets._inspector_methods import MethodsBox
-from napari_blendphot.widgets._inspector_table import InspectionTable
 from napari_blendphot.widgets._inspector_export import TableExport
+from napari_blendphot.widgets._inspector_table import InspectionTable
 from napari_blendphot.widgets._inspector_view import InspectorView
 from napari_blendphot.widgets._side_by_side import SideBySide
 from napari_blendphot.widgets._inspector_table import short_case as _short_case  # noqa: F401 (tests use it)

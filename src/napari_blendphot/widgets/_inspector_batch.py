@@ -8,11 +8,13 @@ histograms and saves the results table.
 
 from __future__ import annotations
 
+import concurrent.futures
 import time
 from pathlib import Path
 
 import numpy as np
-from qtpy.QtCore import QObject, Signal
+
+from qtpy.QtCore import QObject, QTimer, Signal
 from qtpy.QtWidgets import QComboBox, QGroupBox, QHBoxLayout, QLabel, QPushButton, QSizePolicy, QVBoxLayout
 
 from napari_blendphot.errors import InputError
@@ -73,6 +75,11 @@ class BlendSetPanel(QGroupBox):
         self._bridge = _Bridge()
         self._bridge.progress.connect(self.on_progress)
         self._bridge.done.connect(self._on_done)
+        # The GUI thread also looks at the running future itself: in long sessions the cross-thread
+        # "done" signal was seen not to arrive (the status then stayed at "6 of 6 blends done…").
+        self._watch = QTimer(self)
+        self._watch.setInterval(250)
+        self._watch.timeout.connect(self._check_done)
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(6, 4, 6, 4)
@@ -183,6 +190,7 @@ class BlendSetPanel(QGroupBox):
         self.future = self.model.submit_blend_set(blend_set, split, list(self.model.selected),
                                                   progress=self._deliver_progress)
         self.future.add_done_callback(self._deliver_done)
+        self._watch.start()
         self.batch_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
 
@@ -199,7 +207,7 @@ class BlendSetPanel(QGroupBox):
             pass
 
     def on_progress(self, done: int, total: int) -> None:
-        if self.future is None:  # a late report of a run already shown as finished
+        if self.future is None or self.future.done():  # a late report of a run finished (or being shown so)
             return
         if self._progress_bar is not None:
             self._progress_bar.update(done - self._done)
@@ -212,9 +220,18 @@ class BlendSetPanel(QGroupBox):
             self.future.cancel_event.set()
             self.batch_label.setText("cancelling after the current chunk…")
 
+    def _check_done(self) -> None:
+        if self.future is None:
+            self._watch.stop()
+        elif self.future.done():
+            self._on_done(self.future)
+
     def _on_done(self, future) -> None:
         from napari_blendphot.deblend.engine import Cancelled
 
+        if future is not self.future:  # already shown (by the signal or by the watch), or an older run
+            return
+        self._watch.stop()
         if self._progress_bar is not None:
             self._progress_bar.close()
             self._progress_bar = None
@@ -225,6 +242,9 @@ class BlendSetPanel(QGroupBox):
         try:
             table = future.result()
             note = f"{len(table)} blends in {seconds:.1f} s"
+        except concurrent.futures.CancelledError:  # a BaseException since Python 3.8: never leave the status behind
+            self.batch_label.setText("cancelled")
+            return
         except Cancelled as exc:
             table = getattr(exc, "partial", None)
             note = f"cancelled after {exc.done} of {exc.total} blends"

@@ -242,13 +242,13 @@ class BlendSetPanel(QGroupBox):
         try:
             table = future.result()
             note = f"{len(table)} blends in {seconds:.1f} s"
-        except concurrent.futures.CancelledError:  # a BaseException since Python 3.8: never leave the status behind
-            self.batch_label.setText("cancelled")
-            return
         except Cancelled as exc:
             table = getattr(exc, "partial", None)
             note = f"cancelled after {exc.done} of {exc.total} blends"
             self._notify("info", f"Deblend Inspector: blend-set run {note}")
+        except concurrent.futures.CancelledError:  # a BaseException since Python 3.8: never leave the status behind
+            self.batch_label.setText("cancelled")
+            return
         except Exception as exc:
             self.batch_label.setText(f"failed: {exc}")
             self._notify("error", f"Deblend Inspector: the blend-set run failed: {exc}")

@@ -146,21 +146,3 @@ class MethodsBox(QGroupBox):
             label.setText(text)
             label.setToolTip(self.model.weights.get(name) or text)
 
-    def _sync_method_boxes(self) -> None:
-        for name, box in self.method_boxes.items():
-            if box.isChecked() != (name in self.model.selected):
-                box.blockSignals(True)
-                box.setChecked(name in self.model.selected)
-                box.blockSignals(False)
-        index = self.precision_combo.findData(self.model.precision)
-        if index >= 0 and index != self.precision_combo.currentIndex():
-            self.precision_combo.blockSignals(True)
-            self.precision_combo.setCurrentIndex(index)
-            self.precision_combo.blockSignals(False)
-
-    def _update_weights_labels(self) -> None:
-        for name, label in self.weights_labels.items():
-            text = self.model.weights_description(name)
-            label.setText(text)
-            label.setToolTip(self.model.weights.get(name) or text)
-

@@ -241,6 +241,25 @@ def _leave() -> None:
     os._exit(0)
 
 
+def _wait_ended(process, timeout: float) -> bool:
+    """Whether *process* ends within *timeout* s; once it has, wait (briefly) until its exit code is known.
+
+    The end is read from the process's sentinel, not from ``is_alive()``: the
+    executor's own thread reaps a dead worker too, and whichever ``waitpid``
+    comes second finds nothing, so ``is_alive()`` says True for the instant
+    before the other thread records the code.  Signalling the process then
+    would aim at a pid that is no longer ours.
+    """
+    from multiprocessing.connection import wait
+
+    if not wait([process.sentinel], timeout):
+        return False
+    deadline = time.monotonic() + 2.0
+    while process.exitcode is None and time.monotonic() < deadline:
+        time.sleep(0.005)  # the reaping thread needs the GIL for an instant to record the code
+    return True
+
+
 def _block_interrupts_in_this_thread() -> None:
     # Processes started from this thread inherit the mask: Ctrl-C cannot reach a
     # new worker before its initializer ignores it (no KeyboardInterrupt traceback).
@@ -355,13 +374,11 @@ class IsolatedWorker:
                 pool.submit(_leave)
         pool.shutdown(wait=False, cancel_futures=True)
         if process is not None:
-            process.join(timeout)
-            if process.is_alive():
-                process.terminate()
-                process.join(timeout)
-            if process.is_alive():
-                process.kill()
-                process.join(timeout)
+            for signal_it in (None, process.terminate, process.kill):
+                if signal_it is not None:
+                    signal_it()
+                if _wait_ended(process, timeout):
+                    break
 
     def close(self) -> None:
         """Stop the worker and the launcher thread."""

@@ -86,6 +86,17 @@ if __name__ == "__main__":
                                        partitions_dir=folder + "/always_parts", method_options=always)
                 except PartitionFailures as exc:
                     report["failures"] = [[index, span] for index, span, _ in exc.failures]
+        # One worker with two threads: the dying partition (the last, of 4 blends) starts while
+        # partition 2 runs beside it, so the death fails both; only the culprit may be reported.
+        with LocalCluster(n_workers=1, threads_per_worker=2, processes=True, dashboard_address=None) as cluster:
+            with Client(cluster) as client:
+                beside = {"dying": {"die_on_size": 4, "tally": folder + "/beside", "times": 9,
+                                    "seconds_per_blend": 0.3}}
+                try:
+                    predict_on_cluster(dataset, ["dying"], scheduler=client, split="all", partition_size=6,
+                                       partitions_dir=folder + "/beside_parts", method_options=beside)
+                except PartitionFailures as exc:
+                    report["beside_failures"] = [[index, span] for index, span, _ in exc.failures]
     print("REPORT " + json.dumps(report))
 """
 
@@ -109,6 +120,11 @@ def test_a_dead_worker_loses_only_its_partition_retried_once_then_reported(datas
     # The four partitions done are kept; nothing half-written lies beside them.
     assert sorted(p.name for p in (tmp_path / "always_parts").iterdir()) == \
         [f"part-{i:05d}.parquet" for i in range(4)]
+    # A partition that only shared the dying worker is retried alone and kept (it failed twice
+    # beside the culprit before the retries went one at a time).
+    assert report["beside_failures"] == [[3, "18-21"]] and (tmp_path / "beside").read_text() == "died\n" * 2
+    assert sorted(p.name for p in (tmp_path / "beside_parts").iterdir()) == \
+        [f"part-{i:05d}.parquet" for i in range(3)]
 
 
 def test_the_cli_gathers_the_same_csv_as_a_local_run(client, dataset_dir, tmp_path):

@@ -11,8 +11,10 @@ into the usual results table: the same rows, columns and values as a local
 ``predict`` (the methods work blend by blend; the table is built by the same
 :func:`~napari_blendphot.report.results.build_results_table`).
 
-A partition whose worker dies or raises is submitted once more; if it fails
-again it is reported (:class:`PartitionFailures`, with the partitions done
+A partition that raises is submitted once more at once; a partition whose
+worker died is submitted once more after the others, alone (a worker's death
+fails every partition it held, and only alone is a second death its own).  A
+partition that fails again is reported (:class:`PartitionFailures`, with the partitions done
 kept on disk) and nothing is gathered.  The scheduler's own
 ``distributed.scheduler.allowed-failures`` retries come before ours.
 
@@ -131,6 +133,16 @@ def _prepare_partitions_folder(folder: Path, overwrite: bool) -> None:
     folder.mkdir(parents=True, exist_ok=True)
 
 
+def _remove_partial_files(folder: Path) -> None:
+    """Delete the half-written partition files that a worker dying in mid-write left behind.
+
+    Called once every attempt has ended; only names this module writes.
+    """
+    for entry in folder.iterdir():
+        if entry.name.startswith(".part-") and _PARTITION_FILE.match(entry.name):
+            entry.unlink(missing_ok=True)
+
+
 def _connect(client_class, address: str):
     """A client of the scheduler at *address*; a one-line InputError when none answers.
 
@@ -170,7 +182,8 @@ def predict_on_cluster(blends_dir, methods=None, *, scheduler, partitions_dir, s
     from napari_blendphot.report.results import concatenate_results
 
     try:
-        from distributed import Client, as_completed
+        from distributed import Client, KilledWorker, as_completed
+        from distributed import wait as distributed_wait
     except ImportError:
         raise InputError("--scheduler", "needs dask.distributed", "pip install 'distributed' 'pyarrow'") from None
     dataset = BlendDataset(blends_dir)
@@ -208,22 +221,49 @@ def predict_on_cluster(blends_dir, methods=None, *, scheduler, partitions_dir, s
             futures[future.key] = index
             return future
 
-        pending = as_completed([submit(index) for index in range(len(spans))], with_results=False)
         done = 0
-        for future in pending:
+
+        def finished(future) -> bool:
+            nonlocal done
             index = futures[future.key]
-            if future.status == "finished":
-                _, metadata[index] = future.result()
-                done += 1
-                if progress is not None:
-                    progress(done, len(spans))
+            if future.status != "finished":
+                return False
+            _, metadata[index] = future.result()
+            done += 1
+            if progress is not None:
+                progress(done, len(spans))
+            return True
+
+        def give_up(index, error):
+            start, stop = spans[index]
+            failures.append((index, f"{start}-{stop - 1}", f"{type(error).__name__}: {error}"))
+
+        pending = as_completed([submit(index) for index in range(len(spans))], with_results=False)
+        killed, killed_errors = [], {}
+        for future in pending:
+            if finished(future):
                 continue
-            error = future.exception()
-            if attempts[index] <= retries:
+            index, error = futures[future.key], future.exception()
+            if isinstance(error, KilledWorker):
+                # A worker's death fails every partition it held, not only the one that killed it:
+                # these are retried later, one at a time, where a death can only be their own.
+                killed.append(index)
+                killed_errors[index] = error
+            elif attempts[index] <= retries:
                 pending.add(submit(index))
             else:
-                start, stop = spans[index]
-                failures.append((index, f"{start}-{stop - 1}", f"{type(error).__name__}: {error}"))
+                give_up(index, error)
+        for index in sorted(killed):
+            error = killed_errors[index]
+            while attempts[index] <= retries:
+                future = submit(index)
+                distributed_wait([future])
+                if finished(future):
+                    break
+                error = future.exception()
+            else:
+                give_up(index, error)
+        _remove_partial_files(folder)
         if failures:
             raise PartitionFailures(sorted(failures), done, len(spans), folder)
     finally:

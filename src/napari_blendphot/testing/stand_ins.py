@@ -103,11 +103,12 @@ class DyingDeblender(SlowDeblender):
     """The slow stand-in, whose process dies (exit 1, no goodbye) on a batch of *die_on_size* blends.
 
     It dies *times* times in all, counted in the file *tally* (shared by the
-    processes of a test): a worker death at scale, once or for good.
+    processes of a test): a worker death at scale, once or for good.  Other
+    batches take *seconds_per_blend* each.
     """
 
-    def __init__(self, die_on_size: int, tally: str, times: int = 1):
-        super().__init__(0.0)
+    def __init__(self, die_on_size: int, tally: str, times: int = 1, seconds_per_blend: float = 0.0):
+        super().__init__(seconds_per_blend)
         self.die_on_size, self.tally, self.times = int(die_on_size), str(tally), int(times)
 
     def deblend(self, blends, context=None, progress=None):

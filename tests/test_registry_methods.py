@@ -169,3 +169,11 @@ def test_no_list_of_method_names_outside_the_registry():
             if two_names.search(code) and ">>>" not in code and "predict(" not in code:
                 found.append(f"{relative}:{number}: {line.strip()}")
     assert not found, "\n".join(found)
+def test_execution_order_runs_a_method_after_those_whose_masks_it_reuses():
+    from napari_blendphot.deblend.registry import execution_order, method_info
+
+    assert method_info("unet").reuses_masks_of == ("blend2mask2flux",)
+    assert execution_order(["unet", "sep", "blend2mask2flux", "blend2flux"]) == \
+        ["blend2mask2flux", "unet", "sep", "blend2flux"]
+    assert execution_order(["sep", "blend2mask2flux", "unet"]) == ["sep", "blend2mask2flux", "unet"]
+    assert execution_order(["unet", "sep"]) == ["unet", "sep"]

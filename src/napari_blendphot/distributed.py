@@ -101,13 +101,17 @@ def run_partition(rows, catalog, out_file: str, iou_threshold: float):
     blends = check_blends(rows.read("blends"), source=f"{rows.folder}: blends {rows.rows[0]}-{rows.rows[-1]}")
     true_masks = rows.read("masks") if rows.has_masks else None
     context = context_from_catalog(catalog)
+    from napari_blendphot.deblend.registry import execution_order
+
     outputs = {}
-    for name, method in plugin.methods.items():
+    for name in execution_order(plugin.methods):
+        method = plugin.methods[name]
         output = method.deblend(blends, context)
         if len(output.fluxes) != len(blends):
             raise RuntimeError(f"method {name!r} returned {len(output.fluxes)} results for {len(blends)} blends")
         output.method = name
         outputs[name] = output
+    outputs = {name: outputs[name] for name in plugin.methods}  # the columns in the order asked for
     table = build_results_table(catalog, outputs, true_masks=true_masks, iou_threshold=iou_threshold)
     with atomic_output(out_file) as tmp:
         table.write(tmp, format="parquet")

@@ -602,9 +602,13 @@ class InferenceEngine:
 
     def _run_chunk(self, where: str, chunk, chunk_context, specs, reduce=None, prefetch=None) -> tuple[int, dict]:
         """Every method's output on one chunk: one task per method, the pixels (or rows to read) sent with the first."""
+        from napari_blendphot.deblend.registry import execution_order
+
         chunk_id = next(self._chunk_ids)
         outputs: dict[str, DeblendOutput] = {}
-        for index, (name, factory, options) in enumerate(specs):
+        by_name = {spec[0]: spec for spec in specs}
+        # A method that reuses another's masks runs after it; the outputs keep the order asked for.
+        for index, (name, factory, options) in enumerate(by_name[name] for name in execution_order(by_name)):
             first = index == 0
             future = self._worker.submit(_serve_method, chunk_id, chunk if first else None,
                                          chunk_context if first else None, name, factory, options,
@@ -624,7 +628,7 @@ class InferenceEngine:
                 raise error from exc
             outputs[name] = output
             self.last_compute_seconds[name] = self.last_compute_seconds.get(name, 0.0) + seconds
-        return chunk_id, outputs
+        return chunk_id, {name: outputs[name] for name in by_name}
 
     def _wait(self, future, doing: str, method_parts: dict, method: str | None = None, error_doing: str | None = None):
         """The result of a task in the worker, with its failures turned into our errors.
@@ -838,7 +842,7 @@ def _serve_stats() -> dict:
     stats = {}
     for name, (_, method) in _created.items():
         stats[name] = {key: getattr(method, key) for key in ("compilations", "batch_size", "device", "precision",
-                                                             "pad_batches")
+                                                             "pad_batches", "reused_passes")
                        if hasattr(method, key)}
     return stats
 

@@ -22,6 +22,16 @@ channels.  "ogg" becomes the two masks ``max(central, overlap)`` and
 ``max(companion, overlap)`` (:func:`napari_blendphot.models.networks.decode_masks`,
 shared with training).
 
+Shared U-Net pass: blend2mask2flux computes the U-Net's masks on its way to
+the fluxes.  It keeps the last ones it computed (one batch of blends, in this
+process); the ``unet`` method, asked next for the same blends with a U-Net of
+the same fingerprint (:func:`napari_blendphot.models.networks.unet_fingerprint`),
+the same precision and backend, takes them instead of running the U-Net
+again (the registry's ``reuses_masks_of``; callers order the methods with
+:func:`~napari_blendphot.deblend.registry.execution_order`).  The shipped
+``unet`` and blend2mask2flux hold the same U-Net, so running both costs one
+U-Net pass.
+
 The models of :mod:`napari_blendphot.models` take raw stamps (N, 128, 128),
 scale them inside and return fluxes in the stamps' units, so no scaling
 happens here.  A model with a trailing channel axis (N, 128, 128, 1) is fed
@@ -103,6 +113,11 @@ def _median(values: np.ndarray) -> float:
     return np.mean(values[low:high + 1])
 
 
+#: The masks of blend2mask2flux's last U-Net pass in this process: ``{"key", "blends", "masks"}``
+#: (one batch: the blends are kept to compare, not trusted by identity, since a caller may edit them in place).
+_last_unet_pass: dict = {}
+
+
 def _padded(batch: np.ndarray, rows: int) -> np.ndarray:
     """*batch* with its last row repeated up to *rows* rows (real pixels: no NaN in the padding rows)."""
     if rows <= len(batch):
@@ -179,7 +194,13 @@ class KerasDeblender:
             raise InputError(self.weights_path, f"manifest architecture encoding {self.mask_encoding!r} unknown",
                              "expected 'two' or 'ogg'")
         self._channel_axis = self._input_layout()
+        from napari_blendphot.models.networks import unet_fingerprint
         from napari_blendphot.provenance import sha256_file
+
+        #: sha256 of the U-Net inside the model (None without one): equal fingerprints give equal masks.
+        self.unet_fingerprint = unet_fingerprint(self.model)
+        #: Calls served with another method's U-Net pass (:func:`_reused_masks`), for benchmarks and tests.
+        self.reused_passes = 0
 
         self.weights_sha256 = sha256_file(self.weights_path)
 
@@ -416,6 +437,7 @@ class KerasDeblender:
             "precision_requested": self.requested_precision,
             "device": self.device,
             "padded_batches": self.pad_batches,
+            **({"unet_fingerprint": self.unet_fingerprint} if self.unet_fingerprint else {}),
         }
 
     def warm_up(self) -> None:
@@ -472,7 +494,12 @@ class UNetDeblender(KerasDeblender):
     def deblend(self, blends, context: BlendContext | None = None,
                 progress: ProgressCallback | None = None) -> DeblendOutput:
         blends = self._checked(blends)
-        _, masks, _ = self._predict(blends, progress)
+        masks = self._reused_masks(blends)
+        if masks is not None:
+            if progress is not None:
+                progress(len(blends), len(blends))
+        else:
+            _, masks, _ = self._predict(blends, progress)
         if masks is None:
             raise InputError(self.weights_path, "the model does not output masks (B, H, W, C): not a U-Net")
         inside = masks > MASK_THRESHOLD
@@ -487,6 +514,16 @@ class UNetDeblender(KerasDeblender):
                                        "outside both masks; calibrated as sqrt((a raw)^2 + (b F)^2) with the "
                                        "manifest's flux_error_calibration (docs/uncertainty.md)")
         return DeblendOutput(self.name, fluxes, masks, {}, metadata, errors)
+
+    def _reused_masks(self, blends: np.ndarray) -> np.ndarray | None:
+        """A copy of blend2mask2flux's masks of these very blends from the same U-Net, or None."""
+        last = _last_unet_pass
+        if not last or last["key"] != _unet_pass_key(self) or last["blends"].shape != blends.shape:
+            return None
+        if not np.array_equal(last["blends"], blends):
+            return None
+        self.reused_passes += 1
+        return last["masks"].copy()
 
     def _mask_flux_errors(self, pixels, masks, inside, fluxes) -> np.ndarray:
         """Errors of mask-sum fluxes: the noise in the mask and how much the flux depends on the mask's edge."""
@@ -518,4 +555,12 @@ class Blend2Mask2FluxDeblender(KerasDeblender):
         if fluxes is None or masks is None:
             raise InputError(self.weights_path, "the model must output both fluxes (B, 2) and masks "
                              "(B, H, W, C): not a blend2mask2flux model")
+        _last_unet_pass.clear()
+        if self.unet_fingerprint is not None:
+            _last_unet_pass.update(key=_unet_pass_key(self), blends=np.array(blends, copy=True), masks=masks.copy())
         return DeblendOutput(self.name, fluxes, masks, {}, self.metadata(), self._flux_errors(fluxes, relative))
+
+
+def _unet_pass_key(method: KerasDeblender) -> tuple:
+    """What must agree for one U-Net pass to stand for another: the U-Net, the precision, the backend."""
+    return (method.unet_fingerprint, method.precision, method.keras_backend)

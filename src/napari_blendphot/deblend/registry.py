@@ -30,7 +30,12 @@ Capabilities (:class:`MethodInfo`)
 ``wants_gpu``
     runs faster on a GPU;
 ``flux_errors``
-    gives 1-sigma flux errors (``DeblendOutput.flux_errors``).
+    gives 1-sigma flux errors (``DeblendOutput.flux_errors``);
+``reuses_masks_of``
+    the methods whose masks it takes instead of computing its own when they
+    have just run on the same blends with the same network weights (the
+    ``unet`` method and blend2mask2flux's U-Net): callers run it after them
+    (:func:`execution_order`); the results are those of its own pass.
 
 Built-in methods
 ----------------
@@ -123,7 +128,7 @@ class MethodInfo:
         One line for ``--help`` texts and tooltips.
     origin : str
         ``"builtin"``, ``"runtime"`` (register_method) or ``"entry point <value>"``.
-    uses_keras, accepts_weights, network, precisions, parallel, wants_gpu, flux_errors
+    uses_keras, accepts_weights, network, precisions, parallel, wants_gpu, flux_errors, reuses_masks_of
         Capabilities: see the module's documentation.
     short_label, color : str
         How reports and figures show the method ("" for the name and a colour by position).
@@ -157,6 +162,7 @@ class MethodInfo:
     parallel: bool = False
     wants_gpu: bool = False
     flux_errors: bool = False
+    reuses_masks_of: tuple = ()
     short_label: str = ""
     color: str = ""
     line_style: str = ""
@@ -175,7 +181,7 @@ class MethodInfo:
 
 #: Capability attributes of :class:`MethodInfo` (also read from a factory's attributes).
 CAPABILITIES = ("makes_masks", "needs_worker", "uses_keras", "accepts_weights", "network", "precisions", "parallel",
-                "wants_gpu", "flux_errors")
+                "wants_gpu", "flux_errors", "reuses_masks_of")
 #: Line styles a method's outlines and curves can have (matplotlib's names).
 LINE_STYLES = ("solid", "dashed", "dotted", "dashdot")
 #: Precisions of the Keras methods (:data:`napari_blendphot.models.precision.PRECISIONS`, not imported here).
@@ -196,7 +202,7 @@ _BUILTINS = (
     MethodInfo("unet", "U-Net masks + flux in mask", True, factory="napari_blendphot.deblend.keras_methods:UNetDeblender",
                description="U-Net segmentation; each flux is the blend summed inside its mask (> 0.5)",
                origin="builtin", network="unet", short_label="unet", color="#7b4fa0", line_style="dotted",
-               **_KERAS),
+               reuses_masks_of=("blend2mask2flux",), **_KERAS),
     MethodInfo("blend2mask2flux", "blend2mask2flux (U-Net + CNN)", True,
                factory="napari_blendphot.deblend.keras_methods:Blend2Mask2FluxDeblender",
                description="U-Net masks then a CNN on blend + masks for the fluxes (Boucaud et al. 2020)",
@@ -252,7 +258,7 @@ def register_method(name: str, factory: Factory, *, label: str | None = None, ma
         Allow replacing an existing registration (built-ins included).
     capabilities
         ``uses_keras``, ``accepts_weights``, ``network``, ``precisions``,
-        ``parallel``, ``wants_gpu``, ``flux_errors`` (see the module's documentation).
+        ``parallel``, ``wants_gpu``, ``flux_errors``, ``reuses_masks_of`` (see the module's documentation).
     check : callable or str, optional
         Availability check, see :class:`MethodInfo`.
     default_run : bool, optional
@@ -290,7 +296,7 @@ def _checked_capabilities(values: dict, name: str) -> dict:
     for key, value in values.items():
         if key in ("makes_masks", "needs_worker"):
             continue
-        if key == "precisions":
+        if key in ("precisions", "reuses_masks_of"):
             value = (value,) if isinstance(value, str) else tuple(str(p) for p in (value or ()))
         elif key == "network":
             value = None if value is None else str(value)
@@ -298,6 +304,18 @@ def _checked_capabilities(values: dict, name: str) -> dict:
             value = bool(value)
         out[key] = value
     return out
+
+
+def execution_order(names) -> list[str]:
+    """*names* in the order to run them: each method before those that reuse its masks, otherwise as given.
+
+    The results keep the order the user gave; only the computing order moves.
+    """
+    ordered: list[str] = []
+    for name in names:
+        waiting = [index for index, placed in enumerate(ordered) if name in method_info(placed).reuses_masks_of]
+        ordered.insert(waiting[0] if waiting else len(ordered), name)
+    return ordered
 
 
 def _known_line_style(value) -> str:

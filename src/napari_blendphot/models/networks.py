@@ -375,6 +375,36 @@ def load_unet_weights(b2m2f_model, unet_model) -> list[str]:
     return copied
 
 
+def unet_fingerprint(model) -> str | None:
+    """sha256 of the U-Net inside *model* (a U-Net or a blend2mask2flux), None if it holds none.
+
+    Hashes what decides the masks: the input normalisation's settings and the
+    configuration and weights of every ``unet_*`` layer and of ``masks``
+    (names as :func:`build_unet` gives them; trainability and dtype policy
+    left out: a frozen U-Net is the same U-Net, precision is the caller's
+    business).  Two models with the same fingerprint give the same masks.
+    """
+    import hashlib
+    import json
+
+    import numpy as np
+
+    digest = hashlib.sha256()
+    has_masks = False
+    for layer in sorted(model.layers, key=lambda item: item.name):
+        if not (layer.name.startswith("unet_") or layer.name in ("masks", "normalization")):
+            continue
+        config = {key: value for key, value in layer.get_config().items() if key not in ("name", "trainable", "dtype")}
+        digest.update(f"{layer.name}|{type(layer).__name__}|".encode())
+        digest.update(json.dumps(config, sort_keys=True, default=str).encode())
+        for weight in layer.get_weights():
+            array = np.ascontiguousarray(weight)
+            digest.update(f"{array.dtype.str}{array.shape}".encode())
+            digest.update(array.tobytes())
+        has_masks = has_masks or layer.name == "masks"
+    return digest.hexdigest() if has_masks else None
+
+
 def copy_matching_weights(target, source, rename=None) -> list[str]:
     """Copy weights layer by layer from *source* into *target* where names (after *rename*) and shapes match.
 

@@ -1,0 +1,98 @@
+"""One U-Net pass for the ``unet`` method and blend2mask2flux when they hold the same U-Net.
+
+Keras runs in this process (PyTorch backend unless KERAS_BACKEND says otherwise).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "torch")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import keras  # noqa: E402
+
+from napari_blendphot.models.io import save_model  # noqa: E402
+from napari_blendphot.models.networks import (build_blend2flux, build_blend2mask2flux, build_unet,  # noqa: E402
+                                              load_unet_weights, unet_fingerprint)
+
+UNET = {"depth": 2, "filters": 4}
+
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    keras.utils.set_random_seed(5)
+
+
+def _stamps(n=6, seed=0):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:128, :128]
+    stamps = rng.normal(0.0, 0.01, (n, 128, 128))
+    stamps += rng.uniform(1, 5, (n, 1, 1)) * np.exp(-((yy - 60) ** 2 + (xx - 66) ** 2) / 30.0)
+    stamps += rng.uniform(1, 5, (n, 1, 1)) * np.exp(-((yy - 70) ** 2 + (xx - 75) ** 2) / 20.0)
+    return stamps.astype("float32")
+
+
+@pytest.fixture
+def pair(tmp_path):
+    """(unet.keras, blend2mask2flux.keras holding that U-Net, blend2mask2flux.keras with its own U-Net)."""
+    unet = build_unet(**UNET)
+    same = build_blend2mask2flux(unet_depth=2, unet_filters=4, head_filters=4, head_depth=2, head_dense=(8,))
+    load_unet_weights(same, unet)
+    other = build_blend2mask2flux(unet_depth=2, unet_filters=4, head_filters=4, head_depth=2, head_dense=(8,))
+    paths = tmp_path / "unet.keras", tmp_path / "same.keras", tmp_path / "other.keras"
+    for model, path in zip((unet, same, other), paths):
+        save_model(model, path)
+    return paths
+
+
+def test_the_fingerprint_names_the_u_net_and_nothing_else(pair):
+    from napari_blendphot.models.io import load_model
+
+    unet, same, other = (load_model(path, compile=False) for path in pair)
+    assert unet_fingerprint(unet) == unet_fingerprint(same) != unet_fingerprint(other)
+    assert unet_fingerprint(build_blend2flux(filters=4, dense_widths=(8,))) is None
+    # Freezing does not change the U-Net; one changed weight does.
+    for layer in same.layers:
+        if layer.name.startswith("unet_"):
+            layer.trainable = False
+    assert unet_fingerprint(same) == unet_fingerprint(unet)
+    kernel = same.get_layer("masks").get_weights()
+    kernel[0] = kernel[0] + 1e-3
+    same.get_layer("masks").set_weights(kernel)
+    assert unet_fingerprint(same) != unet_fingerprint(unet)
+
+
+def test_unet_takes_blend2mask2flux_masks_of_the_same_blends(pair):
+    from napari_blendphot.deblend.keras_methods import Blend2Mask2FluxDeblender, UNetDeblender
+
+    unet_path, same_path, other_path = pair
+    stamps = _stamps()
+    alone = UNetDeblender(weights=str(unet_path)).deblend(stamps)  # its own pass
+
+    b2m2f, unet = Blend2Mask2FluxDeblender(weights=str(same_path)), UNetDeblender(weights=str(unet_path))
+    with_masks = b2m2f.deblend(stamps)
+    shared = unet.deblend(stamps.copy())  # equal pixels in another array: reused
+    assert unet.reused_passes == 1
+    np.testing.assert_allclose(shared.masks, with_masks.masks)
+    np.testing.assert_allclose(shared.masks, alone.masks, atol=1e-5)  # the same U-Net, one pass fewer
+    np.testing.assert_allclose(shared.fluxes, alone.fluxes, rtol=1e-5, equal_nan=True)
+    assert shared.masks is not with_masks.masks  # a copy: editing one output leaves the other alone
+    assert shared.metadata["unet_fingerprint"] == with_masks.metadata["unet_fingerprint"]
+
+    # Other blends, or the same array edited in place, are computed afresh.
+    edited = stamps.copy()
+    b2m2f.deblend(edited)
+    edited[0, 64, 64] += 1.0
+    unet.deblend(edited)
+    unet.deblend(_stamps(seed=1))
+    assert unet.reused_passes == 1
+    # Another U-Net inside blend2mask2flux, or another precision: never reused.
+    Blend2Mask2FluxDeblender(weights=str(other_path)).deblend(stamps)
+    unet.deblend(stamps)
+    b2m2f.deblend(stamps)
+    in_bfloat16 = UNetDeblender(weights=str(unet_path), precision="bfloat16")
+    in_bfloat16.deblend(stamps)
+    assert unet.reused_passes == 1 and in_bfloat16.reused_passes == 0

@@ -110,6 +110,22 @@ def test_bad_weights_raise_input_error_from_the_worker(tiny, probe, tmp_path):
     assert engine.run(probe[:1], methods=["blend2flux"])["blend2flux"].fluxes.shape == (1, 2)
 
 
+def test_the_shipped_unet_and_blend2mask2flux_share_one_u_net_pass(probe):
+    """The shipped U-Net is blend2mask2flux's: asked for both, the worker runs it once."""
+    blends = probe[:3]
+    with InferenceEngine(["unet", "blend2mask2flux"], backend="tensorflow") as engine:
+        alone = engine.run(blends, methods=["unet"])["unet"]  # its own pass: no blend2mask2flux ran yet
+        assert engine.worker_stats()["unet"]["reused_passes"] == 0
+        both = engine.run(blends)
+        assert engine.worker_stats()["unet"]["reused_passes"] == 1
+    assert list(both) == ["unet", "blend2mask2flux"]  # the order asked for, not the order computed
+    assert both["unet"].metadata["unet_fingerprint"] == both["blend2mask2flux"].metadata["unet_fingerprint"]
+    # The same U-Net in another graph: equal to float rounding.
+    np.testing.assert_allclose(both["unet"].masks, alone.masks, atol=1e-4)
+    np.testing.assert_allclose(both["unet"].masks, both["blend2mask2flux"].masks)
+    np.testing.assert_allclose(both["unet"].fluxes, alone.fluxes, rtol=1e-3)
+
+
 def test_no_tensorflow_in_the_test_process():
     assert "tensorflow" not in sys.modules
     assert "keras" not in sys.modules

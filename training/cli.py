@@ -128,6 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_ship)
 
+    p = sub.add_parser("swap-unet", help="a new blend2mask2flux run folder with another trained U-Net inside "
+                                          "(nothing retrained: check it on held-out blends before shipping)")
+    p.add_argument("run_dir", help="the blend2mask2flux run")
+    p.add_argument("--unet", required=True, help="the U-Net: a .keras file or a unet run folder")
+    p.add_argument("-o", "--output", required=True, help="new run folder to create")
+    p.set_defaults(func=_swap_unet)
+
     p = sub.add_parser("results", help="the results tables of the shipped models on several test sets, with "
                                        "bootstrap intervals over galaxies, bins and error coverage")
     p.add_argument("--set", action="append", default=[], metavar="NAME=RESULTS", required=True,
@@ -194,6 +201,14 @@ def _ship(args) -> int:
                         notes=args.notes, weights_dir=args.weights_dir, overwrite=args.overwrite,
                         test_results=args.test_results, calibration=args.calibration, stages=args.stage)
     print(manifest.to_json())
+    return 0
+
+
+def _swap_unet(args) -> int:
+    from .swap import swap_unet
+
+    record = swap_unet(args.run_dir, args.unet, args.output)
+    print(json.dumps(record["unet_replaced"], indent=2))
     return 0
 
 

@@ -158,7 +158,7 @@ def ship_run(run_dir, name: str, default: bool = False, description: str = "", n
         "devices": record.get("devices"),
         "config": config["name"],
     }
-    for key in ("init_weights", "head_init"):
+    for key in ("init_weights", "head_init", "unet_replaced"):
         if record.get(key):
             trained_on[key] = record[key]
     if config["model"].get("freeze_unet"):

@@ -96,3 +96,34 @@ def test_unet_takes_blend2mask2flux_masks_of_the_same_blends(pair):
     in_bfloat16 = UNetDeblender(weights=str(unet_path), precision="bfloat16")
     in_bfloat16.deblend(stamps)
     assert unet.reused_passes == 1 and in_bfloat16.reused_passes == 0
+
+
+def test_swap_unet_writes_a_new_run_with_the_donor_u_net(pair, tmp_path):
+    import json
+
+    from napari_blendphot.errors import InputError
+    from napari_blendphot.models.io import load_model
+    from napari_blendphot.training.swap import swap_unet
+
+    unet_path, _, other_path = pair
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.keras").write_bytes(other_path.read_bytes())
+    (run / "config.json").write_text(json.dumps({"name": "tiny", "model": {"kind": "blend2mask2flux"}}))
+    (run / "run.json").write_text(json.dumps({"seed": 3}))
+    record = swap_unet(run, unet_path, tmp_path / "swapped")
+    swapped = load_model(tmp_path / "swapped" / "model.keras", compile=False)
+    donor, original = load_model(unet_path, compile=False), load_model(other_path, compile=False)
+    assert unet_fingerprint(swapped) == unet_fingerprint(donor) == record["unet_replaced"]["fingerprint_after"]
+    assert record["unet_replaced"]["fingerprint_before"] == unet_fingerprint(original) and record["seed"] == 3
+    # The head is the run's, untouched.
+    for layer in original.layers:
+        if layer.name.startswith("head_"):
+            for a, b in zip(layer.get_weights(), swapped.get_layer(layer.name).get_weights()):
+                np.testing.assert_array_equal(a, b)
+    assert json.loads((run / "run.json").read_text()) == {"seed": 3}  # the source run is left as it was
+    with pytest.raises(InputError, match="exists already"):
+        swap_unet(run, unet_path, tmp_path / "swapped")
+    (run / "config.json").write_text(json.dumps({"name": "tiny", "model": {"kind": "unet"}}))
+    with pytest.raises(InputError, match="not a blend2mask2flux"):
+        swap_unet(run, unet_path, tmp_path / "other")

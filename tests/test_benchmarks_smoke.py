@@ -134,3 +134,17 @@ def test_bench_methods_quick():
     output = run_script("bench_methods.py", "--quick")
     for name in ("sep", "seppaper", "sextractor", "photutils"):
         assert re.search(rf"{name}: first call .* ms/blend", output), output
+
+
+@pytest.mark.slow
+def test_bench_network_set_counts_the_shared_u_net_pass(tmp_path, toy_sample):
+    import json
+
+    from napari_blendphot.blend.dataset import write_blend_dataset
+
+    folder = write_blend_dataset(toy_sample, tmp_path / "blends", n=6, test_fraction=0.5, seed=3)
+    output = run_script("bench_network_set.py", str(folder), "--split", "all", "--set", "shipped=",
+                        "--json", str(tmp_path / "set.json"))
+    figures = json.loads((tmp_path / "set.json").read_text())["shipped"]
+    assert figures["n"] == 6 and figures["cpu_ms_per_blend"] > 0 and figures["reused_passes"] == 1
+    assert "| shipped | 6 |" in output

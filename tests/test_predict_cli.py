@@ -176,3 +176,18 @@ def test_predict_refuses_an_unknown_precision(dataset_dir, tmp_path, capsys):
         main(["predict", str(dataset_dir), "--methods", "blend2flux", "-o", str(tmp_path / "x"),
               "--precision", "float16"])
     assert "invalid choice: 'float16'" in capsys.readouterr().err
+
+
+def test_predict_tta_goes_to_the_networks_and_is_recorded(dataset_dir, tmp_path, tmp_path_factory, capsys):
+    from napari_blendphot.report.results import read_results
+
+    built = tiny_models(tmp_path_factory)
+    out = tmp_path / "tta"
+    assert main(["predict", str(dataset_dir), "--methods", "sep,blend2flux", "-o", str(out), "--backend",
+                 "tensorflow", "--tta", "4", "--weights", f"blend2flux={built['paths']['blend2flux']}"]) == 0
+    method_metadata = read_results(tmp_path / "tta.csv").meta["provenance"]["parameters"]["method_metadata"]
+    assert method_metadata["blend2flux"]["tta"] == 4 and "tta" not in method_metadata["sep"]
+    # A --tta that no chosen method takes: one line, nothing started.
+    assert main(["predict", str(dataset_dir), "--methods", "sep", "-o", str(tmp_path / "x"), "--tta", "8"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "argument --tta 8: none of the methods sep takes it" in error and not (tmp_path / "x.csv").exists()

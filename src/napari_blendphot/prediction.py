@@ -36,13 +36,14 @@ IOU_THRESHOLD = 0.5
 
 
 def method_options_for(methods, weights: dict | None = None, precision: str | None = None,
-                       method_options: dict | None = None) -> dict:
+                       method_options: dict | None = None, tta: int | None = None) -> dict:
     """``{method: options}`` for a run, checked before anything starts.
 
     *weights* ``{method: file or shipped model name}`` is allowed only for the
     methods that accept weights (their file is found and checked now, not
     after the first chunk); *precision* goes to every method that accepts
-    precisions; *method_options* adds any other option.  A method with a
+    precisions; *tta* (test-time symmetries, 1, 2, 4 or 8) to every method
+    that takes it; *method_options* adds any other option.  A method with a
     shipped network and no weights given must have its shipped model installed.
     """
     from napari_blendphot.deblend.registry import method_info
@@ -71,6 +72,10 @@ def method_options_for(methods, weights: dict | None = None, precision: str | No
             if precision not in info.precisions:
                 raise InputError(f"precision of {name!r}", f"{precision!r} is not one of {', '.join(info.precisions)}")
             options.setdefault(name, {})["precision"] = precision
+        if tta is not None and tta != 1 and info.tta:
+            if isinstance(tta, bool) or tta not in (1, 2, 4, 8):
+                raise InputError("tta", f"{tta!r} is not one of 1, 2, 4, 8")
+            options.setdefault(name, {})["tta"] = int(tta)
         if info.accepts_weights and "weights" not in options.get(name, {}):
             if info.network is None or shipped_models.default_model(info.network) is None:
                 raise InputError(f"method {name!r}", "no shipped model is installed for it",
@@ -87,7 +92,7 @@ def _method_provenance(metadata: dict) -> dict:
         if key == "weights":
             kept["weights_file"] = Path(str(value)).name
         elif key in ("label", "method", "sha256", "model_name", "config", "keras_backend", "keras", "parameters",
-                     "sep_version", "mask_encoding", "flux_rule", "precision"):
+                     "sep_version", "mask_encoding", "flux_rule", "precision", "tta", "unet_fingerprint"):
             kept[key] = value
     return kept
 

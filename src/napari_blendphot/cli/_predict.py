@@ -47,6 +47,10 @@ def register(subparsers) -> None:
                              "on such GPUs and on CPUs with native bfloat16 (avx512_bf16/amx_bf16) and moves "
                              "fluxes by a few thousandths of a magnitude; auto = bfloat16 wherever the GPU or "
                              "the CPU has it natively")
+    parser.add_argument("--tta", type=int, choices=(1, 2, 4, 8), default=1,
+                        help="test-time symmetries: run each network on the blend turned and mirrored about "
+                             "the central galaxy this many times and average (default 1: once); 8 lowers "
+                             "blend2flux's flux MAPE by ~6-7%% and costs 8 network passes")
     parser.add_argument("--chunk-size", type=int, default=None,
                         help="blends per chunk sent to the worker (bounds memory; default 256 on a CPU, "
                              "16 network batches, 16,384 blends, on a GPU)")
@@ -91,7 +95,7 @@ def run(args) -> int:
     import time
 
     from napari_blendphot.blend.dataset import BlendDataset
-    from napari_blendphot.deblend.registry import parse_method_list
+    from napari_blendphot.deblend.registry import method_info, parse_method_list
     from napari_blendphot.errors import InputError, check_output_path
     from napari_blendphot.prediction import method_options_for, predict
     from napari_blendphot.report.results import write_results
@@ -102,7 +106,12 @@ def run(args) -> int:
         if method not in methods:
             raise InputError(f"argument --weights {method}={weights[method]}",
                              f"method {method!r} is not among --methods {','.join(methods)}")
-    method_options_for(methods, weights, args.precision)  # missing weights fail now, not after a worker started
+    # Missing weights fail now, not after a worker started; --tta goes to every method that takes it.
+    tta_options = {name: {"tta": args.tta} for name in methods if args.tta != 1 and method_info(name).tta}
+    if args.tta != 1 and not tta_options:
+        raise InputError(f"argument --tta {args.tta}", f"none of the methods {','.join(methods)} takes it",
+                         "it applies to the network methods")
+    method_options_for(methods, weights, args.precision, tta_options)
     if args.chunk_size is not None and args.chunk_size < 1:
         raise InputError("argument --chunk-size", f"must be a positive integer, got {args.chunk_size}")
     targets = _output_targets(args.output)
@@ -123,11 +132,13 @@ def run(args) -> int:
         table = predict_on_cluster(dataset.path, methods, scheduler=args.scheduler, partitions_dir=partitions,
                                    split=args.split, weights=weights, precision=args.precision,
                                    backend=args.backend, partition_size=args.partition_size,
+                                   method_options=tta_options,
                                    progress=progress_printer("partitions"), overwrite=args.overwrite)
     else:
         with _stopped_cleanly_by_sigterm():
             table = predict(dataset, methods, split=args.split, weights=weights, precision=args.precision,
-                            backend=args.backend, chunk_size=args.chunk_size, progress=progress_printer("predict"))
+                            method_options=tta_options, backend=args.backend, chunk_size=args.chunk_size,
+                            progress=progress_printer("predict"))
     elapsed = time.perf_counter() - start_time
     written = write_results(table, args.output, overwrite=args.overwrite)
     _print_summary(table, methods, elapsed)

@@ -32,6 +32,13 @@ again (the registry's ``reuses_masks_of``; callers order the methods with
 ``unet`` and blend2mask2flux hold the same U-Net, so running both costs one
 U-Net pass.
 
+Test-time symmetries: ``tta=2, 4 or 8`` runs the network on the blend turned
+and mirrored about the central galaxy's pixel (64, 64) (:func:`square_symmetry`;
+the networks were trained on blends of galaxies in all 8 orientations),
+turns the masks back and averages fluxes, relative flux errors and mask
+probabilities.  It costs ``tta`` forward passes; on held-out mock v2 blends
+blend2flux's flux MAPE goes from 5.86% to 5.45% with 8 (docs/results.md).
+
 The models of :mod:`napari_blendphot.models` take raw stamps (N, 128, 128),
 scale them inside and return fluxes in the stamps' units, so no scaling
 happens here.  A model with a trailing channel axis (N, 128, 128, 1) is fed
@@ -118,6 +125,37 @@ def _median(values: np.ndarray) -> float:
 _last_unet_pass: dict = {}
 
 
+#: ``tta`` values and the symmetries (:func:`square_symmetry` codes) each one averages over.
+TTA_CODES = {1: (0,), 2: (0, 4), 4: (0, 2, 4, 6), 8: tuple(range(8))}
+
+
+def square_symmetry(images: np.ndarray, code: int, inverse: bool = False) -> np.ndarray:
+    """One of the 8 symmetries of the square, about pixel (64, 64), on the last two axes of *images*.
+
+    *code* 0-3: that many quarter turns; 4-7: the same followed by a
+    transpose.  The centre pixel stays where it is (the central galaxy stays
+    central): the stamp is treated as periodic about it, so only its outer
+    row and column wrap (noise).  ``inverse=True`` undoes *code*.
+    """
+    if code not in range(8):
+        raise ValueError(f"symmetry code must be 0-7, got {code!r}")
+    size = images.shape[-1]
+    if images.shape[-2] != size:
+        raise ValueError(f"square images needed, got {images.shape[-2:]}")
+    centre, turned_index = size // 2, (-np.arange(size)) % size
+    out = np.roll(images, (-centre, -centre), axis=(-2, -1))
+    turns, transpose = code % 4, code >= 4
+    if inverse:
+        turns = (4 - turns) % 4
+        if transpose:
+            out = np.swapaxes(out, -1, -2)
+    for _ in range(turns):  # (y, x) -> (x, -y) about the origin of the periodic stamp
+        out = np.swapaxes(out, -1, -2)[..., turned_index]
+    if transpose and not inverse:
+        out = np.swapaxes(out, -1, -2)
+    return np.ascontiguousarray(np.roll(out, (centre, centre), axis=(-2, -1)))
+
+
 def _padded(batch: np.ndarray, rows: int) -> np.ndarray:
     """*batch* with its last row repeated up to *rows* rows (real pixels: no NaN in the padding rows)."""
     if rows <= len(batch):
@@ -142,6 +180,9 @@ class KerasDeblender:
         bfloat16, fluxes within a few thousandths of a magnitude), or auto
         (bfloat16 where the CPU has it natively).  The precision used is in
         :meth:`metadata`.
+    tta : {1, 2, 4, 8}
+        Test-time symmetries averaged over (module docstring); 1 (default) runs
+        the network once.
     """
 
     name = "keras"
@@ -154,6 +195,7 @@ class KerasDeblender:
     accepts_weights = True
     precisions = ("float32", "bfloat16", "auto")
     wants_gpu = True
+    tta = True  # capability (registry): takes tta=1, 2, 4 or 8; the instance attribute holds the number
     #: Architecture of the weights (whose shipped model is the default); None: the user chooses a file.
     network = None
     default_batch_size = 32
@@ -162,12 +204,16 @@ class KerasDeblender:
     gpu_batch_size = 1024
 
     def __init__(self, weights=None, batch_size: int | None = None, precision: str | None = None,
-                 pad_batches: bool | None = None):
+                 pad_batches: bool | None = None, tta: int = 1):
         from napari_blendphot.models.precision import (PRECISIONS, default_precision, keras_device,
                                                        resolve_precision, set_compute_precision)
 
         if batch_size is not None and (not isinstance(batch_size, (int, np.integer)) or batch_size < 1):
             raise InputError(f"option batch_size of {self.name}", f"{batch_size!r} is not a positive integer")
+        if isinstance(tta, bool) or tta not in TTA_CODES:
+            raise InputError(f"option tta of {self.name}", f"{tta!r} is not one of {', '.join(map(str, TTA_CODES))}")
+        #: Symmetries averaged over (1: none).
+        self.tta = int(tta)
         if precision is not None and (not isinstance(precision, str) or precision.lower() not in PRECISIONS):
             resolve_precision(precision, source=f"option precision of {self.name}")  # the one message
         self.requested_precision = precision
@@ -322,6 +368,27 @@ class KerasDeblender:
         return np.ascontiguousarray(decode_masks(masks, encoding), dtype=np.float32)
 
     def _predict(self, blends: np.ndarray, progress: ProgressCallback | None):
+        """:meth:`_predict_once`, averaged over the :attr:`tta` symmetries of the blends (masks turned back)."""
+        codes = TTA_CODES[self.tta]
+        if len(codes) == 1:
+            return self._predict_once(blends, progress)
+        n, sums = len(blends), [None, None, None]
+        for index, code in enumerate(codes):
+
+            def report(done, _total, _index=index):
+                if progress is not None:
+                    progress((_index * n + done) // len(codes), n)
+
+            outputs = list(self._predict_once(square_symmetry(blends, code), report))
+            if outputs[1] is not None:
+                outputs[1] = square_symmetry(outputs[1], code, inverse=True)
+            for slot, value in enumerate(outputs):
+                if value is not None:
+                    sums[slot] = value.astype(np.float64) if sums[slot] is None else sums[slot] + value
+        fluxes, masks, relative = (None if total is None else total / len(codes) for total in sums)
+        return fluxes, None if masks is None else masks.astype(np.float32), relative
+
+    def _predict_once(self, blends: np.ndarray, progress: ProgressCallback | None):
         """Run the model over *blends* in batches.
 
         Returns (fluxes (N, 2) or None, masks (N, 2, H, W) or None, relative
@@ -437,6 +504,7 @@ class KerasDeblender:
             "precision_requested": self.requested_precision,
             "device": self.device,
             "padded_batches": self.pad_batches,
+            "tta": self.tta,
             **({"unet_fingerprint": self.unet_fingerprint} if self.unet_fingerprint else {}),
         }
 
@@ -458,7 +526,7 @@ class KerasDeblender:
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(weights={str(self.weights_path)!r}, batch_size={self.batch_size}, "
-                f"precision={self.precision!r})")
+                f"precision={self.precision!r}, tta={self.tta})")
 
 
 class Blend2FluxDeblender(KerasDeblender):
@@ -562,5 +630,5 @@ class Blend2Mask2FluxDeblender(KerasDeblender):
 
 
 def _unet_pass_key(method: KerasDeblender) -> tuple:
-    """What must agree for one U-Net pass to stand for another: the U-Net, the precision, the backend."""
-    return (method.unet_fingerprint, method.precision, method.keras_backend)
+    """What must agree for one U-Net pass to stand for another: the U-Net, the precision, the backend, the symmetries."""
+    return (method.unet_fingerprint, method.precision, method.keras_backend, method.tta)

@@ -31,6 +31,10 @@ Capabilities (:class:`MethodInfo`)
     runs faster on a GPU;
 ``flux_errors``
     gives 1-sigma flux errors (``DeblendOutput.flux_errors``);
+``tta``
+    takes ``tta=1, 2, 4 or 8``: averages its outputs over that many symmetries
+    of the blend about the central galaxy (test-time augmentation; the network
+    methods, :func:`napari_blendphot.deblend.keras_methods.square_symmetry`);
 ``reuses_masks_of``
     the methods whose masks it takes instead of computing its own when they
     have just run on the same blends with the same network weights (the
@@ -128,7 +132,7 @@ class MethodInfo:
         One line for ``--help`` texts and tooltips.
     origin : str
         ``"builtin"``, ``"runtime"`` (register_method) or ``"entry point <value>"``.
-    uses_keras, accepts_weights, network, precisions, parallel, wants_gpu, flux_errors, reuses_masks_of
+    uses_keras, accepts_weights, network, precisions, parallel, wants_gpu, flux_errors, tta, reuses_masks_of
         Capabilities: see the module's documentation.
     short_label, color : str
         How reports and figures show the method ("" for the name and a colour by position).
@@ -162,6 +166,7 @@ class MethodInfo:
     parallel: bool = False
     wants_gpu: bool = False
     flux_errors: bool = False
+    tta: bool = False
     reuses_masks_of: tuple = ()
     short_label: str = ""
     color: str = ""
@@ -181,13 +186,13 @@ class MethodInfo:
 
 #: Capability attributes of :class:`MethodInfo` (also read from a factory's attributes).
 CAPABILITIES = ("makes_masks", "needs_worker", "uses_keras", "accepts_weights", "network", "precisions", "parallel",
-                "wants_gpu", "flux_errors", "reuses_masks_of")
+                "wants_gpu", "flux_errors", "tta", "reuses_masks_of")
 #: Line styles a method's outlines and curves can have (matplotlib's names).
 LINE_STYLES = ("solid", "dashed", "dotted", "dashdot")
 #: Precisions of the Keras methods (:data:`napari_blendphot.models.precision.PRECISIONS`, not imported here).
 _KERAS_PRECISIONS = ("float32", "bfloat16", "auto")
 _KERAS = {"needs_worker": True, "uses_keras": True, "accepts_weights": True, "precisions": _KERAS_PRECISIONS,
-          "wants_gpu": True}
+          "wants_gpu": True, "tta": True}
 
 _BUILTINS = (
     MethodInfo("sep", "SEP two-pass, Kron FLUX_AUTO, MASK_TYPE BLANK", True, False,
@@ -258,7 +263,7 @@ def register_method(name: str, factory: Factory, *, label: str | None = None, ma
         Allow replacing an existing registration (built-ins included).
     capabilities
         ``uses_keras``, ``accepts_weights``, ``network``, ``precisions``,
-        ``parallel``, ``wants_gpu``, ``flux_errors``, ``reuses_masks_of`` (see the module's documentation).
+        ``parallel``, ``wants_gpu``, ``flux_errors``, ``tta``, ``reuses_masks_of`` (see the module's documentation).
     check : callable or str, optional
         Availability check, see :class:`MethodInfo`.
     default_run : bool, optional

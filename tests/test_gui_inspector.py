@@ -761,3 +761,28 @@ def test_widget_draws_fast_overlays_before_slow_networks(make_napari_viewer, qtb
     finally:
         unregister_method("slownet")
         engine.method_options.pop("slownet", None)
+
+
+def test_the_symmetries_choice_reaches_the_networks_and_their_layers(make_napari_viewer, qtbot, engine, tiny, blends):
+    viewer, widget = make_widget(make_napari_viewer, engine, tiny, methods=["sep", *NETWORKS])
+    try:
+        assert widget.tta_combo.isVisibleTo(widget) and widget.tta_combo.currentData() == 1
+        with pytest.raises(InputError, match="not one of 1, 2, 4, 8"):
+            widget.model.set_tta(3)
+        widget.set_tta(4)
+        assert widget.model.tta == 4
+        assert engine.method_options["unet"]["tta"] == 4 and "tta" not in engine.method_options.get("sep", {})
+        current_blend_for(viewer).set(BlendState(blends[0].blend, "pair", truth=blends[0], origin="builder"))
+        wait_drawn(qtbot, widget, 1)
+        outputs = widget.last_inspection.outputs
+        assert {name: outputs[name].metadata["tta"] for name in NETWORKS} == dict.fromkeys(NETWORKS, 4)
+        assert viewer.layers["masks: unet"].metadata["tta"] == 4 and "tta" not in viewer.layers["masks: sep"].metadata
+        # The GUI's numbers are the library's with the same symmetries.
+        direct = engine.run(blends[0].blend, truth_context(blends[0]), methods=list(NETWORKS))
+        np.testing.assert_allclose(outputs["blend2flux"].fluxes, direct["blend2flux"].fluxes, rtol=1e-6)
+        widget.set_tta(1)
+        assert "tta" not in engine.method_options["unet"]
+    finally:
+        widget.set_tta(1)  # the engine is shared with the other tests
+        widget.close_inspector()
+    assert engine.method_options["unet"] == {"weights": tiny["paths"]["unet"]}

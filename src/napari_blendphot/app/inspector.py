@@ -414,6 +414,10 @@ class InspectorModel:
         Compute precision of the network methods (their ``precision`` option,
         :mod:`napari_blendphot.models.precision`); what each run used is in its
         outputs' metadata, the layers' metadata and the exported table.
+    tta : {1, 2, 4, 8}
+        Test-time symmetries of the methods that take them (the networks'
+        ``tta`` option: outputs averaged over the blend turned and mirrored;
+        ``tta`` times the network cost).
     """
 
     methods_changed = Signal()
@@ -421,12 +425,13 @@ class InspectorModel:
     #: Compute the table lines in the worker, straight after the methods (single-phase runs).
     measure_in_worker = True
 
-    def __init__(self, methods=None, engine=None, chunk_size: int = 64, precision: str = "float32"):
+    def __init__(self, methods=None, engine=None, chunk_size: int = 64, precision: str = "float32", tta: int = 1):
         from napari_blendphot.deblend.registry import available_methods
         from napari_blendphot.models.precision import resolve_precision
 
         resolve_precision(precision, source="precision")  # refuse a bad value now, not in the worker
         self.precision = precision.lower()
+        self.tta = self._checked_tta(tta)
 
         self.available = tuple(available_methods())
         self.weights: dict[str, str | None] = {}
@@ -512,6 +517,28 @@ class InspectorModel:
                     self._engine.set_method_options(name, **options)
         self.methods_changed.emit()
 
+    def tta_methods(self) -> list[str]:
+        """The available methods that average over test-time symmetries (the registry's ``tta``)."""
+        return [name for name in self.available if _info(name).tta]
+
+    @staticmethod
+    def _checked_tta(tta) -> int:
+        if isinstance(tta, bool) or tta not in (1, 2, 4, 8):
+            raise InputError("test-time symmetries", f"{tta!r} is not one of 1, 2, 4, 8")
+        return int(tta)
+
+    def set_tta(self, tta: int) -> None:
+        """Average the networks over *tta* symmetries of the blend (1: run once) from the next run on."""
+        self.tta = self._checked_tta(tta)
+        if self._engine is not None:
+            for name in self.tta_methods():
+                options = dict(self._engine.method_options.get(name, {}))
+                options.pop("tta", None)
+                if self.tta != 1:
+                    options["tta"] = self.tta
+                self._engine.set_method_options(name, **options)
+        self.methods_changed.emit()
+
     def _resolved_precision(self) -> str:
         from napari_blendphot.models.precision import resolve_precision
 
@@ -551,6 +578,8 @@ class InspectorModel:
         if _info(name).precisions and self.precision != "float32":
             # float32 is the networks' default: left out, the options stay those of a plain engine.
             options["precision"] = self.precision
+        if _info(name).tta and self.tta != 1:
+            options["tta"] = self.tta
         return options
 
     def check_method(self, name: str) -> str | None:

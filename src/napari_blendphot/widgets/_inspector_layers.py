@@ -181,8 +181,8 @@ class InspectorLayers:
                                           layer_features(inspection.rows, name),
                                           {"blendphot_kind": LAYER_KIND, "method": name, "blend": state.name,
                                            "label": output.metadata.get("label", name),
-                                           **({"precision": output.metadata["precision"]}
-                                              if "precision" in output.metadata else {})})
+                                           **{key: output.metadata[key] for key in ("precision", "tta")
+                                              if key in output.metadata}})
             drawn.add(name)
         if added:
             self.keep_masks_on_top()

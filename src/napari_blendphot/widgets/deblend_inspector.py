@@ -147,7 +147,7 @@ class DeblendInspectorWidget(TableExport, QWidget):
         layout.addWidget(self.blend_label)
         self.methods = MethodsBox(self.model, lambda kind, message: _notify(kind, message), self._on_methods_changed)
         self.method_boxes, self.weights_labels = self.methods.method_boxes, self.methods.weights_labels
-        self.precision_combo = self.methods.precision_combo
+        self.precision_combo, self.tta_combo = self.methods.precision_combo, self.methods.tta_combo
         layout.addWidget(self.methods)
         self.view = InspectorView(self.viewer, self._on_side_by_side)
         layout.addWidget(self.view)
@@ -291,6 +291,14 @@ class DeblendInspectorWidget(TableExport, QWidget):
     def set_precision(self, precision: str) -> None:
         """Compute the networks in *precision* ("float32", "bfloat16" or "auto") and re-run."""
         self.methods.set_precision(precision)
+
+    def set_tta(self, tta: int) -> None:
+        """Average the networks over *tta* (1, 2, 4, 8) symmetries of the blend and re-run."""
+        index = self.tta_combo.findData(tta)
+        if index < 0:
+            _notify("error", f"Deblend Inspector: {tta!r} is not a number of symmetries (1, 2, 4 or 8)")
+            return
+        self.tta_combo.setCurrentIndex(index)  # -> MethodsBox._on_tta_changed
 
     def set_weights(self, name: str, path, *_args) -> None:
         """Use *path* (a ``.keras`` file; None = shipped) for network *name* and re-run."""

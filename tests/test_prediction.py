@@ -191,9 +191,10 @@ def test_ctrl_c_prints_one_line_and_leaves_no_process(toy_sample, tmp_path):
     psutil = pytest.importorskip("psutil")
     from napari_blendphot.blend.dataset import write_blend_dataset
 
-    # Enough one-blend chunks that the run is still going when the signal comes (16 were done first).
-    dataset_dir = write_blend_dataset(toy_sample, tmp_path / "blends", n=400, test_fraction=0.0, seed=3,
-                                      chunk_size=200)
+    # Enough one-blend chunks that the run is still going when the signal comes: it is sent once the
+    # first tenth is reported, and on a loaded machine 400 chunks had all been done by then (CI: exit 0).
+    dataset_dir = write_blend_dataset(toy_sample, tmp_path / "blends", n=1200, test_fraction=0.0, seed=3,
+                                      chunk_size=400)
     log = tmp_path / "stderr"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     with open(log, "w") as stderr:
@@ -204,15 +205,16 @@ def test_ctrl_c_prints_one_line_and_leaves_no_process(toy_sample, tmp_path):
         caller = psutil.Process(command.pid)
         deadline = time.monotonic() + 120
         workers = []
-        while time.monotonic() < deadline and not workers:  # wait for the worker to run
+        while time.monotonic() < deadline and not (workers and "predict [" in log.read_text()):
             workers = [p for p in caller.children(recursive=True) if "spawn_main" in " ".join(p.cmdline())]
-            time.sleep(0.05)
-        assert workers, log.read_text()
+            time.sleep(0.05)  # until the worker runs and the first tenth of the blends is done
+        assert workers and "predict [" in log.read_text(), log.read_text()
         descendants = caller.children(recursive=True)
         os.killpg(command.pid, signal.SIGINT)
-        assert command.wait(timeout=60) == 130
+        assert command.wait(timeout=60) == 130, log.read_text()
     lines = log.read_text().splitlines()
     assert lines[-1] == "blendphot predict: interrupted", lines
+    assert not any(line.endswith("1200/1200") for line in lines), lines  # stopped mid-run
     assert not any("Traceback" in line or "KeyboardInterrupt" in line for line in lines), lines
     _assert_all_gone_within(descendants, 5.0)
 
@@ -223,11 +225,12 @@ def test_sigterm_of_predict_stops_cleanly(toy_sample, tmp_path):
     psutil = pytest.importorskip("psutil")
     from napari_blendphot.blend.dataset import write_blend_dataset
 
-    folder = write_blend_dataset(toy_sample, tmp_path / "blends", n=300, test_fraction=0.0, seed=3, chunk_size=100)
+    # One chunk long enough (~1-3 s of SEP) to be still running when the pool is seen, even on a loaded machine.
+    folder = write_blend_dataset(toy_sample, tmp_path / "blends", n=900, test_fraction=0.0, seed=3, chunk_size=300)
     log = tmp_path / "stderr"
     with open(log, "w") as stderr:
         command = subprocess.Popen([sys.executable, "-m", "napari_blendphot.cli", "predict", str(folder),
-                                    "--methods", "sep", "--split", "all", "--chunk-size", "300", "-o",
+                                    "--methods", "sep", "--split", "all", "--chunk-size", "900", "-o",
                                     str(tmp_path / "r")], stdout=subprocess.DEVNULL, stderr=stderr,
                                    env=dict(os.environ, PYTHONUNBUFFERED="1"))
         caller = psutil.Process(command.pid)

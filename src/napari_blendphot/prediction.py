@@ -73,9 +73,9 @@ def method_options_for(methods, weights: dict | None = None, precision: str | No
                 raise InputError(f"precision of {name!r}", f"{precision!r} is not one of {', '.join(info.precisions)}")
             options.setdefault(name, {})["precision"] = precision
         if tta is not None and tta != 1 and info.tta:
-            if isinstance(tta, bool) or tta not in (1, 2, 4, 8):
-                raise InputError("tta", f"{tta!r} is not one of 1, 2, 4, 8")
-            options.setdefault(name, {})["tta"] = int(tta)
+            from napari_blendphot.deblend.keras_methods import check_tta
+
+            options.setdefault(name, {})["tta"] = check_tta(tta, "tta")
         if info.accepts_weights and "weights" not in options.get(name, {}):
             if info.network is None or shipped_models.default_model(info.network) is None:
                 raise InputError(f"method {name!r}", "no shipped model is installed for it",

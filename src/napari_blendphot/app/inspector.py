@@ -506,15 +506,7 @@ class InspectorModel:
 
         resolve_precision(precision, source="network precision")
         self.precision = precision.lower()
-        if self._engine is not None:
-            for name in self.precision_methods():
-                if name in self.available:
-                    # Keep the engine's other options (weights set on a borrowed engine, say).
-                    options = dict(self._engine.method_options.get(name, {}))
-                    options.pop("precision", None)
-                    if self.precision != "float32":
-                        options["precision"] = self.precision
-                    self._engine.set_method_options(name, **options)
+        self._set_engine_option(self.precision_methods(), "precision", self.precision, default="float32")
         self.methods_changed.emit()
 
     def tta_methods(self) -> list[str]:
@@ -523,21 +515,29 @@ class InspectorModel:
 
     @staticmethod
     def _checked_tta(tta) -> int:
-        if isinstance(tta, bool) or tta not in (1, 2, 4, 8):
-            raise InputError("test-time symmetries", f"{tta!r} is not one of 1, 2, 4, 8")
-        return int(tta)
+        from napari_blendphot.deblend.keras_methods import check_tta
+
+        return check_tta(tta, "test-time symmetries")
 
     def set_tta(self, tta: int) -> None:
         """Average the networks over *tta* symmetries of the blend (1: run once) from the next run on."""
         self.tta = self._checked_tta(tta)
-        if self._engine is not None:
-            for name in self.tta_methods():
-                options = dict(self._engine.method_options.get(name, {}))
-                options.pop("tta", None)
-                if self.tta != 1:
-                    options["tta"] = self.tta
-                self._engine.set_method_options(name, **options)
+        self._set_engine_option(self.tta_methods(), "tta", self.tta, default=1)
         self.methods_changed.emit()
+
+    def _set_engine_option(self, names, key: str, value, default) -> None:
+        """Option *key* of the engine's methods *names*: *value*, left out when it is the methods' *default*.
+
+        The engine's other options (weights set on a borrowed engine, say) are kept.
+        """
+        if self._engine is None:
+            return
+        for name in names:
+            options = dict(self._engine.method_options.get(name, {}))
+            options.pop(key, None)
+            if value != default:
+                options[key] = value
+            self._engine.set_method_options(name, **options)
 
     def _resolved_precision(self) -> str:
         from napari_blendphot.models.precision import resolve_precision

@@ -129,6 +129,13 @@ _last_unet_pass: dict = {}
 TTA_CODES = {1: (0,), 2: (0, 4), 4: (0, 2, 4, 6), 8: tuple(range(8))}
 
 
+def check_tta(value, source: str) -> int:
+    """*value* as a number of test-time symmetries (a key of :data:`TTA_CODES`), or a one-line InputError."""
+    if isinstance(value, bool) or value not in TTA_CODES:
+        raise InputError(source, f"{value!r} is not one of {', '.join(map(str, TTA_CODES))}")
+    return int(value)
+
+
 def square_symmetry(images: np.ndarray, code: int, inverse: bool = False) -> np.ndarray:
     """One of the 8 symmetries of the square, about pixel (64, 64), on the last two axes of *images*.
 
@@ -210,10 +217,8 @@ class KerasDeblender:
 
         if batch_size is not None and (not isinstance(batch_size, (int, np.integer)) or batch_size < 1):
             raise InputError(f"option batch_size of {self.name}", f"{batch_size!r} is not a positive integer")
-        if isinstance(tta, bool) or tta not in TTA_CODES:
-            raise InputError(f"option tta of {self.name}", f"{tta!r} is not one of {', '.join(map(str, TTA_CODES))}")
         #: Symmetries averaged over (1: none).
-        self.tta = int(tta)
+        self.tta = check_tta(tta, f"option tta of {self.name}")
         if precision is not None and (not isinstance(precision, str) or precision.lower() not in PRECISIONS):
             resolve_precision(precision, source=f"option precision of {self.name}")  # the one message
         self.requested_precision = precision

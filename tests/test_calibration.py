@@ -294,3 +294,18 @@ def test_mondrian_bins_in_a_calibration_file_are_checked_on_load(tmp_path):
     path.write_text(json.dumps(record))
     with pytest.raises(InputError, match="one longer than 'dmag_edges'"):
         FluxErrorCalibration.load(path)
+
+
+def test_a_calibration_records_the_tta_its_results_were_predicted_with(tmp_path):
+    """Averaged (--tta 8) predictions need their own calibration: the file says which tta it holds for."""
+    single = _table(2000, 7)
+    assert fit_calibration(single).tta("m") == 1  # nothing recorded: a single pass
+    averaged = _table(2000, 7)
+    averaged.meta["provenance"] = {"parameters": {"method_metadata": {"m": {"tta": 8}}}}
+    fitted = fit_calibration(averaged)
+    assert fitted.tta("m") == 8
+    loaded = FluxErrorCalibration.load(fitted.save(tmp_path / "calib_tta8.json"))
+    assert loaded.tta("m") == 8 and loaded.source == str(tmp_path / "calib_tta8.json")
+    averaged.meta["provenance"]["parameters"]["method_metadata"]["m"]["tta"] = "eight"
+    with pytest.raises(InputError, match="recorded tta 'eight' is not a number"):
+        fit_calibration(averaged)

@@ -401,6 +401,48 @@ def test_ship_a_synth_run_with_test_results_calibration_and_stages(tmp_path, ble
                  test_results=tmp_path / "none.fits")
 
 
+def test_ship_stores_one_calibration_per_tta(tmp_path, blends_dir):
+    """Errors calibrated on --tta 8 predictions go under by_tta["8"]; the single-pass one stays the default."""
+    from napari_blendphot.metrics.calibration import FluxErrorCalibration, calibration_for_tta
+    from napari_blendphot.provenance import sha256_file
+    from napari_blendphot.training.config import load_config, save_config
+    from napari_blendphot.training.ship import ship_run
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.keras").write_bytes(b"stand-in for a saved model")
+    save_config(load_config("blend2flux_f64"), run / "config.json")
+    (run / "run.json").write_text(json.dumps({"seed": 1, "backend": "jax", "epochs_completed": 3}))
+    table = _results(blends_dir, "blend2flux", 1.1)
+    table.meta["provenance"] = {"parameters": {"split": "test", "method_metadata": {
+        "blend2flux": {"sha256": sha256_file(run / "model.keras")}}}}
+    from napari_blendphot.report.results import write_results
+
+    results = write_results(table, tmp_path / "test_results")[0]
+    single = {"a": 1.2, "b": 0.01, "k95": 2.1, "n": 100}
+    averaged = {"a": 0.9, "b": 0.01, "k95": 2.0, "n": 100}
+    one = FluxErrorCalibration({"blend2flux": {"central": single, "companion": single}},
+                               {"tta": {"blend2flux": 1}}).save(tmp_path / "calib.json")
+    eight = FluxErrorCalibration({"blend2flux": {"central": averaged, "companion": averaged}},
+                                 {"tta": {"blend2flux": 8}}).save(tmp_path / "calib_tta8.json")
+
+    manifest = ship_run(run, "b2f", weights_dir=tmp_path / "weights", test_results=results,
+                        calibration=[eight, one])
+    stored = manifest.flux_error_calibration
+    assert stored["parameters"]["central"]["a"] == 1.2
+    assert stored["by_tta"]["8"]["parameters"]["central"]["a"] == 0.9
+    assert calibration_for_tta(stored, 8)[0]["central"]["a"] == 0.9
+    # A tta without its own calibration falls back on the single-pass one, and says so.
+    assert calibration_for_tta(stored, 4) == (stored["parameters"], 1)
+    assert calibration_for_tta({}, 8) == (None, 1)
+    # Two calibrations of one tta, or none of tta 1, are refused with the file named.
+    with pytest.raises(InputError, match="second calibration of 'blend2flux' with tta 8"):
+        ship_run(run, "b2f_2", weights_dir=tmp_path / "weights", test_results=results,
+                 calibration=[one, eight, eight])
+    with pytest.raises(InputError, match="single-pass"):
+        ship_run(run, "b2f_3", weights_dir=tmp_path / "weights", test_results=results, calibration=[eight])
+
+
 def _crash_mid_write(monkeypatch):
     """Make every Path.write_text / savefig write half of its output and then fail, as a full disk would."""
     import pathlib
@@ -448,3 +490,35 @@ def test_training_files_survive_a_crash_mid_write(tmp_path, monkeypatch):
     assert (run / "config.json").read_bytes() == config_before
     assert (run / "loss_curve.png").read_bytes() == b"old figure"
     assert sorted(p.name for p in run.iterdir()) == before  # no temporaries left behind
+
+
+def test_recalibrate_replaces_only_the_calibration_of_a_shipped_model(tmp_path, capsys):
+    """`python -m training recalibrate`: a per-tta calibration for a model whose run folder is gone."""
+    from napari_blendphot.metrics.calibration import FluxErrorCalibration
+    from napari_blendphot.models.manifests import Manifest, write_manifest
+    from napari_blendphot.training.cli import main
+
+    model = tmp_path / "b2f.keras"
+    model.write_bytes(b"stand-in for a saved model")
+    single = {"a": 1.2, "b": 0.01, "k95": 2.1, "n": 100}
+    write_manifest(model, "blend2flux", {"filters": 4}, {"description": "test"}, {"flux_mape_pct": 5.0},
+                   backend="jax", keras_version="3", flux_error_calibration={"parameters": {"central": single}})
+    before = Manifest.read(tmp_path / "b2f.json")
+    one = FluxErrorCalibration({"blend2flux": {"central": single, "companion": single}},
+                               {"tta": {"blend2flux": 1}}).save(tmp_path / "calib.json")
+    eight = FluxErrorCalibration({"blend2flux": {"central": {**single, "a": 0.8}, "companion": single}},
+                                 {"tta": {"blend2flux": 8}}).save(tmp_path / "calib8.json")
+    args = ["recalibrate", str(tmp_path / "b2f.json"), "--calibration", str(one), "--calibration", str(eight)]
+    assert main(args) != 0
+    assert "b2f.json: already has a flux-error calibration (pass overwrite" in capsys.readouterr().err
+    assert Manifest.read(tmp_path / "b2f.json") == before  # refused: nothing written
+    assert main(args + ["--overwrite"]) == 0
+    assert "for tta 1, 8" in capsys.readouterr().out
+    after = Manifest.read(tmp_path / "b2f.json")
+    assert after.flux_error_calibration["by_tta"]["8"]["parameters"]["central"]["a"] == 0.8
+    assert after.sha256 == before.sha256 and after.test_metrics == before.test_metrics
+    assert model.read_bytes() == b"stand-in for a saved model"
+    # Weights that are not the manifest's are refused: the calibration would belong to other weights.
+    model.write_bytes(b"other weights")
+    assert main(args + ["--overwrite"]) != 0
+    assert "does not match the manifest's" in capsys.readouterr().err

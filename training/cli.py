@@ -121,12 +121,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights-dir", help="target folder (default: napari_blendphot/models/weights)")
     p.add_argument("--test-results", help="results table of test blends predicted with this run's model "
                                           "('blendphot predict'); default: the run's evaluation/summary.json")
-    p.add_argument("--calibration", help="flux-error calibration ('blendphot calibrate-errors fit') to store "
-                                         "in the manifest")
+    p.add_argument("--calibration", action="append", default=[],
+                   help="flux-error calibration ('blendphot calibrate-errors fit') to store in the manifest; "
+                        "repeatable: one fitted on single-pass predictions, others on predictions made with "
+                        "--tta N (used at that tta)")
     p.add_argument("--stage", action="append", default=[], metavar="RUN_DIR",
                    help="an earlier run this model started from (repeatable; recorded in the manifest)")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_ship)
+
+    p = sub.add_parser("recalibrate", help="replace a shipped model's flux-error calibration (the model file "
+                                           "is untouched)")
+    p.add_argument("manifest", help="the model's manifest (<name>.json beside its .keras file)")
+    p.add_argument("--calibration", action="append", required=True,
+                   help="'blendphot calibrate-errors fit' file of the model's method (repeatable: one fitted on "
+                        "single-pass predictions, others on predictions made with --tta N)")
+    p.add_argument("--overwrite", action="store_true", help="replace the calibration the manifest has")
+    p.set_defaults(func=_recalibrate)
 
     p = sub.add_parser("swap-unet", help="a new blend2mask2flux run folder with another trained U-Net inside "
                                           "(nothing retrained: check it on held-out blends before shipping)")
@@ -191,6 +202,16 @@ def _bank(args) -> int:
     summary = make_bank(args.sample, args.models, args.output, args.seed, args.test_fraction,
                         overwrite=args.overwrite)
     print(f"wrote {summary['path']}: {summary['n_galaxies']} training galaxies, {summary['bytes'] / 1e6:.1f} MB")
+    return 0
+
+
+def _recalibrate(args) -> int:
+    from .ship import recalibrate_model
+
+    manifest = recalibrate_model(args.manifest, args.calibration, overwrite=args.overwrite)
+    by_tta = sorted((manifest.flux_error_calibration.get("by_tta") or {}), key=int)
+    print(f"{args.manifest}: calibration of {manifest.method} for tta 1"
+          + "".join(f", {t}" for t in by_tta))
     return 0
 
 

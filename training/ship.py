@@ -99,9 +99,11 @@ def ship_run(run_dir, name: str, default: bool = False, description: str = "", n
     test_results : path-like, optional
         A results table of held-out test blends predicted with this model
         (instead of the run's ``evaluation/summary.json``).
-    calibration : path-like, optional
-        A ``blendphot calibrate-errors fit`` file with this method's error
-        calibration, stored in the manifest (used by every prediction).
+    calibration : path-like or sequence of path-like, optional
+        ``blendphot calibrate-errors fit`` file(s) with this method's error
+        calibration, stored in the manifest (used by every prediction): one
+        fitted on single-pass predictions, and optionally more fitted on
+        predictions made with ``--tta N``, used at that ``tta``.
     stages : sequence of path-like
         Earlier run folders this model started from, recorded in ``trained_on``.
     """
@@ -125,14 +127,10 @@ def ship_run(run_dir, name: str, default: bool = False, description: str = "", n
     model_sha = sha256_file(model)
     flux_error_calibration = None
     if calibration:
-        from napari_blendphot.metrics.calibration import MODEL, FluxErrorCalibration
+        from napari_blendphot.metrics.calibration import FluxErrorCalibration, manifest_calibration
 
-        fitted = FluxErrorCalibration.load(calibration)
-        if method not in fitted.parameters:
-            raise InputError(calibration, f"has no calibration of {method!r}",
-                             f"calibrated: {', '.join(sorted(fitted.parameters)) or 'none'}")
-        flux_error_calibration = {"model": MODEL, "parameters": fitted.parameters[method],
-                                  "provenance": fitted.provenance}
+        paths = [calibration] if isinstance(calibration, (str, Path)) else list(calibration)
+        flux_error_calibration = manifest_calibration([FluxErrorCalibration.load(p) for p in paths], method)
     if test_results:
         metrics = metrics_from_results(test_results, method, model_sha)
     else:
@@ -171,3 +169,28 @@ def ship_run(run_dir, name: str, default: bool = False, description: str = "", n
     return write_manifest(target, method, model_arguments(config["model"]), trained_on, metrics,
                           name=name, backend=record.get("backend"), default=default, notes=notes,
                           overwrite=overwrite, flux_error_calibration=flux_error_calibration)
+
+
+def recalibrate_model(manifest_path, calibrations, overwrite: bool = False):
+    """Replace a shipped model's flux-error calibration with *calibrations*; the model file is untouched.
+
+    *calibrations*: ``blendphot calibrate-errors fit`` files of the model's
+    method (one fitted on single-pass predictions, optionally others fitted
+    with ``--tta N``: :func:`napari_blendphot.metrics.calibration.manifest_calibration`).
+    A manifest that already has a calibration is replaced only with
+    *overwrite*.  Returns the rewritten :class:`~napari_blendphot.models.manifests.Manifest`.
+    """
+    from dataclasses import replace
+
+    from napari_blendphot.atomic import write_text_atomic
+    from napari_blendphot.metrics.calibration import FluxErrorCalibration, manifest_calibration
+    from napari_blendphot.models.manifests import Manifest, verify
+
+    manifest = Manifest.read(manifest_path)
+    verify(manifest)  # the calibration belongs to these very weights
+    if manifest.flux_error_calibration and not overwrite:
+        raise InputError(manifest_path, "already has a flux-error calibration", "pass overwrite to replace it")
+    fitted = [FluxErrorCalibration.load(path) for path in calibrations]
+    updated = replace(manifest, flux_error_calibration=manifest_calibration(fitted, manifest.method))
+    write_text_atomic(Path(manifest_path), updated.to_json())
+    return updated

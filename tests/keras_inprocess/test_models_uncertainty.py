@@ -101,6 +101,18 @@ def test_deblenders_return_calibrated_errors(tmp_path):
     np.testing.assert_allclose(calibrated.flux_errors[:, 0], 1.7 * raw.flux_errors[:, 0], rtol=1e-6)
     np.testing.assert_allclose(calibrated.flux_errors[:, 1],
                                np.hypot(raw.flux_errors[:, 1], 0.1 * raw.fluxes[:, 1]), rtol=1e-6)
+    # With tta 8 the calibration fitted on averaged predictions applies, where the manifest has one.
+    averaged = Blend2FluxDeblender(weights=str(path), tta=8)
+    raw8 = averaged.deblend(stamps)
+    averaged.manifest = {"flux_error_calibration": {
+        "parameters": {"central": {"a": 1.7, "b": 0.0}, "companion": {"a": 1.7, "b": 0.0}},
+        "by_tta": {"8": {"parameters": {"central": {"a": 0.5, "b": 0.0, "k95": 2.2},
+                                        "companion": {"a": 0.5, "b": 0.0, "k95": 2.2}}}}}}
+    calibrated8 = averaged.deblend(stamps)
+    np.testing.assert_allclose(calibrated8.flux_errors, 0.5 * raw8.flux_errors, rtol=1e-6)
+    assert calibrated8.metadata["flux_error_calibration"]["fitted_with_tta"] == 8
+    assert calibrated8.metadata["flux_error_k95"] == {"central": 2.2, "companion": 2.2}
+    assert calibrated.metadata["flux_error_calibration"]["fitted_with_tta"] == 1
     deblender.manifest = {"flux_error_calibration": {"parameters": {"central": {"a": -1, "b": 0},
                                                                     "companion": {"a": 1, "b": 0}}}}
     with pytest.raises(ValueError, match="not negative"):

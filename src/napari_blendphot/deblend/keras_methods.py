@@ -455,9 +455,9 @@ class KerasDeblender:
         Without a calibration in the manifest the raw errors are returned.
         Never infinite or negative: NaN where the flux is not measured.
         """
-        from napari_blendphot.metrics.calibration import check_dmag_bins, calibrated_errors
+        from napari_blendphot.metrics.calibration import calibrated_errors, check_dmag_bins
 
-        parameters = (self.manifest.get("flux_error_calibration") or {}).get("parameters")
+        parameters, _ = self._calibration_parameters()
         errors = np.array(raw, dtype=np.float64)
         if parameters:
             for role in ("central", "companion"):
@@ -478,18 +478,26 @@ class KerasDeblender:
         errors[~(np.isfinite(errors) & np.isfinite(fluxes))] = np.nan
         return errors
 
+    def _calibration_parameters(self) -> tuple[dict | None, int]:
+        """The manifest's error calibration for this :attr:`tta` and the tta it was fitted with."""
+        from napari_blendphot.metrics.calibration import calibration_for_tta
+
+        return calibration_for_tta(self.manifest.get("flux_error_calibration"), getattr(self, "tta", 1))
+
     def metadata(self) -> dict:
         import keras
 
         record = self._metadata_record(keras)
         calibration = self.manifest.get("flux_error_calibration") or {}
-        parameters = calibration.get("parameters") or {}
+        parameters, fitted_tta = self._calibration_parameters()
+        parameters = parameters or {}
         k95 = {role: float(p["k95"]) for role, p in parameters.items() if isinstance(p, dict) and "k95" in p}
         if k95:  # the calibrated 95% interval is flux +- k95 x flux_err
             record["flux_error_k95"] = k95
         if calibration:
             record["flux_error_calibration"] = {"model": calibration.get("model", ""),
-                                                "fitted_on": (calibration.get("provenance") or {}).get("fitted_on")}
+                                                "fitted_on": (calibration.get("provenance") or {}).get("fitted_on"),
+                                                "fitted_with_tta": fitted_tta}
         return record
 
     def _metadata_record(self, keras) -> dict:

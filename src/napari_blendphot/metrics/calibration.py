@@ -36,6 +36,14 @@ provenance (:meth:`FluxErrorCalibration.save`) and applied to arrays
 (:meth:`~FluxErrorCalibration.calibrate`) or to a results table
 (:meth:`~FluxErrorCalibration.apply`).  Fitting draws nothing at random;
 :func:`split_blends` makes the held-out split from an explicit seed.
+
+Averaging a network over test-time symmetries (``tta``) makes its fluxes
+better and leaves its raw errors as they were, so errors calibrated on
+single-pass predictions over-cover with ``--tta 8``.  A calibration records
+the ``tta`` each method's results were predicted with (:func:`table_tta`),
+and a model's manifest can hold one calibration per ``tta``
+(:func:`manifest_calibration`); a prediction takes the one fitted with its
+own ``tta``, else the single-pass one (:func:`calibration_for_tta`).
 """
 
 from __future__ import annotations
@@ -215,6 +223,57 @@ def check_dmag_bins(p: dict) -> str | None:
     return None
 
 
+def table_tta(table, method: str) -> int:
+    """The test-time symmetries *method* ran with in a results table (its provenance; 1 where not recorded)."""
+    provenance = table.meta.get("provenance") or {}
+    recorded = ((provenance.get("parameters") or {}).get("method_metadata") or {}).get(method) or {}
+    value = recorded.get("tta", 1)
+    try:
+        return max(int(value), 1)
+    except (TypeError, ValueError):
+        raise InputError(f"results table, method {method!r}", f"recorded tta {value!r} is not a number") from None
+
+
+def manifest_calibration(calibrations, method: str) -> dict:
+    """The ``flux_error_calibration`` entry of *method*'s manifest from one or more fitted calibrations.
+
+    Each :class:`FluxErrorCalibration` knows the ``tta`` its results were
+    predicted with; the single-pass one (``tta`` 1) is required and becomes the
+    default, the others go under ``by_tta`` (``{"8": {"parameters", "provenance"}}``).
+    """
+    entry, by_tta = None, {}
+    for fitted in calibrations:
+        if method not in fitted.parameters:
+            raise InputError(fitted.source or "calibration", f"has no calibration of {method!r}",
+                             f"calibrated: {', '.join(sorted(fitted.parameters)) or 'none'}")
+        tta = fitted.tta(method)
+        if tta == 1 and entry is None:
+            entry = {"model": MODEL, "parameters": fitted.parameters[method], "provenance": fitted.provenance}
+        elif tta != 1 and str(tta) not in by_tta:
+            by_tta[str(tta)] = {"parameters": fitted.parameters[method], "provenance": fitted.provenance}
+        else:
+            raise InputError(fitted.source or "calibration", f"a second calibration of {method!r} with tta {tta}")
+    if entry is None:
+        raise InputError("calibration", f"none of {method!r} fitted on single-pass predictions (tta 1)",
+                         "fit one on results predicted without --tta")
+    if by_tta:
+        entry["by_tta"] = dict(sorted(by_tta.items(), key=lambda item: int(item[0])))
+    return entry
+
+
+def calibration_for_tta(calibration: dict, tta: int) -> tuple[dict | None, int]:
+    """``(parameters, tta fitted with)`` of a manifest's calibration for predictions made with *tta*.
+
+    The calibration fitted with the same ``tta`` where the manifest has one,
+    else the single-pass one; ``(None, 1)`` without a calibration.
+    """
+    calibration = calibration or {}
+    own = (calibration.get("by_tta") or {}).get(str(int(tta)))
+    if int(tta) != 1 and isinstance(own, dict) and own.get("parameters"):
+        return own["parameters"], int(tta)
+    return calibration.get("parameters") or None, 1
+
+
 def calibrated_errors(parameters: dict, fluxes, errors=None) -> np.ndarray:
     """Calibrated 1-sigma errors (N, 2) from one method's ``{role: parameters}``, fluxes and raw errors (N, 2).
 
@@ -336,6 +395,12 @@ class FluxErrorCalibration:
 
     parameters: dict
     provenance: dict = field(default_factory=dict)
+    #: The file it was read from (for messages); None when fitted in memory.
+    source: str | None = None
+
+    def tta(self, method: str) -> int:
+        """The test-time symmetries *method*'s calibration results were predicted with (1 if not recorded)."""
+        return int((self.provenance.get("tta") or {}).get(method, 1))
 
     def calibrate(self, method: str, fluxes, errors=None) -> np.ndarray:
         """Calibrated 1-sigma errors (N, 2) for *fluxes* (N, 2) [central, companion] and raw *errors*.
@@ -421,7 +486,7 @@ class FluxErrorCalibration:
                 problem = check_dmag_bins(p)
                 if problem:
                     raise InputError(path, f"method {method!r}, {role}: {problem}")
-        return cls(parameters, record.get("provenance") or {})
+        return cls(parameters, record.get("provenance") or {}, source=str(path))
 
 
 def _finite_non_negative(value) -> bool:
@@ -458,6 +523,8 @@ def fit_calibration(table, methods=None, selection: str = "all", provenance: dic
                                                   neighbour_flux=fluxes[index, 1 - slot] if neighbour else None)
     record = dict(provenance or {})
     record.setdefault("n_blends", int(len(table)))
+    # A calibration holds for the tta it was fitted with (module docstring).
+    record.setdefault("tta", {method: table_tta(table, method) for method in methods})
     return FluxErrorCalibration(parameters, record)
 
 

@@ -325,6 +325,26 @@ def test_merge_joins_methods_on_blend_id(blends_dir):
         merge_results([first, second[:5]])
 
 
+def test_merge_keeps_each_methods_error_interval_and_provenance(blends_dir):
+    """A merged table must still measure 95% coverage at the method's calibrated k95, and know its tta."""
+    from napari_blendphot.metrics.calibration import coverage, table_tta
+    from napari_blendphot.training.scoring import merge_results
+
+    first = _results(blends_dir, "alpha", 1.0)
+    second = _results(blends_dir, "beta", 1.0)
+    for table, method in ((first, "alpha"), (second, "beta")):
+        for prefix in ("g1", "g2"):
+            table[f"{prefix}_flux_err_{method}"] = 0.5 * np.abs(np.asarray(table[f"{prefix}_flux"]))
+    second.meta["flux_error_k95"] = {"beta": {"central": 2.5, "companion": 2.4}}
+    second.meta["provenance"] = {"parameters": {"method_metadata": {"beta": {"tta": 8, "sha256": "ab" * 32}}}}
+    merged = merge_results([first, second], {"step": "training-merge"})
+    assert merged.meta["flux_error_k95"] == {"beta": {"central": 2.5, "companion": 2.4}}
+    assert table_tta(merged, "beta") == 8 and table_tta(merged, "alpha") == 1
+    assert merged.meta["provenance"]["parameters"]["method_metadata"]["beta"]["sha256"] == "ab" * 32
+    assert merged.meta["provenance"]["step"] == "training-merge"
+    np.testing.assert_allclose(coverage(merged, "beta")["coverage_95"], coverage(second, "beta")["coverage_95"])
+
+
 def test_ship_writes_a_manifest_with_test_metrics(tmp_path):
     from napari_blendphot.models.manifests import list_shipped_models
     from napari_blendphot.training.config import load_config, save_config

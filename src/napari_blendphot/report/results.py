@@ -255,7 +255,10 @@ def merge_results(tables, provenance: dict | None = None):
     """One results table with the method columns of all *tables*, joined on the blend ``id``.
 
     Every table must hold the same blends (same ids and the same truth
-    columns); method columns must not repeat.
+    columns); method columns must not repeat.  Each method keeps what its
+    table records of it: zero point, label, error columns, calibrated 95%
+    multiple (``flux_error_k95``) and its provenance (``method_metadata``:
+    weights, precision, tta), the last under the merged table's provenance.
     """
     from astropy.table import Table
 
@@ -269,6 +272,17 @@ def merge_results(tables, provenance: dict | None = None):
     zero_points = dict(base.meta.get("zero_points") or {})
     labels = dict(base.meta.get("labels") or {})
     flux_errors = dict(base.meta.get("flux_errors") or {})
+    k95, method_metadata = {}, {}
+
+    def keep_method_records(table, method):
+        if method in (table.meta.get("flux_error_k95") or {}):
+            k95[method] = table.meta["flux_error_k95"][method]
+        recorded = ((table.meta.get("provenance") or {}).get("parameters") or {}).get("method_metadata") or {}
+        if method in recorded:
+            method_metadata[method] = recorded[method]
+
+    for method in methods:
+        keep_method_records(base, method)
     for index, table in enumerate(tables[1:], start=1):
         other_ids = np.asarray(table["id"])
         if set(other_ids.tolist()) != set(ids.tolist()) or len(other_ids) != len(ids):
@@ -286,10 +300,16 @@ def merge_results(tables, provenance: dict | None = None):
                 labels[method] = table.meta["labels"][method]
             if method in (table.meta.get("flux_errors") or {}):
                 flux_errors[method] = table.meta["flux_errors"][method]
+            keep_method_records(table, method)
             for column in table.colnames:
                 if column.endswith(f"_{method}"):
                     merged[column] = np.asarray(table[column])[order]
     merged.meta = {"methods": methods, "zero_points": zero_points, "provenance": dict(provenance or {})}
+    if method_metadata:
+        merged.meta["provenance"]["parameters"] = {**(merged.meta["provenance"].get("parameters") or {}),
+                                                   "method_metadata": method_metadata}
+    if k95:
+        merged.meta["flux_error_k95"] = k95
     if labels:
         merged.meta["labels"] = labels
     if flux_errors:

@@ -306,6 +306,10 @@ def test_a_calibration_records_the_tta_its_results_were_predicted_with(tmp_path)
     assert fitted.tta("m") == 8
     loaded = FluxErrorCalibration.load(fitted.save(tmp_path / "calib_tta8.json"))
     assert loaded.tta("m") == 8 and loaded.source == str(tmp_path / "calib_tta8.json")
+    # Applied only to results predicted with the same tta: other errors would be mis-scaled.
+    assert fitted.apply(averaged)["g1_flux_err_m"].shape == (2000,)
+    with pytest.raises(InputError, match="fitted on predictions with tta 8, the table's were made with tta 1"):
+        loaded.apply(single)
     averaged.meta["provenance"]["parameters"]["method_metadata"]["m"]["tta"] = "eight"
     with pytest.raises(InputError, match="recorded tta 'eight' is not a number"):
         fit_calibration(averaged)

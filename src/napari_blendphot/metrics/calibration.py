@@ -426,6 +426,11 @@ class FluxErrorCalibration:
         for method in self.parameters:
             if f"g1_flux_{method}" not in out.colnames:
                 continue
+            if table_tta(table, method) != self.tta(method):
+                raise InputError(self.source or "calibration",
+                                 f"{method!r} was fitted on predictions with tta {self.tta(method)}, the table's "
+                                 f"were made with tta {table_tta(table, method)}",
+                                 "fit a calibration on results predicted with the same --tta")
             fluxes = np.column_stack([np.asarray(out[f"{GALAXY_PREFIX[g]}_flux_{method}"], dtype=np.float64)
                                       for g in GALAXIES])
             raw = None

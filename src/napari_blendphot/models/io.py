@@ -26,7 +26,7 @@ ROLES = ARCHITECTURES
 _KERAS_MEMBERS = ("config.json", "metadata.json")
 
 
-def save_model(model, path, overwrite: bool = False) -> Path:
+def save_model(model, path, overwrite: bool = False, compress: bool = False) -> Path:
     """Save ``model`` to a ``.keras`` file.
 
     Parameters
@@ -36,6 +36,11 @@ def save_model(model, path, overwrite: bool = False) -> Path:
         Must end in ``.keras``; its folder must exist.
     overwrite : bool
         Replace an existing file (otherwise :class:`OutputExistsError`).
+    compress : bool
+        Deflate the archive's members (Keras stores them uncompressed).  Any
+        zip reader, Keras included, loads it as it is; it pays for weights
+        rounded to 16 bits (:func:`~napari_blendphot.models.networks.round_weights`),
+        whose zero low bytes halve the file.
 
     Returns
     -------
@@ -54,7 +59,25 @@ def save_model(model, path, overwrite: bool = False) -> Path:
 
     with atomic_output(path, suffix=".keras", replace=overwrite) as temporary:
         model.save(str(temporary))
+        if compress:
+            deflate_archive(temporary)
     return path
+
+
+def deflate_archive(path) -> None:
+    """Rewrite the zip archive *path* with every member deflated (same names, same bytes once read)."""
+    path = Path(path)
+    with zipfile.ZipFile(path) as archive:
+        members = [(info, archive.read(info.filename)) for info in archive.infolist()]
+    rewritten = path.with_name(path.name + ".deflating")
+    try:
+        with zipfile.ZipFile(rewritten, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
+            for info, data in members:
+                info.compress_type = zipfile.ZIP_DEFLATED
+                archive.writestr(info, data)
+        rewritten.replace(path)
+    finally:
+        rewritten.unlink(missing_ok=True)
 
 
 def read_keras_config(path) -> dict:

@@ -251,3 +251,67 @@ class StopGradient(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
+
+
+@keras.saving.register_keras_serializable(package="blendphot")
+class EnsembleMixture(keras.layers.Layer):
+    """A deep ensemble's fluxes and their uncertainty from its members' ``flux_uncertainty`` outputs.
+
+    Each member ``i`` gives ``[ln f_i, ln s_i]`` per galaxy (:class:`FluxUncertainty`):
+    a Gaussian in ``ln(flux)``.  The ensemble is their equal-weight mixture
+    (Lakshminarayanan et al. 2017), summarised by its mean and variance::
+
+        ln f = mean_i ln f_i
+        s^2  = mean_i s_i^2  +  w * mean_i (ln f_i - ln f)^2
+
+    The first term is the noise the members expect (aleatoric); the second,
+    how much independently trained members disagree: the model's own
+    uncertainty, which grows on blends unlike the training set.  ``w``
+    (``spread_weight``, 1 for the plain mixture) lets the spread keep its
+    face value through an error calibration that scales the whole error by
+    ``a``: with ``w = 1 / a^2`` only the aleatoric part is rescaled in effect
+    (docs/uncertainty.md, "Deep ensemble").  Returns
+    ``[fluxes (N, k), flux_uncertainty (N, 2k)]`` with ``fluxes = exp(ln f)``
+    (a geometric mean: averaging log fluxes is what MAPE-trained networks'
+    errors, relative ones, call for) and ``flux_uncertainty = [ln f, ln s]``,
+    the members' own convention, so the ensemble is read, calibrated and
+    checked exactly like one network.  The spread term alone is also kept
+    apart by :meth:`components` for tests and diagnostics.
+
+    Call
+    ----
+    list of M >= 2 tensors (N, 2k); returns [(N, k), (N, 2k)].
+    """
+
+    def __init__(self, spread_weight: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        if not float(spread_weight) >= 0:
+            raise ValueError(f"EnsembleMixture spread_weight must be >= 0, got {spread_weight!r}")
+        self.spread_weight = float(spread_weight)
+
+    def call(self, inputs):
+        log_flux, aleatoric_variance, spread_variance = self.components(inputs)
+        log_sigma = 0.5 * ops.log(aleatoric_variance + self.spread_weight * spread_variance)
+        return [ops.exp(log_flux), ops.concatenate([log_flux, log_sigma], axis=-1)]
+
+    @staticmethod
+    def components(inputs):
+        """(mean log flux, mean member variance, variance of the members' log fluxes), each (N, k)."""
+        if not isinstance(inputs, (list, tuple)) or len(inputs) < 2:
+            raise ValueError("EnsembleMixture needs the outputs of at least two members")
+        stacked = ops.stack([ops.cast(member, "float32") for member in inputs], axis=0)  # (M, N, 2k)
+        k = stacked.shape[-1] // 2
+        log_fluxes, log_sigmas = stacked[..., :k], stacked[..., k:]
+        log_flux = ops.mean(log_fluxes, axis=0)
+        aleatoric_variance = ops.mean(ops.exp(2.0 * log_sigmas), axis=0)
+        spread_variance = ops.mean(ops.square(log_fluxes - log_flux[None]), axis=0)
+        return log_flux, aleatoric_variance, spread_variance
+
+    def compute_output_shape(self, input_shapes):
+        shape = tuple(input_shapes[0])
+        return [(*shape[:-1], shape[-1] // 2), shape]
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(spread_weight=self.spread_weight)
+        return config

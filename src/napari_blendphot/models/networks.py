@@ -25,6 +25,7 @@ from napari_blendphot.constants import STAMP_SIZE
 from napari_blendphot.errors import InputError
 from napari_blendphot.models.layers import (
     BlockMaxPool2D,
+    EnsembleMixture,
     FluxOutput,
     FluxUncertainty,
     SelectChannels,
@@ -508,6 +509,83 @@ def decode_masks(predicted, encoding: str = "two"):
         overlap = predicted[..., 0]
         pair = (np.maximum(predicted[..., 1], overlap), np.maximum(predicted[..., 2], overlap))
     return np.stack(pair, axis=1).astype(np.float32)
+
+
+def build_ensemble(members, name: str = "blend2flux_ensemble", spread_weight: float = 1.0):
+    """One model that runs independently trained flux networks side by side: a deep ensemble.
+
+    Each member must have the flux-uncertainty output (``uncertainty=True``)
+    and take raw stamps; their outputs are combined by
+    :class:`~napari_blendphot.models.layers.EnsembleMixture` into the outputs
+    of a single blend2flux, ``{"fluxes": (N, 2), "flux_uncertainty": (N, 4)}``,
+    so everything that runs, calibrates or checks blend2flux takes the
+    ensemble as it is.  The members are copied in (renamed ``member_1``...,
+    weights identical), so one ``.keras`` file holds the whole ensemble.
+    *spread_weight*: see :class:`~napari_blendphot.models.layers.EnsembleMixture`.
+    """
+    import numpy as np
+
+    members = list(members)
+    if len(members) < 2:
+        raise ValueError(f"an ensemble needs at least two members, got {len(members)}")
+    input_shape = tuple(members[0].inputs[0].shape)[1:]
+    stamps = keras.Input(shape=input_shape, name="stamps")
+    member_outputs = []
+    for index, member in enumerate(members, 1):
+        if len(member.inputs) != 1 or tuple(member.inputs[0].shape)[1:] != input_shape:
+            raise ValueError(f"member {index} takes {[tuple(t.shape) for t in member.inputs]}, the first "
+                             f"member (None, *{input_shape})")
+        outputs = member.output
+        if not (isinstance(outputs, dict) and "flux_uncertainty" in outputs and "fluxes" in outputs):
+            raise ValueError(f"member {index} ({member.name!r}) has no flux-uncertainty output: train it with "
+                             "uncertainty=True")
+        config = member.get_config()
+        config["name"] = f"member_{index}"
+        copy = type(member).from_config(config)
+        copy.set_weights([np.asarray(w) for w in member.get_weights()])
+        member_outputs.append(copy(stamps)["flux_uncertainty"])
+    fluxes, uncertainty = EnsembleMixture(spread_weight, name="ensemble")(member_outputs)
+    return keras.Model(stamps, {"fluxes": fluxes, "flux_uncertainty": uncertainty}, name=name)
+
+
+def ensemble_members(model) -> list:
+    """The member models inside an ensemble built by :func:`build_ensemble` (empty for a single network)."""
+    return [layer for layer in model.layers if isinstance(layer, keras.Model) and layer.name.startswith("member_")]
+
+
+def round_weights(model, precision: str = "bfloat16", min_size: int = 1024) -> int:
+    """Round the large float32 weight arrays of *model* to the nearest *precision* value, in place.
+
+    Returns how many arrays were rounded.  The weights stay float32 arrays
+    (the model is unchanged in kind and runs as before), but their last 16
+    bits (bfloat16) become zero, so a deflated ``.keras`` archive
+    (:func:`napari_blendphot.models.io.save_model` with ``compress=True``)
+    stores them in about half the bytes: 16-bit storage, widened on load by
+    nothing more than reading the file.  ``"float16"`` keeps 3 more bits of
+    mantissa and compresses less.  Arrays of fewer than *min_size* values
+    (biases, the last layers) stay exact: they are a negligible share of the
+    bytes, and a rounded bias shifts every prediction the same way (a
+    systematic flux offset of up to 0.2% that rounding the kernels, whose
+    errors average out, does not give).
+    """
+    import numpy as np
+
+    if precision not in ("bfloat16", "float16"):
+        raise ValueError(f"precision must be 'bfloat16' or 'float16', got {precision!r}")
+    rounded = 0
+    for variable in model.weights:
+        value = np.asarray(keras.ops.convert_to_numpy(variable.value))
+        if value.dtype != np.float32 or value.size < min_size:
+            continue
+        if precision == "float16":
+            new = value.astype(np.float16).astype(np.float32)
+        else:  # round to nearest, ties to even, on the upper 16 bits
+            bits = value.view(np.uint32).astype(np.uint64)
+            bits = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) << 16
+            new = np.where(np.isfinite(value), bits.astype(np.uint32).view(np.float32), value)
+        variable.assign(new.astype(np.float32))
+        rounded += 1
+    return rounded
 
 
 BUILDERS = {

@@ -217,7 +217,7 @@ def test_checkboxes_follow_the_registry(make_napari_viewer, engine, tiny):
         _, widget = make_widget(make_napari_viewer, engine, tiny)
         assert list(widget.method_boxes) == list(available_methods())
         assert widget.method_boxes["echogui"].text() == "stand-in method"
-        assert set(widget.weights_labels) == set(NETWORKS)
+        assert set(widget.weights_labels) == set(NETWORKS) | {"ensemble"}  # every method that takes weights
         widget.close_inspector()
     finally:
         unregister_method("echogui")

@@ -11,7 +11,8 @@ import pytest
 from napari_blendphot.testing.stand_ins import SlowDeblender, expected_slow_fluxes, toy_blends
 
 from napari_blendphot.deblend import registry
-from napari_blendphot.deblend.registry import (ENTRY_POINT_GROUP, available_methods, create_method, method_info,
+from napari_blendphot.deblend.registry import (ENTRY_POINT_GROUP, available_methods, create_method, default_methods,
+                                               method_info, methods_with,
                                                parse_method_list, register_method, unregister_method)
 from napari_blendphot.errors import InputError
 
@@ -23,6 +24,16 @@ def test_builtins_and_their_properties():
     for name, masks in (("blend2flux", False), ("unet", True), ("blend2mask2flux", True)):
         info = method_info(name)
         assert info.needs_worker and info.makes_masks == masks and info.label
+
+
+def test_the_deep_ensemble_is_an_opt_in_network_method_that_takes_weights():
+    info = method_info("ensemble")
+    assert (info.origin, info.network, info.uses_keras, info.accepts_weights, info.needs_worker, info.tta) == (
+        "builtin", "blend2flux", True, True, True, True)
+    assert not info.makes_masks and not info.default_run
+    assert "ensemble" in available_methods() and "ensemble" not in default_methods()
+    assert "ensemble" in methods_with(accepts_weights=True)
+    assert parse_method_list("sep,ensemble") == ["sep", "ensemble"]
 
 
 def test_create_sep_in_process():

@@ -60,20 +60,24 @@ from napari_blendphot.errors import InputError
 MASK_THRESHOLD = 0.5
 
 
-def _load_weights(method: str, network: str | None, weights):
+def _load_weights(method: str, network: str | None, weights, default_name: str | None = None):
     """Resolve *weights* (name, path or None) and load the model: (model, path, manifest dict).
 
     *network* is the architecture the file must hold (and whose shipped model
-    is the default), or None for a method without a shipped model.
+    is the default), or None for a method without a shipped model;
+    *default_name* a shipped model to use instead of the network's default.
     """
     import dataclasses
 
     from napari_blendphot.models.io import load_model
-    from napari_blendphot.models.manifests import default_model, resolve_weights
+    from napari_blendphot.models.manifests import default_model, list_shipped_models, resolve_weights
 
     role = network
     if weights is None:
-        shipped = default_model(role) if role else None
+        if default_name is not None:
+            shipped = next((m for m in list_shipped_models() if m.name == default_name), None)
+        else:
+            shipped = default_model(role) if role else None
         if shipped is None:
             raise InputError(f"method {method!r}", "no weights given and no shipped model is installed for it",
                              f"pass weights=PATH, or --weights {method}=PATH on the command line")
@@ -205,6 +209,8 @@ class KerasDeblender:
     tta = True  # capability (registry): takes tta=1, 2, 4 or 8; the instance attribute holds the number
     #: Architecture of the weights (whose shipped model is the default); None: the user chooses a file.
     network = None
+    #: A shipped model to load without ``weights=`` instead of the network's default (None: that default).
+    default_weights = None
     default_batch_size = 32
 
     #: Blends per forward pass on a GPU: XLA's convolutions fill an H100/H200 from ~1,000 blends on.
@@ -222,7 +228,8 @@ class KerasDeblender:
         if precision is not None and (not isinstance(precision, str) or precision.lower() not in PRECISIONS):
             resolve_precision(precision, source=f"option precision of {self.name}")  # the one message
         self.requested_precision = precision
-        self.model, self.weights_path, self.manifest = _load_weights(self.name, self.network, weights)
+        self.model, self.weights_path, self.manifest = _load_weights(self.name, self.network, weights,
+                                                                     self.default_weights)
         import keras
 
         self.keras_backend = keras.backend.backend()
@@ -558,6 +565,28 @@ class Blend2FluxDeblender(KerasDeblender):
         if fluxes is None:
             raise InputError(self.weights_path, "the model does not output fluxes (B, 2): not a blend2flux model")
         return DeblendOutput(self.name, fluxes, None, {}, self.metadata(), self._flux_errors(fluxes, relative))
+
+
+class EnsembleDeblender(Blend2FluxDeblender):
+    """A deep ensemble of blend2flux networks, run as one model (``models.networks.build_ensemble``).
+
+    The fluxes are the geometric mean of the members'; the 1-sigma error adds
+    to the noise the members expect the spread between them (their
+    disagreement: the model's own uncertainty, largest on blends unlike the
+    training set), then the manifest's calibration (docs/uncertainty.md,
+    "Deep ensemble").  Opt-in: it costs one blend2flux pass per member.
+    """
+
+    name = "ensemble"
+    label = "blend2flux deep ensemble"
+    default_weights = "blend2flux_ensemble_v4"
+
+    def metadata(self) -> dict:
+        record = super().metadata()
+        from napari_blendphot.models.networks import ensemble_members
+
+        record["members"] = len(ensemble_members(self.model))
+        return record
 
 
 class UNetDeblender(KerasDeblender):

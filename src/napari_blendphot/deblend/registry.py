@@ -213,6 +213,12 @@ _BUILTINS = (
                description="U-Net masks then a CNN on blend + masks for the fluxes (Boucaud et al. 2020)",
                origin="builtin", network="blend2mask2flux", short_label="blend2mask2flux", color="#2a9d4b",
                line_style="solid", **_KERAS),
+    MethodInfo("ensemble", "blend2flux deep ensemble", False,
+               factory="napari_blendphot.deblend.keras_methods:EnsembleDeblender",
+               description="independently trained blend2flux CNNs averaged; their spread is added to the flux "
+                           "error (the model's own uncertainty); costs one blend2flux pass per member",
+               origin="builtin", network="blend2flux", short_label="ensemble", color="#0e3f73", line_style="dashdot",
+               default_run=False, **_KERAS),
     MethodInfo("seppaper", "SEP two-pass, paper set-up (isophotal, no background)", True, False,
                "napari_blendphot.deblend.sep_baseline:SepPaper",
                "the paper's own baseline: the sep two-pass without background subtraction, isophotal fluxes "

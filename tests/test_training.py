@@ -421,6 +421,48 @@ def test_ship_a_synth_run_with_test_results_calibration_and_stages(tmp_path, ble
                  test_results=tmp_path / "none.fits")
 
 
+def test_ship_an_ensemble_run_as_a_blend2flux_model_of_the_ensemble_method(tmp_path, blends_dir, capsys):
+    """`python -m training ensemble` writes a run whose results and calibration are the 'ensemble' method's;
+    the manifest says blend2flux (what the file holds) and records the members; recalibrate finds them too."""
+    from napari_blendphot.metrics.calibration import FluxErrorCalibration
+    from napari_blendphot.models.manifests import Manifest
+    from napari_blendphot.provenance import sha256_file
+    from napari_blendphot.report.results import write_results
+    from napari_blendphot.training.cli import main
+    from napari_blendphot.training.ship import ship_run
+
+    run = tmp_path / "ens"
+    run.mkdir()
+    (run / "model.keras").write_bytes(b"stand-in for an ensemble")
+    members = [{"name": "blend2flux_v2", "sha256": "ab" * 32}, {"name": "e1", "sha256": "cd" * 32,
+                                                                 "run": {"epochs": 150}}]
+    (run / "config.json").write_text(json.dumps({
+        "name": "ens", "method": "ensemble", "training": {"precision": "bfloat16 storage", "batch_size": None},
+        "model": {"kind": "blend2flux", "ensemble_members": ["blend2flux_v2", "e1"], "spread_weight": 1.8}}))
+    (run / "run.json").write_text(json.dumps({"kind": "blend2flux", "members": members, "store": "bfloat16", "backend": "jax",
+                                              "spread_weight": 1.8, "data": {"mode": "synth", "bank": {}}}))
+    table = _results(blends_dir, "ensemble", 1.05)
+    table.meta["provenance"] = {"parameters": {"split": "test", "method_metadata": {
+        "ensemble": {"sha256": sha256_file(run / "model.keras")}}}}
+    results = write_results(table, tmp_path / "test_results")[0]
+    role = {"a": 0.75, "b": 0.0, "k95": 2.4, "n": 100}
+    one = FluxErrorCalibration({"ensemble": {"central": role, "companion": role}},
+                               {"tta": {"ensemble": 1}}).save(tmp_path / "calib.json")
+    manifest = ship_run(run, "blend2flux_ensemble_test", weights_dir=tmp_path / "weights", test_results=results,
+                        calibration=[one])
+    assert manifest.method == "blend2flux" and manifest.architecture["ensemble_members"] == ["blend2flux_v2", "e1"]
+    assert manifest.test_metrics["flux_mape_pct"] == pytest.approx(5.0)
+    assert [m["name"] for m in manifest.trained_on["members"]] == ["blend2flux_v2", "e1"]
+    assert manifest.trained_on["store"] == "bfloat16" and manifest.trained_on["spread_weight"] == 1.8
+    assert manifest.flux_error_calibration["parameters"]["central"]["a"] == 0.75
+    eight = FluxErrorCalibration({"ensemble": {"central": {**role, "a": 0.7}, "companion": role}},
+                                 {"tta": {"ensemble": 8}}).save(tmp_path / "calib8.json")
+    path = tmp_path / "weights" / "blend2flux_ensemble_test.json"
+    assert main(["recalibrate", str(path), "--calibration", str(one), "--calibration", str(eight), "--overwrite"]) == 0
+    capsys.readouterr()
+    assert Manifest.read(path).flux_error_calibration["by_tta"]["8"]["parameters"]["central"]["a"] == 0.7
+
+
 def test_ship_stores_one_calibration_per_tta(tmp_path, blends_dir):
     """Errors calibrated on --tta 8 predictions go under by_tta["8"]; the single-pass one stays the default."""
     from napari_blendphot.metrics.calibration import FluxErrorCalibration, calibration_for_tta

@@ -146,6 +146,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="new run folder to create")
     p.set_defaults(func=_swap_unet)
 
+    p = sub.add_parser("ensemble", help="a deep ensemble of trained blend2flux networks as one new run folder "
+                                        "(nothing trained; ship it with 'ship')")
+    p.add_argument("members", nargs="+", help="two or more blend2flux networks with the flux-uncertainty output: "
+                                              "run folders, .keras files or shipped model names")
+    p.add_argument("-o", "--output", required=True, help="new run folder to create")
+    p.add_argument("--name", default="blend2flux_ensemble", help="the ensemble model's name")
+    p.add_argument("--store", choices=("float32", "bfloat16", "float16"), default="bfloat16",
+                   help="round the weights to 16 bits and deflate the file (default bfloat16: ~2.9 MB per member)")
+    p.add_argument("--spread-weight", type=float, default=1.0,
+                   help="weight of the members' spread in the error variance (default 1: the plain mixture); "
+                        "--spread-weight-from CALIBRATION.json sets it to 1/a^2 of an ensemble's calibration")
+    p.add_argument("--spread-weight-from", metavar="CALIBRATION.json",
+                   help="'blendphot calibrate-errors fit' file of this ensemble built with weight 1: keep the "
+                        "spread at face value through that calibration")
+    p.set_defaults(func=_ensemble)
+
     p = sub.add_parser("results", help="the results tables of the shipped models on several test sets, with "
                                        "bootstrap intervals over galaxies, bins and error coverage")
     p.add_argument("--set", action="append", default=[], metavar="NAME=RESULTS", required=True,
@@ -230,6 +246,17 @@ def _swap_unet(args) -> int:
 
     record = swap_unet(args.run_dir, args.unet, args.output)
     print(json.dumps(record["unet_replaced"], indent=2))
+    return 0
+
+
+def _ensemble(args) -> int:
+    from .ensemble import make_ensemble, spread_weight_for
+
+    weight = spread_weight_for(args.spread_weight_from) if args.spread_weight_from else args.spread_weight
+    record = make_ensemble(args.members, args.output, store=args.store, name=args.name, spread_weight=weight)
+    print(f"{args.output}: {len(record['members'])} members ({', '.join(m['name'] for m in record['members'])}), "
+          f"{record['parameters']:,} parameters, weights stored as {record['store']}, "
+          f"spread weight {record['spread_weight']:.3f}")
     return 0
 
 

@@ -123,7 +123,10 @@ def ship_run(run_dir, name: str, default: bool = False, description: str = "", n
                              "or give test results predicted with its model")
     config = _read_json(run_dir / "config.json")
     record = _read_json(run_dir / "run.json")
-    method = config["model"]["kind"]
+    network = config["model"]["kind"]
+    # The deblending method whose results and calibration belong to this model: the network's own, or the
+    # one a combined model runs as (an ensemble of blend2flux networks is the 'ensemble' method).
+    method = config.get("method") or network
     model_sha = sha256_file(model)
     flux_error_calibration = None
     if calibration:
@@ -156,7 +159,7 @@ def ship_run(run_dir, name: str, default: bool = False, description: str = "", n
         "devices": record.get("devices"),
         "config": config["name"],
     }
-    for key in ("init_weights", "head_init", "unet_replaced"):
+    for key in ("init_weights", "head_init", "unet_replaced", "members", "store", "spread_weight"):  # members: ensembles
         if record.get(key):
             trained_on[key] = record[key]
     if config["model"].get("freeze_unet"):
@@ -166,7 +169,7 @@ def ship_run(run_dir, name: str, default: bool = False, description: str = "", n
     target_dir.mkdir(parents=True, exist_ok=True)
     with atomic_output(target) as temporary:
         Path(temporary).write_bytes(model.read_bytes())
-    return write_manifest(target, method, model_arguments(config["model"]), trained_on, metrics,
+    return write_manifest(target, network, model_arguments(config["model"]), trained_on, metrics,
                           name=name, backend=record.get("backend"), default=default, notes=notes,
                           overwrite=overwrite, flux_error_calibration=flux_error_calibration)
 
@@ -191,6 +194,7 @@ def recalibrate_model(manifest_path, calibrations, overwrite: bool = False):
     if manifest.flux_error_calibration and not overwrite:
         raise InputError(manifest_path, "already has a flux-error calibration", "pass overwrite to replace it")
     fitted = [FluxErrorCalibration.load(path) for path in calibrations]
-    updated = replace(manifest, flux_error_calibration=manifest_calibration(fitted, manifest.method))
+    method = "ensemble" if manifest.architecture.get("ensemble_members") else manifest.method
+    updated = replace(manifest, flux_error_calibration=manifest_calibration(fitted, method))
     write_text_atomic(Path(manifest_path), updated.to_json())
     return updated

@@ -217,7 +217,7 @@ _BUILTINS = (
                factory="napari_blendphot.deblend.keras_methods:EnsembleDeblender",
                description="independently trained blend2flux CNNs averaged; their spread is added to the flux "
                            "error (the model's own uncertainty); costs one blend2flux pass per member",
-               origin="builtin", network="blend2flux", short_label="ensemble", color="#0e3f73", line_style="dashdot",
+               origin="builtin", network="blend2flux", short_label="ensemble", color="#d9a21b", line_style="dashdot",
                default_run=False, **_KERAS),
     MethodInfo("seppaper", "SEP two-pass, paper set-up (isophotal, no background)", True, False,
                "napari_blendphot.deblend.sep_baseline:SepPaper",

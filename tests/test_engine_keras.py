@@ -126,6 +126,22 @@ def test_the_shipped_unet_and_blend2mask2flux_share_one_u_net_pass(probe):
     np.testing.assert_allclose(both["unet"].fluxes, alone.fluxes, rtol=1e-3)
 
 
+def test_the_shipped_ensemble_runs_beside_its_member_with_calibrated_errors(probe):
+    """`ensemble` loads its own shipped model (not blend2flux's default) and runs in the same worker."""
+    blends = probe[:3]
+    with InferenceEngine(["blend2flux", "ensemble"], backend="tensorflow") as engine:
+        outputs = engine.run(blends)
+    single, ensemble = outputs["blend2flux"], outputs["ensemble"]
+    assert ensemble.metadata["model_name"] == "blend2flux_ensemble_v4" and ensemble.metadata["members"] == 3
+    assert single.metadata["model_name"] == "blend2flux_v2"
+    assert ensemble.metadata["flux_error_calibration"]["fitted_with_tta"] == 1
+    assert set(ensemble.metadata["flux_error_k95"]) == {"central", "companion"}
+    assert np.all(np.isfinite(ensemble.flux_errors)) and np.all(ensemble.flux_errors > 0)
+    # blend2flux_v2 is one of the three members: the two agree to the members' spread, not exactly.
+    ratio = ensemble.fluxes / single.fluxes
+    assert np.all(np.abs(np.log(ratio)) < 0.5) and not np.allclose(ratio, 1.0, rtol=1e-6)
+
+
 def test_no_tensorflow_in_the_test_process():
     assert "tensorflow" not in sys.modules
     assert "keras" not in sys.modules

@@ -172,3 +172,13 @@ def test_importing_models_and_registry_does_not_import_keras():
     )
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert completed.returncode == 0, completed.stderr
+
+
+def test_the_shipped_weights_stay_within_the_40_mb_package_budget():
+    """Issue 12: the shipped weights stay <= 40 MB in the package (the ensemble's are stored in 16 bits)."""
+    from napari_blendphot.models.manifests import WEIGHTS_DIR, list_shipped_models
+
+    models = list_shipped_models()
+    total = sum(m.path.stat().st_size for m in models) + sum(p.stat().st_size for p in WEIGHTS_DIR.glob("*.json"))
+    assert {m.name for m in models} >= {"blend2flux_v2", "unet_v2", "blend2mask2flux_v3", "blend2flux_ensemble_v4"}
+    assert total <= 40_000_000, f"{total / 1e6:.2f} MB of shipped weights"

@@ -95,7 +95,7 @@ def create(names, options):
 
 # ------------------------------------------------------------------------------------- run
 def run(args) -> int:
-    from napari_blendphot.blend.dataset import BlendDataset, BlendDatasetView
+    from napari_blendphot.blend.dataset import BlendDataset
     from napari_blendphot.provenance import make_provenance
     from napari_blendphot.report.results import build_results_table, concatenate_results, write_results
 
@@ -105,7 +105,7 @@ def run(args) -> int:
     rows = dataset.indices(None if args.split == "all" else args.split)
     if args.n:
         rows = rows[:args.n]
-    view = BlendDatasetView(dataset, rows)
+    view = dataset.select(index=rows)
     context = view.context()
     out_dir = Path(args.output)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -271,14 +271,14 @@ def _compare(first, second, label: str) -> None:
 
 
 def repeat(args) -> int:
-    from napari_blendphot.blend.dataset import BlendDataset, BlendDatasetView
+    from napari_blendphot.blend.dataset import BlendDataset
     from napari_blendphot.deblend.base import DeblendOutput
 
     names = [n.strip() for n in args.methods.split(",") if n.strip()]
     methods = create(names, parse_options(args.option))
     dataset = BlendDataset(args.dataset)
     rows = dataset.indices(None if args.split == "all" else args.split)[:args.n]
-    context = BlendDatasetView(dataset, rows).context()
+    context = dataset.select(index=rows).context()
     blends = np.array(np.load(dataset.path / "blends.npy", mmap_mode="r")[rows])
     order = np.random.default_rng(args.seed).permutation(len(rows))
     back = np.argsort(order)

@@ -229,7 +229,7 @@ def test_a_third_party_keras_method_gets_a_weights_button_and_the_precision(make
                     uses_keras=True, accepts_weights=True, precisions=("float32", "bfloat16", "auto"))
     try:
         _, widget = make_widget(make_napari_viewer, engine, tiny)
-        assert set(widget.weights_labels) == {*NETWORKS, "thirdnet"}
+        assert set(widget.weights_labels) == {*NETWORKS, "ensemble", "thirdnet"}
         assert widget.weights_labels["thirdnet"].text() == "no shipped model"
         assert not widget.method_boxes["thirdnet"].isChecked()  # no weights yet
         assert widget.precision_combo.isVisibleTo(widget)

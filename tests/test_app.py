@@ -56,6 +56,27 @@ def test_a_third_party_keras_method_gets_a_weights_file_and_a_precision(third_pa
         model.close()
 
 
+def test_the_ensemble_is_described_and_checked_with_its_own_shipped_model(monkeypatch):
+    """Bug: the Inspector named and verified blend2flux's default model for 'ensemble', whose network it shares."""
+    from napari_blendphot.deblend.registry import shipped_model_of
+    from napari_blendphot.models import manifests
+
+    assert shipped_model_of("ensemble").name == "blend2flux_ensemble_v4"
+    assert shipped_model_of("blend2flux").name == "blend2flux_v2" and shipped_model_of("sep") is None
+    model = InspectorModel()
+    try:
+        assert model.weights_description("ensemble") == "shipped: blend2flux_ensemble_v4"
+        assert model.weights_description("blend2flux") == "shipped: blend2flux_v2"
+        assert model.check_method("ensemble") is None
+        verified = []
+        real_verify = manifests.verify
+        monkeypatch.setattr(manifests, "verify", lambda m: verified.append(m.name) or real_verify(m))
+        model._checked_weights.clear()
+        assert model.check_method("ensemble") is None and verified == ["blend2flux_ensemble_v4"]
+    finally:
+        model.close()
+
+
 def test_the_app_layer_imports_no_qt_and_no_napari():
     import subprocess
 

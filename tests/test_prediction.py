@@ -258,3 +258,19 @@ def test_sigterm_of_predict_stops_cleanly(toy_sample, tmp_path):
     assert text.splitlines()[-1] == "blendphot predict: terminated", text
     assert "Traceback" not in text and "leaked" not in text, text
     _assert_all_gone_within(descendants, 5.0)
+
+
+def test_a_method_with_its_own_shipped_model_is_refused_when_that_model_is_missing(monkeypatch):
+    """'ensemble' shares blend2flux's network but not its model: blend2flux's being there is not enough."""
+    import dataclasses
+
+    from napari_blendphot.deblend import registry
+    from napari_blendphot.errors import InputError
+    from napari_blendphot.prediction import method_options_for
+
+    assert method_options_for(["ensemble"]) == {}
+    info = registry.method_info("ensemble")
+    monkeypatch.setitem(registry._registry, "ensemble", dataclasses.replace(info, default_weights="no_such_model"))
+    with pytest.raises(InputError, match="method 'ensemble': no shipped model is installed for it"):
+        method_options_for(["ensemble"])
+    assert method_options_for(["blend2flux"]) == {}

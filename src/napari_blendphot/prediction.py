@@ -77,7 +77,9 @@ def method_options_for(methods, weights: dict | None = None, precision: str | No
 
             options.setdefault(name, {})["tta"] = check_tta(tta, "tta")
         if info.accepts_weights and "weights" not in options.get(name, {}):
-            if info.network is None or shipped_models.default_model(info.network) is None:
+            from napari_blendphot.deblend.registry import shipped_model_of
+
+            if info.network is None or shipped_model_of(name) is None:
                 raise InputError(f"method {name!r}", "no shipped model is installed for it",
                                  f"give weights with --weights {name}=PATH")
     return options

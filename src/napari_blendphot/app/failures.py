@@ -59,9 +59,9 @@ def can_rerun_masks(method: str) -> bool:
         return False
     if not info.accepts_weights:
         return True
-    from napari_blendphot.models.manifests import default_model
+    from napari_blendphot.deblend.registry import shipped_model_of
 
-    return info.network is not None and default_model(info.network) is not None
+    return info.network is not None and shipped_model_of(method) is not None
 
 
 @dataclass(frozen=True)

@@ -471,10 +471,10 @@ class InspectorModel:
             return True
         if info.network is None:
             return False
-        from napari_blendphot.models.manifests import default_model
+        from napari_blendphot.deblend.registry import shipped_model_of
 
         try:
-            return default_model(info.network) is not None
+            return shipped_model_of(name) is not None
         except InputError:
             return True  # present but unreadable: keep it ticked so that the problem gets reported
 
@@ -564,9 +564,9 @@ class InspectorModel:
         if info.network is None:
             return "no shipped model"
         try:
-            from napari_blendphot.models.manifests import default_model
+            from napari_blendphot.deblend.registry import shipped_model_of
 
-            manifest = default_model(info.network)
+            manifest = shipped_model_of(name)
         except InputError as exc:
             return f"shipped model unreadable: {exc.problem}"
         return f"shipped: {manifest.name}" if manifest is not None else "no shipped model"
@@ -597,10 +597,12 @@ class InspectorModel:
             return None
         if info.network is None:
             return f"{name}: no weights chosen — choose a .keras file with its '…' button"
-        from napari_blendphot.models.manifests import WEIGHTS_DIR, default_model, verify
+        from napari_blendphot.deblend.registry import shipped_model_of
+        from napari_blendphot.models import manifests
+        from napari_blendphot.models.manifests import WEIGHTS_DIR
 
         try:
-            manifest = default_model(info.network)
+            manifest = shipped_model_of(name)
         except InputError as exc:
             return (f"{name}: the shipped model's manifest cannot be read ({exc}); "
                     "reinstall napari-blendphot or choose a .keras file for it")
@@ -612,7 +614,7 @@ class InspectorModel:
                path.stat().st_mtime_ns if path.is_file() else -1)
         if key not in self._checked_weights:
             try:
-                verify(manifest)
+                manifests.verify(manifest)
                 self._checked_weights[key] = None
             except InputError as exc:
                 self._checked_weights[key] = (f"{name}: the shipped model is unusable: {exc}; "

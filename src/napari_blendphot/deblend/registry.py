@@ -150,6 +150,9 @@ class MethodInfo:
     default_run : bool
         Part of the default set (``blendphot predict`` without ``--methods``, the
         Inspector's ticked boxes); comparison methods are opt-in.
+    default_weights : str
+        The shipped model a method that takes weights loads without ``weights=``
+        ("" for its network's default model): :func:`shipped_model_of`.
     """
 
     name: str
@@ -173,6 +176,7 @@ class MethodInfo:
     line_style: str = ""
     check: Factory = ""
     default_run: bool = True
+    default_weights: str = ""
 
     @property
     def capabilities(self) -> dict:
@@ -218,7 +222,7 @@ _BUILTINS = (
                description="independently trained blend2flux CNNs averaged; their spread is added to the flux "
                            "error (the model's own uncertainty); costs one blend2flux pass per member",
                origin="builtin", network="blend2flux", short_label="ensemble", color="#d9a21b", line_style="dashdot",
-               default_run=False, **_KERAS),
+               default_run=False, default_weights="blend2flux_ensemble_v4", **_KERAS),
     MethodInfo("seppaper", "SEP two-pass, paper set-up (isophotal, no background)", True, False,
                "napari_blendphot.deblend.sep_baseline:SepPaper",
                "the paper's own baseline: the sep two-pass without background subtraction, isophotal fluxes "
@@ -249,7 +253,7 @@ _registry: dict[str, MethodInfo] = {info.name: info for info in _BUILTINS}
 def register_method(name: str, factory: Factory, *, label: str | None = None, makes_masks: bool = False,
                     needs_worker: bool = True, description: str = "", replace: bool = False,
                     check: Factory = "", default_run: bool = True, short_label: str = "", color: str = "",
-                    line_style: str = "", **capabilities) -> MethodInfo:
+                    line_style: str = "", default_weights: str = "", **capabilities) -> MethodInfo:
     """Register a deblending method under *name*.
 
     Parameters
@@ -276,6 +280,8 @@ def register_method(name: str, factory: Factory, *, label: str | None = None, ma
         Part of the default set of methods (see :class:`MethodInfo`).
     short_label, color, line_style : str, optional
         How views draw it (see :class:`MethodInfo`); "" for a choice by position.
+    default_weights : str, optional
+        The shipped model it runs without weights ("" for its network's default).
 
     Returns
     -------
@@ -296,7 +302,8 @@ def register_method(name: str, factory: Factory, *, label: str | None = None, ma
         raise InputError(f"line_style of method {name!r}", f"unknown {line_style!r}", f"use one of {LINE_STYLES}")
     info = MethodInfo(name, label or name, bool(makes_masks), bool(needs_worker), factory, description, "runtime",
                       check=check, default_run=bool(default_run), short_label=str(short_label), color=str(color),
-                      line_style=str(line_style), **_checked_capabilities(capabilities, name))
+                      line_style=str(line_style), default_weights=str(default_weights),
+                      **_checked_capabilities(capabilities, name))
     _registry[name] = info
     return info
 
@@ -388,6 +395,7 @@ def method_info(name: str) -> MethodInfo:
                       check=check if callable(check) else "", default_run=bool(getattr(factory, "default_run", True)),
                       short_label=str(getattr(factory, "short_label", "") or ""),
                       color=str(getattr(factory, "color", "") or ""),
+                      default_weights=str(getattr(factory, "default_weights", "") or ""),
                       line_style=_known_line_style(getattr(factory, "line_style", "")), **capabilities)
     _registry[name] = info
     return info
@@ -452,6 +460,23 @@ def display_of(name: str) -> tuple[str, str]:
         return "", ""
     info = _registry[name]
     return info.short_label, info.color
+
+
+def shipped_model_of(name: str):
+    """The shipped model's manifest that method *name* runs without ``weights=`` (None: none installed or needed).
+
+    Its own (:attr:`MethodInfo.default_weights`) where it names one, else its
+    network's default (``models.manifests.default_model``).  An unreadable
+    manifest raises :class:`InputError` naming it.
+    """
+    info = method_info(name)
+    if not info.accepts_weights or info.network is None:
+        return None
+    from napari_blendphot.models.manifests import default_model, list_shipped_models
+
+    if info.default_weights:
+        return next((m for m in list_shipped_models() if m.name == info.default_weights), None)
+    return default_model(info.network)
 
 
 def builtin_methods() -> tuple[str, ...]:

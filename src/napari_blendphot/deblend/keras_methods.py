@@ -70,12 +70,12 @@ def _load_weights(method: str, network: str | None, weights, default_name: str |
     import dataclasses
 
     from napari_blendphot.models.io import load_model
-    from napari_blendphot.models.manifests import default_model, list_shipped_models, resolve_weights
+    from napari_blendphot.models.manifests import default_model, resolve_weights, shipped_model
 
     role = network
     if weights is None:
         if default_name is not None:
-            shipped = next((m for m in list_shipped_models() if m.name == default_name), None)
+            shipped = shipped_model(default_name)
         else:
             shipped = default_model(role) if role else None
         if shipped is None:

@@ -472,11 +472,9 @@ def shipped_model_of(name: str):
     info = method_info(name)
     if not info.accepts_weights or info.network is None:
         return None
-    from napari_blendphot.models.manifests import default_model, list_shipped_models
+    from napari_blendphot.models.manifests import default_model, shipped_model
 
-    if info.default_weights:
-        return next((m for m in list_shipped_models() if m.name == info.default_weights), None)
-    return default_model(info.network)
+    return shipped_model(info.default_weights) if info.default_weights else default_model(info.network)
 
 
 def builtin_methods() -> tuple[str, ...]:

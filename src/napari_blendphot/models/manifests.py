@@ -146,6 +146,11 @@ def default_model(method: str, weights_dir=None) -> Manifest | None:
     return (flagged or candidates)[0]
 
 
+def shipped_model(name: str, weights_dir=None) -> Manifest | None:
+    """The shipped model called *name* (its manifest), or None when it is not installed."""
+    return next((manifest for manifest in list_shipped_models(weights_dir) if manifest.name == name), None)
+
+
 def verify(manifest: Manifest) -> Path:
     """Check that the manifest's ``.keras`` file exists and has the recorded sha256.
 

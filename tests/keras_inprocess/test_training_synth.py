@@ -137,3 +137,76 @@ def test_poisson_noise_follows_the_light(bank):
     for light in (clean > 1.0, (clean > 0.01) & (clean < 0.1)):
         z = (noisy - clean)[light] / np.sqrt(clean[light] / 10.0)
         assert light.sum() > 1000 and z.std() == pytest.approx(1.0, abs=0.05)
+
+
+# ---------------------------------------------------------------------------
+# Round 5: compact components and outer-profile tapers
+# ---------------------------------------------------------------------------
+def _sum_bank(bank):
+    """The bank with each galaxy's true flux equal to the light of its model (none outside the stamp)."""
+    summed = dict(bank)
+    summed["fluxes"] = bank["models"].astype(np.float64).sum(axis=(1, 2))
+    return summed
+
+
+def _clean(source, plan):
+    quiet = dict(plan.__dict__)
+    quiet["inverse_exposure"] = np.zeros_like(plan.inverse_exposure)
+    quiet["noise_rms"] = np.zeros_like(plan.noise_rms)
+    return _numpy(source._synthesize(source._models, source._masks, *(quiet[k] for k in (
+        "central", "companion", "offsets", "dihedral", "flux_factors", "blur_sigma", "noise_rms", "correlation",
+        "inverse_exposure", "noise_seed")), **plan.synthesis_options())[0])
+
+
+def test_the_new_augmentations_are_off_by_default_and_leave_the_other_draws_alone(bank):
+    plain = SynthBlends(bank, 64, 32, seed=5, augmentation=Augmentation())
+    both = SynthBlends(bank, 64, 32, seed=5, augmentation=Augmentation(compact_fraction=0.5, taper_fraction=0.5))
+    a, b = plain.plan(1, 2), both.plan(1, 2)
+    assert a.taper_radius is None and a.points is None and a.synthesis_options() == {}
+    for name in ("central", "companion", "offsets", "dihedral", "flux_factors", "blur_sigma", "noise_rms",
+                 "correlation", "inverse_exposure", "noise_seed"):
+        assert np.array_equal(getattr(a, name), getattr(b, name)), name
+    assert b.points.shape == (32, 2, 3, 4) and b.taper_radius.shape == (32, 2)
+    assert not np.array_equal(a.fluxes, b.fluxes)
+
+
+def test_compact_components_add_their_light_to_the_image_and_to_the_true_flux(bank):
+    summed = _sum_bank(bank)
+    augmentation = Augmentation(dihedral=False, central_jitter_px=0.0, companion_subpixel=False, pair_flux_mag=0.0,
+                                galaxy_flux_mag=0.0, blur_sigma_px=(0.0, 0.0), compact_fraction=1.0,
+                                compact_flux=(0.1, 0.3))
+    source = SynthBlends(summed, 64, 64, seed=8, augmentation=augmentation)
+    plan = source.plan(0, 0)
+    base = np.column_stack([summed["fluxes"][plan.central], summed["fluxes"][plan.companion]])
+    added = plan.points[..., 2].sum(axis=-1)
+    share = added / base
+    assert share.min() >= 0.1 - 1e-6 and share.max() <= 0.3 + 1e-6
+    np.testing.assert_allclose(plan.fluxes, base + added, rtol=1e-5)
+    # Alone in the stamp (companion's flux factor 0, its components too), the central's light is its flux.
+    alone = plan.__class__(**{**plan.__dict__, "flux_factors": plan.flux_factors * np.array([1.0, 0.0], np.float32),
+                              "points": plan.points * np.array([1, 1, 1, 1], np.float32)})
+    alone.points[:, 1, :, 2] = 0.0
+    light = _clean(source, alone).sum(axis=(1, 2))
+    # Components lie within 1.5 half-light radii of a centred galaxy: all their light is in the stamp.
+    np.testing.assert_allclose(light, plan.fluxes[:, 0], rtol=2e-3)
+    # A nucleus sits on the centre half of the time.
+    first = np.hypot(plan.points[..., 0, 0], plan.points[..., 0, 1])
+    assert 0.3 < np.mean(first == 0.0) < 0.7
+
+
+def test_a_taper_removes_the_outer_light_and_the_true_flux_keeps_what_is_left(bank):
+    summed = _sum_bank(bank)
+    augmentation = Augmentation(dihedral=True, central_jitter_px=0.5, companion_subpixel=True, pair_flux_mag=0.0,
+                                galaxy_flux_mag=0.0, blur_sigma_px=(0.0, 0.0), taper_fraction=1.0,
+                                taper_radius=(1.0, 2.0))
+    source = SynthBlends(summed, 64, 64, seed=9, augmentation=augmentation)
+    plan = source.plan(0, 0)
+    base = np.column_stack([summed["fluxes"][plan.central], summed["fluxes"][plan.companion]])
+    kept = plan.fluxes / base
+    assert np.isfinite(plan.taper_radius).all() and kept.max() < 0.999 and kept.min() > 0.05
+    alone = plan.__class__(**{**plan.__dict__, "flux_factors": plan.flux_factors * np.array([1.0, 0.0], np.float32)})
+    light = _clean(source, alone).sum(axis=(1, 2))
+    # The image's light and the target agree to the 1-px annuli the target is computed on.
+    np.testing.assert_allclose(light, plan.fluxes[:, 0], rtol=0.02)
+    untapered = plan.__class__(**{**alone.__dict__, "taper_radius": np.full_like(plan.taper_radius, np.inf)})
+    assert (light < _clean(source, untapered).sum(axis=(1, 2))).all()

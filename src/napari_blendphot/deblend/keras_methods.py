@@ -589,11 +589,25 @@ class EnsembleDeblender(Blend2FluxDeblender):
         return record
 
 
-class UNetDeblender(KerasDeblender):
-    """U-Net masks; each galaxy's flux is the blend summed over its mask (> 0.5).
+def exclusive_masks(masks: np.ndarray, threshold: float = MASK_THRESHOLD) -> np.ndarray:
+    """Each pixel to at most one galaxy (N, K, H, W) bool: the one whose mask is highest there, if > *threshold*.
 
-    Pixels in both masks count for both galaxies: this is the simple
-    segmentation photometry baseline, not a flux-sharing scheme.
+    Ties go to the first galaxy (the central).  This is how a segmentation map
+    (SExtractor's, sep's) shares a blend's pixels.
+    """
+    owner = np.argmax(masks, axis=1)
+    galaxies = np.arange(masks.shape[1]).reshape(1, -1, 1, 1)
+    return (masks > threshold) & (galaxies == owner[:, None])
+
+
+class UNetDeblender(KerasDeblender):
+    """U-Net masks; each galaxy's flux is the blend summed over the pixels its mask claims.
+
+    A pixel belongs to the galaxy whose mask is highest there, if above 0.5
+    (:func:`exclusive_masks`): segmentation photometry, as SExtractor shares
+    pixels.  (Until round 5 a pixel in both masks counted for both galaxies,
+    so a faint galaxy beside a bright one took much of its neighbour's light:
+    flux MAPE 46% on the mock v2 test blends, 20% with one owner per pixel.)
     """
 
     name = "unet"
@@ -612,13 +626,14 @@ class UNetDeblender(KerasDeblender):
             _, masks, _ = self._predict(blends, progress)
         if masks is None:
             raise InputError(self.weights_path, "the model does not output masks (B, H, W, C): not a U-Net")
-        inside = masks > MASK_THRESHOLD
+        inside = exclusive_masks(masks)
         pixels = blends.astype(np.float64)
         fluxes = np.einsum("nkij,nij->nk", inside, pixels, dtype=np.float64)
-        # An empty mask means the network did not find that galaxy.
+        # No pixel claimed means the network did not find that galaxy.
         fluxes[~inside.any(axis=(2, 3))] = np.nan
         metadata = self.metadata()
-        metadata["flux_rule"] = f"sum of blend pixels with mask > {MASK_THRESHOLD}"
+        metadata["flux_rule"] = (f"sum of blend pixels whose mask is > {MASK_THRESHOLD} and the highest of the "
+                                 "galaxies' (one galaxy per pixel)")
         errors = self._mask_flux_errors(pixels, masks, inside, fluxes)
         metadata["flux_error_rule"] = ("raw = sqrt(npix rms^2 + ((F(p>0.25) - F(p>0.75)) / 2)^2), rms from the pixels "
                                        "outside both masks; calibrated as sqrt((a raw)^2 + (b F)^2) with the "

@@ -584,3 +584,39 @@ def test_recalibrate_replaces_only_the_calibration_of_a_shipped_model(tmp_path, 
     model.write_bytes(b"other weights")
     assert main(args + ["--overwrite"]) != 0
     assert "does not match the manifest's" in capsys.readouterr().err
+
+
+def test_recalibrate_can_refresh_the_test_metrics_from_a_table_of_the_same_model(tmp_path, capsys, blends_dir):
+    """After the U-Net's mask photometry changed (round 5) its manifest's flux MAPE was stale: refreshed here."""
+    from napari_blendphot.metrics.calibration import FluxErrorCalibration
+    from napari_blendphot.models.manifests import Manifest, write_manifest
+    from napari_blendphot.provenance import sha256_file
+    from napari_blendphot.report.results import write_results
+    from napari_blendphot.training.cli import main
+
+    model = tmp_path / "b2f.keras"
+    model.write_bytes(b"stand-in for a saved model")
+    single = {"a": 1.2, "b": 0.01, "k95": 2.1, "n": 100}
+    write_manifest(model, "blend2flux", {"filters": 4}, {"description": "test"}, {"flux_mape_pct": 99.0},
+                   backend="jax", keras_version="3", flux_error_calibration={"parameters": {"central": single}})
+    one = FluxErrorCalibration({"blend2flux": {"central": single, "companion": single}},
+                               {"tta": {"blend2flux": 1}}).save(tmp_path / "calib.json")
+    table = _results(blends_dir, "blend2flux", 1.1)
+    table.meta["provenance"] = {"parameters": {"split": "test", "method_metadata": {
+        "blend2flux": {"sha256": sha256_file(model)}}}}
+    results = write_results(table, tmp_path / "test_results")[0]
+    assert main(["recalibrate", str(tmp_path / "b2f.json"), "--calibration", str(one), "--overwrite",
+                 "--test-results", str(results)]) == 0
+    capsys.readouterr()
+    metrics = Manifest.read(tmp_path / "b2f.json").test_metrics
+    assert metrics["flux_mape_pct"] == pytest.approx(10.0, rel=1e-6)  # every flux 1.1 x true
+    assert metrics["test_split"]["n_blends"] == len(table)
+    # A table made with other weights is refused, and the manifest stays as it was.
+    before = Manifest.read(tmp_path / "b2f.json")
+    model.write_bytes(b"stand-in for a saved model")  # same bytes: the manifest still verifies
+    table.meta["provenance"]["parameters"]["method_metadata"]["blend2flux"]["sha256"] = "0" * 64
+    other = write_results(table, tmp_path / "other_results")[0]
+    assert main(["recalibrate", str(tmp_path / "b2f.json"), "--calibration", str(one), "--overwrite",
+                 "--test-results", str(other)]) != 0
+    assert "was not this model" in capsys.readouterr().err
+    assert Manifest.read(tmp_path / "b2f.json") == before

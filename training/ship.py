@@ -174,8 +174,12 @@ def ship_run(run_dir, name: str, default: bool = False, description: str = "", n
                           overwrite=overwrite, flux_error_calibration=flux_error_calibration)
 
 
-def recalibrate_model(manifest_path, calibrations, overwrite: bool = False):
+def recalibrate_model(manifest_path, calibrations, overwrite: bool = False, test_results=None):
     """Replace a shipped model's flux-error calibration with *calibrations*; the model file is untouched.
+
+    With *test_results* (a ``blendphot predict`` table made with this very
+    model, checked by sha256) the manifest's test metrics are measured again
+    from it too: for when the method's measurement changed, not the weights.
 
     *calibrations*: ``blendphot calibrate-errors fit`` files of the model's
     method (one fitted on single-pass predictions, optionally others fitted
@@ -196,5 +200,7 @@ def recalibrate_model(manifest_path, calibrations, overwrite: bool = False):
     fitted = [FluxErrorCalibration.load(path) for path in calibrations]
     method = "ensemble" if manifest.architecture.get("ensemble_members") else manifest.method
     updated = replace(manifest, flux_error_calibration=manifest_calibration(fitted, method))
+    if test_results is not None:
+        updated = replace(updated, test_metrics=metrics_from_results(test_results, method, manifest.sha256))
     write_text_atomic(Path(manifest_path), updated.to_json())
     return updated

@@ -53,3 +53,11 @@ def test_ties_go_to_the_central_and_weak_masks_claim_nothing():
     inside = exclusive_masks(masks)
     assert inside[0, 0, 0, 0] and not inside[0, 1, 0, 0]
     assert not inside[:, :, 1, 1].any()
+
+
+def test_the_pair_shortcut_and_the_general_rule_agree():
+    rng = np.random.default_rng(4)
+    masks = rng.random((3, 2, 16, 16)).astype(np.float32)
+    masks[0, 1, :4] = masks[0, 0, :4]  # ties
+    three = np.concatenate([masks, np.zeros((3, 1, 16, 16), np.float32)], axis=1)  # takes the general path
+    assert np.array_equal(exclusive_masks(masks), exclusive_masks(three)[:, :2])

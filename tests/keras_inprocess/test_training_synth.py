@@ -170,24 +170,34 @@ def test_the_new_augmentations_are_off_by_default_and_leave_the_other_draws_alon
     assert not np.array_equal(a.fluxes, b.fluxes)
 
 
-def test_compact_components_add_their_light_to_the_image_and_to_the_true_flux(bank):
+def _stressed_plan(bank, seed, **stress):
+    """A plan of *bank* (true flux = model light) with *stress* and no flux rescaling or blur, and its base fluxes."""
     summed = _sum_bank(bank)
-    augmentation = Augmentation(dihedral=False, central_jitter_px=0.0, companion_subpixel=False, pair_flux_mag=0.0,
-                                galaxy_flux_mag=0.0, blur_sigma_px=(0.0, 0.0), compact_fraction=1.0,
-                                compact_flux=(0.1, 0.3))
-    source = SynthBlends(summed, 64, 64, seed=8, augmentation=augmentation)
+    augmentation = Augmentation(pair_flux_mag=0.0, galaxy_flux_mag=0.0, blur_sigma_px=(0.0, 0.0), **stress)
+    source = SynthBlends(summed, 64, 64, seed=seed, augmentation=augmentation)
     plan = source.plan(0, 0)
     base = np.column_stack([summed["fluxes"][plan.central], summed["fluxes"][plan.companion]])
+    return source, plan, base
+
+
+def _central_alone(plan, **changes):
+    """The plan with the companion's light (and its compact components) switched off."""
+    alone = {**plan.__dict__, "flux_factors": plan.flux_factors * np.array([1.0, 0.0], np.float32), **changes}
+    if alone["points"] is not None:
+        alone["points"] = alone["points"].copy()
+        alone["points"][:, 1, :, 2] = 0.0
+    return plan.__class__(**alone)
+
+
+def test_compact_components_add_their_light_to_the_image_and_to_the_true_flux(bank):
+    source, plan, base = _stressed_plan(bank, 8, dihedral=False, central_jitter_px=0.0, companion_subpixel=False,
+                                        compact_fraction=1.0, compact_flux=(0.1, 0.3))
     added = plan.points[..., 2].sum(axis=-1)
     share = added / base
     assert share.min() >= 0.1 - 1e-6 and share.max() <= 0.3 + 1e-6
     np.testing.assert_allclose(plan.fluxes, base + added, rtol=1e-5)
-    # Alone in the stamp (companion's flux factor 0, its components too), the central's light is its flux.
-    alone = plan.__class__(**{**plan.__dict__, "flux_factors": plan.flux_factors * np.array([1.0, 0.0], np.float32),
-                              "points": plan.points * np.array([1, 1, 1, 1], np.float32)})
-    alone.points[:, 1, :, 2] = 0.0
-    light = _clean(source, alone).sum(axis=(1, 2))
     # Components lie within 1.5 half-light radii of a centred galaxy: all their light is in the stamp.
+    light = _clean(source, _central_alone(plan)).sum(axis=(1, 2))
     np.testing.assert_allclose(light, plan.fluxes[:, 0], rtol=2e-3)
     # A nucleus sits on the centre half of the time.
     first = np.hypot(plan.points[..., 0, 0], plan.points[..., 0, 1])
@@ -195,18 +205,12 @@ def test_compact_components_add_their_light_to_the_image_and_to_the_true_flux(ba
 
 
 def test_a_taper_removes_the_outer_light_and_the_true_flux_keeps_what_is_left(bank):
-    summed = _sum_bank(bank)
-    augmentation = Augmentation(dihedral=True, central_jitter_px=0.5, companion_subpixel=True, pair_flux_mag=0.0,
-                                galaxy_flux_mag=0.0, blur_sigma_px=(0.0, 0.0), taper_fraction=1.0,
-                                taper_radius=(1.0, 2.0))
-    source = SynthBlends(summed, 64, 64, seed=9, augmentation=augmentation)
-    plan = source.plan(0, 0)
-    base = np.column_stack([summed["fluxes"][plan.central], summed["fluxes"][plan.companion]])
+    source, plan, base = _stressed_plan(bank, 9, taper_fraction=1.0, taper_radius=(1.0, 2.0))
     kept = plan.fluxes / base
     assert np.isfinite(plan.taper_radius).all() and kept.max() < 0.999 and kept.min() > 0.05
-    alone = plan.__class__(**{**plan.__dict__, "flux_factors": plan.flux_factors * np.array([1.0, 0.0], np.float32)})
+    alone = _central_alone(plan)
     light = _clean(source, alone).sum(axis=(1, 2))
-    # The image's light and the target agree to the 1-px annuli the target is computed on.
+    # The image's light and the target agree to the 0.25-px annuli the target is computed on.
     np.testing.assert_allclose(light, plan.fluxes[:, 0], rtol=0.02)
-    untapered = plan.__class__(**{**alone.__dict__, "taper_radius": np.full_like(plan.taper_radius, np.inf)})
+    untapered = _central_alone(plan, taper_radius=np.full_like(plan.taper_radius, np.inf))
     assert (light < _clean(source, untapered).sum(axis=(1, 2))).all()

@@ -252,14 +252,15 @@ def test_runs_draw_layers_table_and_features_and_rerun_updates(make_napari_viewe
     rows = {(row.method, row.galaxy): row for row in widget.table_rows()}
     for name in NETWORKS:
         for k, galaxy in enumerate(("central", "companion")):
-            assert rows[name, galaxy].flux == pytest.approx(float(direct[name].fluxes[0, k]), rel=1e-5)
+            # nan_ok: the tiny stand-in U-Net's masks may leave a galaxy no pixel of its own (not found).
+            assert rows[name, galaxy].flux == pytest.approx(float(direct[name].fluxes[0, k]), rel=1e-5, nan_ok=True)
     # layer.features hold the table's numbers for label 1 (central) and 2 (companion).
     for name in ("sep", "unet", "blend2mask2flux"):
         features = viewer.layers[f"masks: {name}"].features
         assert list(features["galaxy"]) == ["background", "central", "companion", "both"]
-        assert features["flux"][1] == pytest.approx(rows[name, "central"].flux)
-        assert features["dmag"][2] == pytest.approx(rows[name, "companion"].dmag)
-        assert features["iou"][1] == pytest.approx(rows[name, "central"].iou)
+        assert features["flux"][1] == pytest.approx(rows[name, "central"].flux, nan_ok=True)
+        assert features["dmag"][2] == pytest.approx(rows[name, "companion"].dmag, nan_ok=True)
+        assert features["iou"][1] == pytest.approx(rows[name, "central"].iou, nan_ok=True)
         assert viewer.layers[f"masks: {name}"].metadata["blend"] == "pair 0+1"
     # The Qt table shows the same numbers, rounded.
     text = table_text(widget)
@@ -574,7 +575,8 @@ def test_network_precision_choice_is_used_and_recorded(make_napari_viewer, qtbot
         rows = {(row.method, row.galaxy): row for row in widget.table_rows()}
         for name in NETWORKS:
             for k, galaxy in enumerate(("central", "companion")):
-                assert rows[name, galaxy].flux == pytest.approx(float(direct[name].fluxes[0, k]), rel=1e-5)
+                assert rows[name, galaxy].flux == pytest.approx(float(direct[name].fluxes[0, k]), rel=1e-5,
+                                                                nan_ok=True)  # a galaxy may get no U-Net pixel
         # The saved table says which precision gave its numbers.
         monkeypatch.setattr(widget, "_ask_save_path", lambda *args: str(tmp_path / "table.csv"))
         written = widget.save_table()

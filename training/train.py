@@ -33,6 +33,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -595,7 +596,11 @@ def _run(run_dir: Path, backend=None, max_epochs=None, verbose=2, resuming=False
     compile_network(model, config, learning_rate=state["learning_rate"])
     ckpt = run_dir / CHECKPOINT_DIR
     if state["epochs_completed"] > 0:
-        model.load_weights(ckpt / "last.weights.h5")
+        with warnings.catch_warnings():
+            # The checkpoint also holds the optimizer's variables, which Keras skips (with a warning) because
+            # the optimizer is not built yet; restore_optimizer builds it and sets every one of them just below.
+            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+            model.load_weights(ckpt / "last.weights.h5")
         restore_optimizer(model, ckpt / "last.optimizer.npz")
         model.optimizer.learning_rate.assign(float(state["learning_rate"]))
         digest = weights_digest(model)

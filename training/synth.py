@@ -21,10 +21,11 @@ models (PSF-convolved, before noise; ``blendphot make-sample --models-out``):
   *compact components* -- unresolved nuclei and compact clumps, PSF-sized
   Gaussians added to a share of the galaxies -- and *outer-profile tapers* --
   a share of the galaxies lose their outer light beyond a few half-light
-  radii (disk truncations, faint wings).  A diagnostic on mock blends showed
-  the round-2 network 3x worse when 20% of a galaxy's light sits in a central
-  point source (flux MAPE 6.1% -> 19.8%) and biased by +1% on tapered
-  galaxies (docs/training.md, "Round 5").
+  radii (disk truncations, faint wings).  A stress test on mock blends
+  (benchmarks/bench_robustness.py) showed the round-2 network 3x worse when
+  20% of a galaxy's light sits in a central point source (flux MAPE 6.2% ->
+  19.9%) and biased by +2.7% on galaxies tapered beyond 3 half-light radii
+  (docs/training.md, "Round 5").
 
 Everything after the parameter draw runs in ``keras.ops`` on the training
 device (one bilinear resampling gather per galaxy does rotation, flip and
@@ -256,9 +257,9 @@ def radial_profiles(models: np.ndarray) -> np.ndarray:
     """Light of each model (G, 128, 128) in annuli of :data:`PROFILE_STEP` px about pixel [64, 64]."""
     profiles = np.empty((len(models), len(PROFILE_RADII)))
     for start in range(0, len(models), 256):  # in chunks: a whole bank in float64 would take ~1 GB
-        chunk = np.asarray(models[start:start + 256], np.float64).reshape(len(models[start:start + 256]), -1)
-        profiles[start:start + 256] = np.stack([np.bincount(_RING, weights=row, minlength=len(PROFILE_RADII))
-                                                for row in chunk])
+        chunk = np.asarray(models[start:start + 256], np.float64)
+        profiles[start:start + len(chunk)] = [np.bincount(_RING, weights=image.ravel(), minlength=len(PROFILE_RADII))
+                                              for image in chunk]
     return profiles
 
 
@@ -275,7 +276,7 @@ def _draw_tapers(bank: dict, rows: np.ndarray, rng: np.random.Generator, aug: Au
     low, high = np.log(aug.taper_radius[0]), np.log(aug.taper_radius[1])
     radius = np.exp(rng.uniform(low, high, rows.shape)) * np.maximum(bank["radii"][rows], 1.0)
     radius = np.where(on, radius, np.inf)
-    profiles = bank["radial_profiles"][rows]                                  # (B, 2, 91)
+    profiles = bank["radial_profiles"][rows]                                  # (B, 2, annuli)
     inside = profiles.sum(axis=-1)
     # Light beyond the stamp (catalogue flux - model sum) is weighted as at the stamp's edge.
     outside = np.maximum(bank["fluxes"][rows] - inside, 0.0)
@@ -307,17 +308,22 @@ def _draw_compact(radii: np.ndarray, fluxes: np.ndarray, rng: np.random.Generato
 # ---------------------------------------------------------------------------
 # The synthesis itself, in keras.ops (runs on the training device)
 # ---------------------------------------------------------------------------
+def _galaxy_grid(offsets):
+    """Output pixel coordinates (B, H, W) y and x about one galaxy's centre (offsets (B, 2))."""
+    from keras import ops
+
+    grid = ops.arange(STAMP_SIZE, dtype="float32") - float(STAMP_SIZE // 2)
+    gy = ops.reshape(grid, (1, -1, 1)) - ops.reshape(offsets[:, 0], (-1, 1, 1)) + ops.zeros((1, 1, STAMP_SIZE))
+    gx = ops.reshape(grid, (1, 1, -1)) - ops.reshape(offsets[:, 1], (-1, 1, 1)) + ops.zeros((1, STAMP_SIZE, 1))
+    return gy, gx
+
+
 def _source_coordinates(offsets, dihedral):
     """Where each output pixel reads from in the (centred) galaxy model, (B, H, W) y and x."""
     from keras import ops
 
-    size = STAMP_SIZE
-    centre = float(size // 2)
-    grid = ops.arange(size, dtype="float32") - centre
-    gy = ops.reshape(grid, (1, size, 1)) - ops.reshape(offsets[:, 0], (-1, 1, 1))
-    gx = ops.reshape(grid, (1, 1, size)) - ops.reshape(offsets[:, 1], (-1, 1, 1))
-    gy = gy + ops.zeros((1, 1, size))
-    gx = gx + ops.zeros((1, size, 1))
+    centre = float(STAMP_SIZE // 2)
+    gy, gx = _galaxy_grid(offsets)
     # Undo the symmetry: output = model transformed by (swap, flip y, flip x) applied last to first.
     code = ops.reshape(dihedral, (-1, 1, 1))
     flip_x = ops.cast(code % 2, "float32")
@@ -367,16 +373,6 @@ def _separable(images, weights):
     for k in range(2 * radius + 1):
         out = out + ops.reshape(weights[:, k], (-1, 1, 1)) * padded[:, :, k:k + size]
     return out
-
-
-def _galaxy_grid(offsets):
-    """Output pixel coordinates (B, H, W) y and x about one galaxy's centre (offsets (B, 2))."""
-    from keras import ops
-
-    grid = ops.arange(STAMP_SIZE, dtype="float32") - float(STAMP_SIZE // 2)
-    gy = ops.reshape(grid, (1, -1, 1)) - ops.reshape(offsets[:, 0], (-1, 1, 1)) + ops.zeros((1, 1, STAMP_SIZE))
-    gx = ops.reshape(grid, (1, 1, -1)) - ops.reshape(offsets[:, 1], (-1, 1, 1)) + ops.zeros((1, STAMP_SIZE, 1))
-    return gy, gx
 
 
 def _compact_light(gy, gx, points):

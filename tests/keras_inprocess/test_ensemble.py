@@ -26,17 +26,13 @@ from napari_blendphot.models.networks import (  # noqa: E402
     ensemble_members,
     round_weights,
 )
+from napari_blendphot.testing.stand_ins import gaussian_pair_stamps  # noqa: E402
 
 TINY = {"filters": 4, "dense_widths": (8, 8)}
 
 
 def _stamps(n=6, seed=0):
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:128, :128]
-    stamps = rng.normal(0.0, 0.01, (n, 128, 128))
-    stamps += rng.uniform(1, 5, (n, 1, 1)) * np.exp(-((yy - 64) ** 2 + (xx - 64) ** 2) / 18.0)
-    stamps += rng.uniform(0.5, 2, (n, 1, 1)) * np.exp(-((yy - 70) ** 2 + (xx - 58) ** 2) / 10.0)
-    return stamps.astype("float32")
+    return gaussian_pair_stamps(n, seed, (64, 64, 18.0, (1, 5)), (70, 58, 10.0, (0.5, 2)))
 
 
 def _members(n=2, seed=3):

@@ -17,6 +17,7 @@ import keras  # noqa: E402
 from napari_blendphot.models.io import save_model  # noqa: E402
 from napari_blendphot.models.networks import (build_blend2flux, build_blend2mask2flux, build_unet,  # noqa: E402
                                               load_unet_weights, unet_fingerprint)
+from napari_blendphot.testing.stand_ins import gaussian_pair_stamps  # noqa: E402
 
 UNET = {"depth": 2, "filters": 4}
 
@@ -27,12 +28,7 @@ def _seeded():
 
 
 def _stamps(n=6, seed=0):
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:128, :128]
-    stamps = rng.normal(0.0, 0.01, (n, 128, 128))
-    stamps += rng.uniform(1, 5, (n, 1, 1)) * np.exp(-((yy - 60) ** 2 + (xx - 66) ** 2) / 30.0)
-    stamps += rng.uniform(1, 5, (n, 1, 1)) * np.exp(-((yy - 70) ** 2 + (xx - 75) ** 2) / 20.0)
-    return stamps.astype("float32")
+    return gaussian_pair_stamps(n, seed, (60, 66, 30.0, (1, 5)), (70, 75, 20.0, (1, 5)))
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ import keras  # noqa: E402
 
 from napari_blendphot.models.io import save_model  # noqa: E402
 from napari_blendphot.models.networks import build_blend2flux, build_unet  # noqa: E402
+from napari_blendphot.testing.stand_ins import gaussian_pair_stamps  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -24,12 +25,7 @@ def _seeded():
 
 
 def _stamps(n=4, seed=0):
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:128, :128]
-    stamps = rng.normal(0.0, 0.01, (n, 128, 128))
-    stamps += rng.uniform(1, 5, (n, 1, 1)) * np.exp(-((yy - 64) ** 2 + (xx - 64) ** 2) / 30.0)
-    stamps += rng.uniform(1, 5, (n, 1, 1)) * np.exp(-((yy - 75) ** 2 + (xx - 58) ** 2) / 20.0)
-    return stamps.astype("float32")
+    return gaussian_pair_stamps(n, seed, (64, 64, 30.0, (1, 5)), (75, 58, 20.0, (1, 5)))
 
 
 def test_fluxes_errors_and_masks_are_averages_over_the_turned_blends(tmp_path):

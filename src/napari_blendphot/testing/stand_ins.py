@@ -32,6 +32,21 @@ def toy_blends(n: int, seed: int = 0) -> np.ndarray:
     return out
 
 
+def gaussian_pair_stamps(n: int, seed: int, first: tuple, second: tuple, noise: float = 0.01) -> np.ndarray:
+    """*n* noisy stamps of two Gaussian blobs, float32 (n, 128, 128): quick network inputs for tests.
+
+    *first* and *second* are ``(y, x, width, (low, high))``: a blob
+    ``A exp(-((y' - y)^2 + (x' - x)^2) / width)`` with A uniform in [low, high)
+    per stamp.  Draw order (noise, then each blob's amplitudes) fixes the bytes per seed.
+    """
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:STAMP_SIZE, :STAMP_SIZE]
+    stamps = rng.normal(0.0, noise, (n, STAMP_SIZE, STAMP_SIZE))
+    for y, x, width, (low, high) in (first, second):
+        stamps += rng.uniform(low, high, (n, 1, 1)) * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / width)
+    return stamps.astype("float32")
+
+
 def build_tiny_models(folder: str, probe: np.ndarray) -> dict:
     """Build, save and run tiny versions of the networks (runs in an inference worker: imports Keras).
 

@@ -75,3 +75,65 @@ def test_results_command_writes_tables_and_the_generated_block(tmp_path, capsys)
         replace_block(doc.read_text(), "x", doc)
     assert main(["results", "--set", "no-equals-sign", "-o", str(tmp_path / "o2")]) == 2
     assert "expected NAME=RESULTS_TABLE" in capsys.readouterr().err
+
+
+def _sized_table(radii_low, radii_high, n_blends=600, n_galaxies=60, seed=0):
+    """Method m's fractional error grows with radius (2% + 0.5% per pixel), errors stated as 2% only."""
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(0, n_galaxies, (n_blends, 2))
+    radius = rng.uniform(radii_low, radii_high, n_galaxies)
+    flux = 10 ** rng.uniform(1, 2.5, n_galaxies)
+    table = Table()
+    table["id"] = np.arange(n_blends)
+    table["distance"] = rng.uniform(3, 40, n_blends)
+    for slot, prefix in enumerate(("g1", "g2")):
+        g = ids[:, slot]
+        table[f"{prefix}_id"] = g + 1000 * seed  # the two sets' galaxies are different galaxies
+        table[f"{prefix}_flux"] = flux[g]
+        table[f"{prefix}_rad"] = radius[g]
+        table[f"{prefix}_flux_sep"] = flux[g] * (1 + rng.normal(0, 0.25, n_blends))
+        scatter = 0.02 + 0.005 * radius[g]
+        table[f"{prefix}_flux_m"] = flux[g] * (1 + scatter * rng.normal(0, 1, n_blends))
+        table[f"{prefix}_flux_err_m"] = 0.02 * flux[g]
+    table.meta["methods"] = ["sep", "m"]
+    return table
+
+
+def test_match_radius_reweights_a_set_to_the_reference_sizes(tmp_path):
+    from napari_blendphot.report.results import write_results
+    from napari_blendphot.training.cli import main
+
+    # Same per-size accuracy, different sizes: the big-galaxy set looks worse until sizes are matched.
+    # Within a bin both sets spread alike (uniform radii), so matching the bins' shares matches the sizes.
+    write_results(_sized_table(1, 30, seed=1), tmp_path / "small")  # every radius bin, half of it <= 15 px
+    write_results(_sized_table(10, 30, seed=2), tmp_path / "big")
+    assert main(["results", "--set", f"big={tmp_path / 'big.fits'}", "--set", f"small={tmp_path / 'small.fits'}",
+                 "-o", str(tmp_path / "out"), "--bootstrap", "200", "--match-radius", "big"]) == 0
+    matched = Table.read(tmp_path / "out" / "matched.ecsv")
+    m = matched[matched["method"] == "m"][0]
+    assert m["set"] == "small" and m["reference"] == "big"
+    assert m["flux_mape_pct"] < 0.8 * m["reference_mape_pct"]  # raw: the small set looks much better
+    assert abs(m["matched_mape_pct"] - m["reference_mape_pct"]) < 0.1 * m["reference_mape_pct"]
+    assert m["matched_low"] < m["matched_mape_pct"] < m["matched_high"]
+    # Errors that ignore size over-cover small galaxies: matched coverage falls towards the reference's.
+    assert m["coverage_68"] > m["matched_coverage_68"]
+    assert abs(m["matched_coverage_68"] - m["reference_coverage_68"]) < 6
+    assert "reweighted to the galaxy radii of the big" in (tmp_path / "out" / "results.md").read_text()
+
+
+def test_match_radius_refuses_an_unknown_set_and_leaves_empty_bins_nan(tmp_path, capsys):
+    from napari_blendphot.report.results import write_results
+    from napari_blendphot.training.cli import main
+    from napari_blendphot.training.results import matched_rows
+
+    write_results(_sized_table(1, 9, seed=1), tmp_path / "small")
+    write_results(_sized_table(25, 40, seed=2), tmp_path / "big")
+    assert main(["results", "--set", f"a={tmp_path / 'small.csv'}", "-o", str(tmp_path / "o"),
+                 "--match-radius", "b"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--match-radius b" in err and "is not one of the --set names" in err and "\n" not in err
+    assert not (tmp_path / "o").exists()
+    tables = {"big": Table.read(tmp_path / "big.fits"), "small": Table.read(tmp_path / "small.fits")}
+    rows = matched_rows(tables, "big", n_resamples=20)
+    # The small set has no galaxy in the reference's > 21 px bin: nothing to match with.
+    assert rows and all(np.isnan(r["matched_mape_pct"]) for r in rows)

@@ -174,6 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bootstrap", type=_positive_int, default=1000, help="bootstrap resamples (default 1000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--update-docs", metavar="DOC.md", help="replace the generated block of this document")
+    p.add_argument("--match-radius", metavar="NAME",
+                   help="also reweight every other set to the galaxy radii of the set NAME (matched.ecsv): "
+                        "does a method do worse on NAME's galaxies, or does NAME hold bigger ones?")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_results)
 
@@ -268,7 +271,7 @@ def _results(args) -> int:
     from .results import parse_sets, write_results
 
     written = write_results(parse_sets(args.set), args.output, n_resamples=args.bootstrap, seed=args.seed,
-                            update_docs=args.update_docs, overwrite=args.overwrite)
+                            update_docs=args.update_docs, overwrite=args.overwrite, match_radius=args.match_radius)
     print((Path(args.output) / "results.md").read_text())
     print("wrote " + ", ".join(str(p) for p in written.values()))
     return 0

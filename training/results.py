@@ -11,6 +11,10 @@ with the shipped models and SEP.  Output (a folder, written atomically):
   > 21 px) and of separation;
 - ``coverage.ecsv``: coverage of the flux errors at 68% and 95% (overall and
   per pair-dmag bin), from :func:`napari_blendphot.report.evaluate.coverage_tables`;
+- ``matched.ecsv`` (with ``--match-radius REF``): every other set's flux MAPE
+  and 68% coverage reweighted to the galaxy radii of the set ``REF``
+  (:func:`matched_rows`), to tell a method that does worse on ``REF``'s
+  galaxies from one that meets bigger (or smaller) galaxies there;
 - ``results.md``: the same as Markdown, also written between the markers
   ``<!-- BEGIN generated: python -m training results -->`` / ``<!-- END ... -->``
   of a document given with ``--update-docs``.
@@ -35,6 +39,9 @@ BEGIN = "<!-- BEGIN generated: python -m training results -->"
 END = "<!-- END generated: python -m training results -->"
 RADIUS_BINS = ((0.0, 10.0), (10.0, 21.0), (21.0, np.inf))
 SEPARATION_BINS = ((0.0, 10.0), (10.0, 20.0), (20.0, 30.0), (30.0, np.inf))
+#: Inner edges (px) of the radius bins of the matched comparison: finer than RADIUS_BINS, because the
+#: MAPE changes by a factor 2 between 5 and 21 px and a coarse bin would hide the sets' different sizes.
+MATCH_RADIUS_EDGES = (5.0, 10.0, 15.0, 21.0)
 REFERENCE = "sep"
 
 
@@ -44,6 +51,8 @@ def _measurements(table, method: str) -> dict:
         return np.concatenate([np.asarray(table[f"g1_{name}"]), np.asarray(table[f"g2_{name}"])])
 
     out = {"true": both("flux").astype(np.float64), "pred": both(f"flux_{method}").astype(np.float64),
+           "err": both(f"flux_err_{method}").astype(np.float64) if f"g1_flux_err_{method}" in table.colnames
+           else None,
            "id": both("id"), "radius": both("rad").astype(np.float64) if "g1_rad" in table.colnames else None,
            "distance": np.concatenate([np.asarray(table["distance"], np.float64)] * 2)
            if "distance" in table.colnames else None}
@@ -146,11 +155,91 @@ def set_coverage(table, name: str):
     return rows
 
 
+def _radius_shares(radius, inner_edges) -> np.ndarray:
+    """Share of the measurements in each radius bin (bins closed on the right, the end bins open)."""
+    bins = np.searchsorted(np.asarray(inner_edges, np.float64), radius, side="left")
+    return np.bincount(bins, minlength=len(inner_edges) + 1) / max(len(radius), 1)
+
+
+def _reweighted(values, bins, shares, weights=None):
+    """sum_k shares[k] * mean(values in bin k), per bootstrap resample when *weights* (R, N) is given.
+
+    NaN values (galaxies not measured, no error) drop out of their bin's mean, as in the MAPE itself.
+    """
+    ok = np.isfinite(values)
+    filled = np.where(ok, values, 0.0)
+    weights = np.ones((1, len(values))) if weights is None else weights
+    total = np.zeros(len(weights))
+    for k, share in enumerate(shares):
+        if share == 0:
+            continue
+        inside = (bins == k) & ok
+        w = weights * inside
+        total += share * (w @ filled) / np.where(w.sum(axis=1) > 0, w.sum(axis=1), np.nan)
+    return total
+
+
+def matched_rows(tables: dict, reference: str, n_resamples: int = 1000, seed: int = 0):
+    """Rows of ``matched.ecsv``: each set's MAPE and 68% coverage reweighted to *reference*'s galaxy radii.
+
+    For every set other than *reference* and every method both sets have,
+    the per-bin flux MAPE (and fraction within +-1 error) in bins of true
+    half-light radius (:data:`MATCH_RADIUS_EDGES`) is averaged with the
+    shares of *reference*'s measurements in those bins: what the method
+    would score on *reference* if it measured *reference*'s galaxies as well
+    as this set's galaxies of the same size.  The interval resamples this
+    set's galaxies (the reference's shares stay fixed).  A bin *reference*
+    fills but this set leaves empty makes the matched numbers NaN.
+    """
+    from napari_blendphot.report.results import methods_in
+
+    if reference not in tables:
+        raise InputError(f"--match-radius {reference}", "is not one of the sets",
+                         f"sets: {', '.join(tables)}")
+    ref_table = tables[reference]
+    ref_methods = methods_in(ref_table)
+    edges = np.asarray(MATCH_RADIUS_EDGES)
+    ref_data = {m: _measurements(ref_table, m) for m in ref_methods}
+    rows = []
+    for name, table in tables.items():
+        if name == reference:
+            continue
+        for method in [m for m in methods_in(table) if m in ref_methods]:
+            d, r = _measurements(table, method), ref_data[method]
+            if d["radius"] is None or r["radius"] is None:
+                raise InputError(name if d["radius"] is None else reference,
+                                 "has no true radii (g1_rad, g2_rad): cannot match sizes")
+            shares = _radius_shares(r["radius"], edges)
+            bins = np.searchsorted(edges, d["radius"], side="left")
+            ape = _ape(d["true"], d["pred"])
+            boot = _reweighted(ape, bins, shares, bootstrap_weights(d["id"], n_resamples, seed))
+            low, high = _interval(boot) if np.isfinite(boot).any() else (np.nan, np.nan)
+            row = {"set": name, "method": method, "reference": reference,
+                   "flux_mape_pct": float(np.nanmean(ape)),
+                   "matched_mape_pct": float(_reweighted(ape, bins, shares)[0]),
+                   "matched_low": low, "matched_high": high,
+                   "reference_mape_pct": float(np.nanmean(_ape(r["true"], r["pred"]))),
+                   "coverage_68": np.nan, "matched_coverage_68": np.nan, "reference_coverage_68": np.nan}
+            if d["err"] is not None and r["err"] is not None:
+                inside, ref_inside = (_within_error(x) for x in (d, r))
+                row["coverage_68"] = 100.0 * float(np.nanmean(inside))
+                row["matched_coverage_68"] = 100.0 * float(_reweighted(inside, bins, shares)[0])
+                row["reference_coverage_68"] = 100.0 * float(np.nanmean(ref_inside))
+            rows.append(row)
+    return rows
+
+
+def _within_error(d) -> np.ndarray:
+    """1 where the truth lies within +-1 error, 0 outside, NaN where the method gave no finite error."""
+    usable = np.isfinite(d["pred"]) & np.isfinite(d["err"]) & (d["err"] > 0)
+    return np.where(usable, (np.abs(d["pred"] - d["true"]) <= d["err"]).astype(np.float64), np.nan)
+
+
 def _fmt(value, spec=".2f") -> str:
     return "-" if value is None or not np.isfinite(value) else format(value, spec)
 
 
-def markdown(summary, bins, coverage, sources: dict, n_resamples: int, seed: int) -> str:
+def markdown(summary, bins, coverage, sources: dict, n_resamples: int, seed: int, matched=()) -> str:
     """The generated block of docs/results.md."""
     lines = [BEGIN, "", f"Generated by `python -m training results` from {len(sources)} results tables "
              f"({', '.join(f'{k}: `{Path(v).name}`' for k, v in sources.items())}); intervals are 95% "
@@ -191,6 +280,21 @@ def markdown(summary, bins, coverage, sources: dict, n_resamples: int, seed: int
             lines.append(f"| {c['set']} | {c['method']} | {c['n']} | {c['coverage_68']:.1f} | "
                          f"{c['coverage_95']:.1f} | {_fmt(worst68 and worst68['coverage_68'], '.1f')} | "
                          f"{_fmt(worst95 and worst95['coverage_95'], '.1f')} | {_fmt(c['spearman'])} |")
+    if matched:
+        reference = matched[0]["reference"]
+        labels = ", ".join([f"<= {MATCH_RADIUS_EDGES[0]:g}"]
+                           + [f"{a:g}-{b:g}" for a, b in zip(MATCH_RADIUS_EDGES, MATCH_RADIUS_EDGES[1:])]
+                           + [f"> {MATCH_RADIUS_EDGES[-1]:g}"])
+        lines += ["", f"Each set reweighted to the galaxy radii of the {reference} (bins {labels} px): what a "
+                  f"method would score on the {reference} if it measured them as well as that set's galaxies "
+                  "of the same size (interval: bootstrap over that set's galaxies):", "",
+                  f"| set | method | flux MAPE % | matched to {reference} [95% CI] | {reference} | "
+                  f"68% coverage | matched | {reference} |", "|---|---|---|---|---|---|---|---|"]
+        for r in matched:
+            lines.append(f"| {r['set']} | {r['method']} | {r['flux_mape_pct']:.2f} | "
+                         f"{_fmt(r['matched_mape_pct'])} [{_fmt(r['matched_low'])}, {_fmt(r['matched_high'])}] | "
+                         f"{r['reference_mape_pct']:.2f} | {_fmt(r['coverage_68'], '.1f')} | "
+                         f"{_fmt(r['matched_coverage_68'], '.1f')} | {_fmt(r['reference_coverage_68'], '.1f')} |")
     lines += ["", END]
     return "\n".join(lines) + "\n"
 
@@ -204,7 +308,7 @@ def replace_block(document: str, block: str, source) -> str:
 
 
 def write_results(sources: dict, out_dir, n_resamples: int = 1000, seed: int = 0, update_docs=None,
-                  overwrite: bool = False) -> dict:
+                  overwrite: bool = False, match_radius: str | None = None) -> dict:
     """Compute and write the tables of every set; return ``{name: Path}`` of what was written."""
     from astropy.table import Table
 
@@ -216,26 +320,35 @@ def write_results(sources: dict, out_dir, n_resamples: int = 1000, seed: int = 0
     if not sources:
         raise InputError("--set", "give at least one NAME=RESULTS table")
     out_dir = Path(out_dir)
-    names = ("summary.ecsv", "bins.ecsv", "coverage.ecsv", "results.md")
+    if match_radius is not None and match_radius not in sources:
+        raise InputError(f"--match-radius {match_radius}", "is not one of the --set names",
+                         f"sets: {', '.join(sources)}")
+    names = ("summary.ecsv", "bins.ecsv", "coverage.ecsv", "results.md") + (("matched.ecsv",) if match_radius else ())
     for name in names:
         check_output_path(out_dir / name, overwrite)
-    summary, bins, coverage = [], [], []
+    summary, bins, coverage, tables = [], [], [], {}
     for label, path in sources.items():
-        table = read_results(path)
+        table = tables[label] = read_results(path)
         summary += set_summary(table, label, n_resamples, seed)
         bins += set_bins(table, label)
         coverage += set_coverage(table, label)
+    matched = matched_rows(tables, match_radius, n_resamples, seed) if match_radius else []
     provenance = make_provenance("training results", inputs={k: str(v) for k, v in sources.items()},
-                                 parameters={"bootstrap_resamples": n_resamples, "unit": "galaxy"}, seed=seed)
+                                 parameters={"bootstrap_resamples": n_resamples, "unit": "galaxy",
+                                             "match_radius": match_radius,
+                                             "match_radius_edges": list(MATCH_RADIUS_EDGES)}, seed=seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = {}
-    for name, rows in (("summary.ecsv", summary), ("bins.ecsv", bins), ("coverage.ecsv", coverage)):
+    parts = [("summary.ecsv", summary), ("bins.ecsv", bins), ("coverage.ecsv", coverage)]
+    if match_radius:
+        parts.append(("matched.ecsv", matched))
+    for name, rows in parts:
         table = Table(rows=rows) if rows else Table()
         table.meta["provenance"] = provenance
         with atomic_output(out_dir / name) as tmp:
             table.write(tmp, format="ascii.ecsv")
         written[name] = out_dir / name
-    block = markdown(summary, bins, coverage, sources, n_resamples, seed)
+    block = markdown(summary, bins, coverage, sources, n_resamples, seed, matched)
     written["results.md"] = write_text_atomic(out_dir / "results.md", block)
     if update_docs:
         document = Path(update_docs).read_text()

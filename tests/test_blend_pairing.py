@@ -135,3 +135,28 @@ def test_pairs_without_a_valid_shift_are_replaced_by_new_pairs():
     pairs = draw_pairs(mags, radii, 300, seed=4)
     assert set(pairs.central.tolist()) == {0, 1} and set(pairs.companion.tolist()) == {0, 1}
     assert np.all((pairs.distance >= 3.0) & (pairs.distance <= 12.0))
+
+
+def test_central_weights_draw_centrals_in_proportion_and_leave_the_default_draws_alone(population):
+    mags, radii = population
+    plain = draw_pairs(mags, radii, 4000, seed=7)
+    weighted = draw_pairs(mags, radii, 4000, seed=7, central_weights=radii ** 1.5)
+    assert np.median(radii[weighted.central]) > 1.5 * np.median(radii[plain.central])
+    again = draw_pairs(mags, radii, 4000, seed=7, central_weights=radii ** 1.5)
+    np.testing.assert_array_equal(weighted.central, again.central)  # seeded
+    # A galaxy of weight 0 is never a central; the pairs still obey the rules (companion != central).
+    zero = np.where(radii > np.median(radii), 1.0, 0.0)
+    only_big = draw_pairs(mags, radii, 2000, seed=1, central_weights=zero)
+    assert (radii[only_big.central] > np.median(radii)).all()
+    assert (only_big.central != only_big.companion).all()
+
+
+@pytest.mark.parametrize("weights, problem", [(lambda n: np.ones(n - 1), "finite non-negative weights"),
+                                              (lambda n: -np.ones(n), "finite non-negative weights"),
+                                              (lambda n: np.full(n, np.nan), "finite non-negative weights"),
+                                              (lambda n: np.zeros(n), "weight 0")])
+def test_bad_central_weights_are_refused_in_one_line(population, weights, problem):
+    mags, radii = population
+    with pytest.raises(InputError, match=problem) as info:
+        draw_pairs(mags, radii, 10, seed=0, central_weights=weights(len(mags)))
+    assert "central_weights" in str(info.value) and "\n" not in str(info.value)

@@ -107,6 +107,10 @@ class Augmentation:
     taper_radius : tuple of float
         Taper radius in half-light radii (log-uniform); the light is weighted
         by ``1 / (1 + (r / r_t)**6)`` and the true flux by the share it keeps.
+    central_radius_power : float
+        Centrals drawn with probability proportional to ``radius**p`` (0 =
+        uniformly, as before): large galaxies are rare in the bank and the
+        networks' errors grow with size (docs/results.md, matched sizes).
     """
 
     dihedral: bool = True
@@ -126,6 +130,7 @@ class Augmentation:
     compact_reach: float = 1.5
     taper_fraction: float = 0.0
     taper_radius: tuple = (2.0, 8.0)
+    central_radius_power: float = 0.0
 
     @classmethod
     def from_config(cls, given: dict | None) -> "Augmentation":
@@ -196,7 +201,8 @@ def plan_batch(bank: dict, size: int, rng: np.random.Generator, augmentation: Au
     from napari_blendphot.blend.pairing import draw_pairs
 
     aug = augmentation
-    pairs = draw_pairs(bank["mags"], bank["radii"], size, rng, rule, companions=companions)
+    weights = bank["radii"] ** aug.central_radius_power if aug.central_radius_power else None
+    pairs = draw_pairs(bank["mags"], bank["radii"], size, rng, rule, companions=companions, central_weights=weights)
     offsets = np.zeros((size, 2, 2), np.float64)
     if aug.central_jitter_px > 0:
         offsets[:, 0] = rng.uniform(-aug.central_jitter_px, aug.central_jitter_px, (size, 2))

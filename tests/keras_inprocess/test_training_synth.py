@@ -214,3 +214,14 @@ def test_a_taper_removes_the_outer_light_and_the_true_flux_keeps_what_is_left(ba
     np.testing.assert_allclose(light, plan.fluxes[:, 0], rtol=0.02)
     untapered = _central_alone(plan, taper_radius=np.full_like(plan.taper_radius, np.inf))
     assert (light < _clean(source, untapered).sum(axis=(1, 2))).all()
+
+
+def test_central_radius_power_favours_large_centrals_and_is_off_by_default(bank):
+    plain = SynthBlends(bank, 512, 512, seed=5, augmentation=Augmentation())
+    zero = SynthBlends(bank, 512, 512, seed=5, augmentation=Augmentation(central_radius_power=0.0))
+    big = SynthBlends(bank, 512, 512, seed=5, augmentation=Augmentation(central_radius_power=3.0))
+    a, b, c = plain.plan(0, 0), zero.plan(0, 0), big.plan(0, 0)
+    np.testing.assert_array_equal(a.central, b.central)  # 0 = the old uniform draw, same bytes
+    np.testing.assert_array_equal(a.fluxes, b.fluxes)
+    assert bank["radii"][c.central].mean() > bank["radii"][a.central].mean() + 0.5
+    assert Augmentation.from_config({"central_radius_power": 2}).central_radius_power == 2

@@ -192,7 +192,7 @@ class CompanionTable:
 
 def draw_pairs(mags, radii, n: int, seed, rule: str = "published", max_dmag: float = MAX_DMAG,
                shift_tries: int = SHIFT_TRIES, max_rounds: int = 200,
-               companions: CompanionTable | None = None) -> Pairs:
+               companions: CompanionTable | None = None, central_weights=None) -> Pairs:
     """Draw *n* blend pairs and shifts from galaxies with magnitudes *mags* and radii *radii*.
 
     Parameters
@@ -213,6 +213,11 @@ def draw_pairs(mags, radii, n: int, seed, rule: str = "published", max_dmag: flo
         Safety limit on rounds of replacing pairs whose shifts all failed.
     companions : CompanionTable, optional
         Pre-built table for *mags* (saves a sort when drawing repeatedly).
+    central_weights : (N,) array, optional
+        Draw each central with probability proportional to its weight
+        (among the galaxies that have an eligible companion) instead of
+        uniformly; training uses it to see more of the rare large galaxies.
+        Without it the draws, and so the bytes, are those of earlier versions.
 
     Returns
     -------
@@ -231,6 +236,16 @@ def draw_pairs(mags, radii, n: int, seed, rule: str = "published", max_dmag: flo
     if not np.all(np.isfinite(radii)) or np.any(radii <= 0):
         raise InputError("radii", "radii must be finite and positive")
 
+    probabilities = None
+    if central_weights is not None:
+        weights = np.asarray(central_weights, dtype=np.float64)
+        if weights.shape != table.mags.shape or not np.all(np.isfinite(weights)) or np.any(weights < 0):
+            raise InputError("central_weights", f"need {len(table.mags)} finite non-negative weights, "
+                                                f"got shape {weights.shape}")
+        weights = weights[table.eligible_centrals]
+        if weights.sum() <= 0:
+            raise InputError("central_weights", "every galaxy that has a companion has weight 0")
+        probabilities = weights / weights.sum()
     central = np.zeros(n, np.int64)
     companion = np.zeros(n, np.int64)
     dy = np.zeros(n, np.int64)
@@ -239,7 +254,10 @@ def draw_pairs(mags, radii, n: int, seed, rule: str = "published", max_dmag: flo
     for _ in range(max_rounds):
         if pending.size == 0:
             break
-        c = table.eligible_centrals[rng.integers(0, table.eligible_centrals.size, size=pending.size)]
+        if probabilities is None:
+            c = table.eligible_centrals[rng.integers(0, table.eligible_centrals.size, size=pending.size)]
+        else:
+            c = table.eligible_centrals[rng.choice(table.eligible_centrals.size, size=pending.size, p=probabilities)]
         k = table.draw(c, rng)
         low, high = separation_bounds(radii[c], radii[k], rule)
         sy, sx, found = draw_shifts(low, high, rng, shift_tries)

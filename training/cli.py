@@ -142,6 +142,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "the model (after a change in how its method measures, e.g. the U-Net's mask photometry)")
     p.set_defaults(func=_recalibrate)
 
+    p = sub.add_parser("flux-correction", help="fit a shipped model's flux correction (segmentation photometry "
+                                               "misses light: metrics.flux_correction) and write it into its manifest")
+    p.add_argument("manifest", help="the model's manifest (<name>.json beside its .keras file)")
+    p.add_argument("--results", required=True, metavar="TABLE",
+                   help="'blendphot predict' table of held-out blends made with the model's .keras file alone "
+                        "(single pass, uncorrected fluxes)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the manifest's correction; its flux-error calibration is dropped either way")
+    p.set_defaults(func=_flux_correction)
+
     p = sub.add_parser("swap-unet", help="a new blend2mask2flux run folder with another trained U-Net inside "
                                           "(nothing retrained: check it on held-out blends before shipping)")
     p.add_argument("run_dir", help="the blend2mask2flux run")
@@ -235,6 +245,16 @@ def _recalibrate(args) -> int:
     by_tta = sorted((manifest.flux_error_calibration.get("by_tta") or {}), key=int)
     print(f"{args.manifest}: calibration of {manifest.method} for tta 1"
           + "".join(f", {t}" for t in by_tta))
+    return 0
+
+
+def _flux_correction(args) -> int:
+    from .ship import correct_model_fluxes
+
+    manifest = correct_model_fluxes(args.manifest, args.results, overwrite=args.overwrite)
+    p = manifest.flux_correction["parameters"]
+    print(f"{args.manifest}: flux correction of {manifest.method} from {p['n']} galaxies, factors "
+          + ", ".join(f"{f:.3f}" for f in p["factors"]) + "; fit its flux-error calibration again ('recalibrate')")
     return 0
 
 

@@ -204,3 +204,58 @@ def recalibrate_model(manifest_path, calibrations, overwrite: bool = False, test
         updated = replace(updated, test_metrics=metrics_from_results(test_results, method, manifest.sha256))
     write_text_atomic(Path(manifest_path), updated.to_json())
     return updated
+
+
+def correct_model_fluxes(manifest_path, results, overwrite: bool = False):
+    """Fit a shipped model's ``flux_correction`` on held-out blends and write it into its manifest.
+
+    *results*: a ``blendphot predict`` table of held-out (calibration) blends
+    made with this very model (sha256 checked), single pass, *without* a
+    flux correction (a table made with a corrected model would fit a
+    correction of a correction).  The model's flux-error calibration was
+    fitted on uncorrected fluxes, so it is removed: fit a new one on blends
+    predicted with the corrected model and add it with ``recalibrate``.
+    A manifest that already has a correction or a calibration is rewritten
+    only with *overwrite*.  Returns the rewritten manifest.
+    """
+    from dataclasses import replace
+
+    import numpy as np
+
+    from napari_blendphot.atomic import write_text_atomic
+    from napari_blendphot.metrics.calibration import table_tta
+    from napari_blendphot.metrics.flux_correction import MODEL, fit_flux_correction
+    from napari_blendphot.models.manifests import Manifest, verify
+    from napari_blendphot.provenance import make_provenance
+    from napari_blendphot.report.results import read_results
+
+    manifest = Manifest.read(manifest_path)
+    verify(manifest)
+    if (manifest.flux_correction or manifest.flux_error_calibration) and not overwrite:
+        have = "a flux correction" if manifest.flux_correction else "a flux-error calibration"
+        raise InputError(manifest_path, f"already has {have}", "pass overwrite to replace it (and drop the calibration)")
+    method = manifest.method
+    table = read_results(results)
+    if method not in (table.meta.get("methods") or []):
+        raise InputError(results, f"has no method {method!r}", f"methods: {', '.join(table.meta.get('methods') or [])}")
+    recorded = ((((table.meta.get("provenance") or {}).get("parameters") or {}).get("method_metadata") or {})
+                .get(method) or {})
+    if recorded.get("sha256") != manifest.sha256:
+        raise InputError(results, f"its {method} was not this model (sha256 {str(recorded.get('sha256'))[:12]}..., "
+                                  f"the manifest's {manifest.sha256[:12]}...)")
+    if recorded.get("flux_correction"):
+        raise InputError(results, f"its {method} fluxes were corrected already",
+                         "predict with the .keras file alone (no manifest) for uncorrected fluxes")
+    if table_tta(table, method) != 1:
+        raise InputError(results, f"was predicted with --tta {table_tta(table, method)}: fit on single-pass fluxes")
+    true = np.column_stack([np.asarray(table["g1_flux"], np.float64), np.asarray(table["g2_flux"], np.float64)])
+    pred = np.column_stack([np.asarray(table[f"g1_flux_{method}"], np.float64),
+                            np.asarray(table[f"g2_flux_{method}"], np.float64)])
+    parameters = fit_flux_correction(true, pred)
+    provenance = make_provenance("training flux-correction", inputs={"results": str(results)},
+                                 method=method, n_blends=len(table))
+    provenance["fitted_on"] = Path(str(results)).name
+    updated = replace(manifest, flux_correction={"model": MODEL, "parameters": parameters, "provenance": provenance},
+                      flux_error_calibration={})
+    write_text_atomic(Path(manifest_path), updated.to_json())
+    return updated

@@ -149,3 +149,46 @@ def test_head_initialised_from_blend2flux_computes_its_fluxes_and_errors():
     twin = build_blend2flux(uncertainty=True, **TINY)
     assert len(copy_matching_weights(twin, b2f)) == len([layer for layer in b2f.layers if layer.weights])
     np.testing.assert_allclose(twin.predict(stamps, verbose=0)["fluxes"], expected["fluxes"], rtol=1e-6)
+
+
+def test_the_unet_applies_its_manifests_flux_correction_before_calibrating_errors(tmp_path):
+    from napari_blendphot.deblend.keras_methods import UNetDeblender
+    from napari_blendphot.metrics.flux_correction import correction_factors
+    from napari_blendphot.models.io import save_model
+    from napari_blendphot.models.networks import build_unet
+
+    from napari_blendphot.testing.stand_ins import gaussian_pair_stamps
+
+    unet_path = tmp_path / "unet.keras"
+    save_model(build_unet(depth=2, filters=2), unet_path)
+    # Two blobs, and masks that find them (an untrained U-Net's would not): the masks come from a stand-in pass.
+    stamps = gaussian_pair_stamps(8, 2, (64, 64, 30.0, (5.0, 10.0)), (64, 84, 20.0, (0.5, 20.0)))
+    yy, xx = np.mgrid[:128, :128]
+    masks = np.zeros((8, 2, 128, 128), np.float32)
+    masks[:, 0][:, np.hypot(yy - 64, xx - 64) < 8] = 0.9
+    masks[:, 1][:, np.hypot(yy - 64, xx - 84) < 6] = 0.8
+
+    def with_masks(deblender):
+        deblender._predict = lambda blends, progress=None: (None, masks, None)
+        return deblender
+
+    raw = with_masks(UNetDeblender(weights=str(unet_path))).deblend(stamps)
+    correction = {"dmag_edges": [0.0], "factors": [1.1, 1.5], "n": 100}
+    corrected = with_masks(UNetDeblender(weights=str(unet_path)))
+    corrected.manifest = {"flux_correction": {"model": "test", "parameters": correction}}
+    out = corrected.deblend(stamps)
+    factors = correction_factors(correction, raw.fluxes)
+    measured = np.isfinite(raw.fluxes)
+    both_positive = measured & (raw.fluxes > 0) & (raw.fluxes[:, ::-1] > 0)
+    assert both_positive.any() and set(np.unique(factors[both_positive])) <= {1.1, 1.5}
+    assert (factors[~(raw.fluxes > 0)] == 1).all()  # a flux that is not positive is left as it is
+    np.testing.assert_allclose(out.fluxes[measured], (raw.fluxes * factors)[measured], rtol=1e-12)
+    # Raw errors scale with the fluxes (no calibration here), never below one pixel's noise.
+    np.testing.assert_allclose(out.flux_errors[measured], np.maximum(
+        raw.flux_errors * factors, raw.flux_errors)[measured], rtol=1e-6)
+    assert out.metadata["flux_correction"]["parameters"] == correction
+    assert "flux_correction" in out.metadata["flux_rule"] and "flux_correction" not in raw.metadata
+    json.dumps(out.metadata)
+    corrected.manifest = {"flux_correction": {"parameters": {"dmag_edges": [0.0], "factors": [1.1, -1]}}}
+    with pytest.raises(ValueError, match="flux_correction: 'factors' must be finite and > 0"):
+        corrected.deblend(stamps)

@@ -612,6 +612,10 @@ class UNetDeblender(KerasDeblender):
     pixels.  (Until round 5 a pixel in both masks counted for both galaxies,
     so a faint galaxy beside a bright one took much of its neighbour's light:
     flux MAPE 46% on the mock v2 test blends, 20% with one owner per pixel.)
+    Mask sums miss the light outside the mask, more so beside a brighter
+    neighbour: a manifest's ``flux_correction`` (:mod:`napari_blendphot.metrics.flux_correction`,
+    fitted on held-out mock blends) multiplies each by a factor of its
+    predicted pair magnitude difference, before the errors are calibrated.
     """
 
     name = "unet"
@@ -638,7 +642,13 @@ class UNetDeblender(KerasDeblender):
         metadata = self.metadata()
         metadata["flux_rule"] = (f"sum of blend pixels whose mask is > {MASK_THRESHOLD} and the highest of the "
                                  "galaxies' (one galaxy per pixel)")
-        errors = self._mask_flux_errors(pixels, masks, inside, fluxes)
+        factors = self._flux_correction_factors(fluxes)
+        if factors is not None:
+            metadata["flux_rule"] += ", times the manifest's flux_correction (metrics.flux_correction)"
+            metadata["flux_correction"] = self.manifest["flux_correction"]
+        errors = self._mask_flux_errors(pixels, masks, inside, fluxes, factors)
+        if factors is not None:
+            fluxes = fluxes * factors
         metadata["flux_error_rule"] = ("raw = sqrt(npix rms^2 + ((F(p>0.25) - F(p>0.75)) / 2)^2), rms from the pixels "
                                        "outside both masks; calibrated as sqrt((a raw)^2 + (b F)^2) with the "
                                        "manifest's flux_error_calibration (docs/uncertainty.md)")
@@ -654,8 +664,25 @@ class UNetDeblender(KerasDeblender):
         self.reused_passes += 1
         return last["masks"].copy()
 
-    def _mask_flux_errors(self, pixels, masks, inside, fluxes) -> np.ndarray:
-        """Errors of mask-sum fluxes: the noise in the mask and how much the flux depends on the mask's edge."""
+    def _flux_correction_factors(self, fluxes) -> np.ndarray | None:
+        """(N, 2) factors of the manifest's ``flux_correction`` for these mask sums, or None without one."""
+        from napari_blendphot.metrics.flux_correction import check_flux_correction, correction_factors
+
+        correction = self.manifest.get("flux_correction") or {}
+        if not correction:
+            return None
+        parameters = correction.get("parameters")
+        problem = "has no 'parameters'" if not isinstance(parameters, dict) else check_flux_correction(parameters)
+        if problem:
+            raise InputError(self.weights_path, f"manifest flux_correction: {problem}")
+        return correction_factors(parameters, fluxes)
+
+    def _mask_flux_errors(self, pixels, masks, inside, fluxes, factors=None) -> np.ndarray:
+        """Errors of mask-sum fluxes: the noise in the mask and how much the flux depends on the mask's edge.
+
+        With flux-correction *factors* the raw errors and the fluxes are scaled
+        alike before the calibration, which was fitted on corrected fluxes.
+        """
         background = (masks < 0.25).all(axis=1)
         rms = background_mad_std(pixels, background)
         rms = np.where(np.isfinite(rms), rms, 0.0)
@@ -663,6 +690,8 @@ class UNetDeblender(KerasDeblender):
         wide = np.einsum("nkij,nij->nk", masks > 0.25, pixels, dtype=np.float64)
         tight = np.einsum("nkij,nij->nk", masks > 0.75, pixels, dtype=np.float64)
         raw = np.sqrt(npix * rms[:, None] ** 2 + (0.5 * (wide - tight)) ** 2)
+        if factors is not None:
+            raw, fluxes = raw * factors, fluxes * factors
         errors = self._calibrated(fluxes, raw)
         # A zero error (empty background, exact mask) is never claimed: one pixel's noise at least.
         floor = np.maximum(rms, 1e-12)[:, None]

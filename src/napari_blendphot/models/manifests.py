@@ -71,6 +71,9 @@ class Manifest:
     #: role: ``{"model", "parameters": {"central": {"a", "b", "k95", ...}, "companion": {...}},
     #: "provenance"}``); empty for a model without one (errors as the network predicts them).
     flux_error_calibration: dict = field(default_factory=dict)
+    #: A correction of the method's fluxes before its errors are calibrated (``metrics.flux_correction``:
+    #: ``{"model", "parameters": {"dmag_edges", "factors", "n"}, "provenance"}``); empty for none.
+    flux_correction: dict = field(default_factory=dict)
     manifest_path: Path | None = field(default=None, compare=False)
 
     @property
@@ -83,6 +86,8 @@ class Manifest:
         """Canonical JSON (sorted keys): the same manifest gives the same bytes."""
         record = asdict(self)
         record.pop("manifest_path")
+        if not record["flux_correction"]:  # manifests without one keep the bytes they had before the field
+            record.pop("flux_correction")
         record = {"format": MANIFEST_FORMAT, "format_version": MANIFEST_VERSION, **record}
         return json.dumps(record, sort_keys=True, indent=2) + "\n"
 
@@ -108,7 +113,7 @@ class Manifest:
             raise InputError(manifest_path, f"manifest lacks {', '.join(missing)}")
         if record["method"] not in METHODS:
             raise InputError(manifest_path, f"unknown method {record['method']!r}", f"one of {', '.join(METHODS)}")
-        for key in ("architecture", "trained_on", "test_metrics", "flux_error_calibration"):
+        for key in ("architecture", "trained_on", "test_metrics", "flux_error_calibration", "flux_correction"):
             if key in record and not isinstance(record[key], dict):
                 raise InputError(manifest_path, f"manifest field {key!r} must be an object")
         if Path(record["file"]).name != record["file"]:

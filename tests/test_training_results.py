@@ -137,3 +137,13 @@ def test_match_radius_refuses_an_unknown_set_and_leaves_empty_bins_nan(tmp_path,
     rows = matched_rows(tables, "big", n_resamples=20)
     # The small set has no galaxy in the reference's > 21 px bin: nothing to match with.
     assert rows and all(np.isnan(r["matched_mape_pct"]) for r in rows)
+
+
+def test_size_balanced_mape_weights_every_radius_bin_alike():
+    from napari_blendphot.training.results import size_balanced_mape
+
+    radius = np.array([2.0, 3.0, 4.0, 30.0])  # three small galaxies, one large
+    ape = np.array([1.0, 1.0, 1.0, 9.0])
+    assert size_balanced_mape(radius, ape) == pytest.approx(5.0)  # bins <= 5 (1%) and > 21 (9%), not 3%
+    assert size_balanced_mape(radius, np.array([1.0, np.nan, 1.0, np.nan])) == pytest.approx(1.0)
+    assert np.isnan(size_balanced_mape(None, ape))

@@ -43,6 +43,8 @@ SEPARATION_BINS = ((0.0, 10.0), (10.0, 20.0), (20.0, 30.0), (30.0, np.inf))
 #: Inner edges (px) of the radius bins of the matched comparison: finer than RADIUS_BINS, because the
 #: MAPE changes by a factor 2 between 5 and 21 px and a coarse bin would hide the sets' different sizes.
 MATCH_RADIUS_EDGES = (5.0, 10.0, 15.0, 21.0)
+#: Inner edges (AB mag) of the magnitude bins crossed with the radius bins in the second matched column.
+MATCH_MAG_EDGES = (20.5, 21.5, 22.5)
 REFERENCE = "sep"
 
 
@@ -55,6 +57,7 @@ def _measurements(table, method: str) -> dict:
            "err": both(f"flux_err_{method}").astype(np.float64) if f"g1_flux_err_{method}" in table.colnames
            else None,
            "id": both("id"), "radius": both("rad").astype(np.float64) if "g1_rad" in table.colnames else None,
+           "mag": both("mag").astype(np.float64) if "g1_mag" in table.colnames else None,
            "distance": np.concatenate([np.asarray(table["distance"], np.float64)] * 2)
            if "distance" in table.colnames else None}
     if f"g1_iou_{method}" in table.colnames:
@@ -171,10 +174,21 @@ def set_coverage(table, name: str):
     return rows
 
 
-def _radius_shares(radius, inner_edges) -> np.ndarray:
-    """Share of the measurements in each radius bin (bins closed on the right, the end bins open)."""
-    bins = np.searchsorted(np.asarray(inner_edges, np.float64), radius, side="left")
-    return np.bincount(bins, minlength=len(inner_edges) + 1) / max(len(radius), 1)
+def _match_bins(d, with_mag: bool):
+    """(bin of each measurement, number of bins): radius bins (closed on the right, the end bins open),
+    crossed with magnitude bins if *with_mag*."""
+    bins = np.searchsorted(np.asarray(MATCH_RADIUS_EDGES), d["radius"], side="left")
+    count = len(MATCH_RADIUS_EDGES) + 1
+    if with_mag:
+        bins = bins * (len(MATCH_MAG_EDGES) + 1) + np.searchsorted(np.asarray(MATCH_MAG_EDGES), d["mag"], side="left")
+        count *= len(MATCH_MAG_EDGES) + 1
+    return bins, count
+
+
+def _match_shares(reference, with_mag: bool) -> np.ndarray:
+    """Share of *reference*'s measurements in each matching bin."""
+    bins, count = _match_bins(reference, with_mag)
+    return np.bincount(bins, minlength=count) / max(len(bins), 1)
 
 
 def _reweighted(values, bins, shares, weights=None):
@@ -206,6 +220,8 @@ def matched_rows(tables: dict, reference: str, n_resamples: int = 1000, seed: in
     as this set's galaxies of the same size.  The interval resamples this
     set's galaxies (the reference's shares stay fixed).  A bin *reference*
     fills but this set leaves empty makes the matched numbers NaN.
+    ``matched_rm_mape_pct`` does the same in bins of radius crossed with
+    true magnitude (:data:`MATCH_MAG_EDGES`), where both sets have magnitudes.
     """
     from napari_blendphot.report.results import methods_in
 
@@ -214,7 +230,6 @@ def matched_rows(tables: dict, reference: str, n_resamples: int = 1000, seed: in
                          f"sets: {', '.join(tables)}")
     ref_table = tables[reference]
     ref_methods = methods_in(ref_table)
-    edges = np.asarray(MATCH_RADIUS_EDGES)
     ref_data = {m: _measurements(ref_table, m) for m in ref_methods}
     rows = []
     for name, table in tables.items():
@@ -225,8 +240,7 @@ def matched_rows(tables: dict, reference: str, n_resamples: int = 1000, seed: in
             if d["radius"] is None or r["radius"] is None:
                 raise InputError(name if d["radius"] is None else reference,
                                  "has no true radii (g1_rad, g2_rad): cannot match sizes")
-            shares = _radius_shares(r["radius"], edges)
-            bins = np.searchsorted(edges, d["radius"], side="left")
+            shares, (bins, _) = _match_shares(r, with_mag=False), _match_bins(d, with_mag=False)
             ape = _ape(d["true"], d["pred"])
             boot = _reweighted(ape, bins, shares, bootstrap_weights(d["id"], n_resamples, seed))
             low, high = _interval(boot) if np.isfinite(boot).any() else (np.nan, np.nan)
@@ -234,8 +248,12 @@ def matched_rows(tables: dict, reference: str, n_resamples: int = 1000, seed: in
                    "flux_mape_pct": float(np.nanmean(ape)),
                    "matched_mape_pct": float(_reweighted(ape, bins, shares)[0]),
                    "matched_low": low, "matched_high": high,
+                   "matched_rm_mape_pct": np.nan,
                    "reference_mape_pct": float(np.nanmean(_ape(r["true"], r["pred"]))),
                    "coverage_68": np.nan, "matched_coverage_68": np.nan, "reference_coverage_68": np.nan}
+            if d["mag"] is not None and r["mag"] is not None:
+                joint = _match_bins(d, with_mag=True)[0]
+                row["matched_rm_mape_pct"] = float(_reweighted(ape, joint, _match_shares(r, with_mag=True))[0])
             if d["err"] is not None and r["err"] is not None:
                 inside, ref_inside = (_within_error(x) for x in (d, r))
                 row["coverage_68"] = 100.0 * float(np.nanmean(inside))
@@ -303,12 +321,15 @@ def markdown(summary, bins, coverage, sources: dict, n_resamples: int, seed: int
                            + [f"> {MATCH_RADIUS_EDGES[-1]:g}"])
         lines += ["", f"Each set reweighted to the galaxy radii of the {reference} (bins {labels} px): what a "
                   f"method would score on the {reference} if it measured them as well as that set's galaxies "
-                  "of the same size (interval: bootstrap over that set's galaxies):", "",
-                  f"| set | method | flux MAPE % | matched to {reference} [95% CI] | {reference} | "
-                  f"68% coverage | matched | {reference} |", "|---|---|---|---|---|---|---|---|"]
+                  "of the same size (interval: bootstrap over that set's galaxies; 'also in magnitude': "
+                  "bins of radius crossed with bins of true magnitude, edges "
+                  f"{', '.join(f'{m:g}' for m in MATCH_MAG_EDGES)}):", "",
+                  f"| set | method | flux MAPE % | matched to {reference} [95% CI] | also in magnitude | "
+                  f"{reference} | 68% coverage | matched | {reference} |", "|---|---|---|---|---|---|---|---|---|"]
         for r in matched:
             lines.append(f"| {r['set']} | {r['method']} | {r['flux_mape_pct']:.2f} | "
                          f"{_fmt(r['matched_mape_pct'])} [{_fmt(r['matched_low'])}, {_fmt(r['matched_high'])}] | "
+                         f"{_fmt(r['matched_rm_mape_pct'])} | "
                          f"{r['reference_mape_pct']:.2f} | {_fmt(r['coverage_68'], '.1f')} | "
                          f"{_fmt(r['matched_coverage_68'], '.1f')} | {_fmt(r['reference_coverage_68'], '.1f')} |")
     lines += ["", END]
@@ -352,7 +373,8 @@ def write_results(sources: dict, out_dir, n_resamples: int = 1000, seed: int = 0
     provenance = make_provenance("training results", inputs={k: str(v) for k, v in sources.items()},
                                  parameters={"bootstrap_resamples": n_resamples, "unit": "galaxy",
                                              "match_radius": match_radius,
-                                             "match_radius_edges": list(MATCH_RADIUS_EDGES)}, seed=seed)
+                                             "match_radius_edges": list(MATCH_RADIUS_EDGES),
+                                             "match_mag_edges": list(MATCH_MAG_EDGES)}, seed=seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = {}
     parts = [("summary.ecsv", summary), ("bins.ecsv", bins), ("coverage.ecsv", coverage)]

@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -148,3 +149,37 @@ def test_bench_network_set_counts_the_shared_u_net_pass(tmp_path, toy_sample):
     figures = json.loads((tmp_path / "set.json").read_text())["shipped"]
     assert figures["n"] == 6 and figures["cpu_ms_per_blend"] > 0 and figures["reused_passes"] == 1
     assert "| shipped | 6 |" in output
+
+
+def test_bench_stamp_share_bins_errors_by_the_light_inside_the_stamp(tmp_path, toy_sample):
+    from napari_blendphot.blend.dataset import BlendDataset, write_blend_dataset
+    from napari_blendphot.deblend.base import DeblendOutput
+    from napari_blendphot.report.results import build_results_table, write_results
+
+    folder = write_blend_dataset(toy_sample, tmp_path / "blends", n=40, test_fraction=0.5, seed=3)
+    catalog = BlendDataset(folder).catalog
+    # A method that measures exactly the light inside the stamp: its error is 1 - share.
+    images = np.stack([np.load(folder / "galaxy1.npy"), np.load(folder / "galaxy2.npy")], axis=1)
+    inside = images.astype(np.float64).sum(axis=(2, 3))
+    table = build_results_table(catalog, [DeblendOutput("instamp", inside)])
+    results = write_results(table, tmp_path / "results")[0]
+    output = run_script("bench_stamp_share.py", str(folder), str(results), "--method", "instamp", "--min-flux", "0")
+    assert "instamp: 80 galaxies brighter than 0 e-/s" in output
+    rows = [line for line in output.splitlines() if re.match(r"^\d", line)]
+    assert len(rows) == 3  # the three radius bins
+    # Such a method's error is exactly |share - 1|: every printed cell is that mean over its galaxies.
+    true = np.column_stack([np.asarray(catalog["g1_flux"], float), np.asarray(catalog["g2_flux"], float)])
+    radius = np.column_stack([np.asarray(catalog["g1_rad"], float), np.asarray(catalog["g2_rad"], float)]).ravel()
+    share = (inside / true).ravel()
+    radius_edges, share_edges = (0, 10, 21, np.inf), (0, 0.8, 0.9, 0.95, np.inf)
+    for row, (r_lo, r_hi) in zip(rows, zip(radius_edges, radius_edges[1:])):
+        cells = re.findall(r"(-|[0-9.]+ \(\d+\))", row.split(maxsplit=1)[1])
+        assert len(cells) == 4
+        for cell, (s_lo, s_hi) in zip(cells, zip(share_edges, share_edges[1:])):
+            chosen = (radius > r_lo) & (radius <= r_hi) & (share > s_lo) & (share <= s_hi)
+            if not chosen.any():
+                assert cell == "-"
+                continue
+            value, count = re.match(r"([0-9.]+) \((\d+)\)", cell).groups()
+            assert int(count) == chosen.sum()
+            assert float(value) == pytest.approx(100 * np.abs(share[chosen] - 1).mean(), abs=0.006)

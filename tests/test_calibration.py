@@ -313,3 +313,65 @@ def test_a_calibration_records_the_tta_its_results_were_predicted_with(tmp_path)
     averaged.meta["provenance"]["parameters"]["method_metadata"]["m"]["tta"] = "eight"
     with pytest.raises(InputError, match="recorded tta 'eight' is not a number"):
         fit_calibration(averaged)
+
+
+def _outer_light_table(n, seed, method="m"):
+    """Residuals with a part that grows with the light near the stamp's edge, which the stated errors ignore."""
+    from napari_blendphot.metrics.calibration import outer_shares
+
+    rng = np.random.default_rng(seed)
+    table = Table()
+    table["id"] = np.arange(n)
+    true = 10 ** rng.uniform(1.0, 2.5, (n, 2))
+    outer = np.where(rng.random(n) < 0.3, rng.uniform(0, 40, n), 0.0)  # 30% of the blends reach the edge
+    shares = outer_shares(true, outer)
+    for slot, prefix in enumerate(("g1", "g2")):
+        err = 0.05 * true[:, slot]
+        sigma = np.hypot(err, 0.5 * shares[:, slot])
+        table[f"{prefix}_flux"] = true[:, slot]
+        table[f"{prefix}_flux_{method}"] = true[:, slot] + rng.normal(0, 1, n) * sigma
+        table[f"{prefix}_flux_err_{method}"] = err
+    table[f"outer_flux_{method}"] = outer
+    table.meta["methods"] = [method]
+    return table
+
+
+def test_outer_light_is_the_blends_light_near_the_stamps_edge():
+    from napari_blendphot.metrics.calibration import OUTER_MARGIN, outer_light, outer_shares
+
+    blends = np.zeros((2, 128, 128))
+    blends[0, 60:68, 60:68] = 1.0                 # all light in the centre
+    blends[1] = 1.0                               # flat: everything outside the central box counts
+    np.testing.assert_allclose(outer_light(blends), [0.0, 128 ** 2 - (128 - 2 * OUTER_MARGIN) ** 2])
+    shares = outer_shares(np.array([[30.0, 10.0], [np.nan, 5.0], [0.0, 0.0]]), np.array([8.0, 8.0, -3.0]))
+    np.testing.assert_allclose(shares, [[6.0, 2.0], [0.0, 8.0], [0.0, 0.0]])  # by predicted flux; no negative light
+    with pytest.raises(InputError, match="larger than 72 px"):
+        outer_light(np.zeros((1, 64, 64)))
+
+
+def test_the_outer_light_term_widens_the_errors_of_blends_that_reach_the_edge():
+    from napari_blendphot.metrics.calibration import calibrated_errors
+
+    table = _outer_light_table(6000, 3)
+    fit_rows, test_rows = split_blends(len(table), 0.5, seed=1)
+    with_term = fit_calibration(table[fit_rows])  # the column is used whenever the table has it
+    plain = table.copy()
+    plain.remove_column("outer_flux_m")
+    plain_fit = fit_calibration(plain[fit_rows])
+    assert with_term.parameters["m"]["central"]["d"] > 0.2 and "d" not in plain_fit.parameters["m"]["central"]
+    held_out = table[test_rows]
+    reach = np.asarray(held_out["outer_flux_m"]) > 0
+    for calibration, source in ((with_term, held_out), (plain_fit, plain[test_rows])):
+        calibrated = calibration.apply(source)
+        residual = np.abs(np.asarray(calibrated["g1_flux_m"]) - np.asarray(calibrated["g1_flux"]))
+        inside = residual <= np.asarray(calibrated["g1_flux_err_m"])
+        if calibration is with_term:
+            assert abs(inside[reach].mean() - 0.683) < 0.05 and abs(inside[~reach].mean() - 0.683) < 0.05
+        else:  # one scale for all: blends that reach the edge under-covered, the others over-covered
+            assert inside[reach].mean() < 0.6 and inside[~reach].mean() > 0.72
+    # A calibration with d > 0 needs the outer light: a table without the column is refused in one line.
+    with pytest.raises(InputError, match="outer light") as info:
+        with_term.apply(plain[test_rows])
+    assert "\n" not in str(info.value)
+    with pytest.raises(InputError, match="outer light"):
+        calibrated_errors(with_term.parameters["m"], np.ones((2, 2)), np.ones((2, 2)))

@@ -584,6 +584,16 @@ def test_recalibrate_replaces_only_the_calibration_of_a_shipped_model(tmp_path, 
     assert after.flux_error_calibration["by_tta"]["8"]["parameters"]["central"]["a"] == 0.8
     assert after.sha256 == before.sha256 and after.test_metrics == before.test_metrics
     assert model.read_bytes() == b"stand-in for a saved model"
+    # Refitting tta 1 only: --keep-other-tta keeps the tta-8 calibration, without it the tta-8 one goes.
+    refit = FluxErrorCalibration({"blend2flux": {"central": {**single, "a": 1.5}, "companion": single}},
+                                 {"tta": {"blend2flux": 1}}).save(tmp_path / "refit.json")
+    assert main(["recalibrate", str(tmp_path / "b2f.json"), "--calibration", str(refit), "--overwrite",
+                 "--keep-other-tta"]) == 0
+    kept = Manifest.read(tmp_path / "b2f.json").flux_error_calibration
+    assert kept["parameters"]["central"]["a"] == 1.5 and kept["by_tta"]["8"]["parameters"]["central"]["a"] == 0.8
+    assert main(["recalibrate", str(tmp_path / "b2f.json"), "--calibration", str(refit), "--overwrite"]) == 0
+    assert "by_tta" not in Manifest.read(tmp_path / "b2f.json").flux_error_calibration
+    capsys.readouterr()
     # Weights that are not the manifest's are refused: the calibration would belong to other weights.
     model.write_bytes(b"other weights")
     assert main(args + ["--overwrite"]) != 0

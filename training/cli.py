@@ -137,6 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="'blendphot calibrate-errors fit' file of the model's method (repeatable: one fitted on "
                         "single-pass predictions, others on predictions made with --tta N)")
     p.add_argument("--overwrite", action="store_true", help="replace the calibration the manifest has")
+    p.add_argument("--keep-other-tta", action="store_true",
+                   help="keep the manifest's calibrations for the --tta values not given (e.g. refit tta 1 only)")
     p.add_argument("--test-results", metavar="TABLE",
                    help="also refresh the manifest's test metrics from this 'blendphot predict' table made with "
                         "the model (after a change in how its method measures, e.g. the U-Net's mask photometry)")
@@ -241,7 +243,7 @@ def _recalibrate(args) -> int:
     from .ship import recalibrate_model
 
     manifest = recalibrate_model(args.manifest, args.calibration, overwrite=args.overwrite,
-                                 test_results=args.test_results)
+                                 test_results=args.test_results, keep_other_tta=args.keep_other_tta)
     by_tta = sorted((manifest.flux_error_calibration.get("by_tta") or {}), key=int)
     print(f"{args.manifest}: calibration of {manifest.method} for tta 1"
           + "".join(f", {t}" for t in by_tta))

@@ -174,7 +174,8 @@ def ship_run(run_dir, name: str, default: bool = False, description: str = "", n
                           overwrite=overwrite, flux_error_calibration=flux_error_calibration)
 
 
-def recalibrate_model(manifest_path, calibrations, overwrite: bool = False, test_results=None):
+def recalibrate_model(manifest_path, calibrations, overwrite: bool = False, test_results=None,
+                      keep_other_tta: bool = False):
     """Replace a shipped model's flux-error calibration with *calibrations*; the model file is untouched.
 
     With *test_results* (a ``blendphot predict`` table made with this very
@@ -185,7 +186,9 @@ def recalibrate_model(manifest_path, calibrations, overwrite: bool = False, test
     method (one fitted on single-pass predictions, optionally others fitted
     with ``--tta N``: :func:`napari_blendphot.metrics.calibration.manifest_calibration`).
     A manifest that already has a calibration is replaced only with
-    *overwrite*.  Returns the rewritten :class:`~napari_blendphot.models.manifests.Manifest`.
+    *overwrite*.  With *keep_other_tta* the manifest's calibrations for the
+    ``tta`` values *calibrations* do not fit again (``by_tta``) are kept.
+    Returns the rewritten :class:`~napari_blendphot.models.manifests.Manifest`.
     """
     from dataclasses import replace
 
@@ -199,7 +202,13 @@ def recalibrate_model(manifest_path, calibrations, overwrite: bool = False, test
         raise InputError(manifest_path, "already has a flux-error calibration", "pass overwrite to replace it")
     fitted = [FluxErrorCalibration.load(path) for path in calibrations]
     method = "ensemble" if manifest.architecture.get("ensemble_members") else manifest.method
-    updated = replace(manifest, flux_error_calibration=manifest_calibration(fitted, method))
+    entry = manifest_calibration(fitted, method)
+    if keep_other_tta:
+        kept = {tta: value for tta, value in (manifest.flux_error_calibration.get("by_tta") or {}).items()
+                if tta not in (entry.get("by_tta") or {})}
+        if kept:
+            entry["by_tta"] = dict(sorted({**(entry.get("by_tta") or {}), **kept}.items(), key=lambda i: int(i[0])))
+    updated = replace(manifest, flux_error_calibration=entry)
     if test_results is not None:
         updated = replace(updated, test_metrics=metrics_from_results(test_results, method, manifest.sha256))
     write_text_atomic(Path(manifest_path), updated.to_json())

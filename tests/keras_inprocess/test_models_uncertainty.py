@@ -192,3 +192,28 @@ def test_the_unet_applies_its_manifests_flux_correction_before_calibrating_error
     corrected.manifest = {"flux_correction": {"parameters": {"dmag_edges": [0.0], "factors": [1.1, -1]}}}
     with pytest.raises(ValueError, match="flux_correction: 'factors' must be finite and > 0"):
         corrected.deblend(stamps)
+
+
+def test_network_methods_record_the_outer_light_and_calibrate_with_it(tmp_path):
+    from napari_blendphot.deblend.keras_methods import Blend2FluxDeblender
+    from napari_blendphot.metrics.calibration import outer_light, outer_shares
+    from napari_blendphot.models.io import save_model
+
+    path = tmp_path / "b2f.keras"
+    save_model(build_blend2flux(uncertainty=True, **TINY), path)
+    stamps = _stamps()
+    stamps[:4, :10, :] += 0.5  # light at the edge of half of the stamps
+    deblender = Blend2FluxDeblender(weights=str(path))
+    raw = deblender.deblend(stamps)
+    np.testing.assert_allclose(raw.extra["outer_flux"], outer_light(stamps))
+    # d alone: the error is d times the galaxy's share of the outer light (a = 0 drops the network's own).
+    deblender.manifest = {"flux_error_calibration": {"parameters": {
+        role: {"a": 0.0, "b": 0.0, "d": 0.5} for role in ("central", "companion")}}}
+    out = deblender.deblend(stamps)
+    expected = 0.5 * outer_shares(raw.fluxes, outer_light(stamps))
+    measured = expected > 0
+    np.testing.assert_allclose(out.flux_errors[measured], expected[measured], rtol=1e-6)
+    deblender.manifest = {"flux_error_calibration": {"parameters": {
+        role: {"a": 1.0, "b": 0.0, "d": -1.0} for role in ("central", "companion")}}}
+    with pytest.raises(ValueError, match="a, b, c and d must be finite and not negative"):
+        deblender.deblend(stamps)

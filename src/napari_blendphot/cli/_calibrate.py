@@ -55,8 +55,8 @@ def _fit(args) -> int:
         for role, p in roles.items():
             scales = p.get("dmag_scales")
             bins = f"  dmag scales {min(scales):.2f}-{max(scales):.2f}" if scales else ""
-            print(f"{method:<18}{role:<10} a {p['a']:.3g}  b {p['b']:.3g}  c {p.get('c', 0.0):.3g}{bins}  "
-                  f"k95 {p['k95']:.2f}  (n {p['n']})")
+            print(f"{method:<18}{role:<10} a {p['a']:.3g}  b {p['b']:.3g}  c {p.get('c', 0.0):.3g}  "
+                  f"d {p.get('d', 0.0):.3g}{bins}  k95 {p['k95']:.2f}  (n {p['n']})")
     print(f"wrote {args.output}")
     return 0
 

@@ -450,17 +450,28 @@ class KerasDeblender:
             pending = launched
         return fluxes, masks, relative
 
-    def _flux_errors(self, fluxes, relative) -> np.ndarray | None:
+    def _flux_errors(self, fluxes, relative, outer=None) -> np.ndarray | None:
         """Calibrated 1-sigma flux errors in the stamp's units (NaN where no flux), from relative sigmas."""
         if relative is None or fluxes is None:
             return None
-        return self._calibrated(fluxes, np.abs(fluxes) * relative)
+        return self._calibrated(fluxes, np.abs(fluxes) * relative, outer)
 
-    def _calibrated(self, fluxes, raw) -> np.ndarray:
+    def _outputs(self, blends, fluxes, masks, relative, metadata=None) -> DeblendOutput:
+        """The method's output: fluxes, masks, calibrated errors and, per blend, the light near the
+        stamp's edge that the error model uses (``outer_flux``, a results-table column)."""
+        from napari_blendphot.metrics.calibration import OUTER_COLUMN, outer_light
+
+        outer = outer_light(blends)
+        return DeblendOutput(self.name, fluxes, masks, {OUTER_COLUMN: outer},
+                             self.metadata() if metadata is None else metadata,
+                             self._flux_errors(fluxes, relative, outer))
+
+    def _calibrated(self, fluxes, raw, outer=None) -> np.ndarray:
         """The manifest's error calibration (metrics.calibration.calibrated_errors; docs/uncertainty.md).
 
         Without a calibration in the manifest the raw errors are returned.
         Never infinite or negative: NaN where the flux is not measured.
+        *outer*: the blends' light near the stamp's edge (``outer_light``).
         """
         from napari_blendphot.metrics.calibration import calibrated_errors, check_dmag_bins
 
@@ -470,18 +481,19 @@ class KerasDeblender:
             for role in ("central", "companion"):
                 p = parameters.get(role) or {}
                 try:
-                    terms = [float(p.get(k, default)) for k, default in (("a", 1.0), ("b", 0.0), ("c", 0.0))]
+                    terms = [float(p.get(k, default)) for k, default in (("a", 1.0), ("b", 0.0), ("c", 0.0),
+                                                                         ("d", 0.0))]
                 except (TypeError, ValueError):
-                    raise InputError(self.weights_path, f"manifest flux_error_calibration of the {role}: a, b and c "
-                                     "must be numbers") from None
+                    raise InputError(self.weights_path, f"manifest flux_error_calibration of the {role}: a, b, c "
+                                     "and d must be numbers") from None
                 if not all(np.isfinite(t) and t >= 0 for t in terms):
-                    raise InputError(self.weights_path, f"manifest flux_error_calibration of the {role}: a, b and c "
-                                     "must be finite and not negative")
+                    raise InputError(self.weights_path, f"manifest flux_error_calibration of the {role}: a, b, c "
+                                     "and d must be finite and not negative")
                 problem = check_dmag_bins(p)
                 if problem:
                     raise InputError(self.weights_path, f"manifest flux_error_calibration of the {role}: {problem}")
             errors = calibrated_errors({role: parameters.get(role) or {} for role in ("central", "companion")},
-                                       fluxes, errors)
+                                       fluxes, errors, outer)
         errors[~(np.isfinite(errors) & np.isfinite(fluxes))] = np.nan
         return errors
 
@@ -564,7 +576,7 @@ class Blend2FluxDeblender(KerasDeblender):
         fluxes, _, relative = self._predict(blends, progress)
         if fluxes is None:
             raise InputError(self.weights_path, "the model does not output fluxes (B, 2): not a blend2flux model")
-        return DeblendOutput(self.name, fluxes, None, {}, self.metadata(), self._flux_errors(fluxes, relative))
+        return self._outputs(blends, fluxes, None, relative)
 
 
 class EnsembleDeblender(Blend2FluxDeblender):
@@ -625,6 +637,8 @@ class UNetDeblender(KerasDeblender):
 
     def deblend(self, blends, context: BlendContext | None = None,
                 progress: ProgressCallback | None = None) -> DeblendOutput:
+        from napari_blendphot.metrics.calibration import OUTER_COLUMN, outer_light
+
         blends = self._checked(blends)
         masks = self._reused_masks(blends)
         if masks is not None:
@@ -646,13 +660,14 @@ class UNetDeblender(KerasDeblender):
         if factors is not None:
             metadata["flux_rule"] += ", times the manifest's flux_correction (metrics.flux_correction)"
             metadata["flux_correction"] = self.manifest["flux_correction"]
-        errors = self._mask_flux_errors(pixels, masks, inside, fluxes, factors)
+        outer = outer_light(pixels)
+        errors = self._mask_flux_errors(pixels, masks, inside, fluxes, factors, outer)
         if factors is not None:
             fluxes = fluxes * factors
         metadata["flux_error_rule"] = ("raw = sqrt(npix rms^2 + ((F(p>0.25) - F(p>0.75)) / 2)^2), rms from the pixels "
                                        "outside both masks; calibrated as sqrt((a raw)^2 + (b F)^2) with the "
                                        "manifest's flux_error_calibration (docs/uncertainty.md)")
-        return DeblendOutput(self.name, fluxes, masks, {}, metadata, errors)
+        return DeblendOutput(self.name, fluxes, masks, {OUTER_COLUMN: outer}, metadata, errors)
 
     def _reused_masks(self, blends: np.ndarray) -> np.ndarray | None:
         """A copy of blend2mask2flux's masks of these very blends from the same U-Net, or None."""
@@ -677,7 +692,7 @@ class UNetDeblender(KerasDeblender):
             raise InputError(self.weights_path, f"manifest flux_correction: {problem}")
         return correction_factors(parameters, fluxes)
 
-    def _mask_flux_errors(self, pixels, masks, inside, fluxes, factors=None) -> np.ndarray:
+    def _mask_flux_errors(self, pixels, masks, inside, fluxes, factors=None, outer=None) -> np.ndarray:
         """Errors of mask-sum fluxes: the noise in the mask and how much the flux depends on the mask's edge.
 
         With flux-correction *factors* the raw errors and the fluxes are scaled
@@ -692,7 +707,7 @@ class UNetDeblender(KerasDeblender):
         raw = np.sqrt(npix * rms[:, None] ** 2 + (0.5 * (wide - tight)) ** 2)
         if factors is not None:
             raw, fluxes = raw * factors, fluxes * factors
-        errors = self._calibrated(fluxes, raw)
+        errors = self._calibrated(fluxes, raw, outer)
         # A zero error (empty background, exact mask) is never claimed: one pixel's noise at least.
         floor = np.maximum(rms, 1e-12)[:, None]
         return np.where(np.isfinite(errors), np.maximum(errors, floor), np.nan)
@@ -716,7 +731,7 @@ class Blend2Mask2FluxDeblender(KerasDeblender):
         _last_unet_pass.clear()
         if self.unet_fingerprint is not None:
             _last_unet_pass.update(key=_unet_pass_key(self), blends=np.array(blends, copy=True), masks=masks.copy())
-        return DeblendOutput(self.name, fluxes, masks, {}, self.metadata(), self._flux_errors(fluxes, relative))
+        return self._outputs(blends, fluxes, masks, relative)
 
 
 def _unet_pass_key(method: KerasDeblender) -> tuple:

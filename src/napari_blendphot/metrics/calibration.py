@@ -12,11 +12,15 @@ the deblending errors dominate and they cover far less than 68%.
 :func:`fit_calibration` fits, on held-out blends, for each method and galaxy
 role (central, companion)
 
-    err_cal = sqrt((a * err)^2 + (b * |flux|)^2 + (c * flux_neighbour)^2)
+    err_cal = sqrt((a * err)^2 + (b * |flux|)^2 + (c * flux_neighbour)^2 + (d * outer)^2)
 
 (``b`` is a fractional error; ``c`` a fraction of the neighbour's predicted
 flux: the light the two galaxies share, which dominates the faint member's
-error): the ratios of ``a``, ``b``, ``c``
+error; ``d`` a fraction of ``outer``, the galaxy's share -- by predicted
+flux -- of the blend's light outside the central 56 x 56 pixels
+(:func:`outer_light`): a galaxy whose light reaches the stamp's edge has
+light beyond it that every method must guess, and its true flux counts
+it): the ratios of ``a``, ``b``, ``c``, ``d``
 by Gaussian maximum likelihood, then both scaled so that exactly 68.27%
 of the calibration galaxies lie within ``+-err_cal`` (split-conformal).  The
 95% interval ``+-1.96 err_cal`` is then measured, not forced: where the
@@ -63,7 +67,14 @@ from napari_blendphot.metrics.selection import GALAXIES, GALAXY_PREFIX
 LEVELS = (("68", 1.0, 0.6827), ("95", 1.96, 0.95))
 FORMAT = "blendphot-flux-error-calibration"
 FORMAT_VERSION = 1
-MODEL = "err_cal = s(dmag_pred) * sqrt((a * err)**2 + (b * abs(flux))**2 + (c * flux_neighbour)**2)"
+MODEL = ("err_cal = s(dmag_pred) * sqrt((a * err)**2 + (b * abs(flux))**2 + (c * flux_neighbour)**2 "
+         "+ (d * outer_share)**2)")
+#: Width (px) of the stamp's border whose light is the ``outer`` of the error model: the blend outside the
+#: central 56 x 56 pixels.  Chosen on the calibration blends by the likelihood of blend2flux_v5's fit
+#: among 6, 12, 20, 28, 36 and 44 px (docs/uncertainty.md, "Round 6").
+OUTER_MARGIN = 36
+#: Per-blend column of a method's results: its blends' light outside the central box (``outer_light``).
+OUTER_COLUMN = "outer_flux"
 #: Bins of predicted pair magnitude difference in the Mondrian step (fewer when galaxies are few).
 DMAG_BINS = N_BINS
 #: Fewest galaxies a role's calibration is fitted from.
@@ -189,6 +200,23 @@ def coverage(table, method: str, by: str | None = None, selection: str = "all", 
     return out
 
 
+def outer_light(blends, margin: int = OUTER_MARGIN) -> np.ndarray:
+    """(N,) each blend's summed light within *margin* pixels of the stamp's edge (N, H, W), in its units."""
+    blends = np.asarray(blends)
+    if blends.ndim != 3 or min(blends.shape[1:]) <= 2 * margin:
+        raise InputError("blends", f"shape {blends.shape}: expected (N, H, W) stamps larger than {2 * margin} px")
+    total = blends.sum(axis=(1, 2), dtype=np.float64)
+    return total - blends[:, margin:-margin, margin:-margin].sum(axis=(1, 2), dtype=np.float64)
+
+
+def outer_shares(fluxes, outer) -> np.ndarray:
+    """(N, 2) each galaxy's share, by predicted flux, of its blend's outer light (negative light counts as 0)."""
+    fluxes = np.clip(np.nan_to_num(np.asarray(fluxes, dtype=np.float64), nan=0.0), 0.0, None)
+    total = fluxes.sum(axis=1, keepdims=True)
+    share = np.divide(fluxes, total, out=np.full(fluxes.shape, 0.5), where=total > 0)
+    return share * np.clip(np.nan_to_num(np.asarray(outer, dtype=np.float64), nan=0.0), 0.0, None)[:, None]
+
+
 def predicted_pair_dmag(fluxes) -> np.ndarray:
     """(N, 2) ``-2.5 log10(flux / flux_neighbour)`` of each galaxy from predicted fluxes (N, 2).
 
@@ -274,22 +302,31 @@ def calibration_for_tta(calibration: dict, tta: int) -> tuple[dict | None, int]:
     return calibration.get("parameters") or None, 1
 
 
-def calibrated_errors(parameters: dict, fluxes, errors=None) -> np.ndarray:
+def calibrated_errors(parameters: dict, fluxes, errors=None, outer=None) -> np.ndarray:
     """Calibrated 1-sigma errors (N, 2) from one method's ``{role: parameters}``, fluxes and raw errors (N, 2).
 
     The one implementation of the error model (:data:`MODEL`), used on tables
-    and by the network methods; NaN where the flux is not measured, never infinite.
+    and by the network methods; NaN where the flux is not measured, never
+    infinite.  *outer* (N,): the blends' :func:`outer_light`, needed where a
+    role's ``d`` is above 0.
     """
     fluxes = np.asarray(fluxes, dtype=np.float64)
     raw = np.zeros_like(fluxes) if errors is None else np.asarray(errors, dtype=np.float64)
     dmag = predicted_pair_dmag(fluxes)
+    uses_outer = any(float(parameters[role].get("d", 0.0)) > 0 for role in GALAXIES)
+    if uses_outer and outer is None:
+        raise InputError("flux-error calibration", "its error model uses the blends' outer light (d > 0)",
+                         f"give the blends, or a results table with the {OUTER_COLUMN}_<method> column")
+    shares = outer_shares(fluxes, outer) if uses_outer else None
     out = np.full(fluxes.shape, np.nan)
     for slot, role in enumerate(GALAXIES):
         p = parameters[role]
         a, b, c = float(p.get("a", 1.0)), float(p.get("b", 0.0)), float(p.get("c", 0.0))
+        d = float(p.get("d", 0.0))
         raw_term = (a * raw[:, slot]) ** 2 if a > 0 else 0.0
         neighbour = np.clip(np.nan_to_num(fluxes[:, 1 - slot], nan=0.0), 0.0, None)
-        value = np.sqrt(raw_term + (b * fluxes[:, slot]) ** 2 + ((c * neighbour) ** 2 if c > 0 else 0.0))
+        value = np.sqrt(raw_term + (b * fluxes[:, slot]) ** 2 + ((c * neighbour) ** 2 if c > 0 else 0.0)
+                        + ((d * shares[:, slot]) ** 2 if d > 0 else 0.0))
         if p.get("dmag_edges") is not None:
             value = value * np.asarray(p["dmag_scales"], np.float64)[_bin_of(dmag[:, slot], p["dmag_edges"])]
         out[:, slot] = value
@@ -297,11 +334,13 @@ def calibrated_errors(parameters: dict, fluxes, errors=None) -> np.ndarray:
     return out
 
 
-def fit_role(true_flux, pred_flux, errors=None, pair_dmag=None, neighbour_flux=None) -> dict:
-    """``{"a", "b", "c", "k95", "n", "coverage_68", "coverage_95"}`` of one method and role.
+def fit_role(true_flux, pred_flux, errors=None, pair_dmag=None, neighbour_flux=None, outer_share=None) -> dict:
+    """``{"a", "b", "c", "d", "k95", "n", "coverage_68", "coverage_95"}`` of one method and role.
 
     ``c`` (the fraction of the neighbour's predicted flux, *neighbour_flux*)
-    is fitted only when *neighbour_flux* is given, else 0.
+    is fitted only when *neighbour_flux* is given, else 0; ``d`` (the
+    fraction of the galaxy's share of its blend's outer light,
+    *outer_share*: :func:`outer_shares`) only when *outer_share* is given.
     The shape of the error model (the ratios of ``a``, ``b``, ``c``) is the Gaussian
     maximum-likelihood fit of the residuals; both are then scaled together so
     that exactly 68.27% of the galaxies lie within ``+-err_cal`` (the
@@ -336,6 +375,9 @@ def fit_role(true_flux, pred_flux, errors=None, pair_dmag=None, neighbour_flux=N
     if neighbour_flux is not None:
         neighbour = np.asarray(neighbour_flux, dtype=np.float64).reshape(-1)[usable]
         terms["c"] = np.where(np.isfinite(neighbour), np.clip(neighbour, 0.0, None), 0.0) ** 2
+    if outer_share is not None:
+        outer = np.asarray(outer_share, dtype=np.float64).reshape(-1)[usable]
+        terms["d"] = np.where(np.isfinite(outer), np.clip(outer, 0.0, None), 0.0) ** 2
     names = list(terms)
     stacked = np.vstack([terms[k] for k in names])
     floor = 1e-12 * max(float(np.median(residual)), 1e-300) ** 2  # keeps log(variance) finite
@@ -349,7 +391,7 @@ def fit_role(true_flux, pred_flux, errors=None, pair_dmag=None, neighbour_flux=N
     start += [math.log(0.05)] * (len(names) - 1)
     bounds = [(-30, 30) if name == "a" else (-30, 5) for name in names]
     fit = minimize(negative_log_likelihood, start, method="L-BFGS-B", bounds=bounds)
-    values = {"a": 0.0, "b": 0.0, "c": 0.0}
+    values = {"a": 0.0, "b": 0.0, "c": 0.0, "d": 0.0}
     for name, x in zip(names, fit.x):
         values[name] = math.exp(x)
         if name != names[0] and values[name] < 1e-9:  # the bound stands for "no such term"
@@ -359,7 +401,7 @@ def fit_role(true_flux, pred_flux, errors=None, pair_dmag=None, neighbour_flux=N
     scale = float(np.quantile(score, LEVELS[0][2], method="higher"))
     if not (math.isfinite(scale) and scale > 0):
         raise InputError("calibration blends", "the residuals are zero or the error model is degenerate")
-    a, b, c = (values[k] * scale for k in ("a", "b", "c"))
+    a, b, c, d = (values[k] * scale for k in ("a", "b", "c", "d"))
     normalised = score / scale
     mondrian = {}
     if pair_dmag is not None:
@@ -378,7 +420,7 @@ def fit_role(true_flux, pred_flux, errors=None, pair_dmag=None, neighbour_flux=N
             scales[~(np.isfinite(scales) & (scales > 0))] = 1.0
             normalised = normalised / scales[bins]
             mondrian = {"dmag_edges": [float(e) for e in edges], "dmag_scales": [float(v) for v in scales]}
-    return {"a": a, "b": b, "c": c, **mondrian, "k95": float(np.quantile(normalised, LEVELS[1][2], method="higher")), "n": n,
+    return {"a": a, "b": b, "c": c, **({"d": d} if outer_share is not None else {}), **mondrian, "k95": float(np.quantile(normalised, LEVELS[1][2], method="higher")), "n": n,
             "coverage_68": float(np.mean(normalised <= LEVELS[0][1])),
             "coverage_95": float(np.mean(normalised <= LEVELS[1][1]))}
 
@@ -402,8 +444,10 @@ class FluxErrorCalibration:
         """The test-time symmetries *method*'s calibration results were predicted with (1 if not recorded)."""
         return int((self.provenance.get("tta") or {}).get(method, 1))
 
-    def calibrate(self, method: str, fluxes, errors=None) -> np.ndarray:
+    def calibrate(self, method: str, fluxes, errors=None, outer=None) -> np.ndarray:
         """Calibrated 1-sigma errors (N, 2) for *fluxes* (N, 2) [central, companion] and raw *errors*.
+
+        *outer*: the blends' :func:`outer_light` (N,), for a calibration whose ``d`` is above 0.
 
         NaN where the flux is not measured (or a raw error is missing when the
         method has one); never infinite.
@@ -417,7 +461,7 @@ class FluxErrorCalibration:
         raw = None if errors is None else np.asarray(errors, dtype=np.float64)
         if raw is not None and raw.shape != fluxes.shape:
             raise InputError("errors", f"shape {raw.shape}, fluxes {fluxes.shape}")
-        return calibrated_errors(self.parameters[method], fluxes, raw)
+        return calibrated_errors(self.parameters[method], fluxes, raw, outer)
 
     def apply(self, table):
         """A copy of a results table with calibrated ``g?_flux_err_<m>`` (the raw ones kept as ``g?_flux_err_raw_<m>``)."""
@@ -438,7 +482,9 @@ class FluxErrorCalibration:
                 raw = np.column_stack([np.asarray(out[error_column(method, g)], dtype=np.float64) for g in GALAXIES])
                 for g in GALAXIES:
                     out.rename_column(error_column(method, g), f"{GALAXY_PREFIX[g]}_flux_err_raw_{method}")
-            calibrated = self.calibrate(method, fluxes, raw)
+            column = f"{OUTER_COLUMN}_{method}"
+            outer = np.asarray(out[column], dtype=np.float64) if column in out.colnames else None
+            calibrated = self.calibrate(method, fluxes, raw, outer)
             for slot, g in enumerate(GALAXIES):
                 out[error_column(method, g)] = calibrated[:, slot]
             done.append(method)
@@ -486,8 +532,8 @@ class FluxErrorCalibration:
             for role in GALAXIES:
                 p = roles.get(role) if isinstance(roles, dict) else None
                 if not (isinstance(p, dict) and all(_finite_non_negative(p.get(k)) for k in ("a", "b"))
-                        and _finite_non_negative(p.get("c", 0.0))):
-                    raise InputError(path, f"method {method!r}, {role}: 'a', 'b' and 'c' must be finite and >= 0")
+                        and all(_finite_non_negative(p.get(k, 0.0)) for k in ("c", "d"))):
+                    raise InputError(path, f"method {method!r}, {role}: 'a', 'b', 'c' and 'd' must be finite and >= 0")
                 problem = check_dmag_bins(p)
                 if problem:
                     raise InputError(path, f"method {method!r}, {role}: {problem}")
@@ -507,6 +553,8 @@ def fit_calibration(table, methods=None, selection: str = "all", provenance: dic
     error columns are calibrated from their fluxes alone (``a = 0``).
     *neighbour* fits the neighbour-flux term ``c`` and *mondrian* the
     per-bin scales of predicted pair dmag (module docstring); both by default.
+    A method whose results have the per-blend column ``outer_flux_<m>``
+    (the network methods write it) gets the outer-light term ``d`` too.
     """
     from napari_blendphot.report.results import methods_in
 
@@ -517,6 +565,8 @@ def fit_calibration(table, methods=None, selection: str = "all", provenance: dic
         fluxes = np.column_stack([np.asarray(table[f"{GALAXY_PREFIX[g]}_flux_{method}"], dtype=np.float64)
                                   for g in GALAXIES])
         pair_dmag = predicted_pair_dmag(fluxes)
+        column = f"{OUTER_COLUMN}_{method}"
+        shares = outer_shares(fluxes, np.asarray(table[column], dtype=np.float64)) if column in table.colnames else None
         for galaxy in GALAXIES:
             rows = galaxy_measurements(table, method, galaxy, selection)
             index = np.asarray(rows["row"])
@@ -525,7 +575,8 @@ def fit_calibration(table, methods=None, selection: str = "all", provenance: dic
             slot = GALAXIES.index(galaxy)
             parameters[method][galaxy] = fit_role(rows["true_flux"], rows["pred_flux"], errors,
                                                   pair_dmag=pair_dmag[index, slot] if mondrian else None,
-                                                  neighbour_flux=fluxes[index, 1 - slot] if neighbour else None)
+                                                  neighbour_flux=fluxes[index, 1 - slot] if neighbour else None,
+                                                  outer_share=None if shares is None else shares[index, slot])
     record = dict(provenance or {})
     record.setdefault("n_blends", int(len(table)))
     # A calibration holds for the tta it was fitted with (module docstring).

@@ -112,6 +112,9 @@ def test_match_radius_reweights_a_set_to_the_reference_sizes(tmp_path):
     assert main(["results", "--set", f"big={tmp_path / 'big.fits'}", "--set", f"small={tmp_path / 'small.fits'}",
                  "-o", str(tmp_path / "out"), "--bootstrap", "200", "--match-radius", "big"]) == 0
     matched = Table.read(tmp_path / "out" / "matched.ecsv")
+    # The settings are the provenance's parameters (they were nested one level too deep before round 6).
+    parameters = matched.meta["provenance"]["parameters"]
+    assert parameters["match_radius"] == "big" and parameters["bootstrap_resamples"] == 200
     m = matched[matched["method"] == "m"][0]
     assert m["set"] == "small" and m["reference"] == "big"
     assert m["flux_mape_pct"] < 0.9 * m["reference_mape_pct"]  # raw: the small set looks better

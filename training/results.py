@@ -370,11 +370,9 @@ def write_results(sources: dict, out_dir, n_resamples: int = 1000, seed: int = 0
         bins += set_bins(table, label)
         coverage += set_coverage(table, label)
     matched = matched_rows(tables, match_radius, n_resamples, seed) if match_radius else []
-    provenance = make_provenance("training results", inputs={k: str(v) for k, v in sources.items()},
-                                 parameters={"bootstrap_resamples": n_resamples, "unit": "galaxy",
-                                             "match_radius": match_radius,
-                                             "match_radius_edges": list(MATCH_RADIUS_EDGES),
-                                             "match_mag_edges": list(MATCH_MAG_EDGES)}, seed=seed)
+    provenance = make_provenance("training results", inputs={k: str(v) for k, v in sources.items()}, seed=seed,
+                                 bootstrap_resamples=n_resamples, unit="galaxy", match_radius=match_radius,
+                                 match_radius_edges=list(MATCH_RADIUS_EDGES), match_mag_edges=list(MATCH_MAG_EDGES))
     out_dir.mkdir(parents=True, exist_ok=True)
     written = {}
     parts = [("summary.ecsv", summary), ("bins.ecsv", bins), ("coverage.ecsv", coverage)]

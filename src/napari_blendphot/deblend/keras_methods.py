@@ -456,14 +456,13 @@ class KerasDeblender:
             return None
         return self._calibrated(fluxes, np.abs(fluxes) * relative, outer)
 
-    def _outputs(self, blends, fluxes, masks, relative, metadata=None) -> DeblendOutput:
+    def _outputs(self, blends, fluxes, masks, relative) -> DeblendOutput:
         """The method's output: fluxes, masks, calibrated errors and, per blend, the light near the
         stamp's edge that the error model uses (``outer_flux``, a results-table column)."""
         from napari_blendphot.metrics.calibration import OUTER_COLUMN, outer_light
 
         outer = outer_light(blends)
-        return DeblendOutput(self.name, fluxes, masks, {OUTER_COLUMN: outer},
-                             self.metadata() if metadata is None else metadata,
+        return DeblendOutput(self.name, fluxes, masks, {OUTER_COLUMN: outer}, self.metadata(),
                              self._flux_errors(fluxes, relative, outer))
 
     def _calibrated(self, fluxes, raw, outer=None) -> np.ndarray:
@@ -665,8 +664,8 @@ class UNetDeblender(KerasDeblender):
         if factors is not None:
             fluxes = fluxes * factors
         metadata["flux_error_rule"] = ("raw = sqrt(npix rms^2 + ((F(p>0.25) - F(p>0.75)) / 2)^2), rms from the pixels "
-                                       "outside both masks; calibrated as sqrt((a raw)^2 + (b F)^2) with the "
-                                       "manifest's flux_error_calibration (docs/uncertainty.md)")
+                                       "outside both masks; calibrated with the manifest's flux_error_calibration "
+                                       "(metrics.calibration.MODEL, docs/uncertainty.md)")
         return DeblendOutput(self.name, fluxes, masks, {OUTER_COLUMN: outer}, metadata, errors)
 
     def _reused_masks(self, blends: np.ndarray) -> np.ndarray | None:

@@ -134,9 +134,8 @@ def size_balanced_mape(radius, ape) -> float:
     """
     if radius is None:
         return np.nan
-    bins = np.searchsorted(np.asarray(MATCH_RADIUS_EDGES), radius, side="left")
-    means = [np.nanmean(ape[bins == k]) for k in range(len(MATCH_RADIUS_EDGES) + 1)
-             if np.isfinite(ape[bins == k]).any()]
+    bins, count = _match_bins({"radius": radius}, with_mag=False)
+    means = [np.nanmean(ape[bins == k]) for k in range(count) if np.isfinite(ape[bins == k]).any()]
     return float(np.mean(means)) if means else np.nan
 
 

@@ -68,19 +68,27 @@ def _stage(run_dir) -> dict:
             "devices": record.get("devices"), "precision": config.get("training", {}).get("precision")}
 
 
-def metrics_from_results(results, method: str, model_sha256: str) -> dict:
-    """Test metrics of *method* from a ``blendphot predict`` results table made with this model."""
-    from napari_blendphot.report.evaluate import method_summary
+def _results_of_model(results, method: str, model_sha256: str, whose: str = "the run's model"):
+    """``(table, method record)`` of a ``blendphot predict`` table whose *method* ran with this very model."""
     from napari_blendphot.report.results import read_results
 
     table = read_results(results)
     if method not in (table.meta.get("methods") or []):
         raise InputError(results, f"has no method {method!r}", f"methods: {', '.join(table.meta.get('methods') or [])}")
-    recorded = (((table.meta.get("provenance") or {}).get("parameters") or {}).get("method_metadata") or {})
-    sha = (recorded.get(method) or {}).get("sha256")
+    recorded = ((((table.meta.get("provenance") or {}).get("parameters") or {}).get("method_metadata") or {})
+                .get(method) or {})
+    sha = recorded.get("sha256")
     if sha != model_sha256:
         raise InputError(results, f"its {method} was not this model (sha256 {str(sha)[:12]}..., "
-                                  f"the run's model {model_sha256[:12]}...)")
+                                  f"{whose} {model_sha256[:12]}...)")
+    return table, recorded
+
+
+def metrics_from_results(results, method: str, model_sha256: str) -> dict:
+    """Test metrics of *method* from a ``blendphot predict`` results table made with this model."""
+    from napari_blendphot.report.evaluate import method_summary
+
+    table, _ = _results_of_model(results, method, model_sha256)
     metrics = method_summary(table, method)
     dataset = ((table.meta.get("provenance") or {}).get("inputs") or {}).get("dataset")
     parameters = (table.meta.get("provenance") or {}).get("parameters") or {}
@@ -236,7 +244,6 @@ def correct_model_fluxes(manifest_path, results, overwrite: bool = False):
     from napari_blendphot.metrics.flux_correction import MODEL, fit_flux_correction
     from napari_blendphot.models.manifests import Manifest, verify
     from napari_blendphot.provenance import make_provenance
-    from napari_blendphot.report.results import read_results
 
     manifest = Manifest.read(manifest_path)
     verify(manifest)
@@ -244,14 +251,7 @@ def correct_model_fluxes(manifest_path, results, overwrite: bool = False):
         have = "a flux correction" if manifest.flux_correction else "a flux-error calibration"
         raise InputError(manifest_path, f"already has {have}", "pass overwrite to replace it (and drop the calibration)")
     method = manifest.method
-    table = read_results(results)
-    if method not in (table.meta.get("methods") or []):
-        raise InputError(results, f"has no method {method!r}", f"methods: {', '.join(table.meta.get('methods') or [])}")
-    recorded = ((((table.meta.get("provenance") or {}).get("parameters") or {}).get("method_metadata") or {})
-                .get(method) or {})
-    if recorded.get("sha256") != manifest.sha256:
-        raise InputError(results, f"its {method} was not this model (sha256 {str(recorded.get('sha256'))[:12]}..., "
-                                  f"the manifest's {manifest.sha256[:12]}...)")
+    table, recorded = _results_of_model(results, method, manifest.sha256, whose="the manifest's")
     if recorded.get("flux_correction"):
         raise InputError(results, f"its {method} fluxes were corrected already",
                          "predict with the .keras file alone (no manifest) for uncorrected fluxes")

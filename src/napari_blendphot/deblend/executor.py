@@ -212,6 +212,22 @@ def rebuild_exception(description: dict, doing: str) -> BaseException:
     return exc
 
 
+def exit_code_of(process, wait: float = 5.0):
+    """*process*'s exit code once it has ended (None if it still runs after *wait* seconds).
+
+    A ``ProcessPoolExecutor``'s own thread reaps a dead worker too; whichever
+    thread asks second may see no code for an instant (its ``waitpid`` finds
+    nothing left to reap), so a single ``join`` then ``exitcode`` can read None
+    for a process that is dead: ask again until the code is there.
+    """
+    deadline = time.monotonic() + wait
+    while True:
+        process.join(min(0.1, max(deadline - time.monotonic(), 0.0)))
+        code = process.exitcode
+        if code is not None or time.monotonic() >= deadline:
+            return code
+
+
 def describe_exit(exitcode) -> str:
     """How a process ended, in words (signal names, the usual crash codes)."""
     if exitcode is None:
@@ -320,8 +336,7 @@ class IsolatedWorker:
             self.stop()
             raise WorkerError(f"the worker process did not answer within {timeout:.0f} s of its start") from None
         except BrokenProcessPool:
-            process.join(5)
-            exitcode = process.exitcode
+            exitcode = exit_code_of(process, wait=5.0)
             self.stop()
             hint = ""
             if exitcode == 1:
@@ -337,21 +352,8 @@ class IsolatedWorker:
         return self._pool.submit(run_remote, function, *args, **kwargs)
 
     def exitcode(self, wait: float = 5.0):
-        """The process's exit code once it has ended (None if it still runs after *wait* seconds).
-
-        The executor's own thread reaps a dead worker too; whichever of us asks
-        second may see no code for an instant (its ``waitpid`` finds nothing to
-        reap), so ask again until the code is there.
-        """
-        process = self.process
-        if process is None:
-            return None
-        deadline = time.monotonic() + wait
-        while True:
-            process.join(min(0.1, max(deadline - time.monotonic(), 0.0)))
-            code = process.exitcode
-            if code is not None or time.monotonic() >= deadline:
-                return code
+        """The process's exit code once it has ended (None if it still runs after *wait* seconds)."""
+        return None if self.process is None else exit_code_of(self.process, wait)
 
     def kill(self) -> bool:
         """SIGKILL the worker now (its task in flight is lost); returns whether one was running."""

@@ -25,5 +25,5 @@ def test_an_unguarded_script_is_told_to_guard_its_main_module(tmp_path):
                             cwd=tmp_path)
     assert result.returncode != 0
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("napari_blendphot.errors.WorkerError")
+    assert last.startswith("napari_blendphot.errors.WorkerError"), result.stderr
     assert "while starting" in last and 'if __name__ == "__main__":' in last

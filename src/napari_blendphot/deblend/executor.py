@@ -374,6 +374,13 @@ class IsolatedWorker:
         if process is not None and process.is_alive() and not getattr(pool, "_broken", False):
             with contextlib.suppress(Exception):
                 pool.submit(_leave)
+        manager = getattr(pool, "_executor_manager_thread", None)
+        if getattr(pool, "_broken", False) and manager is not None:
+            # A broken pool's own thread is closing its wake-up pipe; shutdown() (and the
+            # interpreter's exit hook) write to that pipe unlocked in Python 3.11, so a write
+            # racing the close raised "OSError: [Errno 9] Bad file descriptor". That thread
+            # ends by itself: let it finish first.
+            manager.join(timeout)
         pool.shutdown(wait=False, cancel_futures=True)
         if process is not None:
             for signal_it in (None, process.terminate, process.kill):

@@ -195,6 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("digest", help="SHA-256 digests of a blend dataset (files and the test blends array), "
                                       "to check that two machines made the same bytes")
     p.add_argument("blends", help="blend dataset folder")
+    p.add_argument("--split", choices=("test", "train", "all"), default=None,
+                   help="the split whose blends array is digested (default: test, or all for a dataset "
+                        "made with --test-fraction 0, such as the real-galaxy validation blends)")
     p.set_defaults(func=_digest)
 
     p = sub.add_parser("merge", help="join results tables of the same blends (one per method) into one")
@@ -301,14 +304,22 @@ def _results(args) -> int:
 
 def _digest(args) -> int:
     from napari_blendphot.provenance import sha256_array, sha256_file
+    from napari_blendphot.tables import read_table
+
     from .data import read_split
 
     folder = Path(args.blends)
     record = {name: sha256_file(folder / name) for name in ("blends.npy", "masks.npy", "catalog.csv")
               if (folder / name).is_file()}
-    test = read_split(folder, "test", with_masks=False)
-    record["test_blends_array"] = sha256_array(np.asarray(test.blends))
-    record["n_test"] = len(test)
+    split = args.split
+    if split is None:  # a --test-fraction 0 dataset (blendphot blend ... --test-fraction 0) has no test split
+        catalog = read_table(folder / "catalog.csv") if (folder / "catalog.csv").is_file() else None
+        has_test = catalog is None or "split" not in catalog.colnames or np.any(
+            np.char.strip(np.asarray(catalog["split"]).astype(str)) == "test")
+        split = "test" if has_test else "all"
+    blends = read_split(folder, split, with_masks=False)
+    record[f"{split}_blends_array"] = sha256_array(np.asarray(blends.blends))
+    record[f"n_{split}"] = len(blends)
     print(json.dumps(record, indent=2, sort_keys=True))
     return 0
 

@@ -15,6 +15,7 @@ from napari_blendphot.testing.stand_ins import (crash_worker, environment_variab
 
 from napari_blendphot.deblend.base import BlendContext
 from napari_blendphot.deblend.engine import Cancelled, EngineFuture, InferenceEngine
+from napari_blendphot.deblend.executor import exit_code_of
 from napari_blendphot.deblend.registry import register_method, unregister_method
 from napari_blendphot.errors import InputError, WorkerError
 
@@ -255,11 +256,10 @@ def test_worker_exit_code_is_reported_and_idle_death_is_recovered(engine, blends
     # Killed while idle: the next request notices and starts a new worker.
     pid = engine.start()
     os.kill(pid, signal.SIGKILL)
-    # Dead for sure before the next request (no fixed sleep).  The pool's own thread reaps the process too:
-    # whichever of the two asks second may see no exit code for an instant, so ask until it is there.
-    process, deadline = engine.worker_process, time.monotonic() + 30
-    while process.is_alive() and time.monotonic() < deadline:
-        process.join(0.1)
+    # Dead for sure before the next request (no fixed sleep; exit_code_of asks until the code is there,
+    # since the pool's own thread may reap the process first).
+    process = engine.worker_process
+    exit_code_of(process, wait=30)
     assert not process.is_alive()
     assert engine.run(blends[:1], methods=["slow"])["slow"].fluxes.shape == (1, 2)
     assert engine.worker_pid != pid

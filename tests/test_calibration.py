@@ -375,3 +375,48 @@ def test_the_outer_light_term_widens_the_errors_of_blends_that_reach_the_edge():
     assert "\n" not in str(info.value)
     with pytest.raises(InputError, match="outer light"):
         calibrated_errors(with_term.parameters["m"], np.ones((2, 2)), np.ones((2, 2)))
+
+
+def test_calibrate_errors_fits_several_held_out_tables_as_one(tmp_path, capsys):
+    """Held-out blends in two folders: one fit on both is the fit on their union."""
+    from napari_blendphot.cli import main
+    from napari_blendphot.report.results import write_results
+
+    table = _table(3000, 11, error_scale=0.5, fractional=0.05)
+    for prefix in ("g1", "g2"):
+        table[f"{prefix}_mag"] = 25.96 - 2.5 * np.log10(table[f"{prefix}_flux"])
+    table["distance"] = 10.0
+    table.meta.update(methods=["m"], zero_points={"m": 25.96}, flux_errors={"m": True}, provenance={"step": "test"})
+    write_results(table[:1000], tmp_path / "part_a")
+    write_results(table[1000:], tmp_path / "part_b")
+    write_results(table, tmp_path / "whole")
+    parts, whole = tmp_path / "parts.json", tmp_path / "whole.json"
+    assert main(["calibrate-errors", "fit", str(tmp_path / "part_a.csv"), str(tmp_path / "part_b.fits"),
+                 "-o", str(parts)]) == 0
+    assert main(["calibrate-errors", "fit", str(tmp_path / "whole.csv"), "-o", str(whole)]) == 0
+    fitted, reference = (json.loads(p.read_text()) for p in (parts, whole))
+    for role in ("central", "companion"):
+        for key in ("a", "b", "c", "k95", "n"):
+            assert fitted["parameters"]["m"][role][key] == pytest.approx(reference["parameters"]["m"][role][key])
+    assert fitted["provenance"]["n_blends"] == 3000
+    assert fitted["provenance"]["inputs"]["results"] == [str(tmp_path / "part_a.csv"), str(tmp_path / "part_b.fits")]
+    capsys.readouterr()
+    # Tables that cannot share one calibration are refused in one line naming the table.
+    other_tta = table[:500]
+    other_tta.meta = dict(table.meta, provenance={"parameters": {"method_metadata": {"m": {"tta": 8}}}})
+    write_results(other_tta, tmp_path / "tta8")
+    assert main(["calibrate-errors", "fit", str(tmp_path / "part_a.csv"), str(tmp_path / "tta8.csv"),
+                 "-o", str(tmp_path / "x.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "tta8.csv" in err and "tta 8" in err
+    other = _table(500, 12, method="n")
+    for prefix in ("g1", "g2"):
+        other[f"{prefix}_mag"] = 25.96 - 2.5 * np.log10(other[f"{prefix}_flux"])
+    other["distance"] = 10.0
+    other.meta.update(methods=["n"], zero_points={"n": 25.96}, flux_errors={"n": True}, provenance={"step": "test"})
+    write_results(other, tmp_path / "other")
+    assert main(["calibrate-errors", "fit", str(tmp_path / "part_a.csv"), str(tmp_path / "other.csv"),
+                 "-o", str(tmp_path / "y.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "other.csv" in err and "holds methods n" in err
+    assert not (tmp_path / "x.json").exists() and not (tmp_path / "y.json").exists()

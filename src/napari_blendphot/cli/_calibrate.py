@@ -26,7 +26,8 @@ def register(subparsers) -> None:
     )
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     fit = actions.add_parser("fit", help="fit a calibration on a results table of held-out blends")
-    fit.add_argument("results", help="results table (.csv or .fits) of calibration blends")
+    fit.add_argument("results", nargs="+", help="results table(s) (.csv or .fits) of calibration blends; "
+                     "several are fitted as one (same methods and tta)")
     fit.add_argument("-o", "--output", required=True, metavar="CALIBRATION.json")
     fit.add_argument("--methods", help="comma-separated methods (default: all of the table's)")
     add_overwrite(fit)
@@ -41,14 +42,15 @@ def register(subparsers) -> None:
 
 def _fit(args) -> int:
     from napari_blendphot.errors import check_output_path
-    from napari_blendphot.metrics.calibration import fit_calibration
+    from napari_blendphot.metrics.calibration import fit_calibration, stack_results
     from napari_blendphot.provenance import make_provenance
     from napari_blendphot.report.results import read_results
 
     check_output_path(args.output, args.overwrite)
-    table = read_results(args.results)
+    table = stack_results([read_results(path) for path in args.results], args.results)
     methods = None if not args.methods else [m.strip() for m in args.methods.split(",") if m.strip()]
-    provenance = make_provenance("calibrate-errors", inputs={"results": args.results})
+    sources = args.results[0] if len(args.results) == 1 else list(args.results)
+    provenance = make_provenance("calibrate-errors", inputs={"results": sources})
     calibration = fit_calibration(table, methods, provenance=provenance)
     calibration.save(args.output, overwrite=args.overwrite)
     for method, roles in calibration.parameters.items():

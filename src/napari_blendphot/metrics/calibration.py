@@ -584,6 +584,42 @@ def fit_calibration(table, methods=None, selection: str = "all", provenance: dic
     return FluxErrorCalibration(parameters, record)
 
 
+def stack_results(tables, sources) -> "Table":
+    """One table of the blends of several results tables, for one calibration fit on all of them.
+
+    A calibration is as good as the galaxies it was fitted on, and held-out
+    blends often come in more than one folder.  The tables must hold the same
+    methods, predicted with the same tta (a calibration holds for one,
+    :func:`table_tta`), and the same columns; the first table's metadata is
+    kept.  *sources* names each table in the one-line refusals.
+    """
+    from astropy.table import vstack
+
+    from napari_blendphot.report.results import methods_in
+
+    tables, sources = list(tables), [str(s) for s in sources]
+    if len(tables) == 1:
+        return tables[0]
+    first, first_source = tables[0], sources[0]
+    methods = methods_in(first)
+    for table, source in zip(tables[1:], sources[1:]):
+        if methods_in(table) != methods:
+            raise InputError(source, f"holds methods {', '.join(methods_in(table)) or 'none'}, "
+                             f"{first_source} holds {', '.join(methods) or 'none'}",
+                             "fit one calibration on tables of the same methods")
+        for method in methods:
+            if table_tta(table, method) != table_tta(first, method):
+                raise InputError(source, f"method {method!r} was predicted with tta {table_tta(table, method)}, "
+                                 f"in {first_source} with tta {table_tta(first, method)}")
+        if set(table.colnames) != set(first.colnames):
+            different = sorted(set(table.colnames) ^ set(first.colnames))
+            raise InputError(source, f"columns differ from {first_source}'s: {', '.join(different[:4])}"
+                             + (" ..." if len(different) > 4 else ""))
+    stacked = vstack([t[first.colnames] for t in tables], join_type="exact", metadata_conflicts="silent")
+    stacked.meta = dict(first.meta)
+    return stacked
+
+
 def split_blends(n_blends: int, calibration_fraction: float = 0.5, seed: int = 0):
     """Seeded split of ``range(n_blends)`` into (calibration rows, evaluation rows), both sorted."""
     if not 0 < calibration_fraction < 1:

@@ -154,3 +154,42 @@ def test_size_balanced_mape_weights_every_radius_bin_alike():
     assert size_balanced_mape(radius, ape) == pytest.approx(5.0)  # bins <= 5 (1%) and > 21 (9%), not 3%
     assert size_balanced_mape(radius, np.array([1.0, np.nan, 1.0, np.nan])) == pytest.approx(1.0)
     assert np.isnan(size_balanced_mape(None, ape))
+
+
+def test_coverage_intervals_resample_galaxies_not_blends():
+    """The coverage interval is as wide as the galaxies' count allows, not the blends'.
+
+    Each galaxy's error is the same in all its blends (a galaxy the method
+    measures badly is badly measured every time), so 40 galaxies in 400 blends
+    pin the coverage only to ~ +-15 points; a blend bootstrap would say +-3.
+    """
+    from napari_blendphot.training.results import coverage_indicators, set_coverage
+
+    rng = np.random.default_rng(3)
+    n_blends, n_galaxies = 400, 40
+    ids = rng.integers(0, n_galaxies, (n_blends, 2))
+    flux = 10 ** rng.uniform(1, 2.5, n_galaxies)
+    offset = rng.normal(0, 1, n_galaxies)  # per-galaxy error in units of the stated error
+    table = Table()
+    table["id"] = np.arange(n_blends)
+    for slot, prefix in enumerate(("g1", "g2")):
+        g = ids[:, slot]
+        table[f"{prefix}_id"] = g
+        table[f"{prefix}_flux"] = flux[g]
+        table[f"{prefix}_flux_m"] = flux[g] * (1 + 0.05 * offset[g])
+        table[f"{prefix}_flux_err_m"] = 0.05 * flux[g]
+    table[3]["g1_flux_err_m"] = np.nan  # no error: left out, as coverage_arrays does
+    table.meta["methods"] = ["m"]
+    inside = coverage_indicators(table, "m")
+    assert np.isnan(inside["inside_68"][3]) and np.isfinite(inside["inside_68"]).sum() == 2 * n_blends - 1
+    rows = set_coverage(table, "s", n_resamples=300, seed=0)
+    overall = next(r for r in rows if r["binning"] == "overall")
+    assert overall["coverage_68"] == pytest.approx(100 * np.nanmean(inside["inside_68"]))
+    assert overall["coverage_68_low"] < overall["coverage_68"] < overall["coverage_68_high"]
+    assert overall["coverage_68_high"] - overall["coverage_68_low"] > 15
+    assert overall["coverage_95_low"] <= overall["coverage_95"] <= overall["coverage_95_high"]
+    per_bin = [r for r in rows if r["binning"] != "overall"]
+    assert per_bin and all(np.isnan(r["coverage_68_low"]) for r in per_bin)
+    # seeded: the same interval again
+    again = next(r for r in set_coverage(table, "s", n_resamples=300, seed=0) if r["binning"] == "overall")
+    assert again["coverage_68_low"] == overall["coverage_68_low"]

@@ -188,8 +188,16 @@ def test_coverage_intervals_resample_galaxies_not_blends():
     assert overall["coverage_68_low"] < overall["coverage_68"] < overall["coverage_68_high"]
     assert overall["coverage_68_high"] - overall["coverage_68_low"] > 15
     assert overall["coverage_95_low"] <= overall["coverage_95"] <= overall["coverage_95_high"]
-    per_bin = [r for r in rows if r["binning"] != "overall"]
-    assert per_bin and all(np.isnan(r["coverage_68_low"]) for r in per_bin)
+    per_bin = [r for r in rows if r["binning"] == "pair_dmag" and r["n"] > 0]
+    assert per_bin and all(r["coverage_68_low"] <= r["coverage_68"] <= r["coverage_68_high"] for r in per_bin)
+    for r in per_bin:  # the interval is of the bin's own galaxies (the bins of coverage(), the last closed)
+        last = r["high"] == max(b["high"] for b in per_bin)
+        in_bin = (inside["pair_dmag"] >= r["low"]) & ((inside["pair_dmag"] <= r["high"]) if last
+                                                     else (inside["pair_dmag"] < r["high"]))
+        assert r["coverage_68"] == pytest.approx(100 * np.nanmean(inside["inside_68"][in_bin]))
+    # a bin holds fewer galaxies than the whole set: its interval is wider
+    assert min(r["coverage_68_high"] - r["coverage_68_low"] for r in per_bin) > \
+        overall["coverage_68_high"] - overall["coverage_68_low"]
     # seeded: the same interval again
     again = next(r for r in set_coverage(table, "s", n_resamples=300, seed=0) if r["binning"] == "overall")
     assert again["coverage_68_low"] == overall["coverage_68_low"]

@@ -11,8 +11,8 @@ with the shipped models and SEP.  Output (a folder, written atomically):
 - ``bins.ecsv``: flux MAPE per bin of true half-light radius (<= 10, 10-21,
   > 21 px) and of separation;
 - ``coverage.ecsv``: coverage of the flux errors at 68% and 95% (overall and
-  per pair-dmag bin), from :func:`napari_blendphot.report.evaluate.coverage_tables`,
-  the overall ones with 95% bootstrap intervals over galaxies;
+  per pair-dmag and magnitude bin), from :func:`napari_blendphot.report.evaluate.coverage_tables`,
+  with 95% bootstrap intervals over galaxies;
 - ``matched.ecsv`` (with ``--match-radius REF``): every other set's flux MAPE
   and 68% coverage reweighted to the galaxy radii of the set ``REF``
   (:func:`matched_rows`), to tell a method that does worse on ``REF``'s
@@ -168,12 +168,18 @@ def coverage_indicators(table, method: str) -> dict:
     """
     from napari_blendphot.metrics.calibration import interval_multiples
 
+    from napari_blendphot.metrics import photometry as phot
+    from napari_blendphot.metrics.binned import zero_point_of
+
     multiples = interval_multiples(table, method)
     d = _measurements(table, method)
     k95 = np.repeat([multiples["central"], multiples["companion"]], len(table))
     usable = np.isfinite(d["true"]) & np.isfinite(d["pred"]) & np.isfinite(d["err"]) & (d["err"] > 0)
     residual = np.abs(d["pred"] - d["true"])
-    return {"id": d["id"],
+    # The arithmetic of metrics.binned.galaxy_measurements, so that a galaxy on a bin edge falls alike.
+    mag = phot.flux_to_mag(d["true"], zero_point_of(table, None))
+    pair_dmag = mag - np.concatenate([mag[len(table):], mag[:len(table)]])
+    return {"id": d["id"], "pair_dmag": pair_dmag, "mag": mag,
             "inside_68": np.where(usable, (residual <= d["err"]).astype(np.float64), np.nan),
             "inside_95": np.where(usable, (residual <= k95 * d["err"]).astype(np.float64), np.nan)}
 
@@ -181,29 +187,37 @@ def coverage_indicators(table, method: str) -> dict:
 def set_coverage(table, name: str, n_resamples: int = 1000, seed: int = 0):
     """Rows of ``coverage.ecsv`` (both galaxies together), every method with errors.
 
-    The overall rows carry 95% bootstrap intervals over galaxies of the 68% and
-    95% coverage (``coverage_68_low`` ... ``coverage_95_high``; NaN in the
-    bins): a set of a few dozen galaxies cannot pin a coverage to a point or
-    two, and the interval says whether a distance from nominal is the errors'
-    or the sample's.
+    Every row carries 95% bootstrap intervals over galaxies of the 68% and
+    95% coverage (``coverage_68_low`` ... ``coverage_95_high``): a set of a
+    few dozen (or a few hundred) galaxies cannot pin a coverage to a point or
+    two, overall or in a bin, and the interval says whether a distance from
+    nominal is the errors' or the sample's.
     """
     from napari_blendphot.report.evaluate import coverage_tables
 
-    rows = []
+    rows, indicators, weights = [], {}, None
     for by, part in coverage_tables(table).items():
-        for r in part[part["galaxy"] == "both"]:
+        part = part[part["galaxy"] == "both"]
+        for r in part:
             row = {"set": name, "method": str(r["method"]), "binning": by, "low": float(r["bin_low"]),
                    "high": float(r["bin_high"]), "n": int(r["n"]),
                    "coverage_68": 100.0 * float(r["coverage_68"]),
                    "coverage_95": 100.0 * float(r["coverage_95"]),
                    "spearman": float(r["spearman"])}
+            if row["method"] not in indicators:
+                indicators[row["method"]] = coverage_indicators(table, row["method"])
+            inside = indicators[row["method"]]
+            if weights is None:  # the same galaxies for every method: one set of resamples
+                weights = bootstrap_weights(inside["id"], n_resamples, seed)
+            in_bin = np.ones(inside["id"].shape, bool)
+            if by != "overall":  # the bins of coverage(): the last one closed
+                values = inside[by]
+                last = row["high"] == max(float(x) for x in part["bin_high"][part["method"] == row["method"]])
+                in_bin = (values >= row["low"]) & ((values <= row["high"]) if last else (values < row["high"]))
             for level in ("68", "95"):
                 row[f"coverage_{level}_low"] = row[f"coverage_{level}_high"] = np.nan
-            if by == "overall":
-                inside = coverage_indicators(table, row["method"])
-                weights = bootstrap_weights(inside["id"], n_resamples, seed)
-                for level in ("68", "95"):
-                    samples = 100.0 * _weighted_mean(inside[f"inside_{level}"], weights)
+                if row["n"] > 0:
+                    samples = 100.0 * _weighted_mean(np.where(in_bin, inside[f"inside_{level}"], np.nan), weights)
                     row[f"coverage_{level}_low"], row[f"coverage_{level}_high"] = _interval(samples)
             rows.append(row)
     return rows
@@ -311,6 +325,8 @@ def _fmt(value, spec=".2f") -> str:
 def _with_interval(row, level: str) -> str:
     """``66.5 [60.1, 72.0]``: a coverage and its bootstrap interval (the value alone where there is none)."""
     value, low, high = (row.get(f"coverage_{level}{part}", np.nan) for part in ("", "_low", "_high"))
+    if value is None or not np.isfinite(value):
+        return "-"
     if not (np.isfinite(low) and np.isfinite(high)):
         return _fmt(value, ".1f")
     return f"{value:.1f} [{low:.1f}, {high:.1f}]"
@@ -356,8 +372,8 @@ def markdown(summary, bins, coverage, sources: dict, n_resamples: int, seed: int
             worst68 = max(per_bin, key=lambda b: abs(b["coverage_68"] - 68.27), default=None)
             worst95 = max(per_bin, key=lambda b: abs(b["coverage_95"] - 95.0), default=None)
             lines.append(f"| {c['set']} | {c['method']} | {c['n']} | {_with_interval(c, '68')} | "
-                         f"{_with_interval(c, '95')} | {_fmt(worst68 and worst68['coverage_68'], '.1f')} | "
-                         f"{_fmt(worst95 and worst95['coverage_95'], '.1f')} | {_fmt(c['spearman'])} |")
+                         f"{_with_interval(c, '95')} | {_with_interval(worst68 or {}, '68')} | "
+                         f"{_with_interval(worst95 or {}, '95')} | {_fmt(c['spearman'])} |")
     if matched:
         reference = matched[0]["reference"]
         labels = ", ".join([f"<= {MATCH_RADIUS_EDGES[0]:g}"]

@@ -201,3 +201,31 @@ def test_coverage_intervals_resample_galaxies_not_blends():
     # seeded: the same interval again
     again = next(r for r in set_coverage(table, "s", n_resamples=300, seed=0) if r["binning"] == "overall")
     assert again["coverage_68_low"] == overall["coverage_68_low"]
+
+
+def test_bins_tell_a_bias_from_scatter():
+    """A method that over-estimates galaxies above 21 px by 10% and scatters the others evenly: the
+    radius bins' median predicted / true flux show the bias where the MAPE alone cannot."""
+    from napari_blendphot.training.results import markdown, set_bins
+
+    rng = np.random.default_rng(5)
+    n = 3000
+    table = Table()
+    table["id"] = np.arange(n)
+    table["distance"] = rng.uniform(3, 40, n)
+    for prefix in ("g1", "g2"):
+        radius = rng.choice([5.0, 15.0, 30.0], n)
+        flux = 10 ** rng.uniform(1, 2.5, n)
+        table[f"{prefix}_id"] = rng.integers(0, 100, n)
+        table[f"{prefix}_flux"], table[f"{prefix}_rad"] = flux, radius
+        table[f"{prefix}_flux_m"] = np.where(radius > 21, 1.10 * flux,
+                                             flux * (1 + 0.10 * rng.choice([-1.0, 1.0], n)))
+    table[0]["g1_flux_m"] = np.nan  # not measured: out of the MAPE and of the median alike
+    table.meta["methods"] = ["m"]
+    rows = {(r["binning"], r["high"]): r for r in set_bins(table, "s")}
+    large, small = rows[("radius_px", np.inf)], rows[("radius_px", 10.0)]
+    assert large["flux_mape_pct"] == pytest.approx(10.0) and small["flux_mape_pct"] == pytest.approx(10.0)
+    assert large["median_ratio"] == pytest.approx(1.10) and 0.9 <= small["median_ratio"] <= 1.1
+    text = markdown([], list(rows.values()), [], {"s": "s.csv"}, 10, 0)
+    assert "Median predicted / true flux per bin of true half-light radius" in text and "| s | m |" in text
+    assert "1.100" in text

@@ -8,8 +8,8 @@ with the shipped models and SEP.  Output (a folder, written atomically):
   95% bootstrap interval, the size-balanced MAPE (:func:`size_balanced_mape`),
   bias / sigma / NMAD of ``dmag``, outlier fraction,
   mean IoU, and the ratio of SEP's MAPE to the method's with its interval;
-- ``bins.ecsv``: flux MAPE per bin of true half-light radius (<= 10, 10-21,
-  > 21 px) and of separation;
+- ``bins.ecsv``: flux MAPE and median predicted / true flux per bin of true
+  half-light radius (<= 10, 10-21, > 21 px) and of separation;
 - ``coverage.ecsv``: coverage of the flux errors at 68% and 95% (overall and
   per pair-dmag and magnitude bin), from :func:`napari_blendphot.report.evaluate.coverage_tables`,
   with 95% bootstrap intervals over galaxies;
@@ -141,7 +141,12 @@ def size_balanced_mape(radius, ape) -> float:
 
 
 def set_bins(table, name: str):
-    """Rows of ``bins.ecsv``: flux MAPE per radius and separation bin, every method."""
+    """Rows of ``bins.ecsv``: flux MAPE and median predicted / true flux per radius and separation bin.
+
+    The median ratio tells a method that is off in both directions (scatter)
+    from one that is off in one (a bias: over-estimating the real galaxies'
+    large members, say), which the MAPE alone cannot.
+    """
     from napari_blendphot.report.results import methods_in
 
     rows = []
@@ -153,9 +158,12 @@ def set_bins(table, name: str):
                 continue
             for low, high in edges:
                 inside = (d[key] > low) & (d[key] <= high) if low > 0 else (d[key] <= high)
+                measured = inside & np.isfinite(ape)
                 rows.append({"set": name, "method": method, "binning": kind, "low": low, "high": high,
                              "n": int(inside.sum()),
-                             "flux_mape_pct": float(np.nanmean(ape[inside])) if inside.any() else np.nan})
+                             "flux_mape_pct": float(np.nanmean(ape[inside])) if inside.any() else np.nan,
+                             "median_ratio": float(np.median(d["pred"][measured] / d["true"][measured]))
+                             if measured.any() else np.nan})
     return rows
 
 
@@ -359,6 +367,14 @@ def markdown(summary, bins, coverage, sources: dict, n_resamples: int, seed: int
             cells = {(b["low"], b["high"]): b for b in part if (b["set"], b["method"]) == key}
             lines.append(f"| {key[0]} | {key[1]} | " + " | ".join(
                 f"{_fmt(cells[e]['flux_mape_pct'])} ({cells[e]['n']})" for e in edges) + " |")
+        if kind == "radius_px" and any("median_ratio" in b for b in part):
+            lines += ["", f"Median predicted / true flux per bin of {title} (1.000: no bias; above: "
+                      "over-estimated):", "", "| set | method | " + " | ".join(labels) + " |",
+                      "|---|---|" + "---|" * len(labels)]
+            for key in dict.fromkeys((b["set"], b["method"]) for b in part):
+                cells = {(b["low"], b["high"]): b for b in part if (b["set"], b["method"]) == key}
+                lines.append(f"| {key[0]} | {key[1]} | " + " | ".join(
+                    _fmt(cells[e].get("median_ratio", np.nan), ".3f") for e in edges) + " |")
     overall = [c for c in coverage if c["binning"] == "overall"]
     if overall:
         lines += ["", "Coverage of the flux errors (both galaxies; nominal 68.3% within 1 error, 95% within "

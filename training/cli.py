@@ -161,6 +161,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="new run folder to create")
     p.set_defaults(func=_swap_unet)
 
+    p = sub.add_parser("store", help="a new run folder whose model's large weights are rounded to 16 bits and "
+                                     "deflated (about half the bytes; check it on held-out blends before shipping)")
+    p.add_argument("run_dir", help="the run folder (model.keras, config.json, run.json)")
+    p.add_argument("-o", "--output", required=True, help="new run folder to create")
+    p.add_argument("--precision", choices=("bfloat16", "float16"), default="bfloat16")
+    p.set_defaults(func=_store)
+
     p = sub.add_parser("ensemble", help="a deep ensemble of trained blend2flux networks as one new run folder "
                                         "(nothing trained; ship it with 'ship')")
     p.add_argument("members", nargs="+", help="two or more blend2flux networks with the flux-uncertainty output: "
@@ -278,6 +285,15 @@ def _swap_unet(args) -> int:
 
     record = swap_unet(args.run_dir, args.unet, args.output)
     print(json.dumps(record["unet_replaced"], indent=2))
+    return 0
+
+
+def _store(args) -> int:
+    from .store import store_run
+
+    record = store_run(args.run_dir, args.output, precision=args.precision)
+    print(f"wrote {args.output}: {record['rounded_arrays']} weight arrays rounded to {record['store']}, "
+          f"model.keras sha256 {record['model_sha256'][:12]}")
     return 0
 
 

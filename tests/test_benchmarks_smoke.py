@@ -165,8 +165,11 @@ def test_bench_stamp_share_bins_errors_by_the_light_inside_the_stamp(tmp_path, t
     results = write_results(table, tmp_path / "results")[0]
     output = run_script("bench_stamp_share.py", str(folder), str(results), "--method", "instamp", "--min-flux", "0")
     assert "instamp: 80 galaxies brighter than 0 e-/s" in output
-    rows = [line for line in output.splitlines() if re.match(r"^\d", line)]
-    assert len(rows) == 3  # the three radius bins
+    lines = output.splitlines()
+    split = lines.index("median predicted / true:")
+    rows = [line for line in lines[:split] if re.match(r"^\d", line)]
+    ratio_rows = [line for line in lines[split:] if re.match(r"^\d", line)]
+    assert len(rows) == 3 and len(ratio_rows) == 3  # the three radius bins, for the MAPE and the ratio
     # Such a method's error is exactly |share - 1|: every printed cell is that mean over its galaxies.
     true = np.column_stack([np.asarray(catalog["g1_flux"], float), np.asarray(catalog["g2_flux"], float)])
     radius = np.column_stack([np.asarray(catalog["g1_rad"], float), np.asarray(catalog["g2_rad"], float)]).ravel()
@@ -183,3 +186,11 @@ def test_bench_stamp_share_bins_errors_by_the_light_inside_the_stamp(tmp_path, t
             value, count = re.match(r"([0-9.]+) \((\d+)\)", cell).groups()
             assert int(count) == chosen.sum()
             assert float(value) == pytest.approx(100 * np.abs(share[chosen] - 1).mean(), abs=0.006)
+    # ... and its median predicted / true flux is the median share (below 1: light beyond the edge missed).
+    for row, (r_lo, r_hi) in zip(ratio_rows, zip(radius_edges, radius_edges[1:])):
+        cells = row.split()[1:]
+        assert len(cells) == 4
+        for cell, (s_lo, s_hi) in zip(cells, zip(share_edges, share_edges[1:])):
+            chosen = (radius > r_lo) & (radius <= r_hi) & (share > s_lo) & (share <= s_hi)
+            assert cell == "-" if not chosen.any() else float(cell) == pytest.approx(np.median(share[chosen]),
+                                                                                     abs=6e-4)

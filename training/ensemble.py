@@ -71,10 +71,10 @@ def make_ensemble(members, output, store: str = "bfloat16", name: str = "blend2f
     """
     import keras
 
-    from napari_blendphot.atomic import discard, install_folder, make_partial_folder
-    from napari_blendphot.models.io import load_model, save_model
+    from napari_blendphot.models.io import load_model
     from napari_blendphot.models.networks import build_ensemble, round_weights
-    from napari_blendphot.provenance import sha256_file
+
+    from .store import write_model_run
 
     if store not in STORES:
         raise InputError(f"store {store!r}", f"is not one of {', '.join(STORES)}")
@@ -136,17 +136,7 @@ def make_ensemble(members, output, store: str = "bfloat16", name: str = "blend2f
         "seed": None,
         "backend": keras.backend.backend(),  # the one that wrote the file (the members were trained under theirs)
     }
-    staging = make_partial_folder(output)
-    try:
-        save_model(ensemble, staging / "model.keras", compress=store != "float32")
-        record["model_sha256"] = sha256_file(staging / "model.keras")
-        (staging / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-        (staging / "run.json").write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
-        install_folder(staging, output, replace=False)
-    except BaseException:
-        discard(staging)
-        raise
-    return record
+    return write_model_run(output, ensemble, config, record, compress=store != "float32")
 
 
 def spread_weight_for(calibration) -> float:

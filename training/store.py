@@ -32,8 +32,7 @@ def store_run(run_dir, output, precision: str = "bfloat16") -> dict:
     *output* must not exist (a run folder is a record: never replaced) and
     appears whole or not at all.
     """
-    from napari_blendphot.atomic import discard, install_folder, make_partial_folder
-    from napari_blendphot.models.io import load_model, save_model
+    from napari_blendphot.models.io import load_model
     from napari_blendphot.models.networks import round_weights
     from napari_blendphot.provenance import sha256_file
 
@@ -52,13 +51,28 @@ def store_run(run_dir, output, precision: str = "bfloat16") -> dict:
     rounded = round_weights(model, precision)
     record.update(store=precision, rounded_arrays=rounded,
                   stored_from={"run": run_dir.name, "sha256": sha256_file(run_dir / "model.keras")})
+    config = json.loads((run_dir / "config.json").read_text())
+    log = run_dir / "log.csv"
+    return write_model_run(output, model, config, record, compress=True, copies=[log] if log.is_file() else [])
+
+
+def write_model_run(output, model, config: dict, record: dict, compress: bool, copies=()) -> dict:
+    """Write a new run folder *output* -- ``model.keras``, ``config.json``, ``run.json`` and *copies* -- whole or not at all.
+
+    ``record["model_sha256"]`` is set to the written model's; *output* must
+    not exist.  Returns *record*.
+    """
+    from napari_blendphot.atomic import discard, install_folder, make_partial_folder
+    from napari_blendphot.models.io import save_model
+    from napari_blendphot.provenance import sha256_file
+
     staging = make_partial_folder(output)
     try:
-        save_model(model, staging / "model.keras", compress=True)
+        save_model(model, staging / "model.keras", compress=compress)
         record["model_sha256"] = sha256_file(staging / "model.keras")
-        shutil.copyfile(run_dir / "config.json", staging / "config.json")
-        if (run_dir / "log.csv").is_file():
-            shutil.copyfile(run_dir / "log.csv", staging / "log.csv")
+        (staging / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        for path in copies:
+            shutil.copyfile(path, staging / Path(path).name)
         (staging / "run.json").write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
         install_folder(staging, output, replace=False)
     except BaseException:

@@ -168,16 +168,16 @@ def set_bins(table, name: str):
 
 
 def coverage_indicators(table, method: str) -> dict:
-    """Per measurement (central rows, then companion rows): galaxy ``id`` and ``inside_68``/``inside_95``.
+    """Per measurement (central rows, then companion rows): galaxy ``id``, ``inside_68``/``inside_95``.
 
     1 where the truth lies within 1 (k95) errors, 0 outside, NaN where the
     method gave no flux or no finite positive error: the same galaxies and
-    intervals as :func:`napari_blendphot.metrics.calibration.coverage_arrays`.
+    intervals as :func:`napari_blendphot.metrics.calibration.coverage_arrays`;
+    with the true ``pair_dmag`` and ``mag`` the coverage bins are made of.
     """
-    from napari_blendphot.metrics.calibration import interval_multiples
-
     from napari_blendphot.metrics import photometry as phot
     from napari_blendphot.metrics.binned import zero_point_of
+    from napari_blendphot.metrics.calibration import interval_multiples
 
     multiples = interval_multiples(table, method)
     d = _measurements(table, method)

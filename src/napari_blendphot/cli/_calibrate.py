@@ -21,8 +21,8 @@ def register(subparsers) -> None:
         description="Recalibrate per-galaxy flux errors: 'fit' writes the error model "
                     "sqrt((a err)^2 + (b flux)^2 + (c flux_neighbour)^2) per method and galaxy role, scaled "
                     "per bin of predicted pair magnitude difference so that 68.3%% of held-out galaxies lie "
-                    "within +-1 error, with the 95%% multiple k95; 'apply' writes a "
-                    "results table with the calibrated errors.",
+                    "within +-1 error in each bin of true pair magnitude difference, with the 95%% multiple "
+                    "k95; 'apply' writes a results table with the calibrated errors.",
     )
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     fit = actions.add_parser("fit", help="fit a calibration on a results table of held-out blends")

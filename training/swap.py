@@ -16,7 +16,6 @@ new run with ``python -m training ship``.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 from napari_blendphot.errors import InputError
@@ -28,10 +27,11 @@ def swap_unet(run_dir, unet, output) -> dict:
     *output* must not exist (a run folder is a record: never replaced).
     Returns the new ``run.json`` record.
     """
-    from napari_blendphot.atomic import atomic_output
     from napari_blendphot.models.io import load_model
     from napari_blendphot.models.networks import load_unet_weights, unet_fingerprint
     from napari_blendphot.provenance import sha256_file
+
+    from .store import write_model_run
 
     run_dir, output = Path(run_dir), Path(output)
     unet_path = Path(unet)
@@ -55,12 +55,6 @@ def swap_unet(run_dir, unet, output) -> dict:
                                "from_run": run_dir.name}
     if record["unet_replaced"]["fingerprint_after"] != unet_fingerprint(donor):
         raise InputError(unet_path, "its U-Net did not fully replace the run's (fingerprints differ)")
-    output.mkdir(parents=True)
-    with atomic_output(output / "model.keras", suffix=".keras") as temporary:
-        model.save(temporary)
     config.setdefault("model", {})["unet_weights"] = str(unet_path)
-    (output / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-    (output / "run.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-    if (run_dir / "log.csv").is_file():
-        shutil.copyfile(run_dir / "log.csv", output / "log.csv")
-    return record
+    log = run_dir / "log.csv"
+    return write_model_run(output, model, config, record, compress=False, copies=[log] if log.is_file() else [])

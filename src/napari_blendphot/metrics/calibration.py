@@ -619,14 +619,14 @@ def fit_calibration(table, methods=None, selection: str = "all", provenance: dic
 
     methods = list(methods) if methods is not None else methods_in(table)
     parameters = {}
+    truth = np.column_stack([np.asarray(table[f"{GALAXY_PREFIX[g]}_flux"], dtype=np.float64) for g in GALAXIES])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        true_dmag = -2.5 * np.log10(truth / truth[:, ::-1])  # the same for every method
     for method in methods:
         parameters[method] = {}
         fluxes = np.column_stack([np.asarray(table[f"{GALAXY_PREFIX[g]}_flux_{method}"], dtype=np.float64)
                                   for g in GALAXIES])
         pair_dmag = predicted_pair_dmag(fluxes)
-        truth = np.column_stack([np.asarray(table[f"{GALAXY_PREFIX[g]}_flux"], dtype=np.float64) for g in GALAXIES])
-        with np.errstate(divide="ignore", invalid="ignore"):
-            true_dmag = -2.5 * np.log10(truth / truth[:, ::-1])
         column = f"{OUTER_COLUMN}_{method}"
         shares = outer_shares(fluxes, np.asarray(table[column], dtype=np.float64)) if column in table.colnames else None
         for galaxy in GALAXIES:

@@ -1,6 +1,6 @@
 """Realism check of the mock: statmorph statistics of mock v1, mock v2 and the real galaxies.
 
-Draws N galaxies of mock v1, mock v2 (candels) and mock v2 (broad) without
+Draws N galaxies of mock v1 and mock v2 (candels, broad, wide) without
 neighbours, measures them and the real galaxies of ../shared/realgal (validation
 only: measured, never fitted) with statmorph, prints the per-statistic table
 (KS distance, share of real galaxies outside each mock's 1-99 % range) as
@@ -74,6 +74,9 @@ def main(argv=None) -> int:
         "v2 broad": _measured(f"v2broad_n{args.n}_s{args.seed}",
                               lambda: mock.make_mock_sample(args.n, args.seed, population="broad",
                                                             neighbour_fraction=0.0), cache),
+        "v2 wide": _measured(f"v2wide_n{args.n}_s{args.seed}",
+                             lambda: mock.make_mock_sample(args.n, args.seed, population="wide",
+                                                           neighbour_fraction=0.0), cache),
     }
     table = mock_realism.compare(real, mocks)
     print("| statistic | real median | " + " | ".join(f"{m}: median / KS D / outside 1-99% / outside range"

@@ -102,6 +102,37 @@ def test_broad_population_is_wider():
     assert np.mean(sb > mock_v2.BROAD_SB_LIMIT + 0.01) < 0.5 * np.mean(sb > 0)
 
 
+def test_wide_population_makes_large_galaxies_common():
+    """``wide``: log-uniform radii to 56 px, every magnitude under its surface-brightness limit."""
+    types = mock.galaxy_types(3, range(1500))
+    draws = {pop: np.array([mock_v2.draw_population_v2(mock.galaxy_generator(3, i), t, pop)
+                            for i, t in enumerate(types)]) for pop in ("broad", "wide")}
+    broad, wide = draws["broad"], draws["wide"]
+    assert wide[:, 0].min() >= 18.0 and wide[:, 0].max() <= 23.5
+    assert wide[:, 1].max() <= 56.0
+    # Measured (seed 3): 16.5 % of wide galaxies larger than 20 px (broad 9.9 %), 7.1 % larger than 35 px.
+    assert np.mean(wide[:, 1] > 20.0) > 1.4 * np.mean(broad[:, 1] > 20.0)
+    assert np.mean(wide[:, 1] > 35.0) > 1.5 * np.mean(broad[:, 1] > 35.0)
+    sb = wide[:, 0] + 2.5 * np.log10(2 * np.pi * (wide[:, 1] * 0.06) ** 2)
+    drawn_wide = wide[:, 1] > 1.0e-9  # v1's model never breaks the limit by much either
+    assert np.all(sb[drawn_wide & (wide[:, 1] > 25.0)] <= mock_v2.WIDE_SB_LIMIT + 1e-9)
+
+
+def test_wide_population_draws_compact_bulges_and_flat_disks():
+    """``wide`` bulge+disk galaxies reach high-index bulges and pure disks flatter than exponential."""
+    bulges, disk_ns = [], []
+    for i in range(300):
+        rng = np.random.default_rng([i, 17])
+        radius = float(rng.uniform(2.0, 56.0))
+        galtype = ("sphd", "disk")[i % 2]
+        _, features = mock_v2.build_galaxy_v2(galtype, 100.0, radius, rng, "wide")
+        if galtype == "sphd":
+            bulges.append(features["sersic_n"])
+        elif features["bulge_fraction"] == 0.0:
+            disk_ns.append(features["sersic_n"])
+    assert max(bulges) == 6.0 and min(disk_ns) == 0.5
+
+
 def test_feature_rates_follow_the_table():
     """Features appear at the documented rates (build only, no drawing: fast)."""
     counts = {t: {"n": 0, "arms": 0, "has_bar": 0, "clumps": 0, "dust": 0, "tidal": 0} for t in GALTYPES}
@@ -272,12 +303,18 @@ def test_cli_models_out_roundtrip_and_refusals(tmp_path, capsys):
     assert main(["make-sample", "-n", "2", "--seed", "4", "--mock-version", "1", "--population", "broad",
                  "-o", str(tmp_path / "v1.fits")]) == 2
     assert "version 1" in capsys.readouterr().err
+    assert main(["make-sample", "-n", "2", "--seed", "4", "--mock-version", "1", "--population", "wide",
+                 "-o", str(tmp_path / "v1.fits")]) == 2
+    assert "version 1" in capsys.readouterr().err
+    assert main(["make-sample", "-n", "2", "--seed", "3", "--population", "wide", "-o", str(tmp_path / "w.fits")]) == 0
+    assert read_native(tmp_path / "w.fits").provenance["parameters"]["population"] == "wide"
     assert main(["make-sample", "-n", "2", "--seed", "4", "-o", str(tmp_path / "x.fits"),
                  "--models-out", str(tmp_path / "x.npy")]) == 2
 
 
 def test_bad_version_and_population_raise_input_error():
     for kwargs in ({"mock_version": 3}, {"mock_version": True}, {"population": "deep"},
-                   {"mock_version": 1, "population": "broad"}, {"return_noiseless": True}):
+                   {"mock_version": 1, "population": "broad"}, {"mock_version": 1, "population": "wide"},
+                   {"return_noiseless": True}):
         with pytest.raises(InputError):
             mock.make_mock_sample(1, 1, **kwargs)

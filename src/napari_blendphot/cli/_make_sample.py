@@ -33,10 +33,12 @@ def register(subparsers) -> None:
                         help="2 (default): structured galaxies (arms, bars, clumps, dust lanes, tidal features), "
                              "PSF variations and correlated noise; 1: the earlier smooth model, byte-identical "
                              "for the same seed")
-    parser.add_argument("--population", choices=("candels", "broad"), default="candels",
+    parser.add_argument("--population", choices=("candels", "broad", "wide"), default="candels",
                         help="candels (default): the paper's magnitudes, radii and types; broad (v2 only, for "
                              "training): more large and faint galaxies (radii to 48 px, mag 18-23.5) and more "
-                             "frequent, stronger features")
+                             "frequent, stronger features; wide (v2 only, for training): broad with large "
+                             "galaxies as common as small ones (radii to 56 px), low-surface-brightness disks "
+                             "and compact, concentrated bulges")
     parser.add_argument("--models-out", default=None, metavar="FILE.npz",
                         help="also write the noiseless models (central galaxy alone, neighbours alone) and "
                              "each galaxy's noise parameters to this .npz, for napari_blendphot.sample."

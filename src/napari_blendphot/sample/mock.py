@@ -491,7 +491,8 @@ def make_mock_sample(n: int, seed: int, progress=None, neighbour_fraction: float
         1 or 2 (see above).
     population : str
         ``"candels"`` (the paper's sample) or, version 2 only, ``"broad"`` (wider
-        magnitudes, radii and feature mix, for training).
+        magnitudes, radii and feature mix, for training) or ``"wide"`` (``broad``
+        with larger, lower-surface-brightness and more concentrated galaxies).
     keep_models : bool
         Also return a dict with the noiseless models: ``models`` (N, 128, 128) float32,
         the PSF-convolved central galaxy alone; ``neighbours``, the noiseless neighbours
@@ -521,8 +522,9 @@ def make_mock_sample(n: int, seed: int, progress=None, neighbour_fraction: float
     _check_arguments(n, seed, neighbour_fraction, noise_rms, exposure_time)
     if mock_version not in MOCK_VERSIONS or isinstance(mock_version, bool):
         raise InputError("argument mock_version", f"must be one of {list(MOCK_VERSIONS)}, got {mock_version!r}")
-    if population not in ("candels", "broad"):
-        raise InputError("argument population", f"unknown population {population!r}", "expected candels or broad")
+    if population not in ("candels", "broad", "wide"):
+        raise InputError("argument population", f"unknown population {population!r}",
+                         "expected candels, broad or wide")
     if mock_version == 2:
         if return_noiseless:
             raise InputError("argument return_noiseless", "is a version 1 option", "use keep_models=True")

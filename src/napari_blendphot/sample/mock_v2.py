@@ -33,11 +33,18 @@ background noise like a drizzled mosaic (:mod:`napari_blendphot.sample.mock_nois
 Catalogue columns describe each galaxy's features so that failures can be
 binned by them.
 
-Two populations: ``candels`` (default; v1's per-type magnitude/radius/z model,
-which passes the CANDELS population test) and ``broad`` (for training: half the
+Three populations: ``candels`` (default; v1's per-type magnitude/radius/z model,
+which passes the CANDELS population test), ``broad`` (for training: half the
 galaxies from v1's model, half with magnitudes uniform in 18-23.5 and log-uniform
 half-light radii up to 48 px below a surface-brightness limit, and every feature
-more frequent and stronger).
+more frequent and stronger) and ``wide`` (``broad`` with the tails the realism
+check found it short of, docs/mock_sample.md: 60 % of the galaxies wide, log-uniform
+radii up to 56 px with the magnitude drawn among those the surface-brightness limit
+allows, so that large galaxies are as common as small ones per factor of radius;
+a limit 0.5 mag/arcsec^2 fainter for low-surface-brightness disks; compact
+high-index bulges, bulge/disk half-light ratios down to 0.05 and indices up to 6,
+for nucleated disks whose single-Sersic index exceeds 7; pure disks with indices
+down to 0.5).
 """
 
 from __future__ import annotations
@@ -53,7 +60,7 @@ from napari_blendphot.sample import mock
 from napari_blendphot.sample.galaxy_sample import mag_to_flux
 from napari_blendphot.sample.mock_noise import add_mock_noise, correlation_kernel, neighbour_correlation
 
-POPULATIONS = ("candels", "broad")
+POPULATIONS = ("candels", "broad", "wide")
 
 # --- population -----------------------------------------------------------------------------
 #: ``broad``: share of galaxies drawn from the wide distributions (the rest from v1's model).
@@ -65,12 +72,29 @@ BROAD_RADIUS_RANGE = {"sph": (1.0, 25.0), "disk": (1.5, 48.0), "sphd": (1.5, 48.
 #: galaxy: about the 1-sigma per-pixel level of the CANDELS noise (24.8), below which a
 #: galaxy would not have been detected and classified.
 BROAD_SB_LIMIT = 25.0
+#: ``wide``: share of wide galaxies, radius ranges (px) and surface-brightness limit.  Real
+#: disks reach 40-60 px (0.06" pixels) at CANDELS depths and low-surface-brightness disks
+#: lie below broad's limit (Freeman's law scatters by ~1 mag/arcsec^2).
+WIDE_SHARE = 0.6
+WIDE_RADIUS_RANGE = {"sph": (1.0, 30.0), "disk": (1.5, 56.0), "sphd": (1.5, 56.0), "irr": (1.5, 56.0)}
+WIDE_SB_LIMIT = 25.5
+
+
+def _wide_mag_radius(rng: np.random.Generator, galtype: str):
+    """``wide``: log-uniform radius, then a magnitude uniform among those below the SB limit."""
+    low, high = WIDE_RADIUS_RANGE[galtype]
+    radius = math.exp(rng.uniform(math.log(low), math.log(high)))
+    faintest = WIDE_SB_LIMIT - 2.5 * math.log10(2.0 * math.pi * (radius * PIXEL_SCALE) ** 2)
+    mag = rng.uniform(BROAD_MAG_RANGE[0], min(BROAD_MAG_RANGE[1], faintest))
+    return mag, radius
 
 
 def draw_population_v2(rng: np.random.Generator, galtype: str, population: str):
-    """(mag, radius px, z) of one galaxy: v1's model, widened for the ``broad`` population."""
+    """(mag, radius px, z) of one galaxy: v1's model, widened for ``broad`` and ``wide``."""
     mag, radius, z = mock.draw_population(rng, galtype)
-    if population == "broad" and rng.uniform() < BROAD_WIDE_SHARE:
+    if population == "wide" and rng.uniform() < WIDE_SHARE:
+        mag, radius = _wide_mag_radius(rng, galtype)
+    elif population == "broad" and rng.uniform() < BROAD_WIDE_SHARE:
         low, high = BROAD_RADIUS_RANGE[galtype]
         for _ in range(100):
             mag = rng.uniform(*BROAD_MAG_RANGE)
@@ -114,6 +138,14 @@ _SPH_N = (2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 5.5, 6.0)
 _DISK_N = (0.6, 0.8, 1.0, 1.3)
 _DISK_N_WEIGHTS = (0.15, 0.2, 0.5, 0.15)
 _BULGE_N = (1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5)
+#: ``wide``: bulges up to GalSim's Sersic limit, compact bulges, flatter pure disks.
+_WIDE_BULGE_N = (1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 5.5, 6.0)
+_WIDE_SPHD_SIZE_RATIO = (0.05, 0.6)
+_WIDE_DISK_N = (0.5, 0.6, 0.8, 1.0, 1.3)
+_WIDE_DISK_N_WEIGHTS = (0.1, 0.15, 0.2, 0.4, 0.15)
+#: ``wide``: largest disk half-light radius over the galaxy's, and redraws of the bulge to meet it.
+WIDE_MAX_DISK_OVER_HLR = 2.5
+WIDE_MAX_REDRAWS = 20
 #: Ratio of half-light radius to scale length of an exponential disk.
 _EXP_HLR_OVER_SCALE = 1.6783469900166608
 
@@ -210,8 +242,9 @@ class _Builder:
     def __init__(self, galtype, rng, population):
         self.galtype = galtype
         self.rng = rng
-        self.rate_boost = BROAD_RATE_BOOST if population == "broad" else 1.0
-        self.amp_boost = BROAD_AMPLITUDE_BOOST if population == "broad" else 1.0
+        widened = population in ("broad", "wide")
+        self.rate_boost = BROAD_RATE_BOOST if widened else 1.0
+        self.amp_boost = BROAD_AMPLITUDE_BOOST if widened else 1.0
         self.rates = FEATURE_RATES[galtype]
         self.parts = _Parts()
         self.features = {
@@ -468,20 +501,27 @@ def build_galaxy_v2(galtype: str, flux: float, radius_px: float, rng: np.random.
         b.features.update(bulge_fraction=1.0, axis_ratio=q, sersic_n=n)
         b.add_envelope_and_nucleus(envelope, envelope_size * unit, nucleus, body, q, beta)
     elif galtype in ("disk", "sphd"):
-        if galtype == "sphd":
-            bulge_fraction = round(float(rng.uniform(0.15, 0.85)), 3)
-            size_ratio = round(float(rng.uniform(0.15, 0.6)), 3)
-        elif b.has("bulge"):
-            bulge_fraction = round(float(rng.uniform(0.02, 0.12)), 3)
-            size_ratio = round(float(rng.uniform(0.1, 0.3)), 3)
-        else:
-            bulge_fraction, size_ratio = 0.0, 0.0
-        bulge_n = float(rng.choice(_BULGE_N))
-        disk_n = 1.0 if bulge_fraction else float(rng.choice(_DISK_N, p=_DISK_N_WEIGHTS))
+        wide = population == "wide"
         rest = 1.0 - envelope - nucleus
-        disk_hlr = hlr / _composite_unit_hlr(_components_key(
-            (rest * bulge_fraction, bulge_n, size_ratio), (rest * (1.0 - bulge_fraction), disk_n, 1.0),
-            (envelope, 1.0, envelope_size), (nucleus, 0, 0.0)))
+        for _ in range(WIDE_MAX_REDRAWS if wide else 1):
+            if galtype == "sphd":
+                bulge_fraction = round(float(rng.uniform(0.15, 0.85)), 3)
+                size_ratio = round(float(rng.uniform(*(_WIDE_SPHD_SIZE_RATIO if wide else (0.15, 0.6)))), 3)
+            elif b.has("bulge"):
+                bulge_fraction = round(float(rng.uniform(0.02, 0.12)), 3)
+                size_ratio = round(float(rng.uniform(0.1, 0.3)), 3)
+            else:
+                bulge_fraction, size_ratio = 0.0, 0.0
+            bulge_n = float(rng.choice(_WIDE_BULGE_N if wide else _BULGE_N))
+            disk_n = 1.0 if bulge_fraction else float(
+                rng.choice(_WIDE_DISK_N, p=_WIDE_DISK_N_WEIGHTS) if wide else rng.choice(_DISK_N, p=_DISK_N_WEIGHTS))
+            disk_hlr = hlr / _composite_unit_hlr(_components_key(
+                (rest * bulge_fraction, bulge_n, size_ratio), (rest * (1.0 - bulge_fraction), disk_n, 1.0),
+                (envelope, 1.0, envelope_size), (nucleus, 0, 0.0)))
+            # A compact bulge holding most of the light pushes the disk needed for the drawn
+            # radius far out (a 56 px galaxy with a 200 px disk: unphysical, and a 16k FFT).
+            if disk_hlr <= WIDE_MAX_DISK_OVER_HLR * hlr:
+                break
         cos_i = b.disk(disk_hlr, rest * (1.0 - bulge_fraction) * body, beta, n=disk_n)
         if bulge_fraction > 0.0:
             q_bulge = float(rng.uniform(0.6, 1.0))

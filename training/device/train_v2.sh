@@ -4,9 +4,9 @@
 #
 #   bash training/device/train_v2.sh BANK.npz [CHAIN ...]
 #
-# A CHAIN is STAGE[+STAGE...], run one after the other; a STAGE is NAME:CONFIG:WALL_S[:UNET]
-# where UNET (blend2mask2flux only) is the run NAME of an earlier stage or @PATH of a U-Net
-# .keras.  Without chains, the first call's plan: blend2flux_v2, and unet_v2 followed by two
+# A CHAIN is STAGE[+STAGE...], run one after the other; a STAGE is NAME:CONFIG:WALL_S[:UNET[:BANK]]
+# where UNET (blend2mask2flux only; may be empty) is the run NAME of an earlier stage or @PATH of
+# a U-Net .keras, and BANK another bank .npz for this stage (default: the first argument).  Without chains, the first call's plan: blend2flux_v2, and unet_v2 followed by two
 # blend2mask2flux heads.  A run folder that exists already is resumed, not restarted.
 #
 # Leaves in $OUT each run's model.keras as NAME.keras (split in 15 MB parts NAME.keras.part-*
@@ -37,7 +37,8 @@ $PY -c "import jax, keras; print('jax', jax.__version__, jax.devices(), 'keras',
 
 # stage NAME:CONFIG:WALL[:UNET] -- train (or resume) one run
 stage() {
-  IFS=: read -r name config wall unet <<< "$1"
+  IFS=: read -r name config wall unet bank <<< "$1"
+  bank=${bank:-$BANK}
   if [ "$name" = wait_unet ]; then  # wait for a U-Net that another chain trains
     while [ ! -f "$T/unet/model.keras" ] || ! grep -q '"status": "\(finished\|paused\)"' "$T/unet/run.json" 2>/dev/null; do sleep 5; done
     return 0
@@ -47,9 +48,9 @@ stage() {
     case "$unet" in @*) extra=(--set "model.unet_weights=\"$REPO/${unet#@}\"");; *) extra=(--set "model.unet_weights=\"$T/$unet\"");; esac
   fi
   if [ -f "$T/$name/config.json" ]; then
-    $PY -m training resume "$T/$name" --backend jax --max-wall-time "$wall" --bank "$BANK"
+    $PY -m training resume "$T/$name" --backend jax --max-wall-time "$wall" --bank "$bank"
   else
-    $PY -m training train "$config" --bank "$BANK" --run-dir "$T/$name" --backend jax --max-wall-time "$wall" "${extra[@]}"
+    $PY -m training train "$config" --bank "$bank" --run-dir "$T/$name" --backend jax --max-wall-time "$wall" "${extra[@]}"
   fi
 }
 

@@ -140,6 +140,15 @@ def save_realism_figure(real, mocks: dict, path, overwrite: bool = False):
         if name in ("rhalf", "sersic_n"):
             bins = np.geomspace(max(low, 1e-2), high, 25)
             axes.set_xscale("log")
+            # Plain numbers at a few round values: matplotlib's default labels every minor
+            # tick of a short log axis ("3 x 10^0 4 x 10^0 ...") and they overlap.
+            from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator, ScalarFormatter
+
+            ticks = [t for t in (0.3, 0.5, 1, 2, 3, 5, 10, 20, 30, 50) if bins[0] <= t <= bins[-1]]
+            axes.xaxis.set_major_locator(FixedLocator(ticks))
+            axes.xaxis.set_major_formatter(ScalarFormatter())
+            axes.xaxis.set_minor_locator(NullLocator())
+            axes.xaxis.set_minor_formatter(NullFormatter())
         else:
             bins = np.linspace(low, high, 25)
         for colour, (mock_name, table) in zip(colours, mocks.items()):

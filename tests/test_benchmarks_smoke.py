@@ -194,3 +194,16 @@ def test_bench_stamp_share_bins_errors_by_the_light_inside_the_stamp(tmp_path, t
             chosen = (radius > r_lo) & (radius <= r_hi) & (share > s_lo) & (share <= s_hi)
             assert cell == "-" if not chosen.any() else float(cell) == pytest.approx(np.median(share[chosen]),
                                                                                      abs=6e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (REPO.parent / "shared" / "realgal").exists(),
+                    reason="needs ../shared/realgal (the real validation galaxies)")
+def test_bench_sersic_twins_small(tmp_path):
+    """The twins benchmark on 60 blends: twins written, both sets blended alike, the tables printed."""
+    output = run_script("bench_sersic_twins.py", "--work", str(tmp_path), "-n", "60", "--methods", "blend2flux",
+                        timeout=600)
+    assert len(list((tmp_path / "twins").glob("*.fits"))) == 51
+    assert re.search(r"\| 0-10 \| \d+ \| [0-9.]+ \| [0-9.]+ \|", output), output
+    assert re.search(r"flux MAPE: real [0-9.]+%, twins [0-9.]+%", output), output
+    assert re.search(r"Pearson r\(real / twin prediction ratio, share ratio\) = -?[0-9.]+", output), output

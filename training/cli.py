@@ -199,6 +199,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_results)
 
+    p = sub.add_parser("compare", help="candidate networks against a baseline on the same blends: flux MAPE "
+                                       "differences with paired bootstrap intervals over galaxies")
+    p.add_argument("--model", action="append", default=[], required=True, metavar="NAME=METHOD:RESULTS[,RESULTS]",
+                   help="a model's results tables (one per blend folder, the same folders in the same order "
+                        "for every model; repeatable; the first is the baseline)")
+    p.add_argument("--sample", action="append", default=[], metavar="SAMPLE.fits",
+                   help="each results table's galaxy sample, in table order (for --min-stamp-share)")
+    p.add_argument("--min-stamp-share", type=float, metavar="S",
+                   help="keep only galaxies whose sample stamp holds at least this share of their flux")
+    p.add_argument("--bootstrap", type=_positive_int, default=1000, help="bootstrap resamples (default 1000)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-o", "--output", help="also write the rows as this table (.csv or .fits)")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_compare)
+
     p = sub.add_parser("digest", help="SHA-256 digests of a blend dataset (files and the test blends array), "
                                       "to check that two machines made the same bytes")
     p.add_argument("blends", help="blend dataset folder")
@@ -315,6 +330,29 @@ def _results(args) -> int:
                             update_docs=args.update_docs, overwrite=args.overwrite, match_radius=args.match_radius)
     print((Path(args.output) / "results.md").read_text())
     print("wrote " + ", ".join(str(p) for p in written.values()))
+    return 0
+
+
+def _compare(args) -> int:
+    from astropy.table import Table
+
+    from napari_blendphot.provenance import make_provenance
+    from napari_blendphot.tables import write_table
+
+    from .compare import compare, markdown, parse_model
+
+    models = [parse_model(text) for text in args.model]
+    rows = compare(models, samples=args.sample or None, min_stamp_share=args.min_stamp_share,
+                   n_resamples=args.bootstrap, seed=args.seed)
+    print(markdown(rows, models[0][0]))
+    if args.output:
+        table = Table(rows=rows)
+        inputs = {f"{name}[{i}]": path for name, _, tables in models for i, path in enumerate(tables)}
+        inputs.update({f"sample[{i}]": path for i, path in enumerate(args.sample)})
+        table.meta["provenance"] = make_provenance("training-compare", args.seed, inputs=inputs,
+                                                   min_stamp_share=args.min_stamp_share, bootstrap=args.bootstrap)
+        write_table(table, args.output, overwrite=args.overwrite)
+        print(f"wrote {args.output}")
     return 0
 
 

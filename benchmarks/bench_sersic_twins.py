@@ -103,6 +103,9 @@ def main(argv=None) -> int:
     parser.add_argument("--real-results", default=None, help="predicted table of the real blends (seed 12)")
     parser.add_argument("--real-blends", default=None, help="the real blends folder (checked: same pairs)")
     parser.add_argument("--methods", default="blend2flux,blend2mask2flux")
+    parser.add_argument("--weights", action="append", default=[], metavar="METHOD=PATH",
+                        help="a network method's weights other than the shipped ones (as blendphot predict's; "
+                             "give --real-results predicted with the same weights)")
     parser.add_argument("-n", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=12)
     args = parser.parse_args(argv)
@@ -114,6 +117,8 @@ def main(argv=None) -> int:
     shares = write_twins(Path(args.real), work / "twins")
     blend = ["blend", "--test-fraction", "0", "--no-clean", "-n", str(args.n), "--seed", str(args.seed)]
     predict = ["predict", "--split", "all", "--methods", args.methods, "--overwrite"]
+    for weights in args.weights:
+        predict += ["--weights", weights]
     if blendphot(blend + [str(work / "twins"), "-o", str(work / "twin_blends"), "--overwrite"]) != 0:
         return 1
     if blendphot(predict + [str(work / "twin_blends"), "-o", str(work / "twins_results")]) != 0:

@@ -47,11 +47,18 @@ def store_run(run_dir, output, precision: str = "bfloat16") -> dict:
     record = json.loads((run_dir / "run.json").read_text())
     if record.get("store") not in (None, "float32"):
         raise InputError(run_dir, f"its model is stored in {record['store']} already")
+    config = json.loads((run_dir / "config.json").read_text())
     model = load_model(run_dir / "model.keras", safe_mode=True, compile=False)
-    rounded = round_weights(model, precision)
+    # A U-Net frozen during training is a copy of a shipped U-Net: rounded, its fingerprint would no longer
+    # match that U-Net's, and `unet` could not take blend2mask2flux's masks (one U-Net pass for both).
+    spec = config.get("model", {})
+    frozen_unet = spec.get("kind") == "blend2mask2flux" and bool(spec.get("freeze_unet"))
+    keep = (lambda path: path.startswith(("unet_", "masks/"))) if frozen_unet else None
+    rounded = round_weights(model, precision, keep=keep)
     record.update(store=precision, rounded_arrays=rounded,
                   stored_from={"run": run_dir.name, "sha256": sha256_file(run_dir / "model.keras")})
-    config = json.loads((run_dir / "config.json").read_text())
+    if frozen_unet:
+        record["kept_exact"] = "the frozen U-Net (unet_*, masks)"
     log = run_dir / "log.csv"
     return write_model_run(output, model, config, record, compress=True, copies=[log] if log.is_file() else [])
 

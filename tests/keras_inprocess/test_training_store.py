@@ -75,3 +75,34 @@ def test_store_refuses_what_it_cannot_do_in_one_line(tmp_path, capsys):
     assert not (tmp_path / "x").exists() and not (tmp_path / "twice").exists()
     with pytest.raises(SystemExit):  # argparse: an unknown precision
         main(["store", str(tmp_path / "run"), "-o", str(tmp_path / "y"), "--precision", "int8"])
+
+
+def test_store_keeps_a_frozen_unet_exact_so_that_unet_and_blend2mask2flux_share_its_pass(tmp_path, capsys):
+    """A blend2mask2flux trained with its U-Net frozen holds a copy of a shipped U-Net: rounding that copy
+    changed its fingerprint, so the `unet` method could no longer take blend2mask2flux's masks (round 10)."""
+    from napari_blendphot.models.networks import build_blend2mask2flux, unet_fingerprint
+    from napari_blendphot.training.cli import main
+
+    keras.utils.set_random_seed(6)
+    model = build_blend2mask2flux(unet_depth=3, unet_filters=8, head_filters=8, head_depth=2, head_dense=(16, 16),
+                                  uncertainty=True)
+    run = tmp_path / "run"
+    run.mkdir()
+    save_model(model, run / "model.keras")
+    config = {"name": "tiny", "model": {"kind": "blend2mask2flux", "freeze_unet": True}}
+    (run / "config.json").write_text(json.dumps(config))
+    (run / "run.json").write_text(json.dumps({"name": "tiny", "status": "finished", "seed": 6}))
+    assert main(["store", str(run), "-o", str(tmp_path / "run_bf16")]) == 0
+    stored = load_model(tmp_path / "run_bf16" / "model.keras", compile=False)
+    assert unet_fingerprint(stored) == unet_fingerprint(model)
+    record = json.loads((tmp_path / "run_bf16" / "run.json").read_text())
+    assert record["rounded_arrays"] > 0 and record["kept_exact"] == "the frozen U-Net (unet_*, masks)"
+    head = [w for w in stored.weights if not w.path.startswith(("unet_", "masks")) and np.prod(w.shape) >= 1024]
+    assert head and all(not np.any(np.asarray(keras.ops.convert_to_numpy(w.value), np.float32).view(np.uint32)
+                                   & 0xFFFF) for w in head)
+    # Trained with the U-Net free, the whole network is the model's own: all of it is rounded.
+    config["model"]["freeze_unet"] = False
+    (run / "config.json").write_text(json.dumps(config))
+    assert main(["store", str(run), "-o", str(tmp_path / "free_bf16")]) == 0
+    free = load_model(tmp_path / "free_bf16" / "model.keras", compile=False)
+    assert unet_fingerprint(free) != unet_fingerprint(model)

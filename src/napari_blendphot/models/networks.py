@@ -553,7 +553,7 @@ def ensemble_members(model) -> list:
     return [layer for layer in model.layers if isinstance(layer, keras.Model) and layer.name.startswith("member_")]
 
 
-def round_weights(model, precision: str = "bfloat16", min_size: int = 1024) -> int:
+def round_weights(model, precision: str = "bfloat16", min_size: int = 1024, keep=None) -> int:
     """Round the large float32 weight arrays of *model* to the nearest *precision* value, in place.
 
     Returns how many arrays were rounded.  The weights stay float32 arrays
@@ -566,7 +566,8 @@ def round_weights(model, precision: str = "bfloat16", min_size: int = 1024) -> i
     (biases, the last layers) stay exact: they are a negligible share of the
     bytes, and a rounded bias shifts every prediction the same way (a
     systematic flux offset of up to 0.2% that rounding the kernels, whose
-    errors average out, does not give).
+    errors average out, does not give).  *keep*, a predicate on a weight's
+    path (``"layer/name"``), names further weights to leave exact.
     """
     import numpy as np
 
@@ -575,7 +576,7 @@ def round_weights(model, precision: str = "bfloat16", min_size: int = 1024) -> i
     rounded = 0
     for variable in model.weights:
         value = np.asarray(keras.ops.convert_to_numpy(variable.value))
-        if value.dtype != np.float32 or value.size < min_size:
+        if value.dtype != np.float32 or value.size < min_size or (keep is not None and keep(variable.path)):
             continue
         if precision == "float16":
             new = value.astype(np.float16).astype(np.float32)

@@ -150,7 +150,14 @@ def summarise_peaks(peaks: dict[int, dict], root_pid: int, root_command: list[st
     return listed + others[:largest]
 
 
-def run_stage(name: str, command: list[str], log: Path, poll_s: float = 0.1) -> dict:
+#: Seconds between two readings of /proc.  Not 0.1 (rounds 1-10): reading ``smaps_rollup`` of the
+#: 1.6 GiB worker ten times a second walks its page tables under its memory-map lock and slowed the
+#: predict stage it measured by ~15 s of 116 (docs/benchmarks.md, "Round 11").  Peak RSS (VmHWM) is the
+#: kernel's own high-water mark, exact at any interval; only the summed PSS is a sample.
+DEFAULT_POLL_SECONDS = 1.0
+
+
+def run_stage(name: str, command: list[str], log: Path, poll_s: float = DEFAULT_POLL_SECONDS) -> dict:
     """Run *command*, polling the peak RSS of it and its descendants; returns timings and peaks."""
     print(f"[{name}] {' '.join(command)}", flush=True)
     peaks: dict[int, dict] = {}
@@ -244,13 +251,23 @@ def main(argv=None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     parser.add_argument("--target-seconds", type=float, default=120.0)
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    parser.add_argument("--poll-seconds", type=float, default=DEFAULT_POLL_SECONDS,
+                        help="seconds between two memory readings of the stage's processes (default %(default)s; "
+                             "shorter intervals slow the processes measured)")
     args = parser.parse_args(argv)
+    if not args.poll_seconds > 0:
+        parser.error(f"--poll-seconds: {args.poll_seconds} is not a positive number of seconds")
     if args.quick:
         args.make_from, args.n_blends, args.n_test = "embedded", 250, 200
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
 
+    if args.workdir is not None:
+        if args.workdir.exists() and not args.workdir.is_dir():
+            parser.error(f"--workdir {args.workdir}: exists and is not a folder")
+        args.workdir.mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix="bench_testset_", dir=args.workdir))
-    figures = {"load_average_start": load_average(), "cpus": os.cpu_count(), "stages": []}
+    figures = {"load_average_start": load_average(), "cpus": os.cpu_count(), "stages": [],
+               "poll_seconds": args.poll_seconds}
     print(f"bench_evaluate_testset: {os.cpu_count()} CPUs, load average {figures['load_average_start']}, "
           f"work folder {folder}", flush=True)
     try:
@@ -259,7 +276,8 @@ def main(argv=None) -> int:
             blends_dir = folder / "blends"
             figures["stages"].append(run_stage("blend", BLENDPHOT + [
                 "blend", str(args.make_from), "-n", str(args.n_blends), "--test-fraction", "0.2",
-                "--n-test", str(args.n_test), "--seed", "0", "-o", str(blends_dir)], folder / "blend.log"))
+                "--n-test", str(args.n_test), "--seed", "0", "-o", str(blends_dir)], folder / "blend.log",
+                args.poll_seconds))
 
         weights_args = []
         networks = [m for m in methods if m in NETWORKS]
@@ -292,13 +310,13 @@ def main(argv=None) -> int:
         precision_args = ["--precision", args.precision] if args.precision else []
         predict += precision_args
         figures["precision"] = args.precision or "float32"
-        predict_stage = run_stage("predict", predict, folder / "predict.log")
+        predict_stage = run_stage("predict", predict, folder / "predict.log", args.poll_seconds)
         figures["stages"].append(predict_stage)
         for line in (folder / "predict.log").read_text().splitlines():
             if "blends in" in line or line.startswith("  "):
                 print(f"    {line.strip()}")
         evaluate_stage = run_stage("evaluate", BLENDPHOT + ["evaluate", str(results), "-o", str(folder / "report")],
-                                   folder / "evaluate.log")
+                                   folder / "evaluate.log", args.poll_seconds)
         figures["stages"].append(evaluate_stage)
 
         if args.per_method:
@@ -309,7 +327,8 @@ def main(argv=None) -> int:
                                        str(folder / f"results_{method}.csv"), "--split", "test"] + extra
                 if method != "sep":
                     command += precision_args
-                figures["stages"].append(run_stage(f"predict {method}", command, folder / f"predict_{method}.log"))
+                figures["stages"].append(run_stage(f"predict {method}", command, folder / f"predict_{method}.log",
+                                                      args.poll_seconds))
 
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
         figures["ru_maxrss_children_mb"] = children.ru_maxrss / 1024

@@ -211,7 +211,9 @@ class KerasDeblender:
     network = None
     #: A shipped model to load without ``weights=`` instead of the network's default (None: that default).
     default_weights = None
-    default_batch_size = 32
+    #: Blends per forward pass on a CPU.  64 rather than 32: the U-Net's float32 pass is 7% faster
+    #: per blend (12.6 -> 11.6 ms, 2 cores; 128 gains 1.5% more for twice the activations' memory).
+    default_batch_size = 64
 
     #: Blends per forward pass on a GPU: XLA's convolutions fill an H100/H200 from ~1,000 blends on.
     gpu_batch_size = 1024
@@ -567,7 +569,6 @@ class Blend2FluxDeblender(KerasDeblender):
     label = "blend2flux (CNN)"
     makes_masks = False
     network = "blend2flux"
-    default_batch_size = 64
 
     def deblend(self, blends, context: BlendContext | None = None,
                 progress: ProgressCallback | None = None) -> DeblendOutput:

@@ -3,7 +3,7 @@
 # carried paths, 64 MiB in all: move aside what training does not read, and restore it afterwards.
 #
 #   bash training/device/stage_tree.sh on  [PATH ...]   # default: the figures, the sample FITS and the
-#                                                        # shipped weights other than blend2flux_v8 / unet_v2
+#                                                        # shipped weights other than blend2flux_v9 / unet_v2
 #   bash training/device/stage_tree.sh off              # put everything back (git status must be clean)
 #
 # Paths go to scratch/gpu_stash/ (ignored by git, so they do not travel); wheels that training does
@@ -17,7 +17,7 @@ case "${1:-}" in
   on)
     shift
     if [ $# -eq 0 ]; then
-      set -- docs/img sample_data/candels_mock_sample.fits $W/blend2flux_ensemble_v4.keras $W/blend2mask2flux_v8.keras
+      set -- docs/img sample_data/candels_mock_sample.fits $W/blend2flux_ensemble_v4.keras $W/blend2mask2flux_v9.keras
     fi
     [ ! -e "$STASH/moved" ] || { echo "stage_tree: staged already ($STASH/moved); run 'off' first" >&2; exit 2; }
     mkdir -p "$STASH/whl"

@@ -135,11 +135,11 @@ def test_the_shipped_ensemble_runs_beside_its_member_with_calibrated_errors(prob
         outputs = engine.run(blends)
     single, ensemble = outputs["blend2flux"], outputs["ensemble"]
     assert ensemble.metadata["model_name"] == "blend2flux_ensemble_v4" and ensemble.metadata["members"] == 3
-    assert single.metadata["model_name"] == "blend2flux_v9"
+    assert single.metadata["model_name"] == "blend2flux_v8"
     assert ensemble.metadata["flux_error_calibration"]["fitted_with_tta"] == 1
     assert set(ensemble.metadata["flux_error_k95"]) == {"central", "companion"}
     assert np.all(np.isfinite(ensemble.flux_errors)) and np.all(ensemble.flux_errors > 0)
-    # blend2flux_v9 is another network (depth 3, not one of the members): close, not equal.
+    # blend2flux_v8 is another network (depth 3, not one of the members): close, not equal.
     ratio = ensemble.fluxes / single.fluxes
     assert np.all(np.abs(np.log(ratio)) < 0.5) and not np.allclose(ratio, 1.0, rtol=1e-6)
 

@@ -3,7 +3,7 @@
 # carried paths, 64 MiB in all: move aside what training does not read, and restore it afterwards.
 #
 #   bash training/device/stage_tree.sh on  [PATH ...]   # default: the figures, the sample FITS and the
-#                                                        # shipped weights other than blend2flux_v9 / unet_v2
+#                                                        # shipped weights other than blend2flux_v8 / unet_v2
 #   bash training/device/stage_tree.sh off              # put everything back (git status must be clean)
 #
 # Paths go to scratch/gpu_stash/ (ignored by git, so they do not travel); wheels that training does

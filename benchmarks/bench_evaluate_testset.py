@@ -152,8 +152,8 @@ def summarise_peaks(peaks: dict[int, dict], root_pid: int, root_command: list[st
 
 #: Seconds between two readings of /proc.  Not 0.1 (rounds 1-10): reading ``smaps_rollup`` of the
 #: 1.6 GiB worker ten times a second walks its page tables under its memory-map lock and slowed the
-#: predict stage it measured by ~15 s of 116 (docs/benchmarks.md, "Round 11").  Peak RSS (VmHWM) is the
-#: kernel's own high-water mark, exact at any interval; only the summed PSS is a sample.
+#: predict stage it measured by ~20 s (118.9 s against 97.0-102.0; docs/benchmarks.md, "Round 11").
+#: Peak RSS (VmHWM) is the kernel's own high-water mark, exact at any interval; only the summed PSS is a sample.
 DEFAULT_POLL_SECONDS = 1.0
 
 

@@ -84,7 +84,7 @@ def test_bench_evaluate_testset_refuses_a_file_as_workdir(tmp_path):
 
 def test_stage_memory_poll_reads_proc_about_once_a_second(tmp_path, monkeypatch):
     # Regression: /proc (with smaps_rollup, which walks the process's page tables) was read every
-    # 0.1 s, and that slowed the 5,000-blend predict stage it measured by ~15 s of 116.
+    # 0.1 s, and that slowed the 5,000-blend predict stage it measured by ~20 s (118.9 against 97-102 s).
     bench = _load_benchmark("bench_evaluate_testset")
     readings = []
     real_status = bench._status

@@ -18,3 +18,8 @@ Submodules (see docs/models.md):
 #: The paper's network architectures (the builders of :mod:`.networks`, the roles of :mod:`.io`,
 #: the ``method`` field of a manifest, training's ``model.kind``).
 ARCHITECTURES = ("blend2flux", "unet", "blend2mask2flux")
+
+#: Name prefix of a model file that holds only the members an ensemble stores itself, the others being
+#: shipped models it shares (``architecture.shared_members`` of its manifest): such a file alone is not the
+#: ensemble, so :func:`.io.load_model` refuses it and :func:`.manifests.load_manifest_model` completes it.
+STORED_MEMBERS_PREFIX = "stored_members_of_"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from napari_blendphot.errors import InputError, check_output_path
 
-from napari_blendphot.models import ARCHITECTURES
+from napari_blendphot.models import ARCHITECTURES, STORED_MEMBERS_PREFIX
 
 #: The roles a loaded model can be checked against (``expect=``): the network architectures.
 ROLES = ARCHITECTURES
@@ -132,7 +132,8 @@ def _layer_classes(config) -> list[tuple[str, str | None, str | None]]:
     return found
 
 
-def load_model(path, safe_mode: bool = True, compile: bool = False, expect: str | None = None):
+def load_model(path, safe_mode: bool = True, compile: bool = False, expect: str | None = None,
+               stored_members_ok: bool = False):
     """Load a ``.keras`` model saved by this package (any Keras backend).
 
     Parameters
@@ -146,6 +147,12 @@ def load_model(path, safe_mode: bool = True, compile: bool = False, expect: str 
         what prediction and cross-backend loading need).
     expect : {"blend2flux", "unet", "blend2mask2flux"}, optional
         Check that the model has that network's inputs and outputs.
+    stored_members_ok : bool
+        Load a file that holds only part of an ensemble (the members it does
+        not share with other shipped models; :data:`~napari_blendphot.models.STORED_MEMBERS_PREFIX`).
+        Only :func:`~napari_blendphot.models.manifests.load_manifest_model`,
+        which adds the shared members, asks for it: anything else would run
+        a partial ensemble without knowing it.
 
     Returns
     -------
@@ -155,6 +162,13 @@ def load_model(path, safe_mode: bool = True, compile: bool = False, expect: str 
         raise ValueError(f"expect must be one of {ROLES}, got {expect!r}")
     path = Path(path)
     config = read_keras_config(path)
+    stored_name = str((config.get("config") or {}).get("name") or "") if isinstance(config, dict) else ""
+    if stored_name.startswith(STORED_MEMBERS_PREFIX) and not stored_members_ok:
+        raise InputError(
+            path, f"holds only the members that ensemble {stored_name[len(STORED_MEMBERS_PREFIX):]!r} stores "
+                  "itself, not the shipped members it shares",
+            "load it by its manifest (its shipped name or its .json), which adds them",
+        )
     if safe_mode:
         lambdas = sorted({cls for cls, _, _ in _layer_classes(config) if cls == "Lambda"})
         if lambdas:

@@ -20,6 +20,14 @@ says what the file is and how it was made::
 The sha256 is checked before a model is loaded (:func:`verify`), so a
 truncated download or an edited file is reported, not silently used.
 
+Shared members: a deep ensemble one of whose members is itself a shipped
+network stores only its other members in its file (the package's weights
+must stay within 40 MB, and a blend2flux member is ~5 MB); its manifest's
+``architecture.shared_members`` lists the shared ones -- ``{"name", "file",
+"sha256", "position"}``, position being the 0-based index in the member
+order -- whose files lie in the same folder.  :func:`verify` checks them too
+and :func:`load_manifest_model` puts the whole ensemble back together.
+
 Importing this module does not import Keras; only :func:`load_registered_model`
 does, when it loads.  (It was ``models/registry.py``; the method registry is
 :mod:`napari_blendphot.deblend.registry`.)
@@ -159,7 +167,9 @@ def shipped_model(name: str, weights_dir=None) -> Manifest | None:
 def verify(manifest: Manifest) -> Path:
     """Check that the manifest's ``.keras`` file exists and has the recorded sha256.
 
-    Returns the file's path; raises :class:`InputError` naming the file otherwise.
+    The files of an ensemble's shared members (:func:`shared_members`) are
+    checked the same way (:func:`verify_shared_members`).  Returns the
+    file's path; raises :class:`InputError` naming the file otherwise.
     """
     path = manifest.path
     if not path.is_file():
@@ -171,7 +181,61 @@ def verify(manifest: Manifest) -> Path:
             path, f"sha256 {digest[:12]}... does not match the manifest's {manifest.sha256[:12]}... (file corrupted or changed)",
             "reinstall napari-blendphot or fetch the model again",
         )
+    verify_shared_members(manifest)
     return path
+
+
+def shared_members(manifest: Manifest) -> list[dict]:
+    """The members an ensemble shares with other shipped models, by position (empty for most models).
+
+    Each is ``{"name", "file", "sha256", "position"}`` from the manifest's
+    ``architecture.shared_members``; a malformed entry is an
+    :class:`InputError` naming the manifest.
+    """
+    entries = manifest.architecture.get("shared_members") or []
+    source = manifest.manifest_path or f"manifest of {manifest.name!r}"
+    if not isinstance(entries, list):
+        raise InputError(source, "manifest architecture.shared_members must be a list")
+    n_members = len(manifest.architecture.get("ensemble_members") or [])
+    checked = []
+    for entry in entries:
+        if not (isinstance(entry, dict) and isinstance(entry.get("name"), str)
+                and isinstance(entry.get("file"), str) and Path(entry["file"]).name == entry["file"]
+                and isinstance(entry.get("sha256"), str) and len(entry["sha256"]) == 64
+                and isinstance(entry.get("position"), int) and not isinstance(entry["position"], bool)
+                and 0 <= entry["position"] < max(n_members, 1)):
+            raise InputError(source, f"manifest architecture.shared_members: bad entry {entry!r}",
+                             "each needs a name, a bare file name, a sha256 and a position among the "
+                             "ensemble_members")
+        checked.append(entry)
+    positions = [entry["position"] for entry in checked]
+    if len(set(positions)) != len(positions):
+        raise InputError(source, f"manifest architecture.shared_members: positions {positions} repeat")
+    return sorted(checked, key=lambda entry: entry["position"])
+
+
+def verify_shared_members(manifest: Manifest) -> list[Path]:
+    """The files of the ensemble's shared members (beside its manifest), each checked against its sha256.
+
+    A missing file or another sha256 is a one-line :class:`InputError`
+    naming the ensemble and the member: loading without it would run a
+    different ensemble than the one whose metrics and calibration the
+    manifest records.
+    """
+    paths = []
+    for entry in shared_members(manifest):
+        path = manifest.path.parent / entry["file"]
+        source = f"ensemble {manifest.name!r}"
+        if not path.is_file():
+            raise InputError(source, f"its shared member {entry['name']!r} is missing ({path})",
+                             "reinstall napari-blendphot, or ship that model into the ensemble's folder")
+        digest = sha256_file(path)
+        if digest != entry["sha256"]:
+            raise InputError(source, f"its shared member {entry['name']!r} ({path}) has sha256 {digest[:12]}..., "
+                             f"the manifest records {entry['sha256'][:12]}... (the member was changed or replaced)",
+                             "reinstall napari-blendphot, or ship the ensemble again with this member")
+        paths.append(path)
+    return paths
 
 
 def resolve_weights(name_or_path, expect: str | None = None, weights_dir=None, check_hash: bool = True):
@@ -233,11 +297,57 @@ def load_registered_model(name_or_path, expect: str | None = None, weights_dir=N
     -------
     (keras.Model, Manifest or None)
     """
-    from napari_blendphot.models.io import load_model
-
     path, manifest = resolve_weights(name_or_path, expect=expect, weights_dir=weights_dir)
     role = expect or (manifest.method if manifest is not None else None)
-    return load_model(path, safe_mode=True, compile=compile, expect=role), manifest
+    return load_manifest_model(path, manifest, expect=role, compile=compile), manifest
+
+
+def load_manifest_model(path, manifest: Manifest | None, expect: str | None = None, compile: bool = False):
+    """Load the model file *path* described by *manifest* (None: a file of the user's own), in safe mode.
+
+    A model with shared members (:func:`shared_members`) is put back
+    together: the members its file stores, and each shared member loaded
+    from its file beside the manifest (sha256 checked again here: a one-line
+    :class:`InputError` naming the ensemble and the member), go into
+    :func:`~napari_blendphot.models.networks.build_ensemble` in the recorded
+    order with the recorded spread weight -- the very ensemble that was
+    shipped (same weights, same predictions).  Shared members are rounded
+    to the ensemble's 16-bit store as ``python -m training ensemble``
+    rounded them (idempotent: a no-op on members shipped rounded already).
+    Such an ensemble is never compiled (nothing trains it): *compile* is
+    ignored for it.  Imports Keras.
+    """
+    from napari_blendphot.models.io import check_role, load_model
+
+    entries = shared_members(manifest) if manifest is not None else []
+    if not entries:
+        return load_model(path, safe_mode=True, compile=compile, expect=expect)
+    from napari_blendphot.models import STORED_MEMBERS_PREFIX
+    from napari_blendphot.models.networks import ensemble_members, rebuild_ensemble, round_weights
+
+    member_paths = verify_shared_members(manifest)
+    stored = load_model(path, safe_mode=True, compile=False, stored_members_ok=True)
+    if not stored.name.startswith(STORED_MEMBERS_PREFIX):
+        raise InputError(path, f"manifest {manifest.name!r} lists shared members, but the file holds a whole model",
+                         "the manifest and the file do not belong together")
+    architecture = manifest.architecture
+    n_members = len(ensemble_members(stored) or [stored]) + len(entries)
+    recorded = architecture.get("ensemble_members")
+    if recorded is not None and len(recorded) != n_members:
+        raise InputError(path, f"holds {n_members - len(entries)} members and the manifest shares "
+                         f"{len(entries)}, but it records {len(recorded)} ensemble members")
+    store = architecture.get("stored")
+    shared = {}
+    for entry, member_path in zip(entries, member_paths):
+        member = load_model(member_path, safe_mode=True, compile=False, expect="blend2flux")
+        if store in ("bfloat16", "float16"):
+            round_weights(member, store)
+        shared[entry["position"]] = member
+    model = rebuild_ensemble(stored, shared, name=stored.name[len(STORED_MEMBERS_PREFIX):],
+                             spread_weight=float(architecture.get("spread_weight", 1.0)))
+    if expect is not None:
+        check_role(model, expect, source=path)
+    return model
 
 
 def _current_backend() -> str | None:

@@ -523,8 +523,6 @@ def build_ensemble(members, name: str = "blend2flux_ensemble", spread_weight: fl
     weights identical), so one ``.keras`` file holds the whole ensemble.
     *spread_weight*: see :class:`~napari_blendphot.models.layers.EnsembleMixture`.
     """
-    import numpy as np
-
     members = list(members)
     if len(members) < 2:
         raise ValueError(f"an ensemble needs at least two members, got {len(members)}")
@@ -539,10 +537,7 @@ def build_ensemble(members, name: str = "blend2flux_ensemble", spread_weight: fl
         if not (isinstance(outputs, dict) and "flux_uncertainty" in outputs and "fluxes" in outputs):
             raise ValueError(f"member {index} ({member.name!r}) has no flux-uncertainty output: train it with "
                              "uncertainty=True")
-        config = member.get_config()
-        config["name"] = f"member_{index}"
-        copy = type(member).from_config(config)
-        copy.set_weights([np.asarray(w) for w in member.get_weights()])
+        copy = _renamed_copy(member, f"member_{index}")
         member_outputs.append(copy(stamps)["flux_uncertainty"])
     fluxes, uncertainty = EnsembleMixture(spread_weight, name="ensemble")(member_outputs)
     return keras.Model(stamps, {"fluxes": fluxes, "flux_uncertainty": uncertainty}, name=name)
@@ -551,6 +546,60 @@ def build_ensemble(members, name: str = "blend2flux_ensemble", spread_weight: fl
 def ensemble_members(model) -> list:
     """The member models inside an ensemble built by :func:`build_ensemble` (empty for a single network)."""
     return [layer for layer in model.layers if isinstance(layer, keras.Model) and layer.name.startswith("member_")]
+
+
+def _renamed_copy(model, name: str):
+    """A copy of the functional *model* called *name*, with the very same weights (bit for bit)."""
+    import numpy as np
+
+    config = model.get_config()
+    config["name"] = name
+    copy = type(model).from_config(config)
+    copy.set_weights([np.asarray(w) for w in model.get_weights()])
+    return copy
+
+
+def stored_members_model(ensemble, shared_positions, name: str):
+    """The part of *ensemble* that its own file stores when the members at *shared_positions* are shared.
+
+    *shared_positions*: 0-based indices, in :func:`ensemble_members` order, of
+    the members kept by reference to shipped models (not stored again).  The
+    others, weights unchanged, make an ensemble of their own (two or more) or
+    are the one member left; either way the model is named
+    ``STORED_MEMBERS_PREFIX + name`` so that it is never loaded as the whole
+    ensemble by mistake (:func:`~napari_blendphot.models.io.load_model`).
+    """
+    from napari_blendphot.models import STORED_MEMBERS_PREFIX
+
+    members = ensemble_members(ensemble)
+    shared = set(shared_positions)
+    if not members or not shared or not shared <= set(range(len(members))):
+        raise ValueError(f"shared positions {sorted(shared)} do not pick members of an ensemble of "
+                         f"{len(members)} members")
+    stored = [member for index, member in enumerate(members) if index not in shared]
+    if not stored:
+        raise ValueError("every member is shared: the ensemble's file would store none")
+    mixture = ensemble.get_layer("ensemble")
+    if len(stored) == 1:
+        return _renamed_copy(stored[0], STORED_MEMBERS_PREFIX + name)
+    return build_ensemble(stored, name=STORED_MEMBERS_PREFIX + name, spread_weight=mixture.spread_weight)
+
+
+def rebuild_ensemble(stored, shared: dict, name: str, spread_weight: float):
+    """The whole ensemble from the model its file stores and its *shared* members ``{position: model}``.
+
+    *stored*: what :func:`stored_members_model` made (an ensemble of the
+    stored members, or the single stored member).  The members go back in
+    their recorded order, so the result is the ensemble that was split,
+    weights and predictions alike.
+    """
+    stored_members = ensemble_members(stored) or [stored]
+    total = len(stored_members) + len(shared)
+    if not set(shared) <= set(range(total)):
+        raise ValueError(f"shared positions {sorted(shared)} do not fit an ensemble of {total} members")
+    remaining = iter(stored_members)
+    members = [shared[index] if index in shared else next(remaining) for index in range(total)]
+    return build_ensemble(members, name=name, spread_weight=spread_weight)
 
 
 def round_weights(model, precision: str = "bfloat16", min_size: int = 1024, keep=None) -> int:

@@ -94,7 +94,8 @@ def _method_provenance(metadata: dict) -> dict:
         if key == "weights":
             kept["weights_file"] = Path(str(value)).name
         elif key in ("label", "method", "sha256", "model_name", "config", "keras_backend", "keras", "parameters",
-                     "sep_version", "mask_encoding", "flux_rule", "precision", "tta", "unet_fingerprint"):
+                     "sep_version", "mask_encoding", "flux_rule", "precision", "tta", "unet_fingerprint",
+                     "shared_members"):
             kept[key] = value
     return kept
 

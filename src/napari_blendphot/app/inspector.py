@@ -609,9 +609,12 @@ class InspectorModel:
         if manifest is None:
             return (f"{name}: no shipped model installed (in {WEIGHTS_DIR}) — "
                     "choose a .keras file with its '…' button")
-        path = manifest.path
-        key = (str(path), path.stat().st_size if path.is_file() else -1,
-               path.stat().st_mtime_ns if path.is_file() else -1)
+        # The model's file, and those of the shipped members an ensemble shares (verify checks them too).
+        paths = [manifest.path] + [manifest.path.parent / str(entry.get("file", ""))
+                                   for entry in (manifest.architecture.get("shared_members") or [])
+                                   if isinstance(entry, dict)]
+        key = tuple((str(path), path.stat().st_size if path.is_file() else -1,
+                     path.stat().st_mtime_ns if path.is_file() else -1) for path in paths)
         if key not in self._checked_weights:
             try:
                 manifests.verify(manifest)

@@ -12,8 +12,11 @@ Weights
 ``.keras`` file, resolved by :func:`napari_blendphot.models.manifests.resolve_weights`
 (which checks the sha256 of files that have a manifest); without it the
 method's default shipped model (:func:`~napari_blendphot.models.manifests.default_model`)
-is used.  Models load through :func:`napari_blendphot.models.io.load_model`
-in safe mode with the role checked (a U-Net file given to blend2flux is refused).
+is used.  Models load through :func:`napari_blendphot.models.manifests.load_manifest_model`
+(:func:`napari_blendphot.models.io.load_model`) in safe mode with the role
+checked (a U-Net file given to blend2flux is refused); an ensemble whose
+manifest lists shared members (another shipped model's file holds them) is
+put back together from those files, and its metadata lists them.
 
 Masks: the U-Net's channels are [central, companion] ("two") or [overlap,
 central only, companion only] ("ogg", SPEC §4.7), taken from the manifest's
@@ -69,8 +72,7 @@ def _load_weights(method: str, network: str | None, weights, default_name: str |
     """
     import dataclasses
 
-    from napari_blendphot.models.io import load_model
-    from napari_blendphot.models.manifests import default_model, resolve_weights, shipped_model
+    from napari_blendphot.models.manifests import default_model, load_manifest_model, resolve_weights, shipped_model
 
     role = network
     if weights is None:
@@ -86,7 +88,8 @@ def _load_weights(method: str, network: str | None, weights, default_name: str |
     record = {}
     if manifest is not None:
         record = {key: value for key, value in dataclasses.asdict(manifest).items() if key != "manifest_path"}
-    model = load_model(path, safe_mode=True, compile=False, expect=role)
+    # An ensemble that shares members with other shipped models is put back together from their files.
+    model = load_manifest_model(path, manifest, expect=role)
     return model, Path(path), record
 
 
@@ -539,7 +542,20 @@ class KerasDeblender:
             "padded_batches": self.pad_batches,
             "tta": self.tta,
             **({"unet_fingerprint": self.unet_fingerprint} if self.unet_fingerprint else {}),
+            **self._shared_members_record(),
         }
+
+    def _shared_members_record(self) -> dict:
+        """``{"shared_members": [...]}`` for an ensemble whose file stores only some members, else ``{}``.
+
+        ``sha256`` is the file's own; the shared members' files (checked
+        against these sha256 when the model loaded) complete what ran.
+        """
+        shared = (self.manifest.get("architecture") or {}).get("shared_members") or []
+        if not shared:
+            return {}
+        return {"shared_members": [{key: entry.get(key) for key in ("name", "file", "sha256", "position")}
+                                   for entry in shared]}
 
     def warm_up(self) -> None:
         """Trace (or, under JAX, compile) the forward pass now, so that the first real call is not slowed.

@@ -633,7 +633,7 @@ def _catalog_meta(image, methods, runner, settings, seed, positions, backend, ca
 
                 kept["weights_file"] = Path(str(value)).name
             elif key in ("label", "method", "sha256", "model_name", "keras_backend", "keras", "sep_version",
-                         "flux_rule", "precision"):
+                         "flux_rule", "precision", "shared_members"):
                 kept[key] = value
         method_metadata[name] = kept
     description = image.describe()

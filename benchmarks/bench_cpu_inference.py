@@ -258,14 +258,17 @@ def time_network(spec: dict, out_dir: str, batch_sizes, paths, min_seconds: floa
 
     keras.utils.set_random_seed(0)
     t0 = time.perf_counter()
-    if spec.get("weights_file"):  # a trained model (--shipped): its own weights
+    if spec.get("weights_file"):  # a trained model (--shipped): its own weights, through its manifest
+        from napari_blendphot.models.manifests import load_registered_model
+
         path = Path(spec["weights_file"])
+        model = load_registered_model(path, expect=spec["method"])[0]  # shared ensemble members put back too
     else:
         built = build_model(spec["method"], **spec["kwargs"])
         digest = hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
         path = Path(out_dir) / f"{spec['method']}-{digest}.keras"
         save_model(built, path, overwrite=True)
-    model = load_model(path, expect=spec["method"])
+        model = load_model(path, expect=spec["method"])
     result = {"spec": spec, "path": str(path), "parameters": int(model.count_params()),
               "gflop_per_blend": 2 * count_macs(model) / 1e9, "build_save_load_s": time.perf_counter() - t0,
               "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),

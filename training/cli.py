@@ -182,6 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spread-weight-from", metavar="CALIBRATION.json",
                    help="'blendphot calibrate-errors fit' file of this ensemble built with weight 1: keep the "
                         "spread at face value through that calibration")
+    p.add_argument("--share", action="append", default=[], metavar="NAME",
+                   help="a member that is a shipped model (by its name): 'ship' then stores only the other "
+                        "members and the manifest refers to this one's file, so its weights are not in the "
+                        "package twice (40 MB limit); the run's model.keras still holds the whole ensemble "
+                        "(repeatable)")
     p.set_defaults(func=_ensemble)
 
     p = sub.add_parser("results", help="the results tables of the shipped models on several test sets, with "
@@ -316,10 +321,13 @@ def _ensemble(args) -> int:
     from .ensemble import make_ensemble, spread_weight_for
 
     weight = spread_weight_for(args.spread_weight_from) if args.spread_weight_from else args.spread_weight
-    record = make_ensemble(args.members, args.output, store=args.store, name=args.name, spread_weight=weight)
+    record = make_ensemble(args.members, args.output, store=args.store, name=args.name, spread_weight=weight,
+                           share=args.share)
+    shared = record.get("shared_members") or []
     print(f"{args.output}: {len(record['members'])} members ({', '.join(m['name'] for m in record['members'])}), "
           f"{record['parameters']:,} parameters, weights stored as {record['store']}, "
-          f"spread weight {record['spread_weight']:.3f}")
+          f"spread weight {record['spread_weight']:.3f}"
+          + (f"; shared when shipped: {', '.join(m['name'] for m in shared)}" if shared else ""))
     return 0
 
 

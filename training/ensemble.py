@@ -16,6 +16,14 @@ the nearest bfloat16 value and the archive is deflated
 blend2flux member instead of 6.5 MB; the rounding's effect on the fluxes is
 for held-out blends to show before shipping (docs/training.md, "Round 4").
 Nothing is trained here.
+
+Shared members (``share``, ``--share NAME``): a member that is a shipped
+model already is kept by reference when the ensemble ships, so its weights
+are not stored twice in the package (whose weights must stay within 40 MB).
+The run folder still holds the whole ensemble (it runs as it is before
+shipping); ``run.json`` and ``config.json`` record the shared members --
+name, file, sha256 of the shipped file, 0-based position in the member
+order -- and ``python -m training ship`` writes only the others.
 """
 
 from __future__ import annotations
@@ -57,8 +65,34 @@ def _member_source(member: str) -> dict:
             **record}
 
 
+def _shared_members(share, sources: list[dict]) -> list[dict]:
+    """The ``shared_members`` records of the names in *share*: each a shipped model that is one of *sources*.
+
+    A name that is not a shipped model (in the package's weights folder,
+    with a manifest), or is one but not a member, is a one-line
+    :class:`InputError` naming it.
+    """
+    from napari_blendphot.models.manifests import WEIGHTS_DIR, shipped_model, verify
+
+    shared = []
+    for name in dict.fromkeys(share):  # once each, in the order given
+        manifest = shipped_model(name)
+        if manifest is None:
+            raise InputError(f"--share {name!r}", f"is not a shipped model (no manifest of that name in {WEIGHTS_DIR})",
+                             "only a model shipped with the package can be shared: give it by that name")
+        verify(manifest)
+        position = next((index for index, source in enumerate(sources) if source["sha256"] == manifest.sha256), None)
+        if position is None:
+            raise InputError(f"--share {name!r}", "is not one of the ensemble's members (no member has its sha256)",
+                             "members: " + ", ".join(source["name"] for source in sources))
+        shared.append({"name": manifest.name, "file": manifest.file, "sha256": manifest.sha256, "position": position})
+    if shared and len(shared) == len(sources):
+        raise InputError("--share", "shares every member: the ensemble's own file must store one at least")
+    return sorted(shared, key=lambda entry: entry["position"])
+
+
 def make_ensemble(members, output, store: str = "bfloat16", name: str = "blend2flux_ensemble",
-                  spread_weight: float = 1.0) -> dict:
+                  spread_weight: float = 1.0, share=()) -> dict:
     """Write the run folder *output* holding the ensemble of *members*; return its ``run.json`` record.
 
     *members*: two or more blend2flux networks with the flux-uncertainty
@@ -67,7 +101,8 @@ def make_ensemble(members, output, store: str = "bfloat16", name: str = "blend2f
     appears whole or not at all.  *spread_weight*: the weight of the members'
     spread in the error (:class:`~napari_blendphot.models.layers.EnsembleMixture`;
     :func:`spread_weight_for` gives the one that keeps it at face value
-    through a calibration).
+    through a calibration).  *share*: names of shipped models among the
+    members to keep by reference when the run is shipped (module docstring).
     """
     import keras
 
@@ -91,6 +126,7 @@ def make_ensemble(members, output, store: str = "bfloat16", name: str = "blend2f
     if len(set(digests)) != len(digests):
         raise InputError("ensemble members", "the same network is given twice (equal sha256): members must be "
                          "independently trained")
+    shared = _shared_members(share, sources)
     models = []
     for source in sources:
         model = load_model(source["path"], safe_mode=True, compile=False, expect="blend2flux")
@@ -118,7 +154,7 @@ def make_ensemble(members, output, store: str = "bfloat16", name: str = "blend2f
         "model": {"kind": "blend2flux", "ensemble_members": [s["name"] for s in sources],
                   "member_configs": configs, "spread_weight": float(spread_weight),
                   "combine": "EnsembleMixture: mean ln f; s^2 = mean s_i^2 + spread_weight * var ln f_i",
-                  "stored": store},
+                  "stored": store, **({"shared_members": shared} if shared else {})},
         "training": {"precision": "float32" if store == "float32" else f"{store} storage",
                      "batch_size": None},
     }
@@ -130,6 +166,7 @@ def make_ensemble(members, output, store: str = "bfloat16", name: str = "blend2f
         "members": [{key: value for key, value in source.items() if key != "path"} for source in sources],
         "store": store,
         "spread_weight": float(spread_weight),
+        **({"shared_members": shared} if shared else {}),
         "rounded_arrays": rounded,
         "parameters": int(ensemble.count_params()),
         "data": (first or {}).get("data") or {},

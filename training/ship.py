@@ -7,6 +7,13 @@ run the galaxy bank and the sample it was cut from; seed(s); the earlier runs
 it started from), its test metrics and the file's sha256, and optionally the
 calibration of its flux errors (``blendphot calibrate-errors fit``).
 
+An ensemble run made with ``--share`` (``python -m training ensemble``) ships
+without its shared members: the file written holds only the others
+(:func:`~napari_blendphot.models.networks.stored_members_model`, weights bit
+for bit the run's), the manifest's ``architecture.shared_members`` names the
+shipped files that complete it, and they must be in the target folder with
+the sha256 the run recorded.  The manifest's ``sha256`` is the written file's.
+
 Test metrics come either from the run's ``evaluation/summary.json``
 (``python -m training evaluate``) or from a results table written by
 ``blendphot predict`` with this very model (``test_results``): the table's
@@ -98,6 +105,45 @@ def metrics_from_results(results, method: str, model_sha256: str) -> dict:
     return metrics
 
 
+def _write_stored_members(model_path, target: Path, name: str, architecture: dict, store: str | None) -> None:
+    """Write to *target* the members of the ensemble *model_path* that it does not share, checked.
+
+    The file is checked before it is installed: with the shared members'
+    files in *target*'s folder it must give back the run's ensemble weight
+    for weight (what :func:`~napari_blendphot.models.manifests.load_manifest_model`
+    will load), else nothing is written.
+    """
+    import numpy as np
+
+    from napari_blendphot.atomic import atomic_output
+    from napari_blendphot.models.io import deflate_archive, load_model
+    from napari_blendphot.models.manifests import Manifest, load_manifest_model, shared_members, verify_shared_members
+    from napari_blendphot.models.networks import ensemble_members, stored_members_model
+
+    # The manifest-to-be (in memory) says where the shared members are: beside it, in the target folder.
+    manifest = Manifest(name=name, method="blend2flux", architecture=architecture, trained_on={}, test_metrics={},
+                        file=target.name, sha256="", keras_version="", backend="",
+                        manifest_path=target.with_suffix(".json"))
+    entries = shared_members(manifest)
+    verify_shared_members(manifest)  # shipped there already, and the very files the run was built with
+    whole = load_model(model_path, safe_mode=True, compile=False, expect="blend2flux")
+    n_members = len(ensemble_members(whole))
+    if n_members != len(architecture.get("ensemble_members") or []):
+        raise InputError(model_path, f"holds {n_members} ensemble members, its config.json lists "
+                         f"{len(architecture.get('ensemble_members') or [])}")
+    stored = stored_members_model(whole, [entry["position"] for entry in entries], name)
+    with atomic_output(target) as temporary:
+        stored.save(str(temporary))
+        if store not in (None, "float32"):
+            deflate_archive(temporary)  # stored as the run's model was: 16-bit weights, deflated
+        rebuilt = load_manifest_model(temporary, manifest, expect="blend2flux")
+        for variable, before, after in zip(whole.weights, whole.get_weights(), rebuilt.get_weights(), strict=True):
+            if not np.array_equal(before, after):
+                raise InputError(model_path, f"its ensemble differs from the stored members plus the shared "
+                                 f"files in {target.parent} (weight {variable.path})",
+                                 "was a shared member shipped again since the ensemble was built?")
+
+
 def ship_run(run_dir, name: str, default: bool = False, description: str = "", notes: str = "",
              weights_dir=None, overwrite: bool = False, test_results=None, calibration=None, stages=()):
     """Copy *run_dir*'s model to ``<weights_dir>/<name>.keras`` and write ``<name>.json``; return the manifest.
@@ -174,10 +220,16 @@ def ship_run(run_dir, name: str, default: bool = False, description: str = "", n
         trained_on["frozen_unet"] = Path(str(config["model"].get("unet_weights", ""))).name
     if stages:
         trained_on["stages"] = [_stage(stage) for stage in stages]
+    architecture = model_arguments(config["model"])
+    shared = record.get("shared_members") or []
     target_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_output(target) as temporary:
-        Path(temporary).write_bytes(model.read_bytes())
-    return write_manifest(target, network, model_arguments(config["model"]), trained_on, metrics,
+    if shared:  # an ensemble whose shipped members are kept by reference: store only the others
+        architecture["shared_members"] = shared
+        _write_stored_members(model, target, name, architecture, record.get("store"))
+    else:
+        with atomic_output(target) as temporary:
+            Path(temporary).write_bytes(model.read_bytes())
+    return write_manifest(target, network, architecture, trained_on, metrics,
                           name=name, backend=record.get("backend"), default=default, notes=notes,
                           overwrite=overwrite, flux_error_calibration=flux_error_calibration)
 

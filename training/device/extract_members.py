@@ -17,14 +17,13 @@ def main(argv: list[str]) -> int:
     if len(argv) != 2:
         print(__doc__.strip().splitlines()[2].strip(), file=sys.stderr)
         return 2
-    from napari_blendphot.models.io import load_model
-    from napari_blendphot.models.manifests import shipped_model
+    from napari_blendphot.models.manifests import load_manifest_model, shipped_model
     from napari_blendphot.models.networks import ensemble_members
 
     manifest = shipped_model(argv[0])
     out = Path(argv[1])
     out.mkdir(parents=True, exist_ok=True)
-    members = ensemble_members(load_model(manifest.path))
+    members = ensemble_members(load_manifest_model(manifest.path, manifest))  # shared members put back too
     names = [m.get("name") or m.get("trained_on", {}).get("config") for m in manifest.trained_on.get("members", [])]
     for index, member in enumerate(members):
         path = out / f"{member.name}.keras"

@@ -118,7 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--default", action="store_true", help="make it the default model of its method")
     p.add_argument("--description", default="", help="what the model was trained on, in words")
     p.add_argument("--notes", default="")
-    p.add_argument("--weights-dir", help="target folder (default: napari_blendphot/models/weights)")
+    p.add_argument("--weights-dir", help="target folder (default: napari_blendphot/models/weights); an ensemble "
+                                         "built with --share is shipped without its shared members, whose "
+                                         "shipped files must be in this folder")
     p.add_argument("--test-results", help="results table of test blends predicted with this run's model "
                                           "('blendphot predict'); default: the run's evaluation/summary.json")
     p.add_argument("--calibration", action="append", default=[],

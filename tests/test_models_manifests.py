@@ -180,5 +180,5 @@ def test_the_shipped_weights_stay_within_the_40_mb_package_budget():
 
     models = list_shipped_models()
     total = sum(m.path.stat().st_size for m in models) + sum(p.stat().st_size for p in WEIGHTS_DIR.glob("*.json"))
-    assert {m.name for m in models} >= {"blend2flux_v8", "unet_v2", "blend2mask2flux_v9", "blend2flux_ensemble_v4"}
+    assert {m.name for m in models} >= {"blend2flux_v8", "unet_v2", "blend2mask2flux_v10", "blend2flux_ensemble_v5"}
     assert total <= 40_000_000, f"{total / 1e6:.2f} MB of shipped weights"

@@ -61,18 +61,18 @@ def test_the_ensemble_is_described_and_checked_with_its_own_shipped_model(monkey
     from napari_blendphot.deblend.registry import shipped_model_of
     from napari_blendphot.models import manifests
 
-    assert shipped_model_of("ensemble").name == "blend2flux_ensemble_v4"
+    assert shipped_model_of("ensemble").name == "blend2flux_ensemble_v5"
     assert shipped_model_of("blend2flux").name == "blend2flux_v8" and shipped_model_of("sep") is None
     model = InspectorModel()
     try:
-        assert model.weights_description("ensemble") == "shipped: blend2flux_ensemble_v4"
+        assert model.weights_description("ensemble") == "shipped: blend2flux_ensemble_v5"
         assert model.weights_description("blend2flux") == "shipped: blend2flux_v8"
         assert model.check_method("ensemble") is None
         verified = []
         real_verify = manifests.verify
         monkeypatch.setattr(manifests, "verify", lambda m: verified.append(m.name) or real_verify(m))
         model._checked_weights.clear()
-        assert model.check_method("ensemble") is None and verified == ["blend2flux_ensemble_v4"]
+        assert model.check_method("ensemble") is None and verified == ["blend2flux_ensemble_v5"]
     finally:
         model.close()
 

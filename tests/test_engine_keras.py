@@ -134,7 +134,9 @@ def test_the_shipped_ensemble_runs_beside_its_member_with_calibrated_errors(prob
     with InferenceEngine(["blend2flux", "ensemble"], backend="tensorflow") as engine:
         outputs = engine.run(blends)
     single, ensemble = outputs["blend2flux"], outputs["ensemble"]
-    assert ensemble.metadata["model_name"] == "blend2flux_ensemble_v4" and ensemble.metadata["members"] == 3
+    assert ensemble.metadata["model_name"] == "blend2flux_ensemble_v5" and ensemble.metadata["members"] == 4
+    # blend2flux_v8 is one of its members, stored once in the package and put back in by reference
+    assert [entry["name"] for entry in ensemble.metadata["shared_members"]] == ["blend2flux_v8"]
     assert single.metadata["model_name"] == "blend2flux_v8"
     assert ensemble.metadata["flux_error_calibration"]["fitted_with_tta"] == 1
     assert set(ensemble.metadata["flux_error_k95"]) == {"central", "companion"}

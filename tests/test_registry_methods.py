@@ -193,5 +193,5 @@ def test_execution_order_runs_a_method_after_those_whose_masks_it_reuses():
 def test_the_ensemble_method_and_its_registry_entry_name_the_same_shipped_model():
     from napari_blendphot.deblend.keras_methods import EnsembleDeblender
 
-    assert method_info("ensemble").default_weights == EnsembleDeblender.default_weights == "blend2flux_ensemble_v4"
+    assert method_info("ensemble").default_weights == EnsembleDeblender.default_weights == "blend2flux_ensemble_v5"
     assert method_info("blend2flux").default_weights == ""  # its network's default

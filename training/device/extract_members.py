@@ -1,6 +1,6 @@
 """Write each member of a shipped deep ensemble as its own .keras model (to fine-tune it on the device).
 
-    python training/device/extract_members.py blend2flux_ensemble_v4 /tmp/bp/members
+    python training/device/extract_members.py blend2flux_ensemble_v5 /tmp/bp/members
 
 Writes member_1.keras, member_2.keras, ... in the ensemble's order, which is the
 order of ``trained_on.members`` in its manifest (printed beside each file).

@@ -17,7 +17,7 @@ case "${1:-}" in
   on)
     shift
     if [ $# -eq 0 ]; then
-      set -- docs/img sample_data/candels_mock_sample.fits $W/blend2flux_ensemble_v4.keras $W/blend2mask2flux_v9.keras
+      set -- docs/img sample_data/candels_mock_sample.fits $W/blend2flux_ensemble_v5.keras $W/blend2mask2flux_v10.keras
     fi
     [ ! -e "$STASH/moved" ] || { echo "stage_tree: staged already ($STASH/moved); run 'off' first" >&2; exit 2; }
     mkdir -p "$STASH/whl"

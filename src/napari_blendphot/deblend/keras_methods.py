@@ -607,7 +607,7 @@ class EnsembleDeblender(Blend2FluxDeblender):
 
     name = "ensemble"
     label = "blend2flux deep ensemble"
-    default_weights = "blend2flux_ensemble_v4"
+    default_weights = "blend2flux_ensemble_v5"
 
     def metadata(self) -> dict:
         record = super().metadata()

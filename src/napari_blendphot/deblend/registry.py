@@ -222,7 +222,7 @@ _BUILTINS = (
                description="independently trained blend2flux CNNs averaged; their spread is added to the flux "
                            "error (the model's own uncertainty); costs one blend2flux pass per member",
                origin="builtin", network="blend2flux", short_label="ensemble", color="#d9a21b", line_style="dashdot",
-               default_run=False, default_weights="blend2flux_ensemble_v4", **_KERAS),
+               default_run=False, default_weights="blend2flux_ensemble_v5", **_KERAS),
     MethodInfo("seppaper", "SEP two-pass, paper set-up (isophotal, no background)", True, False,
                "napari_blendphot.deblend.sep_baseline:SepPaper",
                "the paper's own baseline: the sep two-pass without background subtraction, isophotal fluxes "
